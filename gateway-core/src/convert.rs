@@ -1,0 +1,602 @@
+//! Conversions between the contract and the types of [`http`]: a request becomes an
+//! [`Environ`] ([`environ_from_request`]), an environ becomes a request
+//! ([`request_from_environ`]), and an [`http::Response`] answers through a
+//! [`StartResponse`] ([`respond`]). An app becomes an `http::Response` through
+//! [`driver::call`](crate::driver::call).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+
+use crate::environ::header_var_name;
+use crate::{
+    Body, BoxError, Environ, ErrorStream, Input, LocalAddr, PeerAddr, StartResponse, UrlScheme,
+    is_hop_by_hop,
+};
+
+/// What a server knows about itself and the connection, to build an environ from a request.
+///
+/// ```
+/// use gateway_core::convert::ServerContext;
+/// use gateway_core::UrlScheme;
+///
+/// let mut context = ServerContext::default();
+/// context.url_scheme = UrlScheme::Https;
+/// context.peer_addr = Some("127.0.0.1:50000".parse().unwrap());
+/// context.multithread = true;
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ServerContext {
+    /// `SERVER_NAME`; when `None`, the host of the request (its `Host` header or URI), then the
+    /// local address, then `localhost`.
+    pub server_name: Option<Bytes>,
+    /// `SERVER_PORT`; when `None`, the port of the `Host`, then of the local address, then the
+    /// scheme's default.
+    pub server_port: Option<u16>,
+    /// `SERVER_SOFTWARE`, when set.
+    pub server_software: Option<Bytes>,
+    /// `wsgi.url_scheme` (and `HTTPS=on` for https).
+    pub url_scheme: UrlScheme,
+    /// The client's address: `REMOTE_ADDR`, `REMOTE_PORT` and the [`PeerAddr`] extension.
+    pub peer_addr: Option<SocketAddr>,
+    /// The address the request came in on: the [`LocalAddr`] extension.
+    pub local_addr: Option<SocketAddr>,
+    /// `wsgi.multithread`.
+    pub multithread: bool,
+    /// `wsgi.multiprocess`.
+    pub multiprocess: bool,
+    /// `wsgi.run_once`.
+    pub run_once: bool,
+    /// Where `wsgi.errors` goes; stderr when `None`.
+    pub errors: Option<ErrorStream>,
+}
+
+impl fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("server_name", &self.server_name)
+            .field("server_port", &self.server_port)
+            .field("url_scheme", &self.url_scheme)
+            .field("peer_addr", &self.peer_addr)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the environ of an HTTP request.
+///
+/// - `REQUEST_METHOD`; `SCRIPT_NAME` empty and `PATH_INFO` the path, percent-decoded once (an
+///   asterisk-form target leaves `PATH_INFO` empty); `QUERY_STRING` as sent (empty when there is
+///   none); `REQUEST_URI` the target as sent; `SERVER_PROTOCOL`, `SERVER_NAME`, `SERVER_PORT`,
+///   `GATEWAY_INTERFACE`, and from the context `REMOTE_ADDR`, `REMOTE_PORT`,
+///   `SERVER_SOFTWARE` and `HTTPS`.
+/// - Headers become `HTTP_*` variables; `Content-Type` and `Content-Length` become
+///   `CONTENT_TYPE` and `CONTENT_LENGTH`. Repeated headers are joined with `, ` (`Cookie` with
+///   `; `). Headers whose names contain `_` are dropped (they would pose as the dashed name),
+///   and so is `Proxy` (httpoxy: it would become `HTTP_PROXY`). An HTTP/2 request's authority
+///   becomes `HTTP_HOST` when it has no `Host` header.
+/// - The body becomes the input, bounded by `Content-Length` when there is one, and
+///   `input_terminated` is set.
+/// - The request's extensions become the environ's, with [`PeerAddr`] and [`LocalAddr`].
+///
+/// ```
+/// use gateway_core::convert::{environ_from_request, ServerContext};
+///
+/// let request = http::Request::post("http://example.com:8080/a%20b?x=1")
+///     .header("x-token", "t")
+///     .body(http_body_util::Full::new(bytes::Bytes::from("data")))
+///     .unwrap();
+/// let environ = environ_from_request(request, &ServerContext::default());
+/// assert_eq!(environ.request_method(), "POST");
+/// assert_eq!(environ.path_info(), b"/a b");
+/// assert_eq!(environ.request_uri(), Some(&b"/a%20b?x=1"[..]));
+/// assert_eq!(environ.query_string(), b"x=1");
+/// assert_eq!(environ.server_name(), b"example.com");
+/// assert_eq!(environ.server_port(), Some(8080));
+/// assert_eq!(environ.header("x-token"), Some(&b"t"[..]));
+/// ```
+pub fn environ_from_request<B>(request: Request<B>, context: &ServerContext) -> Environ
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let mut environ = Environ::with_capacity(14 + parts.headers.keys_len());
+
+    environ.set("GATEWAY_INTERFACE", "CGI/1.1");
+    environ.set("REQUEST_METHOD", method_bytes(&parts.method));
+    let (path, target) = match parts.uri.path_and_query() {
+        _ if parts.method == Method::CONNECT => (Bytes::new(), authority_bytes(&parts.uri)),
+        Some(pq) if pq.as_str() == "*" => (Bytes::new(), Bytes::from_static(b"*")),
+        Some(pq) => (
+            percent_decode(pq.path().as_bytes()),
+            Bytes::copy_from_slice(pq.as_str().as_bytes()),
+        ),
+        None => (Bytes::from_static(b"/"), Bytes::from_static(b"/")),
+    };
+    environ.set("SCRIPT_NAME", Bytes::new());
+    environ.set("PATH_INFO", path);
+    environ.set(
+        "QUERY_STRING",
+        Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
+    );
+    environ.set("REQUEST_URI", target);
+    environ.set("SERVER_PROTOCOL", protocol_name(parts.version));
+
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let (host_name, host_port) = host.map(split_host).unwrap_or((&b""[..], None));
+    let server_name = match &context.server_name {
+        Some(name) => name.clone(),
+        None if !host_name.is_empty() => Bytes::copy_from_slice(host_name),
+        None => match context.local_addr {
+            Some(addr) => Bytes::from(addr.ip().to_string()),
+            None => Bytes::from_static(b"localhost"),
+        },
+    };
+    let server_port = context
+        .server_port
+        .or(host_port)
+        .or(context.local_addr.map(|a| a.port()))
+        .unwrap_or(context.url_scheme.default_port());
+    environ.set("SERVER_NAME", server_name);
+    environ.set("SERVER_PORT", Bytes::from(server_port.to_string()));
+    if let Some(software) = &context.server_software {
+        environ.set("SERVER_SOFTWARE", software.clone());
+    }
+    if let Some(peer) = context.peer_addr {
+        environ.set("REMOTE_ADDR", Bytes::from(peer.ip().to_string()));
+        environ.set("REMOTE_PORT", Bytes::from(peer.port().to_string()));
+    }
+    if context.url_scheme == UrlScheme::Https {
+        environ.set("HTTPS", "on");
+    }
+
+    let mut content_length = None;
+    for name in parts.headers.keys() {
+        let name_str = name.as_str();
+        if name_str.contains('_') || name == "proxy" {
+            continue;
+        }
+        let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+        let value = join_values(&parts.headers, name, separator);
+        if name == header::CONTENT_LENGTH {
+            content_length = crate::environ::parse_digits(&value);
+        }
+        environ.set(header_var_name(name_str), value);
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            environ.set(
+                "HTTP_HOST",
+                Bytes::copy_from_slice(authority.as_str().as_bytes()),
+            );
+        }
+    }
+
+    let input = match content_length {
+        Some(0) => Input::empty(),
+        Some(n) => Input::from_body(body).with_limit(n),
+        None if body.is_end_stream() => Input::empty(),
+        None => Input::from_body(body),
+    };
+    environ.set_input(input);
+    environ.set_input_terminated(true);
+    environ.set_url_scheme(context.url_scheme);
+    environ.set_multithread(context.multithread);
+    environ.set_multiprocess(context.multiprocess);
+    environ.set_run_once(context.run_once);
+    if let Some(errors) = &context.errors {
+        environ.set_errors(errors.clone());
+    }
+
+    *environ.extensions_mut() = parts.extensions;
+    if let Some(peer) = context.peer_addr {
+        environ.extensions_mut().insert(PeerAddr(peer));
+    }
+    if let Some(local) = context.local_addr {
+        environ.extensions_mut().insert(LocalAddr(local));
+    }
+    environ
+}
+
+/// The mount prefix (`SCRIPT_NAME`) of the environ a request was made from, in the request's
+/// extensions: [`request_from_environ`] puts it there when it is not empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptName(pub Bytes);
+
+/// Builds an HTTP request from an environ, for handing the request to an `http`-based service
+/// (a tower `Service`, an axum `Router`).
+///
+/// The URI is `PATH_INFO` (percent-encoded again) and `QUERY_STRING`: a service mounted under
+/// a prefix sees the path below its mount, as an app does, and finds the prefix in the
+/// [`ScriptName`] extension. Headers come from `HTTP_*`, `CONTENT_TYPE` and `CONTENT_LENGTH`;
+/// the version from `SERVER_PROTOCOL`; the body is the environ's input; the environ's
+/// extensions move to the request.
+///
+/// Fails when `REQUEST_METHOD` is not a valid method or the path makes no valid URI.
+///
+/// ```
+/// use gateway_core::convert::request_from_environ;
+/// use gateway_core::Environ;
+///
+/// let mut environ = Environ::new();
+/// environ.set("REQUEST_METHOD", "PUT");
+/// environ.set("SCRIPT_NAME", "/api");
+/// environ.set("PATH_INFO", "/a b");
+/// environ.set("QUERY_STRING", "q=1");
+/// environ.set("HTTP_X_TOKEN", "t");
+/// let request = request_from_environ(environ).unwrap();
+/// assert_eq!(request.method(), http::Method::PUT);
+/// assert_eq!(request.uri(), "/a%20b?q=1");
+/// assert_eq!(request.headers()["x-token"], "t");
+/// ```
+pub fn request_from_environ(mut environ: Environ) -> Result<Request<Input>, http::Error> {
+    let method = Method::from_bytes(environ.request_method().as_bytes())?;
+    let mut target = BytesMut::with_capacity(environ.path_info().len() + 16);
+    match environ.path_info() {
+        b"" => target.put_u8(b'/'),
+        path => percent_encode_path(path, &mut target),
+    }
+    if !environ.query_string().is_empty() {
+        target.put_u8(b'?');
+        target.extend_from_slice(environ.query_string());
+    }
+    let uri = Uri::from_maybe_shared(target.freeze())?;
+    let version = match environ.server_protocol() {
+        "HTTP/1.0" => Version::HTTP_10,
+        "HTTP/2" | "HTTP/2.0" => Version::HTTP_2,
+        "HTTP/0.9" => Version::HTTP_09,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(environ.len());
+    for (var, value) in environ.headers() {
+        if value.is_empty() && !var.starts_with(b"HTTP_") {
+            continue;
+        }
+        let name = match var {
+            b"CONTENT_TYPE" => header::CONTENT_TYPE,
+            b"CONTENT_LENGTH" => header::CONTENT_LENGTH,
+            _ => {
+                let lower: Vec<u8> = var[5..]
+                    .iter()
+                    .map(|&b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() })
+                    .collect();
+                match HeaderName::from_bytes(&lower) {
+                    Ok(name) => name,
+                    Err(_) => continue,
+                }
+            }
+        };
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.append(name, value);
+        }
+    }
+    let script_name = environ.script_name();
+    let script_name = (!script_name.is_empty()).then(|| Bytes::copy_from_slice(script_name));
+    let input = environ.take_input();
+    let mut extensions = std::mem::take(environ.extensions_mut());
+    if let Some(script_name) = script_name {
+        extensions.insert(ScriptName(script_name));
+    }
+    let mut request = Request::new(input);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    *request.extensions_mut() = extensions;
+    Ok(request)
+}
+
+/// Answers with an [`http::Response`]: starts the response with its status and headers and
+/// returns its body. Hop-by-hop headers in the response are dropped (an `http` service may set
+/// them; in the contract they are the server's). If the start fails the body is an error.
+///
+/// ```
+/// use gateway_core::{convert::respond, Body, Environ, StartResponse};
+///
+/// let app = |_: Environ, start: StartResponse| {
+///     respond(start, http::Response::builder().status(201).body(Body::from("made")).unwrap())
+/// };
+/// let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+/// assert_eq!(response.status(), 201);
+/// ```
+pub fn respond<B>(start: StartResponse, response: Response<B>) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    let hop_by_hop: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    for name in hop_by_hop {
+        parts.headers.remove(name);
+    }
+    match start.start(parts.status, parts.headers) {
+        Ok(_) => Body::new(body),
+        Err(error) => Body::error(error),
+    }
+}
+
+fn method_bytes(method: &Method) -> Bytes {
+    let name: &'static str = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Bytes::copy_from_slice(method.as_str().as_bytes()),
+    };
+    Bytes::from_static(name.as_bytes())
+}
+
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn authority_bytes(uri: &Uri) -> Bytes {
+    Bytes::copy_from_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes())
+}
+
+/// Splits `host[:port]` (or `[v6]:port`) into the host and the port.
+fn split_host(host: &[u8]) -> (&[u8], Option<u16>) {
+    let colon = if host.starts_with(b"[") {
+        host.iter()
+            .position(|&b| b == b']')
+            .and_then(|end| (host.get(end + 1) == Some(&b':')).then_some(end + 1))
+    } else {
+        host.iter().rposition(|&b| b == b':')
+    };
+    match colon {
+        Some(i) => {
+            let port = std::str::from_utf8(&host[i + 1..])
+                .ok()
+                .and_then(|p| p.parse().ok());
+            (&host[..i], port)
+        }
+        None => (host, None),
+    }
+}
+
+fn join_values(headers: &HeaderMap, name: &HeaderName, separator: &[u8]) -> Bytes {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().map(HeaderValue::as_bytes).unwrap_or_default();
+    let Some(second) = values.next() else {
+        return Bytes::copy_from_slice(first);
+    };
+    let mut joined = BytesMut::from(first);
+    for value in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(separator);
+        joined.extend_from_slice(value.as_bytes());
+    }
+    joined.freeze()
+}
+
+/// Decodes `%XX` escapes once, as CGI's `PATH_INFO` is decoded; a `%` not followed by two hex
+/// digits stays as it is.
+///
+/// ```
+/// use gateway_core::convert::percent_decode;
+/// assert_eq!(percent_decode(b"/a%2Cb%252c%zz"), &b"/a,b%2c%zz"[..]);
+/// ```
+pub fn percent_decode(input: &[u8]) -> Bytes {
+    if !input.contains(&b'%') {
+        return Bytes::copy_from_slice(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                input.get(i + 1).and_then(|&b| hex(b)),
+                input.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    Bytes::from(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-encodes a decoded path for a URI: every byte that is not allowed in a path segment
+/// (RFC 3986 `pchar`) or `/` becomes `%XX`, `%` included, so decoding gives the path back.
+pub fn percent_encode_path(path: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in path {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'/' | b'-'
+                    | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        if keep {
+            out.put_u8(b);
+        } else {
+            out.put_u8(b'%');
+            out.put_u8(HEX[usize::from(b >> 4)]);
+            out.put_u8(HEX[usize::from(b & 15)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+
+    fn get(uri: &str) -> Environ {
+        let request = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+        environ_from_request(request, &ServerContext::default())
+    }
+
+    #[test]
+    fn path_is_decoded_once_and_the_raw_target_kept() {
+        let env = get("/a%2Cb/%252c//c%E9?x=%20");
+        assert_eq!(env.path_info(), b"/a,b/%2c//c\xe9");
+        assert_eq!(env.request_uri(), Some(&b"/a%2Cb/%252c//c%E9?x=%20"[..]));
+        assert_eq!(env.query_string(), b"x=%20");
+        assert_eq!(env.script_name(), b"");
+    }
+
+    #[test]
+    fn required_variables_are_present() {
+        let env = get("/");
+        for name in [
+            "REQUEST_METHOD",
+            "SCRIPT_NAME",
+            "PATH_INFO",
+            "QUERY_STRING",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "SERVER_PROTOCOL",
+        ] {
+            assert!(env.contains(name), "{name}");
+        }
+        assert_eq!(env.server_name(), b"localhost");
+        assert_eq!(env.server_port(), Some(80));
+        assert_eq!(env.server_protocol(), "HTTP/1.1");
+        assert!(!env.contains("CONTENT_LENGTH"));
+        assert!(!env.contains("CONTENT_TYPE"));
+    }
+
+    #[test]
+    fn headers_are_mapped_joined_and_filtered() {
+        let request = Request::post("/")
+            .header("accept", "a")
+            .header("accept", "b")
+            .header("cookie", "x=1")
+            .header("cookie", "y=2")
+            .header("x_forwarded_for", "spoof")
+            .header("proxy", "http://evil")
+            .header("content-type", "text/plain")
+            .header("content-length", "3")
+            .header("host", "[::1]:8443")
+            .body(Full::new(Bytes::from("abcdef")))
+            .unwrap();
+        let mut env = environ_from_request(request, &ServerContext::default());
+        assert_eq!(env.get("HTTP_ACCEPT"), Some(&b"a, b"[..]));
+        assert_eq!(env.get("HTTP_COOKIE"), Some(&b"x=1; y=2"[..]));
+        assert!(!env.contains("HTTP_X_FORWARDED_FOR"));
+        assert!(!env.contains("HTTP_PROXY"));
+        assert!(!env.contains("HTTP_CONTENT_TYPE"));
+        assert!(!env.contains("HTTP_CONTENT_LENGTH"));
+        assert_eq!(env.content_type(), Some(&b"text/plain"[..]));
+        assert_eq!(env.content_length(), Some(3));
+        assert_eq!(env.server_name(), b"[::1]");
+        assert_eq!(env.server_port(), Some(8443));
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(env.input(), &mut body).unwrap();
+        assert_eq!(body, b"abc", "the input stops at CONTENT_LENGTH");
+    }
+
+    #[test]
+    fn context_fills_the_connection_variables() {
+        let mut context = ServerContext::default();
+        context.peer_addr = Some("10.0.0.1:4000".parse().unwrap());
+        context.local_addr = Some("127.0.0.1:9000".parse().unwrap());
+        context.url_scheme = UrlScheme::Https;
+        context.server_software = Some(Bytes::from_static(b"gateway"));
+        context.multithread = true;
+        let request = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+        let env = environ_from_request(request, &context);
+        assert_eq!(env.remote_addr(), Some("10.0.0.1"));
+        assert_eq!(env.get("REMOTE_PORT"), Some(&b"4000"[..]));
+        assert_eq!(env.server_port(), Some(9000));
+        assert_eq!(env.server_name(), b"127.0.0.1");
+        assert_eq!(env.get("HTTPS"), Some(&b"on"[..]));
+        assert_eq!(env.url_scheme(), UrlScheme::Https);
+        assert!(env.multithread());
+        assert_eq!(env.peer_addr(), context.peer_addr);
+    }
+
+    #[test]
+    fn odd_targets() {
+        let request = Request::options("*").body(Empty::<Bytes>::new()).unwrap();
+        let env = environ_from_request(request, &ServerContext::default());
+        assert_eq!(env.path_info(), b"");
+        assert_eq!(env.request_uri(), Some(&b"*"[..]));
+        let request = Request::builder()
+            .method("CONNECT")
+            .uri("example.com:443")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let env = environ_from_request(request, &ServerContext::default());
+        assert_eq!(env.request_uri(), Some(&b"example.com:443"[..]));
+        assert_eq!(env.get("HTTP_HOST"), Some(&b"example.com:443"[..]));
+    }
+
+    #[test]
+    fn request_round_trips_through_the_environ() {
+        let request = Request::post("/p%20q/%2Fr?a=1&b")
+            .header("x-one", "1")
+            .header("content-type", "text/plain")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let env = environ_from_request(request, &ServerContext::default());
+        let back = request_from_environ(env).unwrap();
+        assert_eq!(back.method(), Method::POST);
+        // %2F was decoded to '/', as CGI does: the path is equivalent, not identical.
+        assert_eq!(back.uri(), "/p%20q//r?a=1&b");
+        assert_eq!(back.headers()["x-one"], "1");
+        assert_eq!(back.headers()["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn percent_encoding_inverts_decoding() {
+        let raw = b"/a b/%/\xff/;=@";
+        let mut encoded = BytesMut::new();
+        percent_encode_path(raw, &mut encoded);
+        assert_eq!(&encoded[..], b"/a%20b/%25/%FF/;=@");
+        assert_eq!(percent_decode(&encoded), &raw[..]);
+    }
+}

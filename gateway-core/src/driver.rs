@@ -1,0 +1,487 @@
+//! The driver: the one piece of code that runs an app for a request and enforces the contract.
+//!
+//! Every server adapter and every middleware that plays server to an app runs it through
+//! [`call`]. The driver calls the app at once, then, when its [`ResponseFuture`] is polled,
+//! polls the app's body until the head is decided, and resolves to an
+//! [`http::Response<ResponseBody>`]: the head, then the body frames. On the way it enforces
+//! what the types of the contract cannot:
+//!
+//! - **When the head goes out.** At the first non-empty chunk of the body, at the first
+//!   [`Writer::write`](crate::Writer::write), or at the end of the body, and not before: an app
+//!   may call `start` inside its body's first poll. A body that yields data, or ends, before
+//!   `start` is an error.
+//! - **Bodies that must be empty.** A HEAD response carries no body, but keeps the
+//!   `Content-Length` the app gave (or the length of the body the app produced, when it is
+//!   known before the head goes out). 1xx, 204 and 304 responses carry no body, and 1xx and 204
+//!   no `Content-Length`. Their bodies are dropped as soon as the head is decided.
+//! - **Content-Length.** When the app gives none and the whole body is known before the head
+//!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one, a
+//!   longer body is cut there, the app's body is dropped, and
+//!   [`ResponseBody::must_close`] says that the connection should not be reused; a shorter one
+//!   ends in an [`ErrorKind::ShortBody`](crate::ErrorKind::ShortBody) error, so the server
+//!   aborts it rather than leaving the client waiting.
+//! - **Failures.** An app that fails or panics before anything was sent gets a 500 response
+//!   (which carries the [`Error`] as an `Arc<Error>` extension); after the head, the
+//!   [`ResponseBody`] yields the error and the server aborts the response. Every failure is
+//!   logged to the request's error stream. A panic fails that request only.
+//! - **close().** The app's body is dropped as soon as it is no longer needed: at its end, on
+//!   failure, when the head decides there is no body, and when the server drops the response
+//!   (the client went away).
+//!
+//! ```
+//! use gateway_core::{driver, Body, Environ, StartResponse};
+//! use http::{HeaderMap, StatusCode};
+//! use http_body_util::BodyExt;
+//!
+//! let app = |_: Environ, start: StartResponse| {
+//!     let _ = start.start(StatusCode::OK, HeaderMap::new());
+//!     "hello"
+//! };
+//! let response = gateway_core::block_on(driver::call(&app, Environ::new()));
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(response.headers()["content-length"], "5"); // added: the body was known
+//! let body = gateway_core::block_on(response.into_body().collect()).unwrap().to_bytes();
+//! assert_eq!(body, "hello");
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+
+use crate::environ::parse_digits;
+use crate::error::{Error, ErrorKind};
+use crate::start::Shared;
+use crate::{App, Body, ErrorStream, Environ, StartResponse};
+
+/// The body of the 500 response the driver makes when an app fails before its head.
+pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
+
+/// Runs `app` for one request.
+///
+/// The app is called at once, on this thread (a server that runs blocking apps calls this on
+/// a worker thread). Panics in the call are caught. The returned future decides the head; see
+/// the [module documentation](self) for the rules it enforces.
+pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
+    let is_head = environ.request_method() == "HEAD";
+    let errors = environ.errors().clone();
+    let shared = Arc::new(Shared::default());
+    let start = StartResponse::new(shared.clone());
+    let outcome = catch_unwind(AssertUnwindSafe(|| app.call(environ, start)));
+    shared.lock().writes_closed = true;
+    let (body, failure) = match outcome {
+        Ok(body) => (Some(body), None),
+        Err(payload) => (None, Some(Error::panic(&*payload))),
+    };
+    ResponseFuture {
+        shared,
+        body,
+        failure,
+        is_head,
+        errors,
+        done: false,
+    }
+}
+
+/// The response of an app being run: resolves to the head and the [`ResponseBody`].
+///
+/// Made by [`call`]. It polls the app's body until the head is decided, so it is where an
+/// async app's waiting happens before the head goes out.
+#[must_use = "a response does nothing unless polled"]
+pub struct ResponseFuture {
+    shared: Arc<Shared>,
+    body: Option<Body>,
+    failure: Option<Error>,
+    is_head: bool,
+    errors: ErrorStream,
+    done: bool,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("body", &self.body)
+            .field("is_head", &self.is_head)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Response<ResponseBody>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
+        let this = &mut *self;
+        assert!(!this.done, "ResponseFuture polled after it completed");
+        if let Some(error) = this.failure.take() {
+            return Poll::Ready(this.fail(error));
+        }
+        loop {
+            if this.shared.lock().committed {
+                // write() was called: the head goes out now.
+                return Poll::Ready(this.commit(None));
+            }
+            let Some(body) = this.body.as_mut() else {
+                unreachable!("the body is only taken when the future completes")
+            };
+            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
+            let frame = match polled {
+                Err(payload) => return Poll::Ready(this.fail(Error::panic(&*payload))),
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(None)) => {
+                    this.body = None;
+                    return Poll::Ready(match this.has_head() {
+                        true => this.commit(None),
+                        false => this.fail(this.not_started("ended")),
+                    });
+                }
+                Ok(Poll::Ready(Some(Err(error)))) => {
+                    return Poll::Ready(this.fail(Error::app(error)));
+                }
+                Ok(Poll::Ready(Some(Ok(frame)))) => frame,
+            };
+            if frame.data_ref().is_some_and(Bytes::is_empty) {
+                continue;
+            }
+            if !this.has_head() {
+                return Poll::Ready(this.fail(this.not_started("yielded data")));
+            }
+            if this.body.as_ref().is_some_and(http_body::Body::is_end_stream) {
+                // The whole body is known (a full body): close it now.
+                this.body = None;
+            }
+            return Poll::Ready(this.commit(Some(frame)));
+        }
+    }
+}
+
+impl ResponseFuture {
+    fn has_head(&self) -> bool {
+        self.shared.lock().head.is_some()
+    }
+
+    fn not_started(&self, what: &str) -> Error {
+        match &self.shared.lock().refused {
+            Some(refused) => Error::new(
+                ErrorKind::StartRefused,
+                format!("start refused: {refused}"),
+            ),
+            None => Error::new(
+                ErrorKind::NotStarted,
+                format!("the app's body {what} before the response was started"),
+            ),
+        }
+    }
+
+    /// Fixes the head and builds the response. `first` is the first frame of the body, already
+    /// taken from it; `self.body` is `None` when the body has ended.
+    fn commit(&mut self, first: Option<Frame<Bytes>>) -> Response<ResponseBody> {
+        let mut state = self.shared.lock();
+        state.committed = true;
+        let Some((status, mut headers)) = state.head.take() else {
+            unreachable!("commit is only called once the head is set")
+        };
+        let written = std::mem::take(&mut state.written);
+        drop(state);
+
+        let declared = match declared_length(&headers) {
+            Ok(declared) => declared,
+            Err(error) => return self.fail(error),
+        };
+        let ended = self.body.is_none();
+        let no_body = self.is_head || !status_has_body(status);
+        let mut remaining = declared;
+        if status.is_informational() || status == StatusCode::NO_CONTENT {
+            headers.remove(CONTENT_LENGTH);
+            remaining = None;
+        } else if declared.is_none() && ended && status != StatusCode::NOT_MODIFIED {
+            let first_len = first
+                .as_ref()
+                .and_then(Frame::data_ref)
+                .map_or(0, Bytes::len);
+            let total = written.iter().map(Bytes::len).sum::<usize>() + first_len;
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(total));
+            remaining = Some(total as u64);
+        }
+
+        let mut body = ResponseBody {
+            queue: written,
+            trailers: None,
+            body: self.body.take(),
+            remaining,
+            sent: 0,
+            must_close: false,
+            done: false,
+            errors: self.errors.clone(),
+        };
+        match first.map(Frame::into_data) {
+            Some(Ok(data)) => body.queue.push_back(data),
+            Some(Err(frame)) => body.trailers = frame.into_trailers().ok(),
+            None => {}
+        }
+        if no_body {
+            body = ResponseBody::empty(self.errors.clone());
+        }
+        self.done = true;
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Turns a failure before the head into a 500 response.
+    fn fail(&mut self, error: Error) -> Response<ResponseBody> {
+        self.errors.log(&format!("gateway: {error}"));
+        self.body = None;
+        let mut state = self.shared.lock();
+        state.committed = true;
+        state.written.clear();
+        drop(state);
+        self.done = true;
+
+        let mut body = ResponseBody::empty(self.errors.clone());
+        if !self.is_head {
+            body.queue.push_back(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
+        }
+        body.remaining = Some(INTERNAL_ERROR_BODY.len() as u64 * u64::from(!self.is_head));
+        let mut response = Response::new(body);
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(INTERNAL_ERROR_BODY.len()));
+        response.extensions_mut().insert(Arc::new(error));
+        response
+    }
+}
+
+/// Whether a response with this status may carry a body: not 1xx, 204 or 304.
+pub fn status_has_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// The Content-Length the headers declare: `None` when absent, an error when it is not a
+/// number or when repeated with different values.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut declared = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let parsed = parse_digits(value.as_bytes());
+        match (parsed, declared) {
+            (Some(n), None) => declared = Some(n),
+            (Some(n), Some(m)) if n == m => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidContentLength,
+                    format!("invalid Content-Length {value:?} in the response"),
+                ));
+            }
+        }
+    }
+    Ok(declared)
+}
+
+/// The body of a response produced by the [driver](self): what `write()` pushed, then the
+/// app's body, with the contract enforced.
+///
+/// It yields data frames (never empty ones) and trailers, and an [`Error`] when the app fails
+/// after the head went out or its body falls short of its `Content-Length`: a server then aborts
+/// the response (closes the connection, ends the FastCGI request with an error, ...). Dropping
+/// it drops the app's body.
+pub struct ResponseBody {
+    queue: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    body: Option<Body>,
+    /// Bytes still allowed by the Content-Length, if there is one.
+    remaining: Option<u64>,
+    sent: u64,
+    must_close: bool,
+    done: bool,
+    errors: ErrorStream,
+}
+
+impl ResponseBody {
+    fn empty(errors: ErrorStream) -> Self {
+        ResponseBody {
+            queue: VecDeque::new(),
+            trailers: None,
+            body: None,
+            remaining: None,
+            sent: 0,
+            must_close: false,
+            done: false,
+            errors,
+        }
+    }
+
+    /// Whether the connection must not be reused after this response: the app's body was
+    /// longer than its `Content-Length` and was cut.
+    pub fn must_close(&self) -> bool {
+        self.must_close
+    }
+
+    /// How many body bytes were yielded so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Applies the Content-Length to a chunk: cuts it if it goes past the end.
+    fn limit(&mut self, mut data: Bytes) -> Option<Bytes> {
+        if let Some(remaining) = &mut self.remaining {
+            if data.len() as u64 > *remaining {
+                let declared = self.sent + *remaining;
+                self.errors.log(&format!(
+                    "gateway: response body longer than its Content-Length ({declared}); cut there"
+                ));
+                data.truncate(*remaining as usize);
+                self.queue.clear();
+                self.body = None;
+                self.must_close = true;
+            }
+            *remaining -= data.len() as u64;
+        }
+        self.sent += data.len() as u64;
+        (!data.is_empty()).then_some(data)
+    }
+
+    /// The end of the body: an error if it fell short of its Content-Length.
+    fn finish(&mut self) -> Option<Result<Frame<Bytes>, Error>> {
+        self.done = true;
+        self.body = None;
+        match self.remaining {
+            Some(missing) if missing > 0 => {
+                let error = Error::new(
+                    ErrorKind::ShortBody,
+                    format!(
+                        "response body ended after {} of the {} bytes of its Content-Length",
+                        self.sent,
+                        self.sent + missing
+                    ),
+                );
+                self.errors.log(&format!("gateway: {error}"));
+                Some(Err(error))
+            }
+            _ => None,
+        }
+    }
+
+    fn abort(&mut self, error: Error) -> Option<Result<Frame<Bytes>, Error>> {
+        self.errors
+            .log(&format!("gateway: {error} (after the head was sent)"));
+        self.done = true;
+        self.body = None;
+        self.queue.clear();
+        Some(Err(error))
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("queued", &self.queue.len())
+            .field("body", &self.body)
+            .field("remaining", &self.remaining)
+            .field("sent", &self.sent)
+            .field("must_close", &self.must_close)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(data) = this.queue.pop_front() {
+                match this.limit(data) {
+                    Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    None => continue,
+                }
+            }
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(this.finish());
+            };
+            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
+            match polled {
+                Err(payload) => return Poll::Ready(this.abort(Error::panic(&*payload))),
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(None)) => return Poll::Ready(this.finish()),
+                Ok(Poll::Ready(Some(Err(error)))) => {
+                    return Poll::Ready(this.abort(Error::app(error)));
+                }
+                Ok(Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(data) = this.limit(data) {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        if this.body.is_none() {
+                            return Poll::Ready(this.finish());
+                        }
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.done {
+            return true;
+        }
+        if !self.queue.is_empty() || self.trailers.is_some() {
+            return false;
+        }
+        match self.remaining {
+            // Everything declared was sent; whatever the app has left would be cut.
+            Some(0) => true,
+            // Not yet, or the next poll reports a short body.
+            Some(_) => false,
+            None => self.body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.done {
+            return SizeHint::with_exact(0);
+        }
+        if let Some(remaining) = self.remaining {
+            return SizeHint::with_exact(remaining);
+        }
+        let queued = self.queue.iter().map(|d| d.len() as u64).sum::<u64>();
+        match &self.body {
+            None => SizeHint::with_exact(queued),
+            Some(body) => {
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(queued + inner.lower());
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(queued + upper);
+                }
+                hint
+            }
+        }
+    }
+}

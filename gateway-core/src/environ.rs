@@ -1,0 +1,519 @@
+//! The request as the app sees it: [`Environ`], WSGI's `environ`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::Extensions;
+
+use crate::{ErrorStream, Input};
+
+/// The version of this contract, WSGI's `wsgi.version`: `(1, 0)`.
+pub const VERSION: (u16, u16) = (1, 0);
+
+/// The scheme of the hop the server sees: `wsgi.url_scheme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum UrlScheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl UrlScheme {
+    /// `"http"` or `"https"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UrlScheme::Http => "http",
+            UrlScheme::Https => "https",
+        }
+    }
+
+    /// The port a URL of this scheme has when it names none.
+    pub const fn default_port(self) -> u16 {
+        match self {
+            UrlScheme::Http => 80,
+            UrlScheme::Https => 443,
+        }
+    }
+}
+
+impl fmt::Display for UrlScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The address of the client (or of the web server in front), in [`Environ::extensions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The address the request arrived at, in [`Environ::extensions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// The request as the app sees it: CGI meta-variables, gateway fields, the body and the error
+/// stream. This is WSGI's `environ`.
+///
+/// **Meta-variables** (`REQUEST_METHOD`, `PATH_INFO`, `HTTP_USER_AGENT`, ...) are byte
+/// strings, because requests are not always UTF-8: [`Environ::get`] gives the bytes,
+/// [`Environ::get_str`] a `&str` when they are UTF-8, and [`Environ::get_latin1`] PEP 3333's
+/// view (one byte, one code point). Typed getters cover the variables every server sets.
+/// Names are compared exactly (they are upper case by convention).
+///
+/// **Gateway fields** are typed: [`url_scheme`](Environ::url_scheme),
+/// [`multithread`](Environ::multithread), [`multiprocess`](Environ::multiprocess),
+/// [`run_once`](Environ::run_once), [`input_terminated`](Environ::input_terminated), and the
+/// contract [`VERSION`]. Server-specific data goes in [`extensions`](Environ::extensions),
+/// typed, with no risk of key clashes ([`PeerAddr`] and [`LocalAddr`] are set by the network
+/// servers).
+///
+/// ```
+/// use gateway_core::Environ;
+///
+/// let mut environ = Environ::new();
+/// environ.set("REQUEST_METHOD", "GET");
+/// environ.set("PATH_INFO", &b"/caf\xe9"[..]);
+/// environ.set("HTTP_USER_AGENT", "curl/8");
+/// assert_eq!(environ.request_method(), "GET");
+/// assert_eq!(environ.path_info(), b"/caf\xe9");
+/// assert_eq!(environ.get_latin1("PATH_INFO").unwrap(), "/café");
+/// assert_eq!(environ.header("User-Agent"), Some(&b"curl/8"[..]));
+/// ```
+pub struct Environ {
+    vars: Vec<(Bytes, Bytes)>,
+    url_scheme: UrlScheme,
+    multithread: bool,
+    multiprocess: bool,
+    run_once: bool,
+    input_terminated: bool,
+    input: Input,
+    errors: ErrorStream,
+    extensions: Extensions,
+}
+
+impl Environ {
+    /// An environ with no variables, an empty input, errors to stderr, scheme `http`,
+    /// `input_terminated` set and the other flags clear.
+    pub fn new() -> Self {
+        Environ::with_capacity(0)
+    }
+
+    /// Like [`Environ::new`], with room for `vars` variables (servers know roughly how many).
+    pub fn with_capacity(vars: usize) -> Self {
+        Environ {
+            vars: Vec::with_capacity(vars),
+            url_scheme: UrlScheme::Http,
+            multithread: false,
+            multiprocess: false,
+            run_once: false,
+            input_terminated: true,
+            input: Input::empty(),
+            errors: ErrorStream::stderr(),
+            extensions: Extensions::new(),
+        }
+    }
+
+    // ----- meta-variables -----
+
+    /// The value of a meta-variable, as bytes.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n.as_ref() == name.as_bytes())
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The value of a meta-variable as shared [`Bytes`] (cheap to clone).
+    pub fn get_bytes(&self, name: &str) -> Option<&Bytes> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n.as_ref() == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// The value of a meta-variable if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The value of a meta-variable decoded as ISO-8859-1 (each byte one code point), as PEP
+    /// 3333 presents CGI values. Borrowed when the value is ASCII.
+    pub fn get_latin1(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.get(name).map(latin1)
+    }
+
+    /// Whether the meta-variable is set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets a meta-variable, replacing any value it had. Static names and values are stored
+    /// without copying.
+    pub fn set(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        let name = name.into();
+        let value = value.into();
+        match self.vars.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((name, value)),
+        }
+    }
+
+    /// Removes a meta-variable, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Bytes> {
+        let i = self
+            .vars
+            .iter()
+            .position(|(n, _)| n.as_ref() == name.as_bytes())?;
+        Some(self.vars.remove(i).1)
+    }
+
+    /// Every meta-variable, in the order they were set.
+    pub fn vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+
+    /// How many meta-variables are set.
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// Whether no meta-variable is set.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// A request header by its HTTP name, in any case: `Content-Type` and `Content-Length`
+    /// come from `CONTENT_TYPE` and `CONTENT_LENGTH`, any other name `X-Y` from `HTTP_X_Y`.
+    /// A name with `_` finds nothing: servers drop such headers, since they would pose as the
+    /// dashed name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        if name.contains('_') {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("content-type") {
+            return self.get("CONTENT_TYPE");
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            return self.get("CONTENT_LENGTH");
+        }
+        self.vars
+            .iter()
+            .find(|(n, _)| is_header_var(n, name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The request headers, from the `HTTP_*` variables (with `CONTENT_TYPE` and
+    /// `CONTENT_LENGTH`), as `(variable name, value)`.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.vars().filter(|(n, _)| {
+            n.starts_with(b"HTTP_") || *n == b"CONTENT_TYPE" || *n == b"CONTENT_LENGTH"
+        })
+    }
+
+    // ----- typed getters for the variables every server sets -----
+
+    /// `REQUEST_METHOD`, or `""` when it is missing or not UTF-8.
+    pub fn request_method(&self) -> &str {
+        self.get_str("REQUEST_METHOD").unwrap_or("")
+    }
+
+    /// `SCRIPT_NAME`: where the app is mounted (`""` at the root).
+    pub fn script_name(&self) -> &[u8] {
+        self.get("SCRIPT_NAME").unwrap_or(b"")
+    }
+
+    /// `PATH_INFO`: the rest of the path, percent-decoded once (`""` or starting with `/`).
+    pub fn path_info(&self) -> &[u8] {
+        self.get("PATH_INFO").unwrap_or(b"")
+    }
+
+    /// `SCRIPT_NAME` followed by `PATH_INFO`: the decoded path of the request.
+    pub fn path(&self) -> Cow<'_, [u8]> {
+        match (self.script_name(), self.path_info()) {
+            (b"", path) | (path, b"") => Cow::Borrowed(path),
+            (script, path) => Cow::Owned([script, path].concat()),
+        }
+    }
+
+    /// `QUERY_STRING`, as sent (not decoded); `""` when there is none.
+    pub fn query_string(&self) -> &[u8] {
+        self.get("QUERY_STRING").unwrap_or(b"")
+    }
+
+    /// `CONTENT_TYPE`, when the request had one.
+    pub fn content_type(&self) -> Option<&[u8]> {
+        self.get("CONTENT_TYPE").filter(|v| !v.is_empty())
+    }
+
+    /// `CONTENT_LENGTH` as a number, when it is present and all digits.
+    pub fn content_length(&self) -> Option<u64> {
+        parse_digits(self.get("CONTENT_LENGTH")?)
+    }
+
+    /// `SERVER_NAME`.
+    pub fn server_name(&self) -> &[u8] {
+        self.get("SERVER_NAME").unwrap_or(b"")
+    }
+
+    /// `SERVER_PORT` as a number.
+    pub fn server_port(&self) -> Option<u16> {
+        parse_digits(self.get("SERVER_PORT")?).and_then(|p| u16::try_from(p).ok())
+    }
+
+    /// `SERVER_PROTOCOL`, such as `HTTP/1.1`, or `""`.
+    pub fn server_protocol(&self) -> &str {
+        self.get_str("SERVER_PROTOCOL").unwrap_or("")
+    }
+
+    /// `REQUEST_URI`: the request target as the client sent it (path and query, not decoded).
+    pub fn request_uri(&self) -> Option<&[u8]> {
+        self.get("REQUEST_URI")
+    }
+
+    /// `REMOTE_ADDR`, when the server knows it.
+    pub fn remote_addr(&self) -> Option<&str> {
+        self.get_str("REMOTE_ADDR")
+    }
+
+    // ----- gateway fields -----
+
+    /// The contract version, `wsgi.version`: always [`VERSION`].
+    pub const fn version(&self) -> (u16, u16) {
+        VERSION
+    }
+
+    /// `wsgi.url_scheme`.
+    pub fn url_scheme(&self) -> UrlScheme {
+        self.url_scheme
+    }
+
+    /// Sets `wsgi.url_scheme`.
+    pub fn set_url_scheme(&mut self, scheme: UrlScheme) {
+        self.url_scheme = scheme;
+    }
+
+    /// `wsgi.multithread`: another thread may run the app at the same time.
+    pub fn multithread(&self) -> bool {
+        self.multithread
+    }
+
+    /// Sets `wsgi.multithread`.
+    pub fn set_multithread(&mut self, value: bool) {
+        self.multithread = value;
+    }
+
+    /// `wsgi.multiprocess`: another process may run the app at the same time.
+    pub fn multiprocess(&self) -> bool {
+        self.multiprocess
+    }
+
+    /// Sets `wsgi.multiprocess`.
+    pub fn set_multiprocess(&mut self, value: bool) {
+        self.multiprocess = value;
+    }
+
+    /// `wsgi.run_once`: the process will probably serve this one request (CGI). A hint only.
+    pub fn run_once(&self) -> bool {
+        self.run_once
+    }
+
+    /// Sets `wsgi.run_once`.
+    pub fn set_run_once(&mut self, value: bool) {
+        self.run_once = value;
+    }
+
+    /// `wsgi.input_terminated`: the input ends at the true end of the body, so an app may read
+    /// it to the end without looking at `CONTENT_LENGTH`. Every server of this project sets it.
+    pub fn input_terminated(&self) -> bool {
+        self.input_terminated
+    }
+
+    /// Sets `wsgi.input_terminated`.
+    pub fn set_input_terminated(&mut self, value: bool) {
+        self.input_terminated = value;
+    }
+
+    /// The request body, `wsgi.input`.
+    pub fn input(&mut self) -> &mut Input {
+        &mut self.input
+    }
+
+    /// Takes the request body out (to move it into a response body), leaving an empty one.
+    pub fn take_input(&mut self) -> Input {
+        std::mem::take(&mut self.input)
+    }
+
+    /// Replaces the request body.
+    pub fn set_input(&mut self, input: Input) {
+        self.input = input;
+    }
+
+    /// The error stream, `wsgi.errors`. Clone it to keep it in a response body.
+    pub fn errors(&mut self) -> &mut ErrorStream {
+        &mut self.errors
+    }
+
+    /// Replaces the error stream.
+    pub fn set_errors(&mut self, errors: ErrorStream) {
+        self.errors = errors;
+    }
+
+    /// Typed extensions: server-specific data, and data middleware passes to the app.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Typed extensions, mutable.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// The client's address, from the [`PeerAddr`] extension.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.extensions.get::<PeerAddr>().map(|p| p.0)
+    }
+}
+
+impl Default for Environ {
+    fn default() -> Self {
+        Environ::new()
+    }
+}
+
+impl fmt::Debug for Environ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Vars<'a>(&'a [(Bytes, Bytes)]);
+        impl fmt::Debug for Vars<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(n, v)| (latin1(n), latin1(v))))
+                    .finish()
+            }
+        }
+        f.debug_struct("Environ")
+            .field("vars", &Vars(&self.vars))
+            .field("url_scheme", &self.url_scheme)
+            .field("multithread", &self.multithread)
+            .field("multiprocess", &self.multiprocess)
+            .field("run_once", &self.run_once)
+            .field("input_terminated", &self.input_terminated)
+            .field("input", &self.input)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes bytes as ISO-8859-1: each byte becomes the code point of the same number. Borrowed
+/// when the bytes are ASCII.
+pub fn latin1(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes.is_ascii() {
+        // ASCII is valid UTF-8.
+        Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default())
+    } else {
+        Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
+    }
+}
+
+/// The meta-variable name of a request header: `HTTP_` and the name in upper case with `-`
+/// as `_` (`CONTENT_TYPE` and `CONTENT_LENGTH` for those two headers).
+pub fn header_var_name(header: &str) -> Bytes {
+    if header.eq_ignore_ascii_case("content-type") {
+        return Bytes::from_static(b"CONTENT_TYPE");
+    }
+    if header.eq_ignore_ascii_case("content-length") {
+        return Bytes::from_static(b"CONTENT_LENGTH");
+    }
+    let mut name = Vec::with_capacity(5 + header.len());
+    name.extend_from_slice(b"HTTP_");
+    name.extend(header.bytes().map(|b| match b {
+        b'-' => b'_',
+        b => b.to_ascii_uppercase(),
+    }));
+    Bytes::from(name)
+}
+
+/// Whether the variable `var` is `HTTP_` + `header` under the header-to-variable mapping.
+fn is_header_var(var: &[u8], header: &str) -> bool {
+    let Some(rest) = var.strip_prefix(b"HTTP_") else {
+        return false;
+    };
+    rest.len() == header.len()
+        && rest.iter().zip(header.bytes()).all(|(&v, h)| match h {
+            b'-' => v == b'_',
+            h => v == h.to_ascii_uppercase(),
+        })
+}
+
+/// Parses a non-empty string of ASCII digits, as CGI numbers are written.
+pub(crate) fn parse_digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_replaces_and_keeps_order() {
+        let mut env = Environ::new();
+        env.set("A", "1");
+        env.set("B", "2");
+        env.set("A", "3");
+        let vars: Vec<_> = env.vars().collect();
+        assert_eq!(vars, vec![(&b"A"[..], &b"3"[..]), (&b"B"[..], &b"2"[..])]);
+        assert_eq!(env.remove("A").unwrap(), "3");
+        assert!(!env.contains("A"));
+    }
+
+    #[test]
+    fn header_lookup_maps_names() {
+        let mut env = Environ::new();
+        env.set("CONTENT_TYPE", "text/plain");
+        env.set("HTTP_X_FORWARDED_FOR", "1.2.3.4");
+        assert_eq!(env.header("content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(env.header("X-Forwarded-For"), Some(&b"1.2.3.4"[..]));
+        assert_eq!(env.header("X-Forwarded_For"), None);
+        assert_eq!(env.headers().count(), 2);
+        assert_eq!(header_var_name("x-a-b"), "HTTP_X_A_B");
+        assert_eq!(header_var_name("Content-Length"), "CONTENT_LENGTH");
+    }
+
+    #[test]
+    fn numbers_are_digits_only() {
+        assert_eq!(parse_digits(b"0"), Some(0));
+        assert_eq!(parse_digits(b"123"), Some(123));
+        for bad in [&b""[..], b"-1", b"+1", b" 1", b"1 ", b"0x1", b"99999999999999999999"] {
+            assert_eq!(parse_digits(bad), None, "{bad:?}");
+        }
+        let mut env = Environ::new();
+        env.set("SERVER_PORT", "70000");
+        assert_eq!(env.server_port(), None);
+        env.set("SERVER_PORT", "8080");
+        assert_eq!(env.server_port(), Some(8080));
+    }
+
+    #[test]
+    fn path_joins_script_name_and_path_info() {
+        let mut env = Environ::new();
+        assert_eq!(&*env.path(), b"");
+        env.set("PATH_INFO", "/x");
+        assert_eq!(&*env.path(), b"/x");
+        env.set("SCRIPT_NAME", "/app");
+        assert_eq!(&*env.path(), b"/app/x");
+        assert!(matches!(env.path(), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn latin1_maps_each_byte() {
+        assert_eq!(latin1(b"abc"), "abc");
+        assert_eq!(latin1(&[0x63, 0xe9, 0xff]), "c\u{e9}\u{ff}");
+    }
+}

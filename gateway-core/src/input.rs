@@ -1,0 +1,468 @@
+//! The request body (`wsgi.input`): [`Input`], a stream with a blocking `Read`/`BufRead` view.
+
+use std::fmt;
+use std::io::{self, BufRead, Read};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+
+use crate::{BoxError, block_on};
+
+/// The size of the reads [`Input`] makes from a blocking reader (CGI's stdin).
+pub const READ_CHUNK_SIZE: usize = 16 * 1024;
+
+enum Source {
+    Empty,
+    Full(Bytes),
+    Body(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>),
+    Reader(Box<dyn Read + Send>),
+}
+
+/// The request body: `wsgi.input`.
+///
+/// It is a stream ([`Input::poll_chunk`], [`Input::chunk`], and [`http_body::Body`]) for async
+/// apps, and a blocking [`Read`] + [`BufRead`] for the rest: `read(n)`, `read_to_end`,
+/// `read_line` and [`Input::read_line_limited`] (WSGI's `readline(size)`).
+///
+/// The server bounds it: with a limit (the request's CONTENT_LENGTH) the input ends there, as
+/// if the client had sent nothing more, and never reads past the request; without one it ends
+/// where the transport says the body ends (a chunked or HTTP/2 body, CGI's stdin at EOF). Either
+/// way it ends at the true end of the body, so servers set `input_terminated`. A body that stops
+/// short of its CONTENT_LENGTH (the client went away) is an error of kind
+/// [`io::ErrorKind::UnexpectedEof`], never a silent short read.
+///
+/// The blocking view waits with [`block_on`]: use it on a worker thread, not on the thread of
+/// an async runtime's event loop.
+///
+/// ```
+/// use std::io::{BufRead, Read};
+/// use gateway_core::Input;
+///
+/// let mut input = Input::from_bytes("line one\nline two\nrest").with_limit(18);
+/// let mut line = String::new();
+/// input.read_line(&mut line).unwrap();
+/// assert_eq!(line, "line one\n");
+/// let mut rest = Vec::new();
+/// input.read_to_end(&mut rest).unwrap();
+/// assert_eq!(rest, b"line two\n"); // the limit cut off "rest"
+/// ```
+pub struct Input {
+    source: Source,
+    /// Bytes still allowed before the limit, if there is one.
+    remaining: Option<u64>,
+    /// How many bytes were delivered so far (for the truncation message).
+    delivered: u64,
+    /// Received but not yet consumed.
+    buf: Bytes,
+    done: bool,
+}
+
+impl Input {
+    /// An input with no bytes.
+    pub const fn empty() -> Self {
+        Input {
+            source: Source::Empty,
+            remaining: None,
+            delivered: 0,
+            buf: Bytes::new(),
+            done: true,
+        }
+    }
+
+    /// An input of the given bytes.
+    pub fn from_bytes(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        Input::with_source(Source::Full(data))
+    }
+
+    /// An input read from an [`http_body::Body`] (hyper's incoming body, a channel, ...).
+    /// Frames other than data (trailers) are skipped.
+    pub fn from_body<B>(body: B) -> Self
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        Input::with_source(Source::Body(Box::pin(DataBody { inner: body })))
+    }
+
+    /// An input read from a blocking reader (CGI's stdin), [`READ_CHUNK_SIZE`] bytes at a time.
+    /// Polling it as a stream blocks the polling thread while it reads.
+    pub fn from_reader(reader: impl Read + Send + 'static) -> Self {
+        Input::with_source(Source::Reader(Box::new(reader)))
+    }
+
+    fn with_source(source: Source) -> Self {
+        Input {
+            source,
+            remaining: None,
+            delivered: 0,
+            buf: Bytes::new(),
+            done: false,
+        }
+    }
+
+    /// Ends the input after `limit` bytes (the request's CONTENT_LENGTH). If the source ends
+    /// sooner, reading fails with [`io::ErrorKind::UnexpectedEof`].
+    #[must_use]
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.remaining = Some(limit.saturating_sub(self.buf.len() as u64));
+        if self.buf.len() as u64 > limit {
+            self.buf.truncate(limit as usize);
+        }
+        if limit == 0 {
+            self.finish();
+        }
+        self
+    }
+
+    /// How many bytes are left before the limit, if the input has one.
+    pub fn remaining_limit(&self) -> Option<u64> {
+        self.remaining.map(|r| r + self.buf.len() as u64)
+    }
+
+    /// Whether the input is known to have no more bytes.
+    pub fn is_exhausted(&self) -> bool {
+        self.done && self.buf.is_empty()
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        // Drop the source: the transport behind it can be reused or released.
+        self.source = Source::Empty;
+    }
+
+    /// Polls for the next chunk of the body: `None` at its end.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if !self.buf.is_empty() {
+            return Poll::Ready(Some(Ok(std::mem::take(&mut self.buf))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let next = match &mut self.source {
+            Source::Empty => None,
+            Source::Full(data) => Some(Ok(std::mem::take(data))),
+            Source::Body(body) => loop {
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => break None,
+                    Poll::Ready(Some(Err(e))) => break Some(Err(io::Error::other(e))),
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => break Some(Ok(data)),
+                        _ => continue,
+                    },
+                }
+            },
+            Source::Reader(reader) => {
+                let want = match self.remaining {
+                    Some(r) => r.min(READ_CHUNK_SIZE as u64) as usize,
+                    None => READ_CHUNK_SIZE,
+                };
+                let mut chunk = BytesMut::zeroed(want);
+                loop {
+                    match reader.read(&mut chunk) {
+                        Ok(0) => break None,
+                        Ok(n) => {
+                            chunk.truncate(n);
+                            break Some(Ok(chunk.freeze()));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Some(Err(e)),
+                    }
+                }
+            }
+        };
+        Poll::Ready(match next {
+            Some(Ok(mut data)) if !data.is_empty() => {
+                if let Some(remaining) = &mut self.remaining {
+                    if data.len() as u64 >= *remaining {
+                        data.truncate(*remaining as usize);
+                        *remaining = 0;
+                        self.finish();
+                    } else {
+                        *remaining -= data.len() as u64;
+                    }
+                }
+                self.delivered += data.len() as u64;
+                Some(Ok(data))
+            }
+            Some(Ok(_)) | None => {
+                let short = self.remaining.filter(|&r| r > 0);
+                self.finish();
+                short.map(|missing| {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "request body ended after {} of {} bytes",
+                            self.delivered,
+                            self.delivered + missing
+                        ),
+                    ))
+                })
+            }
+            Some(Err(e)) => {
+                self.finish();
+                Some(Err(e))
+            }
+        })
+    }
+
+    /// The next chunk of the body, `None` at its end.
+    pub async fn chunk(&mut self) -> Option<io::Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// Reads the whole rest of the body into memory, failing with an error of kind
+    /// [`io::ErrorKind::InvalidData`] once more than `max` bytes arrive.
+    pub async fn collect(&mut self, max: usize) -> io::Result<Bytes> {
+        let mut out = BytesMut::new();
+        while let Some(chunk) = self.chunk().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("request body is larger than {max} bytes"),
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// WSGI's `readline(size)`: reads up to and including the next `\n`, but no more than
+    /// `limit` bytes, appending them to `line`. Returns how many bytes were read (0 at the end).
+    pub fn read_line_limited(&mut self, line: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+        let start = line.len();
+        while line.len() - start < limit {
+            let available = self.fill_buf()?;
+            if available.is_empty() {
+                break;
+            }
+            let room = limit - (line.len() - start);
+            let window = &available[..available.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&window[..=i]);
+                    self.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let n = window.len();
+                    line.extend_from_slice(window);
+                    self.consume(n);
+                }
+            }
+        }
+        Ok(line.len() - start)
+    }
+}
+
+impl Default for Input {
+    fn default() -> Self {
+        Input::empty()
+    }
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match self.source {
+            Source::Empty => "empty",
+            Source::Full(_) => "bytes",
+            Source::Body(_) => "body",
+            Source::Reader(_) => "reader",
+        };
+        f.debug_struct("Input")
+            .field("source", &source)
+            .field("remaining", &self.remaining_limit())
+            .field("delivered", &self.delivered)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Input {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.buf.is_empty() && !self.done {
+            match block_on(std::future::poll_fn(|cx| self.poll_chunk(cx))) {
+                Some(Ok(data)) => self.buf = data,
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok(&self.buf)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.buf.advance(amount.min(self.buf.len()));
+    }
+}
+
+impl http_body::Body for Input {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.get_mut()
+            .poll_chunk(cx)
+            .map(|chunk| chunk.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_exhausted()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining_limit() {
+            Some(n) => SizeHint::with_exact(n),
+            None if self.is_exhausted() => SizeHint::with_exact(0),
+            None => SizeHint::new(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct DataBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> http_body::Body for DataBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx).map(|frame| {
+            frame.map(|r| {
+                r.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                    .map_err(Into::into)
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that yields the given chunks, one per poll, then ends.
+    fn chunked(chunks: &[&'static str]) -> Input {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        Input::from_body(http_body_util::StreamBody::new(Iter(frames.into_iter())))
+    }
+
+    struct Iter<I>(I);
+    impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
+        type Item = I::Item;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+            Poll::Ready(self.0.next())
+        }
+    }
+
+    #[test]
+    fn the_limit_simulates_eof_and_never_reads_past_it() {
+        let mut input = chunked(&["abc", "def", "ghi"]).with_limit(5);
+        let mut all = Vec::new();
+        input.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"abcde");
+        assert_eq!(input.read(&mut [0; 4]).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_limit_is_an_unexpected_eof() {
+        let mut input = chunked(&["abc"]).with_limit(10);
+        let err = input.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("3 of 10"), "{err}");
+    }
+
+    #[test]
+    fn without_a_limit_the_input_ends_with_its_source() {
+        let mut input = chunked(&["ab", "", "cd"]);
+        let mut all = String::new();
+        input.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "abcd");
+        assert!(input.is_exhausted());
+    }
+
+    #[test]
+    fn readline_with_a_size_stops_at_the_size_or_the_newline() {
+        let mut input = chunked(&["he", "llo\nwor", "ld\n"]);
+        let mut line = Vec::new();
+        assert_eq!(input.read_line_limited(&mut line, 3).unwrap(), 3);
+        assert_eq!(line, b"hel");
+        line.clear();
+        assert_eq!(input.read_line_limited(&mut line, 100).unwrap(), 3);
+        assert_eq!(line, b"lo\n");
+        line.clear();
+        input.read_until(b'\n', &mut line).unwrap();
+        assert_eq!(line, b"world\n");
+        line.clear();
+        assert_eq!(input.read_line_limited(&mut line, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn reader_source_respects_the_limit() {
+        let mut input = Input::from_reader(io::Cursor::new(b"0123456789".to_vec())).with_limit(4);
+        let mut all = Vec::new();
+        input.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"0123");
+    }
+
+    #[test]
+    fn zero_limit_is_empty_at_once() {
+        let input = chunked(&["abc"]).with_limit(0);
+        assert!(input.is_exhausted());
+        assert!(http_body::Body::is_end_stream(&input));
+    }
+
+    #[test]
+    fn stream_view_yields_the_chunks() {
+        let mut input = chunked(&["ab", "cd"]);
+        let got = block_on(async {
+            let mut v = Vec::new();
+            while let Some(c) = input.chunk().await {
+                v.push(c.unwrap());
+            }
+            v
+        });
+        assert_eq!(got, vec![Bytes::from("ab"), Bytes::from("cd")]);
+    }
+}

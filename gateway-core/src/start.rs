@@ -1,0 +1,412 @@
+//! `start_response`: [`StartResponse`], the [`Writer`] it returns, and their rules.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
+use http::StatusCode;
+
+use crate::BoxError;
+
+/// What the app and the driver share for one request: the head the app set, and what it
+/// pushed through [`Writer::write`].
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The status and headers from the last successful start.
+    pub(crate) head: Option<(StatusCode, HeaderMap)>,
+    /// The head is fixed: it went out, or `write()` was called (which sends it).
+    pub(crate) committed: bool,
+    /// Data pushed with `write()`, not yet taken by the driver.
+    pub(crate) written: VecDeque<Bytes>,
+    /// `write()` is refused once the app's call returned (PEP 3333: the body must not call it).
+    pub(crate) writes_closed: bool,
+    /// Why the last start was refused, for the driver's report.
+    pub(crate) refused: Option<StartError>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock is held cannot leave the state half-updated in a way that
+        // matters here (each update is one assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Hook = Box<dyn FnMut(&mut StatusCode, &mut HeaderMap) + Send>;
+
+/// WSGI's `start_response`: how an app sets the status and headers of its response.
+///
+/// An app gets one with each call and [`start`](StartResponse::start)s it exactly once: `start`
+/// takes `self`, so a second plain call does not compile. It may start it in the call itself,
+/// or later, inside its body before the first chunk (a lazy or async body). Nothing is sent by
+/// `start`: the head goes out with the first non-empty chunk, the first [`Writer::write`], or
+/// the end of the body.
+///
+/// `start` checks what types cannot: there is no `Status` header and no hop-by-hop header
+/// (`Connection`, `Keep-Alive`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailers`,
+/// `Transfer-Encoding`, `Upgrade`), which belong to the server. Header names and values are
+/// already valid tokens and field values by the types of [`http`].
+///
+/// The only second call WSGI allows, with `exc_info`, is [`Writer::restart_on_error`].
+///
+/// ```
+/// use gateway_core::{Body, Environ, StartResponse};
+/// use http::{header, HeaderMap, HeaderValue, StatusCode};
+///
+/// fn app(_environ: Environ, start: StartResponse) -> Body {
+///     let mut headers = HeaderMap::new();
+///     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+///     match start.start(StatusCode::OK, headers) {
+///         Ok(_writer) => Body::from("Hello"),
+///         Err(error) => Body::error(error),
+///     }
+/// }
+/// # let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+/// # assert_eq!(response.status(), 200);
+/// ```
+pub struct StartResponse {
+    shared: Arc<Shared>,
+    /// Middleware hooks, outermost first; applied innermost first.
+    hooks: Vec<Hook>,
+}
+
+impl StartResponse {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StartResponse {
+            shared,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// Sets the status and headers of the response, and returns the [`Writer`] for apps that
+    /// push their output.
+    ///
+    /// Fails, and the response becomes a 500, when the headers hold a `Status` or a hop-by-hop
+    /// header. Calling `start` again is not possible after that, even to fix the headers: return
+    /// [`Body::error`](crate::Body::error) with the error.
+    pub fn start(mut self, status: StatusCode, headers: HeaderMap) -> Result<Writer, StartError> {
+        set_head(&self.shared, &mut self.hooks, status, headers, false)?;
+        Ok(Writer {
+            shared: self.shared,
+            hooks: self.hooks,
+        })
+    }
+
+    /// Returns a `StartResponse` that lets `hook` see and change the status and headers before
+    /// they are checked and stored. This is how a middleware rewrites the head of the app it
+    /// wraps: it gives the app the mapped `StartResponse`. Hooks run innermost first (the hook
+    /// of the middleware closest to the app runs first), on `start` and on
+    /// [`Writer::restart_on_error`].
+    ///
+    /// ```
+    /// use gateway_core::{App, Body, Environ, StartResponse};
+    /// use http::{HeaderValue, StatusCode};
+    ///
+    /// /// Adds `X-Frame-Options: DENY` to every response of the app it wraps.
+    /// struct DenyFrames<A>(A);
+    ///
+    /// impl<A: App> App for DenyFrames<A> {
+    ///     fn call(&self, environ: Environ, start: StartResponse) -> Body {
+    ///         let start = start.map_head(|_status: &mut StatusCode, headers: &mut http::HeaderMap| {
+    ///             headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    ///         });
+    ///         self.0.call(environ, start)
+    ///     }
+    /// }
+    /// # let app = DenyFrames(|_e: Environ, s: StartResponse| {
+    /// #     s.start(StatusCode::OK, Default::default()).unwrap();
+    /// #     Body::empty()
+    /// # });
+    /// # let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+    /// # assert_eq!(response.headers()["x-frame-options"], "DENY");
+    /// ```
+    pub fn map_head<F>(mut self, hook: F) -> StartResponse
+    where
+        F: FnMut(&mut StatusCode, &mut HeaderMap) + Send + 'static,
+    {
+        self.hooks.push(Box::new(hook));
+        self
+    }
+}
+
+impl fmt::Debug for StartResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartResponse")
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`StartResponse::start`] returns: WSGI's `write()` callable, and the one way to start
+/// the response a second time.
+///
+/// [`write`](Writer::write) pushes output before the app returns its body, for apps written in
+/// that style; the data goes out before the body, and the first `write` sends the head. The
+/// data is queued until the server takes it, so an app that produces much output should return
+/// a streaming [`Body`](crate::Body) instead. Calling `write` from inside the returned body is
+/// refused, as PEP 3333 requires.
+///
+/// Dropping the writer is fine: most apps never use it.
+pub struct Writer {
+    shared: Arc<Shared>,
+    hooks: Vec<Hook>,
+}
+
+impl Writer {
+    /// Pushes `data` out, after anything written before and before the returned body. The first
+    /// call fixes the head: [`Writer::restart_on_error`] fails after it.
+    pub fn write(&mut self, data: impl Into<Bytes>) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if state.writes_closed {
+            return Err(io::Error::other(
+                "write() called after the app returned its body; yield the data from the body",
+            ));
+        }
+        state.committed = true;
+        let data = data.into();
+        if !data.is_empty() {
+            state.written.push_back(data);
+        }
+        Ok(())
+    }
+
+    /// WSGI's `start_response(status, headers, exc_info)`: replaces the status and headers
+    /// after an error, if nothing was sent yet. Once the head is out (or `write` was called) it
+    /// fails, handing back `error`, which the app then returns as
+    /// [`Body::error`](crate::Body::error) so that the server aborts the response.
+    ///
+    /// ```
+    /// use gateway_core::{Body, Environ, StartResponse};
+    /// use http::{HeaderMap, StatusCode};
+    ///
+    /// fn app(_environ: Environ, start: StartResponse) -> Body {
+    ///     let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+    ///     let failure = std::io::Error::other("the database went away");
+    ///     match writer.restart_on_error(failure.into(), StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new()) {
+    ///         Ok(()) => Body::from("try again later\n"),
+    ///         Err(error) => Body::error(error),
+    ///     }
+    /// }
+    /// # let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+    /// # assert_eq!(response.status(), 503);
+    /// ```
+    pub fn restart_on_error(
+        &mut self,
+        error: BoxError,
+        status: StatusCode,
+        headers: HeaderMap,
+    ) -> Result<(), BoxError> {
+        if self.shared.lock().committed {
+            return Err(error);
+        }
+        set_head(&self.shared, &mut self.hooks, status, headers, true).map_err(|e| e.into())
+    }
+}
+
+impl io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Writer::write(self, Bytes::copy_from_slice(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+fn set_head(
+    shared: &Shared,
+    hooks: &mut [Hook],
+    mut status: StatusCode,
+    mut headers: HeaderMap,
+    restart: bool,
+) -> Result<(), StartError> {
+    for hook in hooks.iter_mut().rev() {
+        hook(&mut status, &mut headers);
+    }
+    let checked = check_headers(&headers);
+    let mut state = shared.lock();
+    match checked {
+        Ok(()) => {
+            if restart && state.committed {
+                return Err(StartError::AlreadySent);
+            }
+            state.head = Some((status, headers));
+            state.refused = None;
+            Ok(())
+        }
+        Err(e) => {
+            state.refused = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+/// Checks response headers by the rules `start` enforces.
+pub(crate) fn check_headers(headers: &HeaderMap) -> Result<(), StartError> {
+    for name in headers.keys() {
+        if name.as_str() == "status" {
+            return Err(StartError::StatusHeader);
+        }
+        if is_hop_by_hop(name) {
+            return Err(StartError::HopByHop(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a header belongs to one connection and is the server's to manage: `Connection`,
+/// `Keep-Alive`, `Proxy-Authenticate`, `Proxy-Authorization`, `Proxy-Connection`, `TE`,
+/// `Trailers`, `Transfer-Encoding` and `Upgrade`.
+///
+/// ```
+/// use gateway_core::is_hop_by_hop;
+/// assert!(is_hop_by_hop(&http::header::TRANSFER_ENCODING));
+/// assert!(!is_hop_by_hop(&http::header::CONTENT_LENGTH));
+/// ```
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailers"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Why [`StartResponse::start`] or [`Writer::restart_on_error`] refused a head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A hop-by-hop header: the server manages connections and transfer codings.
+    HopByHop(HeaderName),
+    /// A `Status` header: the status is the `status` argument.
+    StatusHeader,
+    /// A restart after the head was sent.
+    AlreadySent,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::HopByHop(name) => write!(
+                f,
+                "hop-by-hop header `{name}` in the response (the server manages it)"
+            ),
+            StartError::StatusHeader => {
+                f.write_str("`Status` header in the response (the status is an argument)")
+            }
+            StartError::AlreadySent => f.write_str("the response head was already sent"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn pair() -> (StartResponse, Arc<Shared>) {
+        let shared = Arc::new(Shared::default());
+        (StartResponse::new(shared.clone()), shared)
+    }
+
+    #[test]
+    fn start_stores_the_head_and_sends_nothing() {
+        let (start, shared) = pair();
+        let _writer = start.start(StatusCode::CREATED, HeaderMap::new()).unwrap();
+        let state = shared.lock();
+        assert_eq!(state.head.as_ref().unwrap().0, StatusCode::CREATED);
+        assert!(!state.committed);
+    }
+
+    #[test]
+    fn hop_by_hop_and_status_headers_are_refused() {
+        for name in ["connection", "transfer-encoding", "upgrade", "keep-alive", "te"] {
+            let (start, shared) = pair();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("x"),
+            );
+            let err = start.start(StatusCode::OK, headers).unwrap_err();
+            assert!(matches!(err, StartError::HopByHop(_)), "{name}");
+            assert!(shared.lock().head.is_none());
+            assert!(shared.lock().refused.is_some());
+        }
+        let (start, _) = pair();
+        let mut headers = HeaderMap::new();
+        headers.insert("status", HeaderValue::from_static("200"));
+        assert_eq!(
+            start.start(StatusCode::OK, headers).unwrap_err(),
+            StartError::StatusHeader
+        );
+    }
+
+    #[test]
+    fn restart_replaces_the_head_until_something_is_written() {
+        let (start, shared) = pair();
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        writer
+            .restart_on_error("first".into(), StatusCode::BAD_GATEWAY, HeaderMap::new())
+            .unwrap();
+        assert_eq!(shared.lock().head.as_ref().unwrap().0, StatusCode::BAD_GATEWAY);
+        writer.write("x").unwrap();
+        let err = writer
+            .restart_on_error("second".into(), StatusCode::IM_A_TEAPOT, HeaderMap::new())
+            .unwrap_err();
+        assert_eq!(err.to_string(), "second", "the original error comes back");
+        assert_eq!(shared.lock().head.as_ref().unwrap().0, StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn writes_queue_in_order_and_are_refused_after_the_call() {
+        let (start, shared) = pair();
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        writer.write("a").unwrap();
+        io::Write::write_all(&mut writer, b"b").unwrap();
+        assert_eq!(shared.lock().written, ["a", "b"]);
+        shared.lock().writes_closed = true;
+        assert!(writer.write("c").is_err());
+    }
+
+    #[test]
+    fn hooks_run_innermost_first() {
+        let (start, shared) = pair();
+        let start = start
+            .map_head(|_, h: &mut HeaderMap| {
+                h.append("x-order", HeaderValue::from_static("outer"));
+            })
+            .map_head(|s: &mut StatusCode, h: &mut HeaderMap| {
+                *s = StatusCode::ACCEPTED;
+                h.append("x-order", HeaderValue::from_static("inner"));
+            });
+        start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        let state = shared.lock();
+        let (status, headers) = state.head.as_ref().unwrap();
+        assert_eq!(*status, StatusCode::ACCEPTED);
+        let order: Vec<_> = headers.get_all("x-order").iter().collect();
+        assert_eq!(order, ["inner", "outer"]);
+    }
+}
