@@ -127,6 +127,9 @@ impl Future for ResponseFuture {
         loop {
             if this.shared.lock().committed {
                 // write() was called: the head goes out now.
+                if this.body.as_ref().is_some_and(http_body::Body::is_end_stream) {
+                    this.body = None;
+                }
                 return Poll::Ready(this.commit(None));
             }
             let Some(body) = this.body.as_mut() else {
