@@ -39,7 +39,7 @@ pub const FILE_CHUNK_SIZE: usize = 64 * 1024;
 ///
 /// assert!(Body::empty().is_end_stream());
 /// assert_eq!(Body::full("hello").size_hint().exact(), Some(5));
-/// let chunks = Body::from_iter(["a", "b", "c"].map(Bytes::from));
+/// let chunks = Body::from_chunks(["a", "b", "c"].map(Bytes::from));
 /// assert_eq!(chunks.size_hint().exact(), None);
 /// ```
 pub struct Body {
@@ -87,18 +87,18 @@ impl Body {
     ///
     /// The iterator runs when the body is polled, on the thread of whoever polls it. Servers
     /// poll the bodies of pooled apps on the worker pool, so an iterator may block.
-    pub fn from_iter<I>(chunks: I) -> Self
+    pub fn from_chunks<I>(chunks: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<Bytes> + 'static,
         I::IntoIter: Send + 'static,
     {
-        Body::try_from_iter(chunks.into_iter().map(Ok::<_, BoxError>))
+        Body::try_from_chunks(chunks.into_iter().map(Ok::<_, BoxError>))
     }
 
     /// A body made of the chunks a fallible iterator yields. An `Err` item fails the response:
     /// before anything was sent the server answers 500, after that it aborts the response.
-    pub fn try_from_iter<I, T, E>(chunks: I) -> Self
+    pub fn try_from_chunks<I, T, E>(chunks: I) -> Self
     where
         I: IntoIterator<Item = Result<T, E>>,
         I::IntoIter: Send + 'static,
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn iterator_yields_each_chunk_and_is_dropped_when_exhausted() {
-        let body = Body::from_iter(vec!["a", "bc"]);
+        let body = Body::from_chunks(vec!["a", "bc"]);
         assert_eq!(
             collect(body).unwrap(),
             vec![Bytes::from("a"), Bytes::from("bc")]
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn failing_iterator_fails_the_body() {
-        let body = Body::try_from_iter(vec![Ok::<_, BoxError>("a"), Err("boom".into())]);
+        let body = Body::try_from_chunks(vec![Ok::<_, BoxError>("a"), Err("boom".into())]);
         assert_eq!(collect(body).unwrap_err().to_string(), "boom");
     }
 

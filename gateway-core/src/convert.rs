@@ -268,7 +268,13 @@ pub fn request_from_environ(mut environ: Environ) -> Result<Request<Input>, http
             _ => {
                 let lower: Vec<u8> = var[5..]
                     .iter()
-                    .map(|&b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() })
+                    .map(|&b| {
+                        if b == b'_' {
+                            b'-'
+                        } else {
+                            b.to_ascii_lowercase()
+                        }
+                    })
                     .collect();
                 match HeaderName::from_bytes(&lower) {
                     Ok(name) => name,
@@ -541,12 +547,14 @@ mod tests {
 
     #[test]
     fn context_fills_the_connection_variables() {
-        let mut context = ServerContext::default();
-        context.peer_addr = Some("10.0.0.1:4000".parse().unwrap());
-        context.local_addr = Some("127.0.0.1:9000".parse().unwrap());
-        context.url_scheme = UrlScheme::Https;
-        context.server_software = Some(Bytes::from_static(b"gateway"));
-        context.multithread = true;
+        let context = ServerContext {
+            peer_addr: Some("10.0.0.1:4000".parse().unwrap()),
+            local_addr: Some("127.0.0.1:9000".parse().unwrap()),
+            url_scheme: UrlScheme::Https,
+            server_software: Some(Bytes::from_static(b"gateway")),
+            multithread: true,
+            ..ServerContext::default()
+        };
         let request = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
         let env = environ_from_request(request, &context);
         assert_eq!(env.remote_addr(), Some("10.0.0.1"));

@@ -18,7 +18,7 @@
 //!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one, a
 //!   longer body is cut there, the app's body is dropped, and
 //!   [`ResponseBody::must_close`] says that the connection should not be reused; a shorter one
-//!   ends in an [`ErrorKind::ShortBody`](crate::ErrorKind::ShortBody) error, so the server
+//!   ends in an [`ErrorKind::ShortBody`] error, so the server
 //!   aborts it rather than leaving the client waiting.
 //! - **Failures.** An app that fails or panics before anything was sent gets a 500 response
 //!   (which carries the [`Error`] as an `Arc<Error>` extension); after the head, the
@@ -60,7 +60,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use crate::environ::parse_digits;
 use crate::error::{Error, ErrorKind};
 use crate::start::Shared;
-use crate::{App, Body, ErrorStream, Environ, StartResponse};
+use crate::{App, Body, Environ, ErrorStream, StartResponse};
 
 /// The body of the 500 response the driver makes when an app fails before its head.
 pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
@@ -127,7 +127,11 @@ impl Future for ResponseFuture {
         loop {
             if this.shared.lock().committed {
                 // write() was called: the head goes out now.
-                if this.body.as_ref().is_some_and(http_body::Body::is_end_stream) {
+                if this
+                    .body
+                    .as_ref()
+                    .is_some_and(http_body::Body::is_end_stream)
+                {
                     this.body = None;
                 }
                 return Poll::Ready(this.commit(None));
@@ -157,7 +161,11 @@ impl Future for ResponseFuture {
             if !this.has_head() {
                 return Poll::Ready(this.fail(this.not_started("yielded data")));
             }
-            if this.body.as_ref().is_some_and(http_body::Body::is_end_stream) {
+            if this
+                .body
+                .as_ref()
+                .is_some_and(http_body::Body::is_end_stream)
+            {
                 // The whole body is known (a full body): close it now.
                 this.body = None;
             }
@@ -173,10 +181,9 @@ impl ResponseFuture {
 
     fn not_started(&self, what: &str) -> Error {
         match &self.shared.lock().refused {
-            Some(refused) => Error::new(
-                ErrorKind::StartRefused,
-                format!("start refused: {refused}"),
-            ),
+            Some(refused) => {
+                Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
+            }
             None => Error::new(
                 ErrorKind::NotStarted,
                 format!("the app's body {what} before the response was started"),
@@ -252,7 +259,8 @@ impl ResponseFuture {
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head {
-            body.queue.push_back(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
+            body.queue
+                .push_back(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
         }
         body.remaining = Some(INTERNAL_ERROR_BODY.len() as u64 * u64::from(!self.is_head));
         let mut response = Response::new(body);

@@ -452,9 +452,9 @@ pub(crate) fn parse_digits(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    value
-        .iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -490,7 +490,15 @@ mod tests {
     fn numbers_are_digits_only() {
         assert_eq!(parse_digits(b"0"), Some(0));
         assert_eq!(parse_digits(b"123"), Some(123));
-        for bad in [&b""[..], b"-1", b"+1", b" 1", b"1 ", b"0x1", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"0x1",
+            b"99999999999999999999",
+        ] {
             assert_eq!(parse_digits(bad), None, "{bad:?}");
         }
         let mut env = Environ::new();

@@ -175,7 +175,10 @@ mod tests {
         let (mut stream, lines) = recording();
         stream.write_all(b"a").unwrap();
         stream.write_all(b"b\ncd\nef").unwrap();
-        assert_eq!(*lines.lock().unwrap(), vec![b"ab\n".to_vec(), b"cd\n".to_vec()]);
+        assert_eq!(
+            *lines.lock().unwrap(),
+            vec![b"ab\n".to_vec(), b"cd\n".to_vec()]
+        );
         drop(stream);
         assert_eq!(lines.lock().unwrap()[2], b"ef");
     }

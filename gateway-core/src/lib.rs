@@ -64,12 +64,10 @@ mod start;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
-pub use app::{App, SharedApp, Builder, Identity, Middleware, Stack};
+pub use app::{App, Builder, Identity, Middleware, SharedApp, Stack};
 pub use block::block_on;
 pub use body::{Body, FILE_CHUNK_SIZE, FileBody};
-pub use environ::{
-    Environ, LocalAddr, PeerAddr, UrlScheme, VERSION, header_var_name, latin1,
-};
+pub use environ::{Environ, LocalAddr, PeerAddr, UrlScheme, VERSION, header_var_name, latin1};
 pub use error::{Error, ErrorKind};
 pub use errors::{ErrorSink, ErrorStream, MAX_ERROR_LINE, Stderr};
 pub use input::{Input, READ_CHUNK_SIZE};

@@ -6,8 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName};
 use http::StatusCode;
+use http::header::{HeaderMap, HeaderName};
 
 use crate::BoxError;
 
@@ -343,13 +343,16 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_status_headers_are_refused() {
-        for name in ["connection", "transfer-encoding", "upgrade", "keep-alive", "te"] {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "te",
+        ] {
             let (start, shared) = pair();
             let mut headers = HeaderMap::new();
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static("x"),
-            );
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
             let err = start.start(StatusCode::OK, headers).unwrap_err();
             assert!(matches!(err, StartError::HopByHop(_)), "{name}");
             assert!(shared.lock().head.is_none());
@@ -371,13 +374,19 @@ mod tests {
         writer
             .restart_on_error("first".into(), StatusCode::BAD_GATEWAY, HeaderMap::new())
             .unwrap();
-        assert_eq!(shared.lock().head.as_ref().unwrap().0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            shared.lock().head.as_ref().unwrap().0,
+            StatusCode::BAD_GATEWAY
+        );
         writer.write("x").unwrap();
         let err = writer
             .restart_on_error("second".into(), StatusCode::IM_A_TEAPOT, HeaderMap::new())
             .unwrap_err();
         assert_eq!(err.to_string(), "second", "the original error comes back");
-        assert_eq!(shared.lock().head.as_ref().unwrap().0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            shared.lock().head.as_ref().unwrap().0,
+            StatusCode::BAD_GATEWAY
+        );
     }
 
     #[test]

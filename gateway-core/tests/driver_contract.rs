@@ -127,7 +127,7 @@ fn rule_53_the_head_waits_for_the_first_non_empty_chunk() {
         move |_: Environ, start: StartResponse| {
             let calls = calls.clone();
             let mut start = Some(start);
-            Body::from_iter((0..4).map(move |i| {
+            Body::from_chunks((0..4).map(move |i| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 if i == 2 {
                     let _ = start
@@ -290,7 +290,7 @@ fn rule_62_content_length_is_added_when_the_whole_body_is_known() {
 
 #[test]
 fn rule_64_head_sends_no_body_but_keeps_the_length() {
-    let (body, dropped) = tracked(Body::from_iter(["abc", "def"]));
+    let (body, dropped) = tracked(Body::from_chunks(["abc", "def"]));
     let body = Mutex::new(Some(body));
     let app = move |_: Environ, s: StartResponse| {
         let _ = s.start(StatusCode::OK, headers(&[("content-length", "6")]));
@@ -339,7 +339,7 @@ fn rule_65_no_body_for_1xx_204_304() {
 
 #[test]
 fn rule_61_a_longer_body_is_cut_and_the_connection_marked() {
-    let (body, dropped) = tracked(Body::from_iter(["abc", "defgh", "ijk"]));
+    let (body, dropped) = tracked(Body::from_chunks(["abc", "defgh", "ijk"]));
     let body = Mutex::new(Some(body));
     let app = move |_: Environ, s: StartResponse| {
         let _ = s.start(StatusCode::OK, headers(&[("content-length", "5")]));
@@ -363,7 +363,7 @@ fn rule_61_a_longer_body_is_cut_and_the_connection_marked() {
 fn rule_61_a_shorter_body_ends_in_an_error() {
     let app = |_: Environ, s: StartResponse| {
         let _ = s.start(StatusCode::OK, headers(&[("content-length", "10")]));
-        Body::from_iter(["abc", "de"])
+        Body::from_chunks(["abc", "de"])
     };
     let (response, _) = run(&app, "GET");
     let (data, error, _) = drain(response);
@@ -430,7 +430,7 @@ fn rule_56_failures_before_the_head_become_a_500() {
 fn a_panic_inside_the_body_before_the_head_is_a_500() {
     let app = |_: Environ, start: StartResponse| {
         let _ = start.start(StatusCode::OK, HeaderMap::new());
-        Body::from_iter((0..1).map(|_| -> Bytes { panic!("in the body") }))
+        Body::from_chunks((0..1).map(|_| -> Bytes { panic!("in the body") }))
     };
     let (response, log) = run(&app, "GET");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -440,7 +440,7 @@ fn a_panic_inside_the_body_before_the_head_is_a_500() {
 
 #[test]
 fn rule_56_failures_after_the_head_abort_the_response() {
-    let (body, dropped) = tracked(Body::try_from_iter([
+    let (body, dropped) = tracked(Body::try_from_chunks([
         Ok::<_, BoxError>("partial"),
         Err("lost the backend".into()),
         Ok("never"),
@@ -466,7 +466,7 @@ fn rule_56_failures_after_the_head_abort_the_response() {
     let app = |_: Environ, s: StartResponse| {
         let _ = s.start(StatusCode::OK, HeaderMap::new());
         let mut n = 0;
-        Body::from_iter(std::iter::from_fn(move || {
+        Body::from_chunks(std::iter::from_fn(move || {
             n += 1;
             assert!(n < 2, "panic on the second chunk");
             Some("ok")
@@ -481,7 +481,7 @@ fn rule_56_failures_after_the_head_abort_the_response() {
 #[test]
 fn rule_58_dropping_the_response_closes_the_body() {
     // The client went away mid-body: the server drops the response body.
-    let (body, dropped) = tracked(Body::from_iter(["a", "b", "c"]));
+    let (body, dropped) = tracked(Body::from_chunks(["a", "b", "c"]));
     let body = Mutex::new(Some(body));
     let app = move |_: Environ, s: StartResponse| {
         let _ = s.start(StatusCode::OK, HeaderMap::new());
