@@ -73,7 +73,7 @@ pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
 pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
     let is_head = environ.request_method() == "HEAD";
     let errors = environ.errors().clone();
-    let shared = Arc::new(Shared::default());
+    let shared = Shared::fresh();
     let start = StartResponse::new(shared.clone());
     let outcome = catch_unwind(AssertUnwindSafe(|| app.call(environ, start)));
     shared.lock().writes_closed = true;
@@ -82,12 +82,11 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
         Err(payload) => (None, Some(Error::panic(&*payload))),
     };
     ResponseFuture {
-        shared,
+        shared: Some(shared),
         body,
         failure,
         is_head,
         errors,
-        done: false,
     }
 }
 
@@ -97,12 +96,12 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
 /// async app's waiting happens before the head goes out.
 #[must_use = "a response does nothing unless polled"]
 pub struct ResponseFuture {
-    shared: Arc<Shared>,
+    /// What the app's `StartResponse` writes to; taken (and recycled) when the head is decided.
+    shared: Option<Arc<Shared>>,
     body: Option<Body>,
     failure: Option<Error>,
     is_head: bool,
     errors: ErrorStream,
-    done: bool,
 }
 
 impl fmt::Debug for ResponseFuture {
@@ -110,7 +109,7 @@ impl fmt::Debug for ResponseFuture {
         f.debug_struct("ResponseFuture")
             .field("body", &self.body)
             .field("is_head", &self.is_head)
-            .field("done", &self.done)
+            .field("done", &self.shared.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -120,127 +119,107 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
         let this = &mut *self;
-        assert!(!this.done, "ResponseFuture polled after it completed");
+        let Some(shared) = &this.shared else {
+            panic!("ResponseFuture polled after it completed")
+        };
+        let committed = shared.lock().committed;
         if let Some(error) = this.failure.take() {
             return Poll::Ready(this.fail(error));
         }
+        if committed {
+            // write() was called: the head goes out now.
+            return Poll::Ready(this.commit(None, "wrote"));
+        }
         loop {
-            if this.shared.lock().committed {
-                // write() was called: the head goes out now.
-                if this
-                    .body
-                    .as_ref()
-                    .is_some_and(http_body::Body::is_end_stream)
-                {
-                    this.body = None;
-                }
-                return Poll::Ready(this.commit(None));
-            }
             let Some(body) = this.body.as_mut() else {
                 unreachable!("the body is only taken when the future completes")
             };
             let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
-            let frame = match polled {
-                Err(payload) => return Poll::Ready(this.fail(Error::panic(&*payload))),
+            return Poll::Ready(match polled {
+                Err(payload) => this.fail(Error::panic(&*payload)),
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(None)) => {
                     this.body = None;
-                    return Poll::Ready(match this.has_head() {
-                        true => this.commit(None),
-                        false => this.fail(this.not_started("ended")),
-                    });
+                    this.commit(None, "ended")
                 }
-                Ok(Poll::Ready(Some(Err(error)))) => {
-                    return Poll::Ready(this.fail(Error::app(error)));
+                Ok(Poll::Ready(Some(Err(error)))) => this.fail(Error::app(error)),
+                Ok(Poll::Ready(Some(Ok(frame)))) => {
+                    if frame.data_ref().is_some_and(Bytes::is_empty) {
+                        continue;
+                    }
+                    this.commit(Some(frame), "yielded data")
                 }
-                Ok(Poll::Ready(Some(Ok(frame)))) => frame,
-            };
-            if frame.data_ref().is_some_and(Bytes::is_empty) {
-                continue;
-            }
-            if !this.has_head() {
-                return Poll::Ready(this.fail(this.not_started("yielded data")));
-            }
-            if this
-                .body
-                .as_ref()
-                .is_some_and(http_body::Body::is_end_stream)
-            {
-                // The whole body is known (a full body): close it now.
-                this.body = None;
-            }
-            return Poll::Ready(this.commit(Some(frame)));
+            });
         }
     }
 }
 
 impl ResponseFuture {
-    fn has_head(&self) -> bool {
-        self.shared.lock().head.is_some()
-    }
-
-    fn not_started(&self, what: &str) -> Error {
-        match &self.shared.lock().refused {
-            Some(refused) => {
-                Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
-            }
-            None => Error::new(
-                ErrorKind::NotStarted,
-                format!("the app's body {what} before the response was started"),
-            ),
-        }
-    }
-
     /// Fixes the head and builds the response. `first` is the first frame of the body, already
-    /// taken from it; `self.body` is `None` when the body has ended.
-    fn commit(&mut self, first: Option<Frame<Bytes>>) -> Response<ResponseBody> {
-        let mut state = self.shared.lock();
-        state.committed = true;
-        let Some((status, mut headers)) = state.head.take() else {
-            unreachable!("commit is only called once the head is set")
+    /// taken from it; `self.body` is `None` when the body has ended. `what` names what the body
+    /// did, for the error when the app never started the response.
+    fn commit(&mut self, first: Option<Frame<Bytes>>, what: &str) -> Response<ResponseBody> {
+        let Some(shared) = self.shared.take() else {
+            unreachable!("commit happens once")
         };
+        let mut state = shared.lock();
+        let Some((status, mut headers)) = state.head.take() else {
+            let error = match &state.refused {
+                Some(refused) => {
+                    Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
+                }
+                None => Error::new(
+                    ErrorKind::NotStarted,
+                    format!("the app's body {what} before the response was started"),
+                ),
+            };
+            drop(state);
+            self.shared = Some(shared);
+            return self.fail(error);
+        };
+        state.committed = true;
         let written = std::mem::take(&mut state.written);
         drop(state);
+        Shared::recycle(shared);
 
+        if self
+            .body
+            .as_ref()
+            .is_some_and(http_body::Body::is_end_stream)
+        {
+            // The whole body is known (a full body): close it now.
+            self.body = None;
+        }
         let declared = match declared_length(&headers) {
             Ok(declared) => declared,
             Err(error) => return self.fail(error),
         };
-        let ended = self.body.is_none();
-        let no_body = self.is_head || !status_has_body(status);
+        let first_len = first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, Bytes::len);
         let mut remaining = declared;
         if status.is_informational() || status == StatusCode::NO_CONTENT {
             headers.remove(CONTENT_LENGTH);
             remaining = None;
-        } else if declared.is_none() && ended && status != StatusCode::NOT_MODIFIED {
-            let first_len = first
-                .as_ref()
-                .and_then(Frame::data_ref)
-                .map_or(0, Bytes::len);
+        } else if declared.is_none() && self.body.is_none() && status != StatusCode::NOT_MODIFIED {
             let total = written.iter().map(Bytes::len).sum::<usize>() + first_len;
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(total));
+            headers.insert(CONTENT_LENGTH, length_value(total as u64));
             remaining = Some(total as u64);
         }
 
-        let mut body = ResponseBody {
-            queue: written,
-            trailers: None,
-            body: self.body.take(),
-            remaining,
-            sent: 0,
-            must_close: false,
-            done: false,
-            errors: self.errors.clone(),
-        };
-        match first.map(Frame::into_data) {
-            Some(Ok(data)) => body.queue.push_back(data),
-            Some(Err(frame)) => body.trailers = frame.into_trailers().ok(),
-            None => {}
+        let mut body = ResponseBody::empty(self.errors.clone());
+        if !self.is_head && status_has_body(status) {
+            body.queue = written;
+            body.body = self.body.take();
+            body.remaining = remaining;
+            match first.map(Frame::into_data) {
+                Some(Ok(data)) => body.first = Some(data),
+                Some(Err(frame)) => body.trailers = frame.into_trailers().ok(),
+                None => {}
+            }
         }
-        if no_body {
-            body = ResponseBody::empty(self.errors.clone());
-        }
-        self.done = true;
+        self.body = None;
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -251,18 +230,17 @@ impl ResponseFuture {
     fn fail(&mut self, error: Error) -> Response<ResponseBody> {
         self.errors.log(&format!("gateway: {error}"));
         self.body = None;
-        let mut state = self.shared.lock();
-        state.committed = true;
-        state.written.clear();
-        drop(state);
-        self.done = true;
+        if let Some(shared) = self.shared.take() {
+            let mut state = shared.lock();
+            state.committed = true;
+            state.written.clear();
+        }
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head {
-            body.queue
-                .push_back(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
+            body.first = Some(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
+            body.remaining = Some(INTERNAL_ERROR_BODY.len() as u64);
         }
-        body.remaining = Some(INTERNAL_ERROR_BODY.len() as u64 * u64::from(!self.is_head));
         let mut response = Response::new(body);
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         let headers = response.headers_mut();
@@ -270,9 +248,55 @@ impl ResponseFuture {
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(INTERNAL_ERROR_BODY.len()));
+        headers.insert(
+            CONTENT_LENGTH,
+            length_value(INTERNAL_ERROR_BODY.len() as u64),
+        );
         response.extensions_mut().insert(Arc::new(error));
         response
+    }
+}
+
+/// Content-Length values below this come from a static table, without allocating.
+const SMALL_LENGTHS: usize = 10_000;
+
+/// The decimal digits of every number below [`SMALL_LENGTHS`], four bytes per number, left
+/// aligned.
+static LENGTH_DIGITS: [[u8; 4]; SMALL_LENGTHS] = {
+    let mut table = [[0u8; 4]; SMALL_LENGTHS];
+    let mut n = 0;
+    while n < SMALL_LENGTHS {
+        let len = digit_count(n);
+        let mut rest = n;
+        let mut i = len;
+        while i > 0 {
+            i -= 1;
+            table[n][i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        n += 1;
+    }
+    table
+};
+
+const fn digit_count(n: usize) -> usize {
+    match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => 4,
+    }
+}
+
+/// A Content-Length header value; small ones are shared static bytes.
+fn length_value(n: u64) -> HeaderValue {
+    match usize::try_from(n) {
+        Ok(small) if small < SMALL_LENGTHS => {
+            let digits = &LENGTH_DIGITS[small][..digit_count(small)];
+            HeaderValue::from_maybe_shared(Bytes::from_static(digits))
+                .unwrap_or_else(|_| HeaderValue::from(n))
+        }
+        _ => HeaderValue::from(n),
     }
 }
 
@@ -311,7 +335,10 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
 /// the response (closes the connection, ends the FastCGI request with an error, ...). Dropping
 /// it drops the app's body.
 pub struct ResponseBody {
+    /// What `write()` pushed, in order.
     queue: VecDeque<Bytes>,
+    /// The first chunk of the app's body, taken while the head was decided.
+    first: Option<Bytes>,
     trailers: Option<HeaderMap>,
     body: Option<Body>,
     /// Bytes still allowed by the Content-Length, if there is one.
@@ -326,6 +353,7 @@ impl ResponseBody {
     fn empty(errors: ErrorStream) -> Self {
         ResponseBody {
             queue: VecDeque::new(),
+            first: None,
             trailers: None,
             body: None,
             remaining: None,
@@ -357,6 +385,7 @@ impl ResponseBody {
                 ));
                 data.truncate(*remaining as usize);
                 self.queue.clear();
+                self.first = None;
                 self.body = None;
                 self.must_close = true;
             }
@@ -393,6 +422,7 @@ impl ResponseBody {
         self.done = true;
         self.body = None;
         self.queue.clear();
+        self.first = None;
         Some(Err(error))
     }
 }
@@ -400,7 +430,10 @@ impl ResponseBody {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("queued", &self.queue.len())
+            .field(
+                "queued",
+                &(self.queue.len() + usize::from(self.first.is_some())),
+            )
             .field("body", &self.body)
             .field("remaining", &self.remaining)
             .field("sent", &self.sent)
@@ -423,7 +456,7 @@ impl http_body::Body for ResponseBody {
             return Poll::Ready(None);
         }
         loop {
-            if let Some(data) = this.queue.pop_front() {
+            if let Some(data) = this.queue.pop_front().or_else(|| this.first.take()) {
                 match this.limit(data) {
                     Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     None => continue,
@@ -462,7 +495,7 @@ impl http_body::Body for ResponseBody {
         if self.done {
             return true;
         }
-        if !self.queue.is_empty() || self.trailers.is_some() {
+        if !self.queue.is_empty() || self.first.is_some() || self.trailers.is_some() {
             return false;
         }
         match self.remaining {
@@ -481,7 +514,12 @@ impl http_body::Body for ResponseBody {
         if let Some(remaining) = self.remaining {
             return SizeHint::with_exact(remaining);
         }
-        let queued = self.queue.iter().map(|d| d.len() as u64).sum::<u64>();
+        let queued = self
+            .queue
+            .iter()
+            .chain(&self.first)
+            .map(|d| d.len() as u64)
+            .sum::<u64>();
         match &self.body {
             None => SizeHint::with_exact(queued),
             Some(body) => {
@@ -493,6 +531,35 @@ impl http_body::Body for ResponseBody {
                 }
                 hint
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_values_are_the_decimal_numbers() {
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            42,
+            99,
+            100,
+            999,
+            1000,
+            9999,
+            10_000,
+            123_456,
+            u64::MAX,
+        ] {
+            assert_eq!(length_value(n), n.to_string().as_str(), "{n}");
+        }
+        for n in 0..SMALL_LENGTHS as u64 {
+            assert_eq!(length_value(n).to_str().unwrap().parse::<u64>().unwrap(), n);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `start_response`: [`StartResponse`], the [`Writer`] it returns, and their rules.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -32,7 +33,32 @@ pub(crate) struct State {
     pub(crate) refused: Option<StartError>,
 }
 
+thread_local! {
+    /// One spare `Shared` per thread, so that a thread serving requests one after another
+    /// allocates none.
+    static SPARE: Cell<Option<Arc<Shared>>> = const { Cell::new(None) };
+}
+
 impl Shared {
+    /// A `Shared` in its initial state: the thread's spare one, or a new one.
+    pub(crate) fn fresh() -> Arc<Shared> {
+        SPARE.with(Cell::take).unwrap_or_default()
+    }
+
+    /// Keeps `shared` as the thread's spare, if nothing else holds it (an app may keep its
+    /// `Writer`).
+    pub(crate) fn recycle(mut shared: Arc<Shared>) {
+        if let Some(inner) = Arc::get_mut(&mut shared) {
+            let state = inner.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            state.head = None;
+            state.committed = false;
+            state.written.clear();
+            state.writes_closed = false;
+            state.refused = None;
+            SPARE.with(|spare| spare.set(Some(shared)));
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while the lock is held cannot leave the state half-updated in a way that
         // matters here (each update is one assignment), so a poisoned lock is still usable.
