@@ -22,7 +22,6 @@ use criterion::{BatchSize, Criterion};
 use gateway_core::{Body, Environ, StartResponse, driver};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::Full;
 use tower_service::Service;
 

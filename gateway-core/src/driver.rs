@@ -59,8 +59,9 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use crate::environ::parse_digits;
 use crate::error::{Error, ErrorKind};
+use crate::errors::log_line;
 use crate::start::Shared;
-use crate::{App, Body, Environ, ErrorStream, StartResponse};
+use crate::{App, Body, Environ, ErrorSink, StartResponse};
 
 /// The body of the 500 response the driver makes when an app fails before its head.
 pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
@@ -71,8 +72,8 @@ pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
 /// a worker thread). Panics in the call are caught. The returned future decides the head; see
 /// the [module documentation](self) for the rules it enforces.
 pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
-    let is_head = environ.request_method() == "HEAD";
-    let errors = environ.errors().clone();
+    let is_head = environ.get("REQUEST_METHOD") == Some(b"HEAD");
+    let errors = environ.errors().sink().clone();
     let shared = Shared::fresh();
     let start = StartResponse::new(shared.clone());
     let outcome = catch_unwind(AssertUnwindSafe(|| app.call(environ, start)));
@@ -101,7 +102,7 @@ pub struct ResponseFuture {
     body: Option<Body>,
     failure: Option<Error>,
     is_head: bool,
-    errors: ErrorStream,
+    errors: Arc<dyn ErrorSink>,
 }
 
 impl fmt::Debug for ResponseFuture {
@@ -215,7 +216,7 @@ impl ResponseFuture {
             body.remaining = remaining;
             match first.map(Frame::into_data) {
                 Some(Ok(data)) => body.first = Some(data),
-                Some(Err(frame)) => body.trailers = frame.into_trailers().ok(),
+                Some(Err(frame)) => body.trailers = frame.into_trailers().ok().map(Box::new),
                 None => {}
             }
         }
@@ -228,7 +229,7 @@ impl ResponseFuture {
 
     /// Turns a failure before the head into a 500 response.
     fn fail(&mut self, error: Error) -> Response<ResponseBody> {
-        self.errors.log(&format!("gateway: {error}"));
+        log_line(&*self.errors, &format!("gateway: {error}"));
         self.body = None;
         if let Some(shared) = self.shared.take() {
             let mut state = shared.lock();
@@ -339,18 +340,18 @@ pub struct ResponseBody {
     queue: VecDeque<Bytes>,
     /// The first chunk of the app's body, taken while the head was decided.
     first: Option<Bytes>,
-    trailers: Option<HeaderMap>,
+    trailers: Option<Box<HeaderMap>>,
     body: Option<Body>,
     /// Bytes still allowed by the Content-Length, if there is one.
     remaining: Option<u64>,
     sent: u64,
     must_close: bool,
     done: bool,
-    errors: ErrorStream,
+    errors: Arc<dyn ErrorSink>,
 }
 
 impl ResponseBody {
-    fn empty(errors: ErrorStream) -> Self {
+    fn empty(errors: Arc<dyn ErrorSink>) -> Self {
         ResponseBody {
             queue: VecDeque::new(),
             first: None,
@@ -380,9 +381,12 @@ impl ResponseBody {
         if let Some(remaining) = &mut self.remaining {
             if data.len() as u64 > *remaining {
                 let declared = self.sent + *remaining;
-                self.errors.log(&format!(
-                    "gateway: response body longer than its Content-Length ({declared}); cut there"
-                ));
+                log_line(
+                    &*self.errors,
+                    &format!(
+                        "gateway: response body longer than its Content-Length ({declared}); cut there"
+                    ),
+                );
                 data.truncate(*remaining as usize);
                 self.queue.clear();
                 self.first = None;
@@ -409,7 +413,7 @@ impl ResponseBody {
                         self.sent + missing
                     ),
                 );
-                self.errors.log(&format!("gateway: {error}"));
+                log_line(&*self.errors, &format!("gateway: {error}"));
                 Some(Err(error))
             }
             _ => None,
@@ -417,8 +421,10 @@ impl ResponseBody {
     }
 
     fn abort(&mut self, error: Error) -> Option<Result<Frame<Bytes>, Error>> {
-        self.errors
-            .log(&format!("gateway: {error} (after the head was sent)"));
+        log_line(
+            &*self.errors,
+            &format!("gateway: {error} (after the head was sent)"),
+        );
         self.done = true;
         self.body = None;
         self.queue.clear();
@@ -463,7 +469,7 @@ impl http_body::Body for ResponseBody {
                 }
             }
             if let Some(trailers) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
             }
             let Some(body) = this.body.as_mut() else {
                 return Poll::Ready(this.finish());

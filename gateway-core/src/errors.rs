@@ -92,13 +92,18 @@ impl ErrorStream {
     /// Logs one complete message at once, bypassing the line buffer (servers use this for
     /// their own reports about a request).
     pub fn log(&self, message: &str) {
-        let mut line = String::with_capacity(message.len() + 1);
-        line.push_str(message);
-        if !line.ends_with('\n') {
-            line.push('\n');
-        }
-        self.sink.write_message(line.as_bytes());
+        log_line(&*self.sink, message);
     }
+}
+
+/// Passes `message` to `sink` as one line, adding the `\n` if it has none.
+pub(crate) fn log_line(sink: &dyn ErrorSink, message: &str) {
+    let mut line = String::with_capacity(message.len() + 1);
+    line.push_str(message);
+    if !line.ends_with('\n') {
+        line.push('\n');
+    }
+    sink.write_message(line.as_bytes());
 }
 
 impl Default for ErrorStream {
