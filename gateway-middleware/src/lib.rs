@@ -1,1 +1,19 @@
-//! gateway-middleware
+//! # gateway-middleware: middleware for gateway apps
+//!
+//! Each middleware is an [`App`](gateway_core::App) that wraps or dispatches to other apps, so
+//! it runs on every server of this project and composes with any other middleware.
+//!
+//! - Routing: [`Mount`] (apps under path prefixes, moving the prefix from `PATH_INFO` to
+//!   `SCRIPT_NAME`), [`HostRouter`] (by host, exact or wildcard) and [`Router`] (by method and
+//!   path pattern with named parameters, 404 and 405 with `Allow`).
+#![forbid(unsafe_code)]
+
+mod host;
+mod mount;
+mod plain;
+mod router;
+
+pub use host::{HostRouter, HostRouterBuilder};
+pub use mount::{Mount, MountBuilder};
+pub use plain::NotFound;
+pub use router::{RouteError, RouteParams, Router, RouterBuilder};
