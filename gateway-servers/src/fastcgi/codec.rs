@@ -672,7 +672,7 @@ fn read_length(src: &[u8], at: usize) -> Option<(usize, usize)> {
 /// assert_eq!(pairs[0], (Bytes::from("SCRIPT_NAME"), Bytes::from("/app")));
 /// assert_eq!(pairs[1].1.len(), 200);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pairs {
     stream: Bytes,
     at: usize,
