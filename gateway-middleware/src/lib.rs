@@ -6,14 +6,20 @@
 //! - Routing: [`Mount`] (apps under path prefixes, moving the prefix from `PATH_INFO` to
 //!   `SCRIPT_NAME`), [`HostRouter`] (by host, exact or wildcard) and [`Router`] (by method and
 //!   path pattern with named parameters, 404 and 405 with `Allow`).
+//! - The everyday set: [`BodyLimit`] (413 for request bodies over a limit, chunked ones
+//!   included) and [`RequestId`].
 #![forbid(unsafe_code)]
 
+mod body_limit;
 mod host;
 mod mount;
 mod plain;
+mod request_id;
 mod router;
 
+pub use body_limit::{BodyLimit, BodyLimitApp};
 pub use host::{HostRouter, HostRouterBuilder};
 pub use mount::{Mount, MountBuilder};
 pub use plain::NotFound;
+pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, RequestIdApp, RequestIdValue};
 pub use router::{RouteError, RouteParams, Router, RouterBuilder};
