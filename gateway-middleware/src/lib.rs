@@ -6,10 +6,12 @@
 //! - Routing: [`Mount`] (apps under path prefixes, moving the prefix from `PATH_INFO` to
 //!   `SCRIPT_NAME`), [`HostRouter`] (by host, exact or wildcard) and [`Router`] (by method and
 //!   path pattern with named parameters, 404 and 405 with `Allow`).
-//! - The everyday set: [`BodyLimit`] (413 for request bodies over a limit, chunked ones
-//!   included) and [`RequestId`].
+//! - The everyday set: [`AccessLog`] (Combined Log Format or a format of your own),
+//!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included) and
+//!   [`RequestId`].
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod body_limit;
 mod host;
 mod mount;
@@ -17,6 +19,7 @@ mod plain;
 mod request_id;
 mod router;
 
+pub use access_log::{AccessLog, AccessLogApp, Combined, LogFormat, LogRecord, LogSink};
 pub use body_limit::{BodyLimit, BodyLimitApp};
 pub use host::{HostRouter, HostRouterBuilder};
 pub use mount::{Mount, MountBuilder};

@@ -1,0 +1,469 @@
+//! One log line per request: [`AccessLog`].
+//!
+//! The line is written when the response is over (sent, failed, or dropped because the client
+//! went away), so it knows the bytes sent. By default it is the Combined Log Format, written to
+//! the request's error stream (the server's log); both are hooks: a [`LogFormat`] turns a
+//! [`LogRecord`] into a line, and a [`LogSink`] takes the line.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use gateway_core::{driver, Body, Builder, Environ, StartResponse};
+//! use gateway_middleware::AccessLog;
+//!
+//! let lines = Arc::new(Mutex::new(Vec::new()));
+//! let sink = lines.clone();
+//! let log = AccessLog::new().sink(move |line: &str| sink.lock().unwrap().push(line.to_owned()));
+//! let app = Builder::new().with(log).app(|_: Environ, start: StartResponse| {
+//!     let _ = start.start(http::StatusCode::OK, http::HeaderMap::new());
+//!     "hello"
+//! });
+//!
+//! let mut environ = Environ::new();
+//! environ.set("REQUEST_METHOD", "GET");
+//! environ.set("PATH_INFO", "/x");
+//! environ.set("REMOTE_ADDR", "127.0.0.1");
+//! let response = gateway_core::block_on(driver::call(&app, environ));
+//! drop(gateway_core::block_on(http_body_util::BodyExt::collect(response.into_body())));
+//! let line = lines.lock().unwrap()[0].clone();
+//! assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+//! assert!(line.contains("] \"GET /x HTTP/1.1\" 200 5 \"-\" \"-\""), "{line}");
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gateway_core::driver::ResponseBody;
+use gateway_core::{App, Body, BoxError, Environ, ErrorSink, Middleware, StartResponse, driver};
+use http::StatusCode;
+use http_body::Frame;
+
+/// What is known of a request when its log line is written.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LogRecord {
+    /// `REMOTE_ADDR`, or `-`.
+    pub remote_addr: String,
+    /// `REMOTE_USER`, or `-`.
+    pub remote_user: String,
+    /// When the request started.
+    pub time: SystemTime,
+    /// `REQUEST_METHOD`.
+    pub method: String,
+    /// The request target: `REQUEST_URI`, or `SCRIPT_NAME` + `PATH_INFO` + `?QUERY_STRING`.
+    pub target: String,
+    /// `SERVER_PROTOCOL`.
+    pub protocol: String,
+    /// The response status.
+    pub status: StatusCode,
+    /// Body bytes sent.
+    pub bytes_sent: u64,
+    /// The `Referer` header, or `-`.
+    pub referer: String,
+    /// The `User-Agent` header, or `-`.
+    pub user_agent: String,
+    /// How long the request took, until its response was over.
+    pub duration: Duration,
+    /// Whether the response ended before its end (an error, or the client went away).
+    pub incomplete: bool,
+}
+
+/// Turns a [`LogRecord`] into a line (without its newline). Closures are formats.
+pub trait LogFormat: Send + Sync + 'static {
+    /// The line.
+    fn format(&self, record: &LogRecord) -> String;
+}
+
+impl<F> LogFormat for F
+where
+    F: Fn(&LogRecord) -> String + Send + Sync + 'static,
+{
+    fn format(&self, record: &LogRecord) -> String {
+        self(record)
+    }
+}
+
+/// The Combined Log Format of Apache and nginx.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Combined;
+
+impl LogFormat for Combined {
+    fn format(&self, r: &LogRecord) -> String {
+        format!(
+            "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+            r.remote_addr,
+            r.remote_user,
+            clf_time(r.time),
+            r.method,
+            r.target,
+            r.protocol,
+            r.status.as_u16(),
+            r.bytes_sent,
+            r.referer,
+            r.user_agent
+        )
+    }
+}
+
+/// Takes the log lines. Closures are sinks.
+pub trait LogSink: Send + Sync + 'static {
+    /// Writes one line (without its newline).
+    fn write_line(&self, line: &str);
+}
+
+impl<F> LogSink for F
+where
+    F: Fn(&str) + Send + Sync + 'static,
+{
+    fn write_line(&self, line: &str) {
+        self(line)
+    }
+}
+
+/// The middleware: logs a line per request.
+#[derive(Clone)]
+pub struct AccessLog {
+    format: Arc<dyn LogFormat>,
+    sink: Option<Arc<dyn LogSink>>,
+}
+
+impl AccessLog {
+    /// The Combined Log Format, to each request's error stream.
+    pub fn new() -> Self {
+        AccessLog {
+            format: Arc::new(Combined),
+            sink: None,
+        }
+    }
+
+    /// Lines in another format.
+    pub fn format(mut self, format: impl LogFormat) -> Self {
+        self.format = Arc::new(format);
+        self
+    }
+
+    /// Lines to another sink.
+    pub fn sink(mut self, sink: impl LogSink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog::new()
+    }
+}
+
+impl fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("custom_sink", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> Middleware<A> for AccessLog {
+    type App = AccessLogApp<A>;
+
+    fn wrap(&self, app: A) -> AccessLogApp<A> {
+        AccessLogApp {
+            inner: app,
+            log: self.clone(),
+        }
+    }
+}
+
+/// An app whose requests are logged; made by [`AccessLog`].
+#[derive(Debug, Clone)]
+pub struct AccessLogApp<A> {
+    inner: A,
+    log: AccessLog,
+}
+
+enum Sink {
+    Custom(Arc<dyn LogSink>),
+    Errors(Arc<dyn ErrorSink>),
+}
+
+fn text(value: Option<&[u8]>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => gateway_core::latin1(v).into_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+impl<A: App> App for AccessLogApp<A> {
+    fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
+        let target = match environ.request_uri() {
+            Some(uri) => gateway_core::latin1(uri).into_owned(),
+            None => {
+                let mut t = gateway_core::latin1(&environ.path()).into_owned();
+                if !environ.query_string().is_empty() {
+                    t.push('?');
+                    t.push_str(&gateway_core::latin1(environ.query_string()));
+                }
+                t
+            }
+        };
+        let protocol = match environ.server_protocol() {
+            "" => "HTTP/1.1".to_owned(),
+            p => p.to_owned(),
+        };
+        let record = LogRecord {
+            remote_addr: text(environ.get("REMOTE_ADDR")),
+            remote_user: text(environ.get("REMOTE_USER")),
+            time: SystemTime::now(),
+            method: text(environ.get("REQUEST_METHOD")),
+            target,
+            protocol,
+            status: StatusCode::OK,
+            bytes_sent: 0,
+            referer: text(environ.header("referer")),
+            user_agent: text(environ.header("user-agent")),
+            duration: Duration::ZERO,
+            incomplete: false,
+        };
+        let sink = match &self.log.sink {
+            Some(sink) => Sink::Custom(sink.clone()),
+            None => Sink::Errors(environ.errors().sink().clone()),
+        };
+        let pending = Pending {
+            record,
+            started: Instant::now(),
+            format: self.log.format.clone(),
+            sink,
+        };
+        let response = driver::call(&self.inner, environ);
+        Body::from_future(async move {
+            let response = response.await;
+            let (parts, body) = response.into_parts();
+            let mut pending = pending;
+            pending.record.status = parts.status;
+            let logged = Logged {
+                body,
+                pending: Some(pending),
+            };
+            Ok(gateway_core::convert::respond(
+                start,
+                http::Response::from_parts(parts, logged),
+            ))
+        })
+    }
+}
+
+/// The log line of a request whose response is not over yet.
+struct Pending {
+    record: LogRecord,
+    started: Instant,
+    format: Arc<dyn LogFormat>,
+    sink: Sink,
+}
+
+impl Pending {
+    fn write(mut self, bytes_sent: u64, incomplete: bool) {
+        self.record.bytes_sent = bytes_sent;
+        self.record.incomplete = incomplete;
+        self.record.duration = self.started.elapsed();
+        let line = self.format.format(&self.record);
+        match &self.sink {
+            Sink::Custom(sink) => sink.write_line(&line),
+            Sink::Errors(sink) => {
+                let mut line = line.into_bytes();
+                line.push(b'\n');
+                sink.write_message(&line);
+            }
+        }
+    }
+}
+
+/// The response body, logged when it is over.
+struct Logged {
+    body: ResponseBody,
+    pending: Option<Pending>,
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(pending) = self.pending.take() {
+                    pending.write(self.body.bytes_sent(), false);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(pending) = self.pending.take() {
+                    pending.write(self.body.bytes_sent(), true);
+                }
+            }
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            // Dropped before its end: the client went away, or nobody read it. A body with
+            // nothing left to send (HEAD, 204, a sent full body) is complete all the same.
+            let complete = http_body::Body::is_end_stream(&self.body);
+            pending.write(self.body.bytes_sent(), !complete);
+        }
+    }
+}
+
+/// A time as the Common Log Format writes it, in UTC: `10/Oct/2000:13:55:36 +0000`.
+fn clf_time(time: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_core::Builder;
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+
+    fn recorder() -> (AccessLog, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        (
+            AccessLog::new().sink(move |l: &str| sink.lock().unwrap().push(l.to_owned())),
+            lines,
+        )
+    }
+
+    fn environ(method: &str) -> Environ {
+        let mut environ = Environ::new();
+        environ.set("REQUEST_METHOD", method.to_owned());
+        environ.set("REQUEST_URI", "/a?b=1");
+        environ.set("SERVER_PROTOCOL", "HTTP/1.0");
+        environ.set("REMOTE_ADDR", "10.1.2.3");
+        environ.set("HTTP_USER_AGENT", "curl/8");
+        environ.set("HTTP_REFERER", "http://r/");
+        environ
+    }
+
+    #[test]
+    fn clf_times() {
+        let at = |secs: u64| clf_time(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(at(971_182_536), "10/Oct/2000:12:55:36 +0000");
+        assert_eq!(at(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(at(1_795_478_399), "23/Nov/2026:23:59:59 +0000");
+    }
+
+    #[test]
+    fn a_complete_response_is_logged_with_its_size() {
+        let (log, lines) = recorder();
+        let app = Builder::new()
+            .with(log)
+            .app(|_: Environ, s: StartResponse| {
+                let _ = s.start(StatusCode::CREATED, http::HeaderMap::new());
+                Body::from_chunks(["abc", "de"])
+            });
+        let response = gateway_core::block_on(driver::call(&app, environ("POST")));
+        assert!(
+            lines.lock().unwrap().is_empty(),
+            "not before the body is sent"
+        );
+        gateway_core::block_on(response.into_body().collect()).unwrap();
+        let line = lines.lock().unwrap()[0].clone();
+        assert!(
+            line.ends_with("\"POST /a?b=1 HTTP/1.0\" 201 5 \"http://r/\" \"curl/8\""),
+            "{line}"
+        );
+        assert!(line.starts_with("10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
+    fn a_dropped_response_is_logged_as_incomplete() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log = AccessLog::new()
+            .format(|r: &LogRecord| {
+                format!("{} {} {}", r.status.as_u16(), r.bytes_sent, r.incomplete)
+            })
+            .sink(move |l: &str| sink.lock().unwrap().push(l.to_owned()));
+        let app = Builder::new()
+            .with(log)
+            .app(|_: Environ, s: StartResponse| {
+                let _ = s.start(StatusCode::OK, http::HeaderMap::new());
+                Body::from_chunks(["abc", "de"])
+            });
+        let response = gateway_core::block_on(driver::call(&app, environ("GET")));
+        let mut body = response.into_body();
+        gateway_core::block_on(body.frame()).unwrap().unwrap();
+        drop(body);
+        assert_eq!(lines.lock().unwrap()[0], "200 3 true");
+
+        // HEAD: nothing to send, complete when dropped.
+        let response = gateway_core::block_on(driver::call(&app, environ("HEAD")));
+        drop(response);
+        assert_eq!(lines.lock().unwrap()[1], "200 0 false");
+    }
+
+    #[test]
+    fn the_default_sink_is_the_error_stream() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let app = Builder::new()
+            .with(AccessLog::new())
+            .app(|_: Environ, s: StartResponse| {
+                let _ = s.start(StatusCode::NO_CONTENT, http::HeaderMap::new());
+                Body::empty()
+            });
+        let mut environ = environ("GET");
+        environ.set_errors(gateway_core::ErrorStream::new(move |m: &[u8]| {
+            sink.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(m).into_owned())
+        }));
+        let response = gateway_core::block_on(driver::call(&app, environ));
+        gateway_core::block_on(response.into_body().collect()).unwrap();
+        let line = lines.lock().unwrap()[0].clone();
+        assert!(line.contains("\" 204 0 "), "{line}");
+        assert!(line.ends_with('\n'));
+    }
+}
