@@ -7,7 +7,8 @@
 //!   `SCRIPT_NAME`), [`HostRouter`] (by host, exact or wildcard) and [`Router`] (by method and
 //!   path pattern with named parameters, 404 and 405 with `Allow`).
 //! - The everyday set: [`AccessLog`] (Combined Log Format or a format of your own),
-//!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included) and
+//!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included),
+//!   [`ProxyHeaders`] (`X-Forwarded-*` and `Forwarded`, from trusted proxies only) and
 //!   [`RequestId`].
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ mod body_limit;
 mod host;
 mod mount;
 mod plain;
+mod proxy_headers;
 mod request_id;
 mod router;
 
@@ -24,5 +26,6 @@ pub use body_limit::{BodyLimit, BodyLimitApp};
 pub use host::{HostRouter, HostRouterBuilder};
 pub use mount::{Mount, MountBuilder};
 pub use plain::NotFound;
+pub use proxy_headers::{OriginalPeer, ProxyHeaders, ProxyHeadersApp, TrustedNet};
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, RequestIdApp, RequestIdValue};
 pub use router::{RouteError, RouteParams, Router, RouterBuilder};
