@@ -9,7 +9,7 @@
 //! - The everyday set: [`AccessLog`] (Combined Log Format or a format of your own),
 //!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included),
 //!   [`ProxyHeaders`] (`X-Forwarded-*` and `Forwarded`, from trusted proxies only) and
-//!   [`RequestId`].
+//!   [`RequestId`], and the [`StaticFiles`] app (conditional requests, ranges, file bodies).
 #![forbid(unsafe_code)]
 
 mod access_log;
@@ -20,6 +20,7 @@ mod plain;
 mod proxy_headers;
 mod request_id;
 mod router;
+mod static_files;
 
 pub use access_log::{AccessLog, AccessLogApp, Combined, LogFormat, LogRecord, LogSink};
 pub use body_limit::{BodyLimit, BodyLimitApp};
@@ -29,3 +30,4 @@ pub use plain::NotFound;
 pub use proxy_headers::{OriginalPeer, ProxyHeaders, ProxyHeadersApp, TrustedNet};
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, RequestIdApp, RequestIdValue};
 pub use router::{RouteError, RouteParams, Router, RouterBuilder};
+pub use static_files::StaticFiles;
