@@ -7,6 +7,7 @@
 //!   `SCRIPT_NAME`), [`HostRouter`] (by host, exact or wildcard) and [`Router`] (by method and
 //!   path pattern with named parameters, 404 and 405 with `Allow`).
 //! - The everyday set: [`AccessLog`] (Combined Log Format or a format of your own),
+//!   [`Compression`] (br, zstd, gzip, deflate; q-values; streaming),
 //!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included),
 //!   [`ProxyHeaders`] (`X-Forwarded-*` and `Forwarded`, from trusted proxies only) and
 //!   [`RequestId`], and the [`StaticFiles`] app (conditional requests, ranges, file bodies).
@@ -14,6 +15,7 @@
 
 mod access_log;
 mod body_limit;
+mod compression;
 mod host;
 mod mount;
 mod plain;
@@ -24,6 +26,9 @@ mod static_files;
 
 pub use access_log::{AccessLog, AccessLogApp, Combined, LogFormat, LogRecord, LogSink};
 pub use body_limit::{BodyLimit, BodyLimitApp};
+pub use compression::{
+    Coding, Compression, CompressionApp, DEFAULT_MIN_SIZE, DefaultPredicate, Predicate,
+};
 pub use host::{HostRouter, HostRouterBuilder};
 pub use mount::{Mount, MountBuilder};
 pub use plain::NotFound;
