@@ -7,15 +7,16 @@
 //!   `SCRIPT_NAME`), [`HostRouter`] (by host, exact or wildcard) and [`Router`] (by method and
 //!   path pattern with named parameters, 404 and 405 with `Allow`).
 //! - The everyday set: [`AccessLog`] (Combined Log Format or a format of your own),
-//!   [`Compression`] (br, zstd, gzip, deflate; q-values; streaming),
+//!   [`Compression`] (br, zstd, gzip, deflate; q-values; streaming), [`ErrorPages`],
 //!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included),
 //!   [`ProxyHeaders`] (`X-Forwarded-*` and `Forwarded`, from trusted proxies only) and
-//!   [`RequestId`], and the [`StaticFiles`] app (conditional requests, ranges, file bodies).
+//!   [`RequestId`], [`Timeout`] (504), and the [`StaticFiles`] app (conditional requests, ranges, file bodies).
 #![forbid(unsafe_code)]
 
 mod access_log;
 mod body_limit;
 mod compression;
+mod error_pages;
 mod host;
 mod mount;
 mod plain;
@@ -23,12 +24,14 @@ mod proxy_headers;
 mod request_id;
 mod router;
 mod static_files;
+mod timeout;
 
 pub use access_log::{AccessLog, AccessLogApp, Combined, LogFormat, LogRecord, LogSink};
 pub use body_limit::{BodyLimit, BodyLimitApp};
 pub use compression::{
     Coding, Compression, CompressionApp, DEFAULT_MIN_SIZE, DefaultPredicate, Predicate,
 };
+pub use error_pages::{DefaultPage, ErrorPages, ErrorPagesApp, Page};
 pub use host::{HostRouter, HostRouterBuilder};
 pub use mount::{Mount, MountBuilder};
 pub use plain::NotFound;
@@ -36,3 +39,4 @@ pub use proxy_headers::{OriginalPeer, ProxyHeaders, ProxyHeadersApp, TrustedNet}
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, RequestIdApp, RequestIdValue};
 pub use router::{RouteError, RouteParams, Router, RouterBuilder};
 pub use static_files::StaticFiles;
+pub use timeout::{Timeout, TimeoutApp};
