@@ -1,4 +1,31 @@
-//! gateway-servers: the adapters that run any `gateway_core::App`.
+//! # gateway-servers: the adapters that run any gateway app
+//!
+//! - [`http`]: the built-in HTTP/1.1 and HTTP/2 server, on hyper;
+//! - [`cgi`]: CGI, one request per process, no runtime;
+//! - [`fastcgi`] and [`uwsgi`]: the protocols' codecs (sans-I/O) and, for FastCGI, the
+//!   application side of a connection;
+//! - [`runtime`]: what the network servers share: listeners (TCP, Unix sockets, inherited and
+//!   systemd sockets), the worker pool, limits and timeouts, graceful shutdown;
+//! - [`params`]: the normalisation of CGI-style variables from front ends;
+//! - the launcher, [`run`]: serves an app on whatever interface the process is in.
+//!
+//! ```no_run
+//! use gateway_core::{Body, Environ, StartResponse};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     gateway_servers::run(|_: Environ, start: StartResponse| {
+//!         let _ = start.start(http::StatusCode::OK, http::HeaderMap::new());
+//!         Body::from("Hello, world!\n")
+//!     })
+//! }
+//! ```
 
+pub mod cgi;
 pub mod fastcgi;
+pub mod http;
+mod launcher;
+pub mod params;
+pub mod runtime;
 pub mod uwsgi;
+
+pub use launcher::{LauncherArgs, flag_error, is_cgi, run, run_with};

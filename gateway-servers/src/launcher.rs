@@ -1,0 +1,274 @@
+//! The launcher: one call that serves an app on whatever interface the process finds itself in.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use gateway_core::App;
+
+use crate::runtime::{Bind, Config, Listener, Runtime, Shutdown, inherited_fd0};
+
+/// The launcher's flags. Example programs add their own with `#[command(flatten)]`:
+///
+/// ```
+/// use clap::Parser;
+/// use gateway_servers::LauncherArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     launcher: LauncherArgs,
+///     /// A flag of the program's own.
+///     #[arg(long)]
+///     greeting: Option<String>,
+/// }
+///
+/// let cli = Cli::parse_from(["prog", "--http", "127.0.0.1:9000", "--threads", "4", "--greeting", "hi"]);
+/// assert_eq!(cli.launcher.threads, 4);
+/// ```
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct LauncherArgs {
+    /// Serve HTTP on HOST:PORT, unix:PATH, fd:N or systemd (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Vec<Bind>,
+    /// Serve FastCGI on HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ADDR")]
+    pub fastcgi: Option<Bind>,
+    /// Serve the uwsgi protocol on HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ADDR")]
+    pub uwsgi: Option<Bind>,
+    /// Threads of the worker pool that runs the app.
+    #[arg(long, default_value_t = Config::default().threads)]
+    pub threads: usize,
+    /// Connections open at once.
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    pub max_connections: usize,
+    /// Requests in progress at once (more get 503).
+    #[arg(long, default_value_t = Config::default().max_requests)]
+    pub max_requests: usize,
+    /// Largest request head in bytes (larger gets 431).
+    #[arg(long, default_value_t = Config::default().max_head_size)]
+    pub max_head_size: usize,
+    /// Most request headers (more gets 431).
+    #[arg(long, default_value_t = Config::default().max_headers)]
+    pub max_headers: usize,
+    /// Largest request body in bytes (larger gets 413).
+    #[arg(long, default_value_t = Config::default().max_body_size)]
+    pub max_body_size: u64,
+    /// Seconds a client may take to send a request head.
+    #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
+    pub header_timeout: f64,
+    /// Seconds a client may go without sending body bytes the app waits for (then 408).
+    #[arg(long, value_name = "SECONDS", default_value_t = Config::default().body_read_timeout.as_secs_f64())]
+    pub body_timeout: f64,
+    /// Seconds shutdown waits for requests in progress.
+    #[arg(long, value_name = "SECONDS", default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
+    pub shutdown_timeout: f64,
+    /// Permissions of Unix socket files, in octal.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{s}` is not an octal mode"))
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("--{flag} must be a number of seconds"))
+}
+
+impl LauncherArgs {
+    /// The runtime config the flags describe.
+    pub fn config(&self) -> Result<Config, String> {
+        Ok(Config {
+            threads: self.threads.max(1),
+            max_connections: self.max_connections.max(1),
+            max_requests: self.max_requests.max(1),
+            max_head_size: self.max_head_size,
+            max_headers: self.max_headers,
+            max_body_size: self.max_body_size,
+            header_read_timeout: seconds(self.header_timeout, "header-timeout")?,
+            body_read_timeout: seconds(self.body_timeout, "body-timeout")?,
+            shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
+            ..Config::default()
+        })
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Serve a gateway app: CGI when run by a web server, else HTTP, FastCGI or uwsgi."
+)]
+struct Cli {
+    #[command(flatten)]
+    launcher: LauncherArgs,
+}
+
+/// Whether the process runs as a CGI script (`GATEWAY_INTERFACE` is set).
+pub fn is_cgi() -> bool {
+    std::env::var_os("GATEWAY_INTERFACE").is_some()
+}
+
+/// Serves `app` on whatever interface the process is in:
+///
+/// - CGI when `GATEWAY_INTERFACE` is set (checked before anything else, so a CGI process starts
+///   no runtime and parses no flags);
+/// - otherwise the flags ([`LauncherArgs`]): `--http ADDR` (any number), `--fastcgi ADDR`,
+///   `--uwsgi ADDR`, and the limits and timeouts;
+/// - with no address, HTTP on 127.0.0.1:8000, said on stderr.
+///
+/// Bad flags give a one-line error and exit code 2; `--help` lists the flags.
+pub fn run<A: App + 'static>(app: A) -> ExitCode {
+    if is_cgi() {
+        return crate::cgi::run(app);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return flag_error(&error),
+    };
+    run_with(app, cli.launcher)
+}
+
+/// Reports a clap error as the launcher does: help and version as asked, anything else as one
+/// line on stderr and exit code 2.
+pub fn flag_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or("invalid arguments");
+    eprintln!("{line} (see --help)");
+    ExitCode::from(2)
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Serves `app` as the parsed `args` say (see [`run`]); for programs that add flags of their
+/// own to [`LauncherArgs`].
+pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
+    if is_cgi() {
+        return crate::cgi::run(app);
+    }
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
+    };
+    if args.fastcgi.is_some() || args.uwsgi.is_some() || (args.http.is_empty() && inherited_fd0()) {
+        return usage_error(
+            "the FastCGI and uwsgi servers are not part of this build yet; use --http",
+        );
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let binds = if args.http.is_empty() {
+        let bind = Bind::Tcp(([127, 0, 0, 1], 8000).into());
+        eprintln!("gateway: no address given: serving HTTP on http://127.0.0.1:8000/");
+        vec![bind]
+    } else {
+        args.http.clone()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(config.threads)
+        .thread_name("gateway")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.on_signals()?;
+        let server = Runtime::new(app, config);
+        let mut tasks = Vec::new();
+        for bind in &binds {
+            let listener = Listener::bind(bind, args.socket_mode).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
+            })?;
+            tracing::info!(address = %bind, "serving HTTP");
+            tasks.push(tokio::spawn(crate::http::serve(
+                listener,
+                server.clone(),
+                shutdown.clone(),
+            )));
+        }
+        for task in tasks {
+            task.await.map_err(std::io::Error::other)??;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    // Worker threads still blocked in an app are not waited for.
+    runtime.shutdown_background();
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<LauncherArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("prog").chain(args.iter().copied())).map(|c| c.launcher)
+    }
+
+    #[test]
+    fn flags_parse_into_a_config() {
+        let args = parse(&[
+            "--http",
+            "127.0.0.1:9000",
+            "--http",
+            "unix:/tmp/s",
+            "--threads",
+            "4",
+            "--max-body-size",
+            "10",
+            "--header-timeout",
+            "1.5",
+            "--socket-mode",
+            "600",
+        ])
+        .unwrap();
+        assert_eq!(args.http.len(), 2);
+        let config = args.config().unwrap();
+        assert_eq!(config.threads, 4);
+        assert_eq!(config.max_body_size, 10);
+        assert_eq!(config.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(args.socket_mode, Some(0o600));
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(parse(&["--http", "nowhere"]).is_err());
+        assert!(parse(&["--threads", "x"]).is_err());
+        assert!(parse(&["--socket-mode", "999"]).is_err());
+        assert!(parse(&["--unknown"]).is_err());
+        assert!(parse(&["--header-timeout=-1"]).unwrap().config().is_err());
+    }
+}

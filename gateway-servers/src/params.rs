@@ -1,0 +1,197 @@
+//! CGI-style variables from a front end, normalised into a valid environ. CGI, FastCGI and
+//! uwsgi all receive the request this way, and each front end has its quirks (see
+//! `shared/reference/protocols.md`, section 4); this is the one place that absorbs them.
+
+use bytes::Bytes;
+use gateway_core::{Environ, Input, UrlScheme};
+
+/// How the body of a request arrives, as its variables say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// `CONTENT_LENGTH` bytes.
+    Length(u64),
+    /// No length, but `Transfer-Encoding: chunked`: the front end forwards the body to its end
+    /// (Apache's mod_cgid de-chunks it and closes stdin; uWSGI's router forwards it raw).
+    UntilEnd,
+    /// No body.
+    None,
+}
+
+/// Builds an environ from a front end's variables, in the order received, normalised:
+///
+/// - a repeated name keeps its last value (what PHP-FPM, flup and Go do);
+/// - empty `CONTENT_LENGTH` and `CONTENT_TYPE` (nginx sends them on every request) are removed,
+///   and so are `HTTP_CONTENT_LENGTH` and `HTTP_CONTENT_TYPE` (nginx's duplicates);
+/// - `HTTP_PROXY` is removed (httpoxy: nginx and uWSGI pass a client's `Proxy:` header on);
+/// - `QUERY_STRING`, `SCRIPT_NAME` and `PATH_INFO` are always present, and a `SCRIPT_NAME`
+///   ending in `/` gives its slash to `PATH_INFO` (it must not end in one, and must never be
+///   `/`);
+/// - `HTTPS=on` (or `REQUEST_SCHEME=https`) makes the scheme `https`;
+/// - `input_terminated` is set: the input returned with [`body_framing`] ends where the body
+///   does.
+///
+/// ```
+/// use bytes::Bytes;
+/// use gateway_servers::params::environ_from_params;
+///
+/// let vars = [
+///     ("CONTENT_LENGTH", ""),
+///     ("HTTP_CONTENT_TYPE", "text/plain"),
+///     ("HTTP_PROXY", "http://evil"),
+///     ("SCRIPT_NAME", "/app/"),
+///     ("PATH_INFO", "x"),
+///     ("HTTPS", "on"),
+/// ];
+/// let environ = environ_from_params(vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v))));
+/// assert!(!environ.contains("CONTENT_LENGTH") && !environ.contains("HTTP_PROXY"));
+/// assert_eq!((environ.script_name(), environ.path_info()), (&b"/app"[..], &b"/x"[..]));
+/// assert_eq!(environ.query_string(), b"");
+/// assert_eq!(environ.url_scheme(), gateway_core::UrlScheme::Https);
+/// ```
+pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> Environ {
+    let mut environ = Environ::with_capacity(32);
+    for (name, value) in vars {
+        if name.is_empty() {
+            continue;
+        }
+        environ.set(name, value);
+    }
+    for name in ["CONTENT_LENGTH", "CONTENT_TYPE"] {
+        if environ.get(name).is_some_and(<[u8]>::is_empty) {
+            environ.remove(name);
+        }
+    }
+    for name in ["HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY"] {
+        environ.remove(name);
+    }
+    if !environ.contains("QUERY_STRING") {
+        environ.set("QUERY_STRING", Bytes::new());
+    }
+    let mut script_name = environ.script_name().to_vec();
+    let mut path_info = environ.path_info().to_vec();
+    if !path_info.is_empty() && !path_info.starts_with(b"/") {
+        path_info.insert(0, b'/');
+    }
+    while script_name.ends_with(b"/") {
+        script_name.pop();
+        if !path_info.starts_with(b"/") || path_info.is_empty() {
+            path_info.insert(0, b'/');
+        }
+    }
+    if script_name.is_empty() && path_info.is_empty() {
+        path_info.push(b'/');
+    }
+    environ.set("SCRIPT_NAME", script_name);
+    environ.set("PATH_INFO", path_info);
+    let https = environ
+        .get("HTTPS")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
+        || environ
+            .get("REQUEST_SCHEME")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
+    if https {
+        environ.set_url_scheme(UrlScheme::Https);
+    }
+    environ.set_input_terminated(true);
+    environ
+}
+
+/// How the request's body arrives, from its variables.
+pub fn body_framing(environ: &Environ) -> BodyFraming {
+    if let Some(length) = environ.content_length() {
+        return BodyFraming::Length(length);
+    }
+    let chunked = environ.get("HTTP_TRANSFER_ENCODING").is_some_and(|te| {
+        String::from_utf8_lossy(te)
+            .split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case("chunked"))
+    });
+    if chunked {
+        BodyFraming::UntilEnd
+    } else {
+        BodyFraming::None
+    }
+}
+
+/// Bounds an input by the request's framing: `CONTENT_LENGTH` bytes, to its end, or nothing.
+pub fn bound_input(input: Input, framing: BodyFraming) -> Input {
+    match framing {
+        BodyFraming::Length(0) | BodyFraming::None => Input::empty(),
+        BodyFraming::Length(n) => input.with_limit(n),
+        BodyFraming::UntilEnd => input,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environ(vars: &[(&'static str, &'static str)]) -> Environ {
+        environ_from_params(vars.iter().map(|(n, v)| {
+            (
+                Bytes::from_static(n.as_bytes()),
+                Bytes::from_static(v.as_bytes()),
+            )
+        }))
+    }
+
+    #[test]
+    fn front_end_quirks() {
+        // nginx: empty CONTENT_*, HTTP_CONTENT_* duplicates, repeated headers as repeated params.
+        let e = environ(&[
+            ("CONTENT_LENGTH", ""),
+            ("CONTENT_TYPE", ""),
+            ("HTTP_CONTENT_LENGTH", "5"),
+            ("HTTP_X_DUP", "1"),
+            ("HTTP_X_DUP", "2"),
+            ("SCRIPT_NAME", "/index.php"),
+        ]);
+        assert!(!e.contains("CONTENT_LENGTH") && !e.contains("CONTENT_TYPE"));
+        assert!(!e.contains("HTTP_CONTENT_LENGTH"));
+        assert_eq!(e.get("HTTP_X_DUP"), Some(&b"2"[..]));
+        assert_eq!(e.path_info(), b"");
+        assert_eq!(body_framing(&e), BodyFraming::None);
+        // lighttpd: CONTENT_LENGTH=0.
+        assert_eq!(
+            body_framing(&environ(&[("CONTENT_LENGTH", "0")])),
+            BodyFraming::Length(0)
+        );
+        // Apache mod_cgid with a chunked request: no length, Transfer-Encoding chunked.
+        let e = environ(&[("HTTP_TRANSFER_ENCODING", "chunked")]);
+        assert_eq!(body_framing(&e), BodyFraming::UntilEnd);
+    }
+
+    #[test]
+    fn paths_are_made_valid() {
+        for (script, path, want_script, want_path) in [
+            ("", "", "", "/"),
+            ("/", "", "", "/"),
+            ("/", "/x", "", "/x"),
+            ("/app/", "x", "/app", "/x"),
+            ("/app", "", "/app", ""),
+            ("/cgi-bin/echo", "/a/b", "/cgi-bin/echo", "/a/b"),
+        ] {
+            let e = environ(&[("SCRIPT_NAME", script), ("PATH_INFO", path)]);
+            assert_eq!(
+                (e.script_name(), e.path_info()),
+                (want_script.as_bytes(), want_path.as_bytes()),
+                "{script:?} {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn inputs_are_bounded_by_their_framing() {
+        use std::io::Read;
+        let read = |framing| {
+            let mut out = Vec::new();
+            bound_input(Input::from_bytes("0123456789"), framing)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        assert_eq!(read(BodyFraming::Length(4)), b"0123");
+        assert_eq!(read(BodyFraming::UntilEnd), b"0123456789");
+        assert_eq!(read(BodyFraming::None), b"");
+    }
+}

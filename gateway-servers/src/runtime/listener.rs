@@ -1,0 +1,326 @@
+//! Listeners: TCP, Unix sockets, the socket a web server passes on fd 0, and systemd socket
+//! activation.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+
+/// Where to listen: `HOST:PORT` (IPv4 or `[IPv6]`), `unix:PATH`, `fd:N` (an inherited
+/// listening socket), or `systemd` (the first socket of systemd socket activation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Bind {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path; a stale socket file there is replaced.
+    Unix(PathBuf),
+    /// A listening socket already open on this file descriptor.
+    Fd(RawFd),
+    /// The first socket systemd passed (`LISTEN_FDS`, `LISTEN_PID`).
+    Systemd,
+}
+
+/// A [`Bind`] that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseBindError(String);
+
+impl fmt::Display for ParseBindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid address `{}`: expected HOST:PORT, unix:PATH, fd:N or systemd",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseBindError {}
+
+impl FromStr for Bind {
+    type Err = ParseBindError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let error = || ParseBindError(s.to_owned());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(error());
+            }
+            return Ok(Bind::Unix(PathBuf::from(path)));
+        }
+        if let Some(fd) = s.strip_prefix("fd:") {
+            return fd.parse().map(Bind::Fd).map_err(|_| error());
+        }
+        if s == "systemd" {
+            return Ok(Bind::Systemd);
+        }
+        if let Ok(addr) = s.parse() {
+            return Ok(Bind::Tcp(addr));
+        }
+        // `localhost:8000` and other names: resolved now.
+        use std::net::ToSocketAddrs;
+        s.to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .map(Bind::Tcp)
+            .ok_or_else(error)
+    }
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Tcp(addr) => write!(f, "{addr}"),
+            Bind::Unix(path) => write!(f, "unix:{}", path.display()),
+            Bind::Fd(fd) => write!(f, "fd:{fd}"),
+            Bind::Systemd => f.write_str("systemd"),
+        }
+    }
+}
+
+/// A connection from a [`Listener`]: a byte stream and the peer's address, if it has one.
+pub struct Connection {
+    /// The stream.
+    pub stream: Box<dyn Stream>,
+    /// The peer (TCP only).
+    pub peer: Option<SocketAddr>,
+    /// The local address (TCP only).
+    pub local: Option<SocketAddr>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A byte stream a connection runs on.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket; its file is removed when the listener is dropped.
+    Unix(UnixListener, Option<PathBuf>),
+}
+
+impl Listener {
+    /// Opens a listener. Must run inside a tokio runtime. A Unix socket file gets `mode`
+    /// (`0o660` when `None`), and a stale one (nobody listening) is replaced.
+    pub fn bind(bind: &Bind, mode: Option<u32>) -> io::Result<Listener> {
+        match bind {
+            Bind::Tcp(addr) => {
+                let socket = match addr {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(*addr)?;
+                Ok(Listener::Tcp(socket.listen(1024)?))
+            }
+            Bind::Unix(path) => {
+                if path.exists() {
+                    match std::os::unix::net::UnixStream::connect(path) {
+                        Ok(_) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                format!("{} is in use", path.display()),
+                            ));
+                        }
+                        Err(_) => std::fs::remove_file(path)?,
+                    }
+                }
+                let listener = UnixListener::bind(path)?;
+                std::fs::set_permissions(
+                    path,
+                    std::fs::Permissions::from_mode(mode.unwrap_or(0o660)),
+                )?;
+                Ok(Listener::Unix(listener, Some(path.clone())))
+            }
+            Bind::Fd(fd) => Listener::from_fd(*fd),
+            Bind::Systemd => {
+                let pid_ok = std::env::var("LISTEN_PID")
+                    .ok()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| p == std::process::id());
+                let count = std::env::var("LISTEN_FDS")
+                    .ok()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(0);
+                if !pid_ok || count == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "no socket from systemd (LISTEN_PID/LISTEN_FDS not set for this process)",
+                    ));
+                }
+                Listener::from_fd(3)
+            }
+        }
+    }
+
+    /// Takes over a listening socket open on `fd`.
+    fn from_fd(fd: RawFd) -> io::Result<Listener> {
+        if !is_listening_socket(fd) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("file descriptor {fd} is not a listening socket"),
+            ));
+        }
+        // SAFETY: `fd` is an open listening socket (checked just above) that this process owns
+        // and hands to the listener for good; nothing else in the process uses it afterwards.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let domain = socket_domain(fd)?;
+        if domain == libc::AF_UNIX {
+            let std = std::os::unix::net::UnixListener::from(owned);
+            std.set_nonblocking(true)?;
+            Ok(Listener::Unix(UnixListener::from_std(std)?, None))
+        } else {
+            let std = std::net::TcpListener::from(owned);
+            std.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(std)?))
+        }
+    }
+
+    /// The local address of a TCP listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> io::Result<Connection> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().ok();
+                Ok(Connection {
+                    stream: Box::new(stream),
+                    peer: Some(peer),
+                    local,
+                })
+            }
+            Listener::Unix(listener, _) => {
+                let (stream, _) = listener.accept().await?;
+                Ok(Connection {
+                    stream: Box::new(stream),
+                    peer: None,
+                    local: None,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, Some(path)) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn getsockopt_int(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of a c_int and a socklen_t, as the call
+    // requires; an invalid `fd` makes the call fail with EBADF/ENOTSOCK, which is checked.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (result == 0).then_some(value)
+}
+
+/// Whether `fd` is a socket in the listening state.
+pub fn is_listening_socket(fd: RawFd) -> bool {
+    getsockopt_int(fd, libc::SO_ACCEPTCONN) == Some(1)
+}
+
+fn socket_domain(fd: RawFd) -> io::Result<libc::c_int> {
+    getsockopt_int(fd, libc::SO_DOMAIN).ok_or_else(io::Error::last_os_error)
+}
+
+/// Whether the process was started with a listening socket on fd 0, as web servers that spawn
+/// FastCGI applications do (`FCGI_LISTENSOCK_FILENO`).
+pub fn inherited_fd0() -> bool {
+    is_listening_socket(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_parse() {
+        assert_eq!(
+            "127.0.0.1:8000".parse(),
+            Ok(Bind::Tcp("127.0.0.1:8000".parse().unwrap()))
+        );
+        assert_eq!(
+            "[::1]:80".parse(),
+            Ok(Bind::Tcp("[::1]:80".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/tmp/x.sock".parse(),
+            Ok(Bind::Unix("/tmp/x.sock".into()))
+        );
+        assert_eq!("fd:0".parse(), Ok(Bind::Fd(0)));
+        assert_eq!("systemd".parse(), Ok(Bind::Systemd));
+        assert!("unix:".parse::<Bind>().is_err());
+        assert!("nonsense".parse::<Bind>().is_err());
+        assert!("127.0.0.1:99999".parse::<Bind>().is_err());
+        assert_eq!(Bind::Unix("/a".into()).to_string(), "unix:/a");
+    }
+
+    #[test]
+    fn stdin_of_a_test_is_not_a_listening_socket() {
+        assert!(!is_listening_socket(-1));
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        use std::os::fd::AsRawFd;
+        assert!(is_listening_socket(socket.as_raw_fd()));
+        let stream = std::net::TcpStream::connect(socket.local_addr().unwrap()).unwrap();
+        assert!(!is_listening_socket(stream.as_raw_fd()));
+    }
+
+    #[tokio::test]
+    async fn unix_sockets_get_their_mode_and_replace_stale_files() {
+        let path =
+            std::env::temp_dir().join(format!("gateway-listener-{}.sock", std::process::id()));
+        std::fs::write(&path, b"stale").unwrap_or(());
+        let _ = std::fs::remove_file(&path);
+        // A stale socket: bound once, then the listener is leaked away without removing it.
+        let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(stale);
+        let listener = Listener::bind(&Bind::Unix(path.clone()), Some(0o600)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            Listener::bind(&Bind::Unix(path.clone()), None).is_err(),
+            "in use"
+        );
+        drop(listener);
+        assert!(!path.exists(), "removed when dropped");
+    }
+}

@@ -1,0 +1,250 @@
+//! The runtime the network adapters share: listeners, limits and timeouts, the worker pool that
+//! runs app calls, graceful shutdown, and logging of `wsgi.errors` through `tracing`.
+//!
+//! A protocol adapter is a connection loop on this layer: it takes connections from a
+//! [`Listener`], builds environs, and runs apps with [`Runtime::run_app`], which applies the
+//! request limit and runs blocking apps on the pool.
+
+mod listener;
+mod shutdown;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_core::driver::{self, ResponseBody};
+use gateway_core::{App, BoxError, Environ, ErrorSink, ErrorStream};
+use http::Response;
+use http_body::{Body as _, Frame};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use listener::{
+    Bind, Connection, Listener, ParseBindError, Stream, inherited_fd0, is_listening_socket,
+};
+pub use shutdown::Shutdown;
+
+/// Limits, timeouts and the worker pool of a server. Every field has a default suited to a
+/// server behind a reverse proxy, and a launcher flag of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Threads of the worker pool that runs blocking apps (default 32).
+    pub threads: usize,
+    /// Whether the app blocks (runs on the worker pool; default) or is non-blocking (runs on
+    /// the event loop: it must never block).
+    pub blocking: bool,
+    /// Connections open at once (default 10,000); past it, new connections wait in the
+    /// listen queue.
+    pub max_connections: usize,
+    /// Requests in progress at once (default 1,024); past it, requests get 503.
+    pub max_requests: usize,
+    /// The largest request head, request line and headers, in bytes (default 64 KiB); past it,
+    /// 431.
+    pub max_head_size: usize,
+    /// The most request headers (default 100); past it, 431.
+    pub max_headers: usize,
+    /// The largest request body, in bytes (default 1 GiB); past it, 413.
+    pub max_body_size: u64,
+    /// How long a client may take to send a request head (default 30 s).
+    pub header_read_timeout: Duration,
+    /// How long a client may go without sending body bytes the app waits for (default 60 s).
+    pub body_read_timeout: Duration,
+    /// How long shutdown waits for requests in progress (default 30 s).
+    pub shutdown_timeout: Duration,
+    /// `SERVER_SOFTWARE` and the `Server` header.
+    pub server_software: &'static str,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            threads: 32,
+            blocking: true,
+            max_connections: 10_000,
+            max_requests: 1024,
+            max_head_size: 64 * 1024,
+            max_headers: 100,
+            max_body_size: 1 << 30,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Where `wsgi.errors` goes in the network servers: `tracing` events at the warn level.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+impl ErrorSink for TracingSink {
+    fn write_message(&self, message: &[u8]) {
+        let text = String::from_utf8_lossy(message);
+        tracing::warn!(target: "gateway::errors", "{}", text.trim_end_matches('\n'));
+    }
+}
+
+/// An app ready to be served: the app, the config, and the request limit.
+pub struct Runtime<A> {
+    app: Arc<A>,
+    config: Arc<Config>,
+    requests: Arc<Semaphore>,
+    errors: ErrorStream,
+}
+
+impl<A> Clone for Runtime<A> {
+    fn clone(&self) -> Self {
+        Runtime {
+            app: self.app.clone(),
+            config: self.config.clone(),
+            requests: self.requests.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for Runtime<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of a response that is produced on the worker pool, frame by frame.
+#[derive(Debug)]
+pub struct PooledBody {
+    frames: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    done: bool,
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = self.frames.poll_recv(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.done = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// The response of an app run by [`Runtime::run_app`].
+pub type AppResponse = Response<gateway_core::Body>;
+
+impl<A: App + 'static> Runtime<A> {
+    /// A runtime for `app`.
+    pub fn new(app: A, config: Config) -> Self {
+        Runtime {
+            app: Arc::new(app),
+            requests: Arc::new(Semaphore::new(config.max_requests)),
+            config: Arc::new(config),
+            errors: ErrorStream::new(TracingSink),
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The error stream every environ of this runtime gets.
+    pub fn errors(&self) -> &ErrorStream {
+        &self.errors
+    }
+
+    /// Runs the app for one request: `None` when the server is at its request limit (answer
+    /// 503). A blocking app runs on the worker pool, its call and every poll of its body (a
+    /// body may block too), and its frames reach the connection through a bounded channel; a
+    /// non-blocking app runs here. Either way the driver enforces the contract, and dropping
+    /// the returned body (the client went away) drops the app's body within one frame.
+    pub async fn run_app(&self, environ: Environ) -> Option<AppResponse> {
+        let permit = self.requests.clone().try_acquire_owned().ok()?;
+        if !self.config.blocking {
+            let response = driver::call(&*self.app, environ).await;
+            let (parts, body) = response.into_parts();
+            let body = gateway_core::Body::new(Permitted {
+                body,
+                _permit: permit,
+            });
+            return Some(Response::from_parts(parts, body));
+        }
+        let app = self.app.clone();
+        let (head_tx, head_rx) = oneshot::channel();
+        let (frame_tx, frame_rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let response = gateway_core::block_on(driver::call(&*app, environ));
+            let (parts, body) = response.into_parts();
+            let end = body.is_end_stream();
+            if head_tx.send(parts).is_err() || end {
+                return;
+            }
+            pump(body, &frame_tx);
+        });
+        let parts = head_rx.await.ok()?;
+        let body = gateway_core::Body::new(PooledBody {
+            frames: frame_rx,
+            done: false,
+        });
+        Some(Response::from_parts(parts, body))
+    }
+}
+
+/// Sends the frames of `body` through `frames`, blocking this worker while the connection is
+/// behind; stops (dropping the body) when the receiver is gone.
+fn pump(mut body: ResponseBody, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>) {
+    loop {
+        let frame = gateway_core::block_on(std::future::poll_fn(|cx| {
+            std::pin::Pin::new(&mut body).poll_frame(cx)
+        }));
+        let Some(frame) = frame else {
+            return;
+        };
+        let failed = frame.is_err();
+        if frames.blocking_send(frame.map_err(Into::into)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that holds a request permit until it is dropped.
+    struct Permitted {
+        #[pin]
+        body: ResponseBody,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+}
+
+impl http_body::Body for Permitted {
+    type Data = Bytes;
+    type Error = gateway_core::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, gateway_core::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
