@@ -1,0 +1,589 @@
+//! The HTTP server over real sockets on 127.0.0.1: keep-alive, pipelining, chunked bodies both
+//! ways, 100-continue, HEAD, h2c, every limit, slow and vanishing clients, panics, a blocking
+//! app beside fast ones, and graceful shutdown. Every wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use gateway_core::{App, Body, Environ, StartResponse};
+use gateway_servers::runtime::{Bind, Config, Listener, Runtime, Shutdown};
+use gateway_servers::uwsgi::codec::ChunkedDecoder;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+/// A server running on its own runtime thread; stopped (gracefully) when dropped.
+struct Server {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(app: impl App + 'static, config: Config) -> Server {
+        let shutdown = Shutdown::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(config.threads)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener =
+                    Listener::bind(&Bind::Tcp("127.0.0.1:0".parse().unwrap()), None).unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
+                    .await
+                    .unwrap();
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Server {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.graceful();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.immediate();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `stream` (with `buf` holding bytes already read), for a request
+/// with `method`.
+fn read_reply(stream: &mut TcpStream, buf: &mut BytesMut, method: &str) -> Reply {
+    let (status, headers, head_len) = loop {
+        let mut parsed = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut parsed);
+        if let httparse::Status::Complete(len) = response.parse(buf).unwrap() {
+            let headers = response
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            break (response.code.unwrap(), headers, len);
+        }
+        fill(stream, buf);
+    };
+    let _ = buf.split_to(head_len);
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+        return reply;
+    }
+    if let Some(len) = reply
+        .header("content-length")
+        .map(|l| l.parse::<usize>().unwrap())
+    {
+        while buf.len() < len {
+            fill(stream, buf);
+        }
+        reply.body = buf.split_to(len).to_vec();
+    } else if reply.header("transfer-encoding") == Some("chunked") {
+        let mut decoder = ChunkedDecoder::new();
+        while !decoder.is_done() {
+            match decoder.decode(buf).unwrap() {
+                Some(data) => reply.body.extend_from_slice(&data),
+                None if decoder.is_done() => break,
+                None => fill(stream, buf),
+            }
+        }
+    } else {
+        stream.read_to_end(&mut reply.body).unwrap();
+        reply.body.splice(0..0, buf.split().to_vec());
+    }
+    reply
+}
+
+fn fill(stream: &mut TcpStream, buf: &mut BytesMut) {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).expect("read within the timeout");
+    assert!(n > 0, "connection closed early; have {buf:?}");
+    buf.extend_from_slice(&chunk[..n]);
+}
+
+fn request(server: &Server, raw: &str) -> Reply {
+    let mut stream = server.connect();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let method = raw.split(' ').next().unwrap().to_owned();
+    read_reply(&mut stream, &mut BytesMut::new(), &method)
+}
+
+/// Answers with the method, path and body it got, and `x-seen-*` headers for a few variables.
+fn echo(mut environ: Environ, start: StartResponse) -> Body {
+    let mut body = Vec::new();
+    if let Err(error) = environ.input().read_to_end(&mut body) {
+        return Body::error(error);
+    }
+    let mut headers = HeaderMap::new();
+    for name in [
+        "HTTP_X_AUTH_USER",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "CONTENT_LENGTH",
+    ] {
+        if let Some(value) = environ.get(name) {
+            let header = format!("x-seen-{}", name.to_ascii_lowercase().replace('_', "-"));
+            headers.insert(
+                http::header::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+    }
+    let terminated = if environ.input_terminated() { "1" } else { "0" };
+    headers.insert("x-input-terminated", HeaderValue::from_static(terminated));
+    let _ = start.start(StatusCode::OK, headers);
+    let mut answer = format!(
+        "{} {} ",
+        environ.request_method(),
+        String::from_utf8_lossy(environ.path_info())
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    Body::from(answer)
+}
+
+fn config() -> Config {
+    Config::default()
+}
+
+#[test]
+fn keep_alive_and_pipelining() {
+    let server = Server::start(echo, config());
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    for i in 0..3 {
+        stream
+            .write_all(format!("GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let reply = read_reply(&mut stream, &mut buf, "GET");
+        assert_eq!(reply.body, format!("GET /k{i} ").as_bytes());
+        assert!(reply.header("date").is_some());
+        assert!(reply.header("server").unwrap().starts_with("gateway/"));
+    }
+    // Pipelined: three requests in one write, three answers in order.
+    stream
+        .write_all(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    for i in 1..=3 {
+        assert_eq!(
+            read_reply(&mut stream, &mut buf, "GET").body,
+            format!("GET /p{i} ").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn chunked_both_ways_and_input_terminated() {
+    let server = Server::start(echo, config());
+    let reply = request(
+        &server,
+        "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.body, b"POST /c hello world");
+    assert_eq!(reply.header("x-input-terminated"), Some("1"));
+    assert_eq!(reply.header("x-seen-content-length"), None);
+
+    let streaming = |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from_chunks(["one,", "two,", "three"])
+    };
+    let server = Server::start(streaming, config());
+    let reply = request(&server, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(reply.body, b"one,two,three");
+}
+
+#[test]
+fn expect_100_continue_is_sent_when_the_app_reads() {
+    let server = Server::start(echo, config());
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let interim = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(interim.status, 100);
+    stream.write_all(b"body").unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, &b"POST /e body"[..])
+    );
+}
+
+#[test]
+fn head_keeps_the_length_and_sends_no_body() {
+    let server = Server::start(echo, config());
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    stream
+        .write_all(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "HEAD");
+    assert_eq!(
+        reply.header("content-length"),
+        Some("8"),
+        "the length of `HEAD /h `"
+    );
+    // The connection is still in step: the next answer parses.
+    stream
+        .write_all(b"GET /n HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut stream, &mut buf, "GET").body, b"GET /n ");
+}
+
+#[test]
+fn underscore_headers_are_dropped() {
+    let server = Server::start(echo, config());
+    let reply = request(
+        &server,
+        "GET / HTTP/1.1\r\nHost: x\r\nX_Auth_User: mallory\r\n\r\n",
+    );
+    assert_eq!(reply.header("x-seen-http-x-auth-user"), None);
+    let reply = request(
+        &server,
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Auth-User: alice\r\n\r\n",
+    );
+    assert_eq!(reply.header("x-seen-http-x-auth-user"), Some("alice"));
+    assert_eq!(reply.header("x-seen-remote-addr"), Some("127.0.0.1"));
+}
+
+#[test]
+fn body_limits_answer_413() {
+    let mut config = config();
+    config.max_body_size = 10;
+    let server = Server::start(echo, config);
+    let reply = request(
+        &server,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n01234567890",
+    );
+    assert_eq!(reply.status, 413);
+    let reply = request(
+        &server,
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.status, 413);
+    let reply = request(
+        &server,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
+    );
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
+fn head_limits_answer_431() {
+    let mut config = config();
+    config.max_head_size = 8192;
+    config.max_headers = 20;
+    let server = Server::start(echo, config);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(request(&server, &big).status, 431);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(request(&server, &many).status, 431);
+    assert_eq!(
+        request(&server, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+}
+
+#[test]
+fn a_slow_body_is_408_and_a_slow_head_is_cut_off() {
+    let mut config = config();
+    config.body_read_timeout = Duration::from_millis(300);
+    config.header_read_timeout = Duration::from_millis(500);
+    let server = Server::start(echo, config);
+
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+    assert_eq!(reply.status, 408);
+
+    let mut stream = server.connect();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // The server closes the connection (after an answer or none); it does not wait forever.
+    let _ = stream.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after the header timeout"
+    );
+}
+
+#[test]
+fn the_request_limit_answers_503() {
+    let release = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (gate, count) = (release.clone(), entered.clone());
+    let app = move |environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/hold" {
+            count.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !gate.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("done")
+    };
+    let mut config = config();
+    config.max_requests = 1;
+    let server = Server::start(app, config);
+    let mut held = server.connect();
+    held.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entered.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reply = request(&server, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        read_reply(&mut held, &mut BytesMut::new(), "GET").body,
+        b"done"
+    );
+    assert_eq!(
+        request(&server, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+}
+
+#[test]
+fn a_blocking_app_does_not_stall_other_connections() {
+    let app = |environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/slow" {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("ok")
+    };
+    let server = Server::start(app, config());
+    let mut slow = server.connect();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            request(&server, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").status,
+            200
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "fast requests were served while the slow one blocked its worker"
+    );
+    assert_eq!(
+        read_reply(&mut slow, &mut BytesMut::new(), "GET").body,
+        b"ok"
+    );
+}
+
+#[test]
+fn a_panic_is_a_500_for_that_request_only() {
+    let app = |environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/panic" {
+            panic!("the app broke");
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("fine")
+    };
+    let server = Server::start(app, config());
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    stream
+        .write_all(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut stream, &mut buf, "GET").status, 500);
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut stream, &mut buf, "GET").body, b"fine");
+}
+
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_client_that_goes_away_mid_body_closes_the_app_body() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let app = move |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        let guard = DropFlag(flag.clone());
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        Body::from_chunks((0..100_000).map(move |_| {
+            let _keep = &guard;
+            std::thread::sleep(Duration::from_millis(1));
+            chunk.clone()
+        }))
+    };
+    let server = Server::start(app, config());
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut some = [0u8; 4096];
+    stream.read_exact(&mut some).unwrap();
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the app's body was dropped after the client left"
+    );
+}
+
+#[test]
+fn graceful_shutdown_finishes_requests_in_flight() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let count = started.clone();
+    let app = move |_: Environ, start: StartResponse| {
+        count.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("finished")
+    };
+    let mut server = Server::start(app, config());
+    let addr = server.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut stream| {
+            let replies = replies.clone();
+            std::thread::spawn(move || {
+                let reply = read_reply(&mut stream, &mut BytesMut::new(), "GET");
+                replies.lock().unwrap().push(reply.body);
+            })
+        })
+        .collect();
+    server.stop();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    assert_eq!(replies.lock().unwrap().len(), 4);
+    assert!(replies.lock().unwrap().iter().all(|b| b == b"finished"));
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
+
+#[test]
+fn http2_with_prior_knowledge() {
+    let server = Server::start(echo, config());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr;
+    let (status, protocol, body) = runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::post("http://localhost/h2")
+            .body(http_body_util::Full::new(Bytes::from("two")))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let protocol = response.headers()["x-seen-server-protocol"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, protocol, body)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(protocol, "HTTP/2");
+    assert_eq!(body, "POST /h2 two");
+}
