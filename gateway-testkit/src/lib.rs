@@ -1,1 +1,34 @@
-//! gateway-testkit
+//! # gateway-testkit: proving that apps, middleware and servers follow the contract
+//!
+//! - [`TestClient`]: runs an app in-process and returns status, headers, body, the environ the
+//!   app saw and whether its body was closed;
+//! - [`Validator`]: a middleware that reports every contract violation of either side by rule
+//!   (see [`validator`] for the rules);
+//! - [`strategies`] (feature `proptest`, on by default): proptest strategies for environs,
+//!   requests, header maps and chunked bodies.
+//!
+//! ```
+//! use gateway_core::{Body, Builder, Environ, StartResponse};
+//! use gateway_testkit::{Mode, TestClient, Validator};
+//!
+//! let validator = Validator::new(Mode::Strict);
+//! let report = validator.report();
+//! let app = Builder::new().with(validator).app(|_: Environ, start: StartResponse| {
+//!     let mut headers = http::HeaderMap::new();
+//!     headers.insert("content-type", http::HeaderValue::from_static("text/plain"));
+//!     let _ = start.start(http::StatusCode::OK, headers);
+//!     "fine"
+//! });
+//! let response = TestClient::new(app).get("/").send();
+//! assert_eq!(response.text(), "fine");
+//! assert!(report.is_clean(), "{:?}", report.violations());
+//! ```
+#![forbid(unsafe_code)]
+
+mod client;
+#[cfg(feature = "proptest")]
+pub mod strategies;
+pub mod validator;
+
+pub use client::{EnvironSnapshot, TestClient, TestRequest, TestResponse};
+pub use validator::{Mode, Report, Rule, Severity, Validator, ValidatorApp, Violation};

@@ -1,0 +1,570 @@
+//! The validator (lint): a middleware that sits between a server and an app and reports every
+//! contract violation of either side, by rule.
+//!
+//! Each [`Rule`] has a stable id, `R` and the number of the rule in the contract rules (the
+//! numbered rules of PEP 3333 and its lints, `shared/reference/contract-rules.md`), and a
+//! one-line explanation. Errors break the contract; warnings are what the lints of other
+//! ecosystems warn about. In [`Mode::Strict`] an error fails the request (a 500 before the
+//! head, an aborted response after it); in [`Mode::Warn`] violations are logged to the request's
+//! error stream and the request goes on. Either way every violation lands in the [`Report`].
+//!
+//! Wrap a middleware on both sides to check it as a server and as an app at once:
+//! `Validator(middleware(Validator(app)))`.
+//!
+//! Rules the types of this contract enforce, so that no run can break them: the calling
+//! convention (1-5, 7: an app is a `Fn(Environ, StartResponse)`), the environ's container and
+//! value types (8-10, 28, 29: bytes, a typed scheme, a constant version), the input and error
+//! streams' methods (30, 34, 37, 38: `Input` and `ErrorStream` are the only types), status and
+//! header syntax and encoding (40-44: `StatusCode`, `HeaderName`, `HeaderValue`), a second start
+//! without an error (50: `start` takes `self`), `exc_info` (51, 52: `restart_on_error`),
+//! `write()` before start (54: the writer comes from `start`), bodies of bytes (57), the close of
+//! the body (58: dropping is closing, and the driver drops it on every path).
+//!
+//! ```
+//! use gateway_core::{Body, Builder, Environ, StartResponse};
+//! use gateway_testkit::{Mode, Rule, TestClient, Validator};
+//!
+//! let validator = Validator::new(Mode::Warn);
+//! let report = validator.report();
+//! let app = Builder::new().with(validator).app(|_: Environ, start: StartResponse| {
+//!     let mut headers = http::HeaderMap::new();
+//!     headers.insert("content-length", http::HeaderValue::from_static("10"));
+//!     let _ = start.start(http::StatusCode::OK, headers);
+//!     Body::from("short") // 5 bytes, not 10
+//! });
+//! TestClient::new(app).get("/").send();
+//! assert!(report.contains(Rule::ContentLengthMismatch));
+//! ```
+
+use std::fmt;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use gateway_core::{
+    App, Body, BoxError, Environ, ErrorStream, Middleware, StartResponse, is_hop_by_hop,
+};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use http_body::Frame;
+
+/// How serious a violation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Severity {
+    /// The contract is broken.
+    Error,
+    /// Allowed, but other ecosystems' lints warn about it.
+    Warning,
+}
+
+macro_rules! rules {
+    ($($variant:ident = $id:literal, $severity:ident, $text:literal;)*) => {
+        /// A rule of the contract the validator checks.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Rule {
+            $(
+                #[doc = $text]
+                $variant,
+            )*
+        }
+
+        impl Rule {
+            /// Every rule the validator checks.
+            pub const ALL: &'static [Rule] = &[$(Rule::$variant),*];
+
+            /// The stable id: `R` and the rule's number in the contract rules.
+            pub const fn id(self) -> &'static str {
+                match self { $(Rule::$variant => $id,)* }
+            }
+
+            /// The one-line explanation.
+            pub const fn explanation(self) -> &'static str {
+                match self { $(Rule::$variant => $text,)* }
+            }
+
+            /// Error or warning.
+            pub const fn severity(self) -> Severity {
+                match self { $(Rule::$variant => Severity::$severity,)* }
+            }
+        }
+    };
+}
+
+rules! {
+    NoContentHeaderAliases = "R13", Error, "HTTP_CONTENT_TYPE and HTTP_CONTENT_LENGTH never appear: they are CONTENT_TYPE and CONTENT_LENGTH.";
+    RequestMethod = "R14", Error, "REQUEST_METHOD is present and is a method token.";
+    ScriptName = "R15", Error, "SCRIPT_NAME is empty or starts with '/', and is never exactly '/'.";
+    PathInfo = "R17", Error, "PATH_INFO is empty or starts with '/'.";
+    PathPresent = "R18", Error, "At least one of SCRIPT_NAME and PATH_INFO is set.";
+    QueryString = "R21", Warning, "QUERY_STRING is present, empty when there is no query.";
+    ContentVariables = "R22", Error, "CONTENT_LENGTH is digits only and CONTENT_TYPE is not empty when present.";
+    ServerNameAndPort = "R23", Error, "SERVER_NAME and SERVER_PORT are present and not empty; SERVER_PORT is digits.";
+    ServerProtocol = "R24", Error, "SERVER_PROTOCOL is present and looks like HTTP/1.1.";
+    HeaderVariableNames = "R25", Error, "HTTP_* variable names hold only A-Z, 0-9 and '_'.";
+    HopByHop = "R45", Error, "The app sends no hop-by-hop header (Connection, Transfer-Encoding, ...).";
+    StatusHeader = "R42", Error, "There is never a Status header: the status is start's argument.";
+    ContentTypeMissing = "R48", Warning, "A response with a body has a Content-Type.";
+    DataBeforeStart = "R49", Error, "The response is started before the body yields its first non-empty chunk.";
+    NeverStarted = "R53", Error, "The response is started before the body ends.";
+    ContentLengthMismatch = "R61", Error, "A response's body has exactly the length its Content-Length declares.";
+    HeadBody = "R64", Warning, "A HEAD response's body is empty (the server strips it, but the app need not make one).";
+    BodyForbidden = "R65", Error, "1xx, 204 and 304 responses have no body, and 1xx and 204 no Content-Length.";
+    ContentTypeWithoutBody = "R65", Warning, "1xx, 204 and 304 responses have no Content-Type (Rack and PSGI forbid it).";
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.id(), self.explanation())
+    }
+}
+
+/// A violation: the rule, and what broke it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule.
+    pub rule: Rule,
+    /// Which side broke it: `server` or `app`.
+    pub side: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} side): {} [{}]",
+            self.rule.id(),
+            self.side,
+            self.rule.explanation(),
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// The violations a validator saw; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    violations: Arc<Mutex<Vec<Violation>>>,
+}
+
+impl Report {
+    /// Every violation so far.
+    pub fn violations(&self) -> Vec<Violation> {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `rule` was broken.
+    pub fn contains(&self, rule: Rule) -> bool {
+        self.violations().iter().any(|v| v.rule == rule)
+    }
+
+    /// Whether nothing was broken.
+    pub fn is_clean(&self) -> bool {
+        self.violations().is_empty()
+    }
+
+    /// Forgets the violations so far.
+    pub fn clear(&self) {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn push(&self, violation: Violation) {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(violation);
+    }
+}
+
+/// What the validator does about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Errors fail the request; warnings are logged.
+    #[default]
+    Strict,
+    /// Everything is logged; requests go on.
+    Warn,
+}
+
+/// The middleware. See the [module documentation](self).
+#[derive(Debug, Clone, Default)]
+pub struct Validator {
+    mode: Mode,
+    report: Report,
+}
+
+impl Validator {
+    /// A validator in `mode`, with a new report.
+    pub fn new(mode: Mode) -> Self {
+        Validator {
+            mode,
+            report: Report::default(),
+        }
+    }
+
+    /// The report its violations go to.
+    pub fn report(&self) -> Report {
+        self.report.clone()
+    }
+}
+
+impl<A> Middleware<A> for Validator {
+    type App = ValidatorApp<A>;
+
+    fn wrap(&self, app: A) -> ValidatorApp<A> {
+        ValidatorApp {
+            inner: app,
+            mode: self.mode,
+            report: self.report.clone(),
+        }
+    }
+}
+
+/// An app between two validated sides; made by [`Validator`].
+#[derive(Debug, Clone)]
+pub struct ValidatorApp<A> {
+    inner: A,
+    mode: Mode,
+    report: Report,
+}
+
+/// What the validator learns of one response.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The status, the declared length, and whether there is a Content-Type.
+    started: Option<(StatusCode, Option<u64>, bool)>,
+    sent: u64,
+    /// An error to fail the request with (strict mode).
+    pending: Option<Violation>,
+}
+
+#[derive(Clone)]
+struct Recorder {
+    mode: Mode,
+    report: Report,
+    errors: ErrorStream,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Recorder {
+    fn record(&self, rule: Rule, side: &'static str, detail: String) {
+        let violation = Violation { rule, side, detail };
+        let mut errors = self.errors.clone();
+        let _ = writeln!(errors, "validator: {violation}");
+        if self.mode == Mode::Strict && rule.severity() == Severity::Error {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.pending.get_or_insert(violation.clone());
+        }
+        self.report.push(violation);
+    }
+
+    fn take_pending(&self) -> Option<Violation> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .take()
+    }
+}
+
+fn is_token(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The server-side rules, on the environ the app is about to get.
+fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
+    for name in ["HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"] {
+        if environ.contains(name) {
+            record(Rule::NoContentHeaderAliases, format!("{name} is set"));
+        }
+    }
+    match environ.get("REQUEST_METHOD") {
+        Some(method) if is_token(method) => {}
+        other => record(Rule::RequestMethod, format!("REQUEST_METHOD is {other:?}")),
+    }
+    let script_name = environ.get("SCRIPT_NAME");
+    if let Some(script) = script_name {
+        if script == b"/" || (!script.is_empty() && !script.starts_with(b"/")) {
+            record(
+                Rule::ScriptName,
+                format!("SCRIPT_NAME is {:?}", String::from_utf8_lossy(script)),
+            );
+        }
+    }
+    let path_info = environ.get("PATH_INFO");
+    if let Some(path) = path_info {
+        if !path.is_empty() && !path.starts_with(b"/") {
+            record(
+                Rule::PathInfo,
+                format!("PATH_INFO is {:?}", String::from_utf8_lossy(path)),
+            );
+        }
+    }
+    if script_name.is_none() && path_info.is_none() {
+        record(
+            Rule::PathPresent,
+            "neither SCRIPT_NAME nor PATH_INFO is set".into(),
+        );
+    }
+    if !environ.contains("QUERY_STRING") {
+        record(Rule::QueryString, "QUERY_STRING is not set".into());
+    }
+    if let Some(length) = environ.get("CONTENT_LENGTH") {
+        if length.is_empty() || !length.iter().all(u8::is_ascii_digit) {
+            record(
+                Rule::ContentVariables,
+                format!("CONTENT_LENGTH is {:?}", String::from_utf8_lossy(length)),
+            );
+        }
+    }
+    if environ.get("CONTENT_TYPE").is_some_and(<[u8]>::is_empty) {
+        record(Rule::ContentVariables, "CONTENT_TYPE is empty".into());
+    }
+    let name_ok = environ.get("SERVER_NAME").is_some_and(|n| !n.is_empty());
+    let port_ok = environ
+        .get("SERVER_PORT")
+        .is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    if !name_ok || !port_ok {
+        record(
+            Rule::ServerNameAndPort,
+            format!(
+                "SERVER_NAME {:?}, SERVER_PORT {:?}",
+                environ.get("SERVER_NAME").map(String::from_utf8_lossy),
+                environ.get("SERVER_PORT").map(String::from_utf8_lossy)
+            ),
+        );
+    }
+    let protocol_ok = environ.get("SERVER_PROTOCOL").is_some_and(|p| {
+        let Some(version) = p.strip_prefix(b"HTTP/") else {
+            return false;
+        };
+        match version {
+            [major] => major.is_ascii_digit(),
+            [major, b'.', minor] => major.is_ascii_digit() && minor.is_ascii_digit(),
+            _ => false,
+        }
+    });
+    if !protocol_ok {
+        record(
+            Rule::ServerProtocol,
+            format!(
+                "SERVER_PROTOCOL is {:?}",
+                environ.get("SERVER_PROTOCOL").map(String::from_utf8_lossy)
+            ),
+        );
+    }
+    for (name, _) in environ.vars() {
+        if let Some(rest) = name.strip_prefix(b"HTTP_") {
+            if rest.is_empty()
+                || !rest
+                    .iter()
+                    .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            {
+                record(
+                    Rule::HeaderVariableNames,
+                    format!("{:?}", String::from_utf8_lossy(name)),
+                );
+            }
+        }
+    }
+}
+
+fn has_no_body(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// The app-side rules on a head, as the app passes it to `start`.
+fn check_head(status: StatusCode, headers: &HeaderMap, recorder: &Recorder) {
+    for name in headers.keys() {
+        if name == "status" {
+            recorder.record(Rule::StatusHeader, "app", "a Status header".into());
+        } else if is_hop_by_hop(name) {
+            recorder.record(Rule::HopByHop, "app", format!("`{name}` header"));
+        }
+    }
+    if has_no_body(status) {
+        if headers.contains_key(CONTENT_TYPE) {
+            recorder.record(
+                Rule::ContentTypeWithoutBody,
+                "app",
+                format!("Content-Type on a {status}"),
+            );
+        }
+        if status != StatusCode::NOT_MODIFIED && headers.contains_key(CONTENT_LENGTH) {
+            recorder.record(
+                Rule::BodyForbidden,
+                "app",
+                format!("Content-Length on a {status}"),
+            );
+        }
+    }
+}
+
+impl<A: App> App for ValidatorApp<A> {
+    fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
+        let recorder = Recorder {
+            mode: self.mode,
+            report: self.report.clone(),
+            errors: environ.errors().clone(),
+            seen: Arc::new(Mutex::new(Seen::default())),
+        };
+        check_environ(&environ, &|rule, detail| {
+            recorder.record(rule, "server", detail)
+        });
+        let is_head = environ.request_method() == "HEAD";
+        let hook = recorder.clone();
+        let start = start.map_head(move |status: &mut StatusCode, headers: &mut HeaderMap| {
+            check_head(*status, headers, &hook);
+            let declared = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let typed = headers.contains_key(CONTENT_TYPE);
+            hook.seen.lock().unwrap_or_else(|e| e.into_inner()).started =
+                Some((*status, declared, typed));
+        });
+        let body = self.inner.call(environ, start);
+        Body::new(Checked {
+            body,
+            recorder,
+            is_head,
+            done: false,
+        })
+    }
+}
+
+/// The app's body, watched.
+struct Checked {
+    body: Body,
+    recorder: Recorder,
+    is_head: bool,
+    done: bool,
+}
+
+impl Checked {
+    fn on_data(&mut self, len: usize) {
+        let (started, sent) = {
+            let mut seen = self.recorder.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.sent += len as u64;
+            (seen.started, seen.sent)
+        };
+        match started {
+            None => self.recorder.record(
+                Rule::DataBeforeStart,
+                "app",
+                format!("{len} bytes before start"),
+            ),
+            Some((status, declared, typed)) => {
+                let first = sent == len as u64;
+                if has_no_body(status) {
+                    self.recorder.record(
+                        Rule::BodyForbidden,
+                        "app",
+                        format!("{len} body bytes on a {status}"),
+                    );
+                } else if self.is_head && first {
+                    self.recorder
+                        .record(Rule::HeadBody, "app", "body bytes for HEAD".into());
+                } else if first && !typed {
+                    self.recorder.record(
+                        Rule::ContentTypeMissing,
+                        "app",
+                        "a body without Content-Type".into(),
+                    );
+                }
+                if let Some(declared) = declared {
+                    if sent > declared && !has_no_body(status) && !self.is_head {
+                        self.recorder.record(
+                            Rule::ContentLengthMismatch,
+                            "app",
+                            format!("{sent} bytes, Content-Length {declared}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_end(&mut self) {
+        let seen = self.recorder.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, sent) = (seen.started, seen.sent);
+        drop(seen);
+        match started {
+            None => self
+                .recorder
+                .record(Rule::NeverStarted, "app", "the body ended".into()),
+            Some((status, Some(declared), _)) => {
+                if sent < declared && !has_no_body(status) && !self.is_head {
+                    self.recorder.record(
+                        Rule::ContentLengthMismatch,
+                        "app",
+                        format!("{sent} bytes, Content-Length {declared}"),
+                    );
+                }
+            }
+            Some((_, None, _)) => {}
+        }
+    }
+}
+
+impl http_body::Body for Checked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(violation) = self.recorder.take_pending() {
+            self.done = true;
+            return Poll::Ready(Some(Err(Box::new(violation))));
+        }
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    let len = data.len();
+                    self.on_data(len);
+                }
+                if http_body::Body::is_end_stream(&self.body) {
+                    // A body known to end here (a full body) may never be polled again.
+                    self.done = true;
+                    self.on_end();
+                }
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                self.on_end();
+            }
+            _ => {}
+        }
+        if let Some(violation) = self.recorder.take_pending() {
+            self.done = true;
+            return Poll::Ready(Some(Err(Box::new(violation))));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || http_body::Body::is_end_stream(&self.body)
+    }
+}

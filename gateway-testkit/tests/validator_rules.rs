@@ -1,0 +1,490 @@
+//! Every rule of the validator: a violating server or app it catches, and the compliant twin it
+//! passes.
+
+use gateway_core::{App, Body, Builder, Environ, StartResponse, driver};
+use gateway_testkit::{Mode, Report, Rule, TestClient, Validator};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+fn typed() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    headers
+}
+
+fn hello(_: Environ, start: StartResponse) -> Body {
+    let _ = start.start(StatusCode::OK, typed());
+    Body::from("hello")
+}
+
+fn valid_environ() -> Environ {
+    let mut environ = Environ::new();
+    for (name, value) in [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/app"),
+        ("PATH_INFO", "/x"),
+        ("QUERY_STRING", ""),
+        ("SERVER_NAME", "localhost"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("HTTP_X_OK", "1"),
+    ] {
+        environ.set(name, value);
+    }
+    environ
+}
+
+/// Runs a compliant app under a validator with an environ the server built, changed by `edit`.
+fn server_report(edit: impl FnOnce(&mut Environ)) -> Report {
+    let validator = Validator::new(Mode::Warn);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let mut environ = valid_environ();
+    environ.set_errors(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    edit(&mut environ);
+    gateway_core::block_on(driver::call(&app, environ));
+    report
+}
+
+/// Runs `app` under a validator through the test client.
+fn app_report(app: impl App + 'static, method: http::Method) -> Report {
+    let validator = Validator::new(Mode::Warn);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(app);
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    TestClient::new(app)
+        .with_context(context)
+        .request(method, "/x")
+        .send();
+    report
+}
+
+fn assert_caught(report: &Report, rule: Rule) {
+    assert!(
+        report.contains(rule),
+        "{rule:?} not caught: {:?}",
+        report.violations()
+    );
+}
+
+fn assert_passed(report: &Report, rule: Rule) {
+    assert!(
+        !report.contains(rule),
+        "{rule:?} raised on a compliant twin: {:?}",
+        report.violations()
+    );
+}
+
+#[test]
+fn the_valid_environ_and_app_are_clean() {
+    assert!(server_report(|_| {}).is_clean());
+    assert!(app_report(hello, http::Method::GET).is_clean());
+}
+
+#[test]
+fn r13_content_header_aliases() {
+    assert_caught(
+        &server_report(|e| e.set("HTTP_CONTENT_TYPE", "a/b")),
+        Rule::NoContentHeaderAliases,
+    );
+    assert_passed(
+        &server_report(|e| e.set("CONTENT_TYPE", "a/b")),
+        Rule::NoContentHeaderAliases,
+    );
+}
+
+#[test]
+fn r14_request_method() {
+    assert_caught(
+        &server_report(|e| {
+            e.remove("REQUEST_METHOD");
+        }),
+        Rule::RequestMethod,
+    );
+    assert_caught(
+        &server_report(|e| e.set("REQUEST_METHOD", "GE T")),
+        Rule::RequestMethod,
+    );
+    assert_passed(
+        &server_report(|e| e.set("REQUEST_METHOD", "PURGE")),
+        Rule::RequestMethod,
+    );
+}
+
+#[test]
+fn r15_script_name() {
+    assert_caught(
+        &server_report(|e| e.set("SCRIPT_NAME", "/")),
+        Rule::ScriptName,
+    );
+    assert_caught(
+        &server_report(|e| e.set("SCRIPT_NAME", "app")),
+        Rule::ScriptName,
+    );
+    assert_passed(
+        &server_report(|e| e.set("SCRIPT_NAME", "")),
+        Rule::ScriptName,
+    );
+}
+
+#[test]
+fn r17_path_info() {
+    assert_caught(&server_report(|e| e.set("PATH_INFO", "x")), Rule::PathInfo);
+    assert_passed(&server_report(|e| e.set("PATH_INFO", "")), Rule::PathInfo);
+}
+
+#[test]
+fn r18_a_path_is_present() {
+    let report = server_report(|e| {
+        e.remove("SCRIPT_NAME");
+        e.remove("PATH_INFO");
+    });
+    assert_caught(&report, Rule::PathPresent);
+    assert_passed(
+        &server_report(|e| {
+            e.remove("SCRIPT_NAME");
+        }),
+        Rule::PathPresent,
+    );
+}
+
+#[test]
+fn r21_query_string() {
+    assert_caught(
+        &server_report(|e| {
+            e.remove("QUERY_STRING");
+        }),
+        Rule::QueryString,
+    );
+    assert_passed(
+        &server_report(|e| e.set("QUERY_STRING", "a=1")),
+        Rule::QueryString,
+    );
+}
+
+#[test]
+fn r22_content_variables() {
+    assert_caught(
+        &server_report(|e| e.set("CONTENT_LENGTH", "12a")),
+        Rule::ContentVariables,
+    );
+    assert_caught(
+        &server_report(|e| e.set("CONTENT_LENGTH", "")),
+        Rule::ContentVariables,
+    );
+    assert_caught(
+        &server_report(|e| e.set("CONTENT_TYPE", "")),
+        Rule::ContentVariables,
+    );
+    assert_passed(
+        &server_report(|e| e.set("CONTENT_LENGTH", "0")),
+        Rule::ContentVariables,
+    );
+}
+
+#[test]
+fn r23_server_name_and_port() {
+    assert_caught(
+        &server_report(|e| e.set("SERVER_PORT", "http")),
+        Rule::ServerNameAndPort,
+    );
+    assert_caught(
+        &server_report(|e| {
+            e.remove("SERVER_NAME");
+        }),
+        Rule::ServerNameAndPort,
+    );
+    assert_passed(
+        &server_report(|e| e.set("SERVER_PORT", "8443")),
+        Rule::ServerNameAndPort,
+    );
+}
+
+#[test]
+fn r24_server_protocol() {
+    assert_caught(
+        &server_report(|e| e.set("SERVER_PROTOCOL", "HTTP/one")),
+        Rule::ServerProtocol,
+    );
+    assert_caught(
+        &server_report(|e| {
+            e.remove("SERVER_PROTOCOL");
+        }),
+        Rule::ServerProtocol,
+    );
+    assert_passed(
+        &server_report(|e| e.set("SERVER_PROTOCOL", "HTTP/2")),
+        Rule::ServerProtocol,
+    );
+}
+
+#[test]
+fn r25_header_variable_names() {
+    assert_caught(
+        &server_report(|e| e.set("HTTP_X-DASH", "1")),
+        Rule::HeaderVariableNames,
+    );
+    assert_caught(
+        &server_report(|e| e.set("HTTP_lower", "1")),
+        Rule::HeaderVariableNames,
+    );
+    assert_passed(
+        &server_report(|e| e.set("HTTP_X_UPPER_2", "1")),
+        Rule::HeaderVariableNames,
+    );
+}
+
+fn with_headers(
+    status: StatusCode,
+    pairs: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> impl App + 'static {
+    move |_: Environ, start: StartResponse| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        match start.start(status, headers) {
+            Ok(_) => Body::from(body),
+            Err(error) => Body::error(error),
+        }
+    }
+}
+
+#[test]
+fn r45_hop_by_hop_and_r42_status_headers() {
+    let report = app_report(
+        with_headers(StatusCode::OK, &[("connection", "close")], "x"),
+        http::Method::GET,
+    );
+    assert_caught(&report, Rule::HopByHop);
+    let report = app_report(
+        with_headers(StatusCode::OK, &[("status", "200")], "x"),
+        http::Method::GET,
+    );
+    assert_caught(&report, Rule::StatusHeader);
+    let report = app_report(
+        with_headers(
+            StatusCode::OK,
+            &[("content-type", "a/b"), ("x-ok", "1")],
+            "x",
+        ),
+        http::Method::GET,
+    );
+    assert_passed(&report, Rule::HopByHop);
+    assert_passed(&report, Rule::StatusHeader);
+}
+
+#[test]
+fn r48_content_type_on_bodies() {
+    let report = app_report(
+        with_headers(StatusCode::OK, &[], "untyped"),
+        http::Method::GET,
+    );
+    assert_caught(&report, Rule::ContentTypeMissing);
+    assert_passed(
+        &app_report(with_headers(StatusCode::OK, &[], ""), http::Method::GET),
+        Rule::ContentTypeMissing,
+    );
+    assert_passed(
+        &app_report(hello, http::Method::GET),
+        Rule::ContentTypeMissing,
+    );
+}
+
+#[test]
+fn r49_data_before_start_and_r53_never_started() {
+    let report = app_report(
+        |_: Environ, _start: StartResponse| Body::from("early"),
+        http::Method::GET,
+    );
+    assert_caught(&report, Rule::DataBeforeStart);
+    let report = app_report(
+        |_: Environ, _start: StartResponse| Body::empty(),
+        http::Method::GET,
+    );
+    assert_caught(&report, Rule::NeverStarted);
+    let late_start = |_: Environ, start: StartResponse| {
+        Body::from_future(async move {
+            start.start(StatusCode::OK, typed())?;
+            Ok(Body::from("in time"))
+        })
+    };
+    let report = app_report(late_start, http::Method::GET);
+    assert_passed(&report, Rule::DataBeforeStart);
+    assert_passed(&report, Rule::NeverStarted);
+}
+
+#[test]
+fn r61_content_length_agrees_with_the_body() {
+    let long = with_headers(
+        StatusCode::OK,
+        &[("content-type", "a/b"), ("content-length", "2")],
+        "three",
+    );
+    assert_caught(
+        &app_report(long, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+    let short = with_headers(
+        StatusCode::OK,
+        &[("content-type", "a/b"), ("content-length", "9")],
+        "three",
+    );
+    assert_caught(
+        &app_report(short, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+    let right = with_headers(
+        StatusCode::OK,
+        &[("content-type", "a/b"), ("content-length", "5")],
+        "three",
+    );
+    assert_passed(
+        &app_report(right, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+    // HEAD: the length describes the GET body; no body is expected.
+    let head = |_: Environ, start: StartResponse| {
+        let mut headers = typed();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        let _ = start.start(StatusCode::OK, headers);
+        Body::empty()
+    };
+    assert_passed(
+        &app_report(head, http::Method::HEAD),
+        Rule::ContentLengthMismatch,
+    );
+}
+
+#[test]
+fn r64_head_bodies() {
+    assert_caught(&app_report(hello, http::Method::HEAD), Rule::HeadBody);
+    let bodiless = |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::OK, typed());
+        Body::empty()
+    };
+    assert_passed(&app_report(bodiless, http::Method::HEAD), Rule::HeadBody);
+}
+
+#[test]
+fn r65_statuses_without_a_body() {
+    let body = with_headers(StatusCode::NO_CONTENT, &[], "oops");
+    assert_caught(&app_report(body, http::Method::GET), Rule::BodyForbidden);
+    let length = with_headers(StatusCode::NO_CONTENT, &[("content-length", "0")], "");
+    assert_caught(&app_report(length, http::Method::GET), Rule::BodyForbidden);
+    let typed_304 = with_headers(StatusCode::NOT_MODIFIED, &[("content-type", "a/b")], "");
+    assert_caught(
+        &app_report(typed_304, http::Method::GET),
+        Rule::ContentTypeWithoutBody,
+    );
+    let clean = with_headers(StatusCode::NOT_MODIFIED, &[("etag", "\"1\"")], "");
+    let report = app_report(clean, http::Method::GET);
+    assert_passed(&report, Rule::BodyForbidden);
+    assert_passed(&report, Rule::ContentTypeWithoutBody);
+}
+
+#[test]
+fn strict_mode_fails_the_request() {
+    // A server-side error: the request fails before the app's head.
+    let validator = Validator::new(Mode::Strict);
+    let app = Builder::new().with(validator).app(hello);
+    let mut environ = valid_environ();
+    environ.set_errors(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    environ.set("SCRIPT_NAME", "/");
+    let response = gateway_core::block_on(driver::call(&app, environ));
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    // An app error seen before its head: a 500.
+    let quiet = || {
+        let mut context = gateway_core::convert::ServerContext::default();
+        context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+        context
+    };
+    let short = with_headers(
+        StatusCode::OK,
+        &[("content-type", "a/b"), ("content-length", "9")],
+        "three",
+    );
+    let app = Builder::new().with(Validator::new(Mode::Strict)).app(short);
+    let response = TestClient::new(app).with_context(quiet()).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        response.failure().unwrap().contains("R61"),
+        "{:?}",
+        response.failure()
+    );
+
+    // An app error seen after its head: the response is aborted.
+    let streamed_short = |_: Environ, start: StartResponse| {
+        let mut headers = typed();
+        headers.insert("content-length", HeaderValue::from_static("9"));
+        let _ = start.start(StatusCode::OK, headers);
+        Body::from_chunks(["ab", "cd"])
+    };
+    let app = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .app(streamed_short);
+    let response = TestClient::new(app).with_context(quiet()).get("/").send();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.body_error().unwrap().contains("R61"),
+        "{:?}",
+        response.body_error()
+    );
+
+    // Warnings never fail a request.
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new()
+        .with(validator)
+        .app(with_headers(StatusCode::OK, &[], "untyped"));
+    let response = TestClient::new(app).get("/").send();
+    assert_eq!(response.text(), "untyped");
+    assert!(report.contains(Rule::ContentTypeMissing));
+}
+
+#[test]
+fn a_middleware_is_checked_on_both_sides() {
+    // A broken middleware: it rewrites the body but keeps the old Content-Length.
+    struct Doubler<A>(A);
+    impl<A: App> App for Doubler<A> {
+        fn call(&self, environ: Environ, start: StartResponse) -> Body {
+            let body = self.0.call(environ, start);
+            let doubled = gateway_core::block_on(http_body_util::BodyExt::collect(body))
+                .map(|c| c.to_bytes().repeat(2))
+                .unwrap_or_default();
+            Body::from(doubled)
+        }
+    }
+    let outer = Validator::new(Mode::Warn);
+    let inner = Validator::new(Mode::Warn);
+    let (outer_report, inner_report) = (outer.report(), inner.report());
+    let app = Builder::new()
+        .with(outer)
+        .with(Doubler)
+        .with(inner)
+        .app(with_headers(
+            StatusCode::OK,
+            &[("content-type", "a/b"), ("content-length", "5")],
+            "hello",
+        ));
+    TestClient::new(app).get("/").send();
+    assert!(
+        inner_report.is_clean(),
+        "the app is fine: {:?}",
+        inner_report.violations()
+    );
+    assert!(
+        outer_report.contains(Rule::ContentLengthMismatch),
+        "the middleware is not"
+    );
+}
+
+#[test]
+fn every_rule_has_an_id_and_an_explanation() {
+    for rule in Rule::ALL {
+        assert!(rule.id().starts_with('R'));
+        assert!(rule.explanation().ends_with('.'));
+    }
+}
