@@ -587,3 +587,33 @@ fn http2_with_prior_knowledge() {
     assert_eq!(protocol, "HTTP/2");
     assert_eq!(body, "POST /h2 two");
 }
+
+#[test]
+fn the_environs_the_server_builds_pass_the_validator() {
+    let validator = gateway_testkit::Validator::new(gateway_testkit::Mode::Strict);
+    let report = validator.report();
+    let app = gateway_core::Builder::new().with(validator).app(
+        |mut environ: Environ, start: StartResponse| {
+            let mut body = Vec::new();
+            let _ = environ.input().read_to_end(&mut body);
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("text/plain"));
+            let _ = start.start(StatusCode::OK, headers);
+            Body::from(body)
+        },
+    );
+    let server = Server::start(app, config());
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /a%20b/c?q=1&r HTTP/1.1\r\nHost: example.com:8080\r\nX-Many: 1\r\nX-Many: 2\r\n\r\n",
+        "POST /p HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+    ] {
+        let reply = request(&server, raw);
+        assert_eq!(reply.status, 200, "{raw}");
+    }
+    assert!(report.is_clean(), "{:#?}", report.violations());
+}
