@@ -301,6 +301,20 @@ fn length_value(n: u64) -> HeaderValue {
     }
 }
 
+/// Why the driver answered 500, when it did: the app failed (or broke the contract) before its
+/// head. Middleware that plays server uses it to tell the driver's 500 from an app's own.
+///
+/// ```
+/// use gateway_core::{driver, Body, Environ, StartResponse};
+///
+/// let app = |_: Environ, _: StartResponse| Body::error("no database");
+/// let response = gateway_core::block_on(driver::call(&app, Environ::new()));
+/// assert!(driver::failure(&response).unwrap().is_app());
+/// ```
+pub fn failure<B>(response: &Response<B>) -> Option<&Error> {
+    response.extensions().get::<Arc<Error>>().map(|e| &**e)
+}
+
 /// Whether a response with this status may carry a body: not 1xx, 204 or 304.
 pub fn status_has_body(status: StatusCode) -> bool {
     !(status.is_informational()

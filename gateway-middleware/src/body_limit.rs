@@ -107,10 +107,7 @@ impl<A: App> App for BodyLimitApp<A> {
         let response = driver::call(&self.inner, environ);
         Body::from_future(async move {
             let response = response.await;
-            let failed = response
-                .extensions()
-                .get::<Arc<gateway_core::Error>>()
-                .is_some();
+            let failed = driver::failure(&response).is_some();
             if failed && exceeded.load(Ordering::Relaxed) {
                 return Ok(plain(
                     start,

@@ -119,10 +119,7 @@ impl<A: App> App for ErrorPagesApp<A> {
         let page = self.config.page.clone();
         Body::from_future(async move {
             let response = response.await;
-            let failed = response
-                .extensions()
-                .get::<Arc<gateway_core::Error>>()
-                .is_some();
+            let failed = driver::failure(&response).is_some();
             let empty_error = response.status().as_u16() >= 400
                 && response.body().size_hint().exact() == Some(0)
                 && !response.headers().contains_key(header::CONTENT_TYPE);

@@ -2,7 +2,7 @@
 //! `Expect: 100-continue`) and HTTP/2 with prior knowledge, on hyper.
 //!
 //! hyper parses and frames; this module turns each request into an environ with
-//! [`environ_from_request`](gateway_core::convert::environ_from_request), runs the app on the
+//! [`environ_from_request`], runs the app on the
 //! [`Runtime`], and applies the limits hyper does not: the request body size (413) and its read
 //! timeout (408), and the request limit (503). hyper answers heads that are too large or have
 //! too many headers with 431, and closes connections whose head is too slow.
@@ -171,11 +171,7 @@ async fn handle<A: App + 'static>(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return Ok(finish(config.server_software, response));
     };
-    let failed = response.status() == StatusCode::INTERNAL_SERVER_ERROR
-        && response
-            .extensions()
-            .get::<Arc<gateway_core::Error>>()
-            .is_some();
+    let failed = gateway_core::driver::failure(&response).is_some();
     let response = match outcome.load(Ordering::Relaxed) {
         BODY_TOO_LARGE if failed => {
             tracing::info!(limit = config.max_body_size, "request body too large: 413");

@@ -170,6 +170,7 @@ impl<A: App> TestRequest<'_, A> {
             closed: closed.clone(),
         };
         let response = driver::call(&app, environ).await;
+        let failure = driver::failure(&response).map(|e| e.to_string());
         let (parts, mut body) = response.into_parts();
         let mut data = Vec::new();
         let mut body_error = None;
@@ -191,10 +192,7 @@ impl<A: App> TestRequest<'_, A> {
         let environ = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
         TestResponse {
             status: parts.status,
-            failure: parts
-                .extensions
-                .get::<Arc<gateway_core::Error>>()
-                .map(|e| e.to_string()),
+            failure,
             headers: parts.headers,
             body: Bytes::from(data),
             body_error,
