@@ -1,0 +1,285 @@
+//! The launcher, as a user meets it: the `hello` and `echo` programs started as processes,
+//! their flags, the default address, signals, and an inherited listening socket.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HELLO: &str = env!("CARGO_BIN_EXE_hello");
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A program that is killed when dropped, whatever happened.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    for args in [
+        &["--http", "nowhere"][..],
+        &["--threads", "many"],
+        &["--no-such-flag"],
+    ] {
+        let output = Command::new(HELLO)
+            .args(args)
+            .env_remove("GATEWAY_INTERFACE")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+    let help = Command::new(HELLO).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--http",
+        "--fastcgi",
+        "--uwsgi",
+        "--threads",
+        "--max-body-size",
+        "--header-timeout",
+    ] {
+        assert!(text.contains(flag), "--help lists {flag}");
+    }
+    // The FastCGI and uwsgi servers are not in this build: said so, exit 2.
+    let output = Command::new(ECHO)
+        .args(["--fastcgi", "127.0.0.1:9000"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn serves_on_the_given_address_and_stops_on_sigterm_after_in_flight_requests() {
+    let port = free_port();
+    let child = Command::new(ECHO)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-timeout",
+            "10",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    wait_for(port);
+    let reply = get(port, "/hello?x=1");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("\"QUERY_STRING\":\"x=1\""), "{reply}");
+
+    // A streaming request in flight when TERM arrives still completes.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /stream/2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    stream.read_exact(&mut first).unwrap();
+    signal(&running.0, "TERM");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let all: Vec<u8> = first.iter().chain(&rest).copied().collect();
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    // Chunk-size lines are hexadecimal digits: no `x` in them.
+    let x_count = all[head_end..].iter().filter(|&&b| b == b'x').count();
+    assert_eq!(x_count, 2_000_000, "the whole stream arrived");
+    let status = wait_exit(&mut running.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn a_second_signal_stops_at_once() {
+    let port = free_port();
+    let child = Command::new(ECHO)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-timeout",
+            "60",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    wait_for(port);
+    // A request that would take minutes keeps the graceful shutdown waiting.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /stream/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut some = [0u8; 1024];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.read_exact(&mut some).unwrap();
+    signal(&running.0, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        running.0.try_wait().unwrap().is_none(),
+        "still finishing the request"
+    );
+    signal(&running.0, "INT");
+    wait_exit(&mut running.0, Duration::from_secs(10));
+}
+
+#[test]
+fn with_no_address_it_serves_http_on_port_8000_and_says_so() {
+    if TcpStream::connect("127.0.0.1:8000").is_ok() {
+        // Something else holds the port on this machine: the launcher's own error is tested.
+        let output = Command::new(HELLO).output().unwrap();
+        assert!(!output.status.success());
+        return;
+    }
+    let child = Command::new(HELLO).stderr(Stdio::piped()).spawn().unwrap();
+    let mut running = Running(child);
+    wait_for(8000);
+    assert!(get(8000, "/").ends_with("Hello, world!\n"));
+    signal(&running.0, "TERM");
+    wait_exit(&mut running.0, Duration::from_secs(10));
+    let mut stderr = String::new();
+    running
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("http://127.0.0.1:8000/"), "{stderr}");
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("gateway-launcher-{}.sock", std::process::id()));
+    let child = Command::new(HELLO)
+        .args([
+            "--http",
+            &format!("unix:{}", path.display()),
+            "--socket-mode",
+            "600",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stream = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
+            break stream;
+        }
+        assert!(Instant::now() < deadline, "no socket at {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with("Hello, world!\n"), "{reply}");
+}
+
+/// Starts `hello` the way systemd or a supervisor does: a listening socket bound by the parent
+/// (here a Python one-liner), passed as fd 3, then `exec`. Returns the program and its port.
+fn start_with_inherited_socket(flag: &str, systemd: bool) -> (Running, u16) {
+    let script = format!(
+        "import os, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         os.dup2(s.fileno(), 3); os.set_inheritable(3, True)\n\
+         if {systemd}:\n    os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())\n\
+         os.execv('{HELLO}', ['{HELLO}', '--http', '{flag}'])\n",
+        systemd = if systemd { "True" } else { "False" },
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0] as char);
+    }
+    (Running(child), line.trim().parse().expect("the port"))
+}
+
+#[test]
+fn serves_on_an_inherited_socket_and_on_systemd_activation() {
+    let (_running, port) = start_with_inherited_socket("fd:3", false);
+    wait_for(port);
+    assert!(get(port, "/").ends_with("Hello, world!\n"));
+
+    let (_running, port) = start_with_inherited_socket("systemd", true);
+    wait_for(port);
+    assert!(get(port, "/").ends_with("Hello, world!\n"));
+}
