@@ -385,6 +385,12 @@ impl ResponseBody {
         self.must_close
     }
 
+    /// Whether everything left of the body is in memory (the app's body ended, or there is
+    /// none): polling it then never waits nor blocks, so a server may send it from any thread.
+    pub fn is_buffered(&self) -> bool {
+        self.body.is_none()
+    }
+
     /// How many body bytes were yielded so far.
     pub fn bytes_sent(&self) -> u64 {
         self.sent

@@ -185,20 +185,30 @@ impl<A: App + 'static> Runtime<A> {
         let (head_tx, head_rx) = oneshot::channel();
         let (frame_tx, frame_rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
             let response = gateway_core::block_on(driver::call(&*app, environ));
             let (parts, body) = response.into_parts();
-            let end = body.is_end_stream();
-            if head_tx.send(parts).is_err() || end {
+            if body.is_buffered() {
+                // Nothing left that could block: the connection sends it itself.
+                let body = Permitted {
+                    body,
+                    _permit: permit,
+                };
+                let _ = head_tx.send((parts, Some(body)));
                 return;
             }
-            pump(body, &frame_tx);
+            let _permit = permit;
+            if head_tx.send((parts, None)).is_ok() {
+                pump(body, &frame_tx);
+            }
         });
-        let parts = head_rx.await.ok()?;
-        let body = gateway_core::Body::new(PooledBody {
-            frames: frame_rx,
-            done: false,
-        });
+        let (parts, buffered) = head_rx.await.ok()?;
+        let body = match buffered {
+            Some(body) => gateway_core::Body::new(body),
+            None => gateway_core::Body::new(PooledBody {
+                frames: frame_rx,
+                done: false,
+            }),
+        };
         Some(Response::from_parts(parts, body))
     }
 }
