@@ -6,6 +6,7 @@
 //! request limit and runs blocking apps on the pool.
 
 mod listener;
+mod request;
 mod shutdown;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use listener::{
     Bind, Connection, Listener, ParseBindError, Stream, inherited_fd0, is_listening_socket,
 };
+pub use request::{BodyGuard, GuardedBody, plain_response};
 pub use shutdown::Shutdown;
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a

@@ -1,0 +1,203 @@
+//! What every network adapter does with a request once it has an environ: the body limits
+//! (size, read timeout), the request limit, and the answers they give (413, 408, 503).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_core::{App, Body, BoxError, Environ, driver};
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::Frame;
+
+use super::Runtime;
+
+/// Nothing went wrong with the body yet.
+const BODY_OK: u8 = 0;
+/// The body went past `max_body_size`.
+const BODY_TOO_LARGE: u8 = 1;
+/// The body stalled past `body_read_timeout`.
+const BODY_TOO_SLOW: u8 = 2;
+
+/// What a guarded body reports to [`Runtime::respond`].
+#[derive(Debug, Clone)]
+pub struct BodyGuard {
+    outcome: Arc<AtomicU8>,
+}
+
+impl Default for BodyGuard {
+    fn default() -> Self {
+        BodyGuard {
+            outcome: Arc::new(AtomicU8::new(BODY_OK)),
+        }
+    }
+}
+
+/// A request body with the runtime's body limits applied: past `max_body_size` bytes, or
+/// `body_read_timeout` without a byte while the app waits, reading fails (and the answer
+/// becomes 413 or 408 if the app then fails before its head).
+pub struct GuardedBody<B> {
+    body: B,
+    left: u64,
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The body may be read on worker threads; its timer belongs to the server's runtime.
+    runtime: tokio::runtime::Handle,
+    outcome: Arc<AtomicU8>,
+}
+
+impl<B> std::fmt::Debug for GuardedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedBody")
+            .field("left", &self.left)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> http_body::Body for GuardedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer = None;
+                if let Some(data) = frame.data_ref() {
+                    if data.len() as u64 > this.left {
+                        this.outcome.store(BODY_TOO_LARGE, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err("request body larger than the limit".into())));
+                    }
+                    this.left -= data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let (timeout, runtime) = (this.timeout, &this.runtime);
+                let timer = this.timer.get_or_insert_with(|| {
+                    let _entered = runtime.enter();
+                    Box::pin(tokio::time::sleep(timeout))
+                });
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.outcome.store(BODY_TOO_SLOW, Ordering::Relaxed);
+                        Poll::Ready(Some(Err("request body read timed out".into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A short plain-text answer of the server itself; `close` asks the client to close the
+/// connection (the request body was not read).
+pub fn plain_response(status: StatusCode, close: bool) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let length = text.len();
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+impl<A: App + 'static> Runtime<A> {
+    /// Applies the body limits to a request body. Call inside the runtime (the read timeout's
+    /// timer belongs to it).
+    pub fn guard_body<B>(&self, body: B) -> (GuardedBody<B>, BodyGuard) {
+        let guard = BodyGuard::default();
+        let body = GuardedBody {
+            body,
+            left: self.config().max_body_size,
+            timeout: self.config().body_read_timeout,
+            timer: None,
+            runtime: tokio::runtime::Handle::current(),
+            outcome: guard.outcome.clone(),
+        };
+        (body, guard)
+    }
+
+    /// Answers a request: 413 at once when its declared length is over the limit, 503 when the
+    /// server is at its request limit, else the app's response (413 or 408 instead of the
+    /// driver's 500 when the app failed because its body broke a limit), with a `Server`
+    /// header unless the app set one.
+    pub async fn respond(&self, environ: Environ, guard: BodyGuard) -> Response<Body> {
+        let config = self.config();
+        let software = config.server_software;
+        if environ
+            .content_length()
+            .is_some_and(|n| n > config.max_body_size)
+        {
+            tracing::info!(limit = config.max_body_size, "request body too large: 413");
+            return with_server(
+                software,
+                plain_response(StatusCode::PAYLOAD_TOO_LARGE, true),
+            );
+        }
+        let Some(response) = self.run_app(environ).await else {
+            tracing::warn!(limit = config.max_requests, "request limit reached: 503");
+            let mut response = plain_response(StatusCode::SERVICE_UNAVAILABLE, false);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return with_server(software, response);
+        };
+        let failed = driver::failure(&response).is_some();
+        let response = match guard.outcome.load(Ordering::Relaxed) {
+            BODY_TOO_LARGE if failed => {
+                tracing::info!(limit = config.max_body_size, "request body too large: 413");
+                plain_response(StatusCode::PAYLOAD_TOO_LARGE, true)
+            }
+            BODY_TOO_SLOW if failed => {
+                tracing::info!("request body too slow: 408");
+                plain_response(StatusCode::REQUEST_TIMEOUT, true)
+            }
+            _ => response,
+        };
+        with_server(software, response)
+    }
+}
+
+/// Adds the `Server` header unless the app set one.
+fn with_server(software: &'static str, mut response: Response<Body>) -> Response<Body> {
+    if !response.headers().contains_key(header::SERVER) {
+        response
+            .headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static(software));
+    }
+    response
+}
