@@ -98,7 +98,7 @@ fn bad_flags_are_one_line_and_exit_2() {
     ] {
         assert!(text.contains(flag), "--help lists {flag}");
     }
-    // The FastCGI and uwsgi servers are not in this build: said so, exit 2.
+    // The FastCGI server is not in this build: said so, exit 2.
     let output = Command::new(ECHO)
         .args(["--fastcgi", "127.0.0.1:9000"])
         .output()

@@ -65,6 +65,10 @@ pub struct LauncherArgs {
     /// Seconds shutdown waits for requests in progress.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
     pub shutdown_timeout: f64,
+    /// Largest uwsgi vars block in bytes (larger gets 431); the protocol's own limit by
+    /// default.
+    #[arg(long, default_value_t = crate::uwsgi::codec::MAX_VARS_SIZE)]
+    pub uwsgi_max_vars: usize,
     /// Permissions of Unix socket files, in octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
@@ -117,8 +121,9 @@ pub fn is_cgi() -> bool {
 ///
 /// - CGI when `GATEWAY_INTERFACE` is set (checked before anything else, so a CGI process starts
 ///   no runtime and parses no flags);
-/// - otherwise the flags ([`LauncherArgs`]): `--http ADDR` (any number), `--fastcgi ADDR`,
-///   `--uwsgi ADDR`, and the limits and timeouts;
+/// - otherwise the flags ([`LauncherArgs`]): `--http ADDR` (any number), `--uwsgi ADDR`,
+///   `--fastcgi ADDR` (refused with exit code 2 until the FastCGI server lands), and the limits
+///   and timeouts;
 /// - with no address, HTTP on 127.0.0.1:8000, said on stderr.
 ///
 /// Bad flags give a one-line error and exit code 2; `--help` lists the flags.
@@ -167,9 +172,9 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };
-    if args.fastcgi.is_some() || args.uwsgi.is_some() || (args.http.is_empty() && inherited_fd0()) {
+    if args.fastcgi.is_some() || (args.http.is_empty() && args.uwsgi.is_none() && inherited_fd0()) {
         return usage_error(
-            "the FastCGI and uwsgi servers are not part of this build yet; use --http",
+            "the FastCGI server is not part of this build yet; use --http or --uwsgi",
         );
     }
     let _ = tracing_subscriber::fmt()
@@ -179,7 +184,9 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    let binds = if args.http.is_empty() {
+    let binds = if args.http.is_empty() && args.uwsgi.is_some() {
+        Vec::new()
+    } else if args.http.is_empty() {
         let bind = Bind::Tcp(([127, 0, 0, 1], 8000).into());
         eprintln!("gateway: no address given: serving HTTP on http://127.0.0.1:8000/");
         vec![bind]
@@ -212,6 +219,18 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 listener,
                 server.clone(),
                 shutdown.clone(),
+            )));
+        }
+        if let Some(bind) = &args.uwsgi {
+            let listener = Listener::bind(bind, args.socket_mode).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
+            })?;
+            tracing::info!(address = %bind, "serving uwsgi");
+            tasks.push(tokio::spawn(crate::uwsgi::server::serve(
+                listener,
+                server.clone(),
+                shutdown.clone(),
+                args.uwsgi_max_vars,
             )));
         }
         for task in tasks {

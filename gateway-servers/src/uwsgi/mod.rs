@@ -1,5 +1,4 @@
-//! The uwsgi protocol: the packet codec (sans-I/O, both directions).
-//!
-//! The server (WSGI requests, ping, raw HTTP responses) is built on [`codec`].
+//! The uwsgi protocol: the packet codec (sans-I/O, both directions) and the server.
 
 pub mod codec;
+pub mod server;

@@ -1,0 +1,280 @@
+//! The uwsgi server: one request per connection, as nginx's `uwsgi_pass`, Apache's
+//! `mod_proxy_uwsgi`, lighttpd's `scgi.protocol = "uwsgi"` and uWSGI's HTTP router send it.
+//!
+//! A connection carries one packet: `modifier1` 0 is a request (30 too, with `PATH_INFO` still
+//! holding `SCRIPT_NAME`, which is stripped), 100 is a ping (answered with a pong, as uWSGI
+//! does), anything else is refused with 501 and logged. The vars go through the same
+//! normalisation as CGI's ([`environ_from_params`]); the body follows the packet,
+//! `CONTENT_LENGTH` bytes of it, or chunked when uWSGI's router forwards a chunked request raw
+//! (`--http-chunked-input`). The answer is a whole HTTP/1.1 response (a status line, which Apache
+//! requires), streamed as the app produces it, and the connection closes after it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gateway_core::{App, Input, PeerAddr};
+use http_body::{Body as _, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf};
+use tokio::sync::Semaphore;
+
+use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
+use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
+use crate::params::{BodyFraming, body_framing, bound_input, environ_from_params};
+use crate::runtime::{Listener, Runtime, Shutdown, Stream, plain_response};
+
+/// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
+/// for the requests in progress (within the config's `shutdown_timeout`). Vars blocks larger
+/// than `max_vars_size` are answered 431 ([`codec::MAX_VARS_SIZE`] is the protocol's own
+/// limit and the sensible default).
+pub async fn serve<A: App + 'static>(
+    listener: Listener,
+    runtime: Runtime<A>,
+    shutdown: Shutdown,
+    max_vars_size: usize,
+) -> io::Result<()> {
+    let config = runtime.config().clone();
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.wait_graceful() => break,
+        };
+        let connection = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.wait_graceful() => break,
+        };
+        let connection = match connection {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            if let Err(error) =
+                handle(runtime, connection.stream, connection.peer, max_vars_size).await
+            {
+                tracing::debug!(%error, "uwsgi connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if shutdown.is_immediate() {
+        return Ok(());
+    }
+    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    tokio::select! {
+        _ = connections.acquire_many(all) => tracing::info!("all uwsgi requests finished"),
+        () = tokio::time::sleep(config.shutdown_timeout) => {
+            tracing::warn!("shutdown timeout: closing the uwsgi connections still open");
+        }
+        () = shutdown.wait_immediate() => {}
+    }
+    Ok(())
+}
+
+/// Reads until a whole packet is in `buf`: `None` if the peer closed first.
+async fn read_packet(
+    reader: &mut ReadHalf<Box<dyn Stream>>,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> io::Result<Result<Option<codec::Packet>, DecodeError>> {
+    loop {
+        match codec::decode_packet(buf, limit) {
+            Ok(Some(packet)) => return Ok(Ok(Some(packet))),
+            Err(error) => return Ok(Err(error)),
+            Ok(None) => {}
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Ok(Ok(None));
+        }
+    }
+}
+
+async fn handle<A: App + 'static>(
+    runtime: Runtime<A>,
+    stream: Box<dyn Stream>,
+    peer: Option<std::net::SocketAddr>,
+    max_vars_size: usize,
+) -> io::Result<()> {
+    let config = runtime.config().clone();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(8192);
+    let packet = match tokio::time::timeout(
+        config.header_read_timeout,
+        read_packet(&mut reader, &mut buf, max_vars_size),
+    )
+    .await
+    {
+        Err(_) => {
+            tracing::info!("uwsgi packet not received in time: closing");
+            return Ok(());
+        }
+        Ok(read) => read?,
+    };
+    let packet = match packet {
+        Ok(Some(packet)) => packet,
+        Ok(None) => return Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "bad uwsgi packet");
+            let status = match error {
+                DecodeError::VarsTooLarge { .. } => {
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                }
+                _ => http::StatusCode::BAD_REQUEST,
+            };
+            return send(&mut writer, plain_response(status, true)).await;
+        }
+    };
+    if packet.modifier1 == MODIFIER_PING {
+        let mut pong = BytesMut::new();
+        codec::encode_pong(&mut pong);
+        writer.write_all(&pong).await?;
+        return writer.shutdown().await;
+    }
+    if packet.modifier1 != MODIFIER_WSGI && packet.modifier1 != MODIFIER_WSGI_MANAGE_PATH_INFO {
+        tracing::warn!(
+            modifier1 = packet.modifier1,
+            modifier2 = packet.modifier2,
+            "unsupported uwsgi modifier: 501"
+        );
+        return send(
+            &mut writer,
+            plain_response(http::StatusCode::NOT_IMPLEMENTED, true),
+        )
+        .await;
+    }
+    let vars: Result<Vec<(Bytes, Bytes)>, _> = packet.vars().collect();
+    let vars = match vars {
+        Ok(vars) => vars,
+        Err(error) => {
+            tracing::warn!(%error, "bad uwsgi vars");
+            return send(
+                &mut writer,
+                plain_response(http::StatusCode::BAD_REQUEST, true),
+            )
+            .await;
+        }
+    };
+    let mut environ = environ_from_params(vars);
+    if packet.modifier1 == MODIFIER_WSGI_MANAGE_PATH_INFO {
+        let script_name = environ.script_name().to_vec();
+        if let Some(rest) = environ.path_info().strip_prefix(&script_name[..]) {
+            let rest = Bytes::copy_from_slice(rest);
+            environ.set("PATH_INFO", rest);
+        }
+    }
+    let framing = body_framing(&environ);
+    let (body, guard) = runtime.guard_body(SocketBody {
+        reader,
+        buf,
+        chunked: (framing == BodyFraming::UntilEnd).then(ChunkedDecoder::new),
+        eof: false,
+    });
+    environ.set_input(bound_input(Input::from_body(body), framing));
+    environ.set_errors(runtime.errors().clone());
+    environ.set_multithread(config.blocking);
+    if let Some(peer) = peer {
+        environ.extensions_mut().insert(PeerAddr(peer));
+    }
+    let response = runtime.respond(environ, guard).await;
+    send(&mut writer, response).await
+}
+
+/// Writes a whole HTTP/1.1 response, streaming its body, then closes the connection.
+async fn send(
+    writer: &mut tokio::io::WriteHalf<Box<dyn Stream>>,
+    response: http::Response<gateway_core::Body>,
+) -> io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let mut head = Vec::with_capacity(256);
+    crate::cgi::write_head(&mut head, parts.status, &parts.headers, Some("HTTP/1.1"))?;
+    writer.write_all(&head).await?;
+    writer.flush().await?;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    writer.write_all(data).await?;
+                    writer.flush().await?;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "response aborted");
+                break;
+            }
+        }
+    }
+    writer.shutdown().await
+}
+
+/// The request body, read from the connection after the packet: raw, or de-chunked.
+struct SocketBody {
+    reader: ReadHalf<Box<dyn Stream>>,
+    buf: BytesMut,
+    chunked: Option<ChunkedDecoder>,
+    eof: bool,
+}
+
+impl http_body::Body for SocketBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.chunked {
+                Some(decoder) => match decoder.decode(&mut this.buf) {
+                    Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(None) if decoder.is_done() => return Poll::Ready(None),
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            error,
+                        ))));
+                    }
+                },
+                None if !this.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+                }
+                None => {}
+            }
+            if this.eof {
+                return Poll::Ready(match this.chunked {
+                    Some(_) => Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "chunked request body cut short",
+                    ))),
+                    None => None,
+                });
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.reader).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Ok(())) => {
+                    if read.filled().is_empty() {
+                        this.eof = true;
+                    } else {
+                        this.buf.extend_from_slice(read.filled());
+                    }
+                }
+            }
+        }
+    }
+}

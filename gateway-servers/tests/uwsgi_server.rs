@@ -1,0 +1,220 @@
+//! The uwsgi server over real sockets on 127.0.0.1, driven with the project's own codec as the
+//! client: requests with and without bodies, raw chunked bodies, modifier 30, ping, refusals,
+//! limits, and the environs passing the validator.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use gateway_core::{App, Body, Builder, Environ, StartResponse};
+use gateway_servers::runtime::{Bind, Config, Listener, Runtime, Shutdown};
+use gateway_servers::uwsgi::codec;
+use gateway_testkit::{Mode, Validator};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(app: impl App + 'static, max_vars: usize) -> Server {
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener =
+                    Listener::bind(&Bind::Tcp("127.0.0.1:0".parse().unwrap()), None).unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let runtime = Runtime::new(app, Config::default());
+                gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)
+                    .await
+                    .unwrap();
+            });
+        });
+        Server {
+            addr: rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    /// Sends raw bytes, returns everything the server sent until it closed.
+    fn exchange(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        reply
+    }
+
+    fn request(&self, modifier1: u8, vars: &[(&str, &str)], body: &[u8]) -> String {
+        let mut wire = BytesMut::new();
+        codec::encode_request(
+            &mut wire,
+            modifier1,
+            vars.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        )
+        .unwrap();
+        wire.extend_from_slice(body);
+        String::from_utf8_lossy(&self.exchange(&wire)).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.immediate();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn echo(mut environ: Environ, start: StartResponse) -> Body {
+    let mut body = Vec::new();
+    if let Err(error) = environ.input().read_to_end(&mut body) {
+        return Body::error(error);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    let _ = start.start(StatusCode::OK, headers);
+    let mut answer = format!(
+        "{} {}|{}|proxy={}|",
+        environ.request_method(),
+        String::from_utf8_lossy(environ.script_name()),
+        String::from_utf8_lossy(environ.path_info()),
+        environ.contains("HTTP_PROXY"),
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    Body::from(answer)
+}
+
+fn nginx_vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vec![
+        ("QUERY_STRING", ""),
+        ("REQUEST_METHOD", "GET"),
+        ("CONTENT_TYPE", ""),
+        ("CONTENT_LENGTH", ""),
+        ("REQUEST_URI", "/x"),
+        ("PATH_INFO", "/x"),
+        ("DOCUMENT_ROOT", "/srv"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", "50000"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_NAME", "localhost"),
+        ("HTTP_HOST", "localhost"),
+    ];
+    for (name, value) in extra {
+        vars.retain(|(n, _)| n != name);
+        vars.push((name, value));
+    }
+    vars
+}
+
+#[test]
+fn requests_with_and_without_bodies() {
+    let server = Server::start(echo, codec::MAX_VARS_SIZE);
+    let reply = server.request(0, &nginx_vars(&[("HTTP_PROXY", "http://evil")]), b"");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("\r\nConnection: close\r\n"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nGET |/x|proxy=false|"), "{reply}");
+
+    let reply = server.request(
+        0,
+        &nginx_vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "5")]),
+        b"helloEXTRA",
+    );
+    assert!(reply.ends_with("POST |/x|proxy=false|hello"), "{reply}");
+}
+
+#[test]
+fn raw_chunked_bodies_from_the_uwsgi_router() {
+    let server = Server::start(echo, codec::MAX_VARS_SIZE);
+    let vars = nginx_vars(&[
+        ("REQUEST_METHOD", "POST"),
+        ("HTTP_TRANSFER_ENCODING", "chunked"),
+    ]);
+    let reply = server.request(0, &vars, b"6\r\nchunky\r\n3\r\nabc\r\n0\r\n\r\n");
+    assert!(reply.ends_with("POST |/x|proxy=false|chunkyabc"), "{reply}");
+}
+
+#[test]
+fn modifier_30_strips_script_name_from_path_info() {
+    let server = Server::start(echo, codec::MAX_VARS_SIZE);
+    let vars = nginx_vars(&[("SCRIPT_NAME", "/m30"), ("PATH_INFO", "/m30/foo")]);
+    let reply = server.request(30, &vars, b"");
+    assert!(reply.ends_with("GET /m30|/foo|proxy=false|"), "{reply}");
+}
+
+#[test]
+fn ping_unknown_modifiers_and_limits() {
+    let server = Server::start(echo, 64);
+    let mut ping = BytesMut::new();
+    codec::encode_ping(&mut ping);
+    assert_eq!(server.exchange(&ping), [100, 0, 0, 1]);
+
+    let reply = server.request(5, &[("A", "1")], b"");
+    assert!(
+        reply.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+        "{reply}"
+    );
+
+    let reply = server.request(0, &nginx_vars(&[]), b"");
+    assert!(
+        reply.starts_with("HTTP/1.1 431 "),
+        "vars over 64 bytes: {reply}"
+    );
+
+    let reply =
+        String::from_utf8_lossy(&server.exchange(&[0, 4, 0, 0, 9, 0, b'A', 0])).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+}
+
+#[test]
+fn streaming_responses() {
+    let app = |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from_chunks(["one,", "two,", "three"])
+    };
+    let server = Server::start(app, codec::MAX_VARS_SIZE);
+    let reply = server.request(0, &nginx_vars(&[]), b"");
+    assert!(!reply.contains("content-length"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\none,two,three"), "{reply}");
+}
+
+#[test]
+fn the_environs_pass_the_validator() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(echo);
+    let server = Server::start(app, codec::MAX_VARS_SIZE);
+    server.request(0, &nginx_vars(&[]), b"");
+    server.request(
+        0,
+        &nginx_vars(&[
+            ("REQUEST_METHOD", "POST"),
+            ("CONTENT_LENGTH", "2"),
+            ("CONTENT_TYPE", "a/b"),
+        ]),
+        b"ok",
+    );
+    server.request(
+        30,
+        &nginx_vars(&[("SCRIPT_NAME", "/m"), ("PATH_INFO", "/m/x")]),
+        b"",
+    );
+    assert!(report.is_clean(), "{:#?}", report.violations());
+}
