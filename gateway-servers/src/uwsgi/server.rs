@@ -254,13 +254,12 @@ impl http_body::Body for SocketBody {
                 None => {}
             }
             if this.eof {
-                return Poll::Ready(match this.chunked {
-                    Some(_) => Some(Err(io::Error::new(
+                return Poll::Ready(this.chunked.as_ref().map(|_| {
+                    Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "chunked request body cut short",
-                    ))),
-                    None => None,
-                });
+                    ))
+                }));
             }
             let mut chunk = [0u8; 16 * 1024];
             let mut read = ReadBuf::new(&mut chunk);
