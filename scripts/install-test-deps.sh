@@ -9,6 +9,7 @@ PACKAGES=(
   curl
   apache2
   lighttpd
+  nginx
 )
 
 missing=()

@@ -1,0 +1,318 @@
+//! What the tests of the example programs share: temporary directories, web servers started
+//! and stopped by PID, curl, and the field-by-field checks of the `echo` program behind a front
+//! end.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The echo program.
+pub const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+/// The SHA-256 of `data`, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new, empty directory.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("gateway-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Apache runs CGI scripts as `nobody`: the directory must be readable by all.
+        set_mode(&dir, 0o755);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Sets the permissions of `path`.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Copies the echo program into `dir` as `name`, executable by all.
+pub fn install_script(dir: &Path, name: &str) {
+    let target = dir.join(name);
+    std::fs::copy(ECHO, &target).unwrap();
+    set_mode(&target, 0o755);
+}
+
+/// A web server process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct WebServer {
+    /// The process, when this handle started it.
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl WebServer {
+    /// Starts `program` and waits until `port` accepts connections.
+    pub fn start(program: &str, args: &[&str], port: u16, log: PathBuf) -> WebServer {
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing: run scripts/install-test-deps.sh"
+        );
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = WebServer {
+            child: Some(child),
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{program} did not start: {}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Another port of a server started with [`WebServer::start`]: a handle to build URLs,
+    /// with no process of its own.
+    pub fn attach(port: u16) -> WebServer {
+        WebServer {
+            child: None,
+            port,
+            log: PathBuf::new(),
+        }
+    }
+
+    /// A URL of this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What curl got: the status, the headers (lower-cased names) and the body.
+pub struct Fetched {
+    /// The status.
+    pub status: u16,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Fetched {
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Runs curl with `args` (and `stdin`), returning the last response it got.
+pub fn curl(args: &[&str], stdin: Option<&[u8]>) -> Fetched {
+    let dir = TempDir::new(&format!("curl-{}", free_port()));
+    let head_file = dir.0.join("head");
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "--max-time", "15", "-D"])
+        .arg(&head_file)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = command
+        .spawn()
+        .expect("curl: run scripts/install-test-deps.sh");
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+    // The last head (after any 100 Continue).
+    let last = head
+        .trim_end()
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let mut lines = last.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Fetched {
+        status,
+        headers,
+        body: output.stdout,
+    }
+}
+
+/// The checks every front end must pass, field by field. `passes_length`: whether the front end
+/// passes a CGI script's `Content-Length` on (Apache 2.4.59 and later strip it from CGI-like
+/// responses, CVE-2024-24795).
+pub fn check_front_end(
+    server: &WebServer,
+    script_url: &str,
+    script_name: &str,
+    chunked: bool,
+    passes_length: bool,
+) {
+    let get = curl(
+        &[
+            "-H",
+            "X-Token: secret",
+            "-H",
+            "Cookie: a=1",
+            &server.url(&format!("{script_url}/some/path?q=1&r=%20x")),
+        ],
+        None,
+    );
+    assert_eq!(get.status, 200);
+    assert_eq!(get.header("content-type"), Some("application/json"));
+    let json = get.json();
+    let environ = &json["environ"];
+    assert_eq!(environ["REQUEST_METHOD"], "GET");
+    assert_eq!(environ["SCRIPT_NAME"], script_name);
+    assert_eq!(environ["PATH_INFO"], "/some/path");
+    assert_eq!(environ["QUERY_STRING"], "q=1&r=%20x");
+    assert_eq!(environ["HTTP_X_TOKEN"], "secret");
+    assert_eq!(environ["HTTP_COOKIE"], "a=1");
+    assert_eq!(environ["SERVER_PORT"], server.port.to_string());
+    assert_eq!(environ["wsgi.url_scheme"], "http");
+    assert_eq!(json["body_len"], 0);
+
+    let payload: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let post = curl(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            "@-",
+            &server.url(&format!("{script_url}/upload")),
+        ],
+        Some(&payload),
+    );
+    let json = post.json();
+    assert_eq!(json["environ"]["CONTENT_LENGTH"], "50000");
+    assert_eq!(json["environ"]["CONTENT_TYPE"], "application/octet-stream");
+    assert_eq!(json["body_len"], 50_000);
+    assert_eq!(json["body_sha256"], sha256_hex(&payload));
+
+    if chunked {
+        let post = curl(
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                "@-",
+                &server.url(&format!("{script_url}/chunked")),
+            ],
+            Some(&payload),
+        );
+        let json = post.json();
+        assert_eq!(json["body_len"], 50_000, "{}", json["environ"]);
+        assert_eq!(json["body_sha256"], sha256_hex(&payload));
+    }
+
+    let teapot = curl(&[&server.url(&format!("{script_url}/status/418"))], None);
+    assert_eq!(teapot.status, 418);
+    assert_eq!(teapot.json()["environ"]["PATH_INFO"], "/status/418");
+    let missing = curl(&[&server.url(&format!("{script_url}/status/404"))], None);
+    assert_eq!(missing.status, 404);
+
+    // `curl -I` prints the head on stdout: anything after it would be a body.
+    let head = curl(&["-I", &server.url(&format!("{script_url}/h"))], None);
+    assert_eq!(head.status, 200);
+    let printed = String::from_utf8_lossy(&head.body);
+    assert!(
+        printed.ends_with("\r\n\r\n") && !printed.contains('{'),
+        "{printed}"
+    );
+    if passes_length {
+        assert!(
+            head.header("content-length").is_some_and(|l| l != "0"),
+            "HEAD keeps the length"
+        );
+    }
+
+    let stream = curl(&[&server.url(&format!("{script_url}/stream/5"))], None);
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.body, vec![b'x'; 5000]);
+
+    let headers = curl(
+        &[&server.url(&format!("{script_url}/headers?x-one=1&x-two=a%20b"))],
+        None,
+    );
+    assert_eq!(headers.header("x-one"), Some("1"));
+    assert_eq!(headers.header("x-two"), Some("a b"));
+}
