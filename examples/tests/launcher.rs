@@ -98,9 +98,8 @@ fn bad_flags_are_one_line_and_exit_2() {
     ] {
         assert!(text.contains(flag), "--help lists {flag}");
     }
-    // The FastCGI server is not in this build: said so, exit 2.
     let output = Command::new(ECHO)
-        .args(["--fastcgi", "127.0.0.1:9000"])
+        .args(["--fastcgi-roles", "janitor"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));

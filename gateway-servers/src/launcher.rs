@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use gateway_core::App;
 
+use crate::fastcgi::protocol::{Roles, Settings};
 use crate::runtime::{Bind, Config, Listener, Runtime, Shutdown, inherited_fd0};
 
 /// The launcher's flags. Example programs add their own with `#[command(flatten)]`:
@@ -65,6 +66,10 @@ pub struct LauncherArgs {
     /// Seconds shutdown waits for requests in progress.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
     pub shutdown_timeout: f64,
+    /// FastCGI roles the app plays, comma-separated: responder, authorizer, filter (others
+    /// are answered FCGI_UNKNOWN_ROLE).
+    #[arg(long, value_name = "ROLES", default_value = "responder", value_parser = parse_roles)]
+    pub fastcgi_roles: Roles,
     /// Largest uwsgi vars block in bytes (larger gets 431); the protocol's own limit by
     /// default.
     #[arg(long, default_value_t = crate::uwsgi::codec::MAX_VARS_SIZE)]
@@ -72,6 +77,20 @@ pub struct LauncherArgs {
     /// Permissions of Unix socket files, in octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
+}
+
+fn parse_roles(s: &str) -> Result<Roles, String> {
+    let mut roles: Option<Roles> = None;
+    for name in s.split(',').map(str::trim) {
+        let role = match name {
+            "responder" => Roles::RESPONDER,
+            "authorizer" => Roles::AUTHORIZER,
+            "filter" => Roles::FILTER,
+            other => return Err(format!("unknown FastCGI role `{other}`")),
+        };
+        roles = Some(roles.map_or(role, |r| r.union(role)));
+    }
+    roles.ok_or_else(|| "no FastCGI role given".to_owned())
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -121,9 +140,10 @@ pub fn is_cgi() -> bool {
 ///
 /// - CGI when `GATEWAY_INTERFACE` is set (checked before anything else, so a CGI process starts
 ///   no runtime and parses no flags);
-/// - otherwise the flags ([`LauncherArgs`]): `--http ADDR` (any number), `--uwsgi ADDR`,
-///   `--fastcgi ADDR` (refused with exit code 2 until the FastCGI server lands), and the limits
-///   and timeouts;
+/// - FastCGI on fd 0 when the process was spawned by a web server with a listening socket
+///   there (lighttpd's `bin-path`, spawn-fcgi, mod_fcgid) and no address is given;
+/// - otherwise the flags ([`LauncherArgs`]): `--http ADDR` (any number), `--fastcgi ADDR`,
+///   `--uwsgi ADDR`, and the limits and timeouts;
 /// - with no address, HTTP on 127.0.0.1:8000, said on stderr.
 ///
 /// Bad flags give a one-line error and exit code 2; `--help` lists the flags.
@@ -172,11 +192,14 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };
-    if args.fastcgi.is_some() || (args.http.is_empty() && args.uwsgi.is_none() && inherited_fd0()) {
-        return usage_error(
-            "the FastCGI server is not part of this build yet; use --http or --uwsgi",
-        );
-    }
+    // Spawned by a web server with a listening socket on fd 0 (FCGI_LISTENSOCK_FILENO): FastCGI.
+    let fastcgi = match &args.fastcgi {
+        Some(bind) => Some(bind.clone()),
+        None if args.http.is_empty() && args.uwsgi.is_none() && inherited_fd0() => {
+            Some(Bind::Fd(0))
+        }
+        None => None,
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -184,7 +207,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    let binds = if args.http.is_empty() && args.uwsgi.is_some() {
+    let binds = if args.http.is_empty() && (args.uwsgi.is_some() || fastcgi.is_some()) {
         Vec::new()
     } else if args.http.is_empty() {
         let bind = Bind::Tcp(([127, 0, 0, 1], 8000).into());
@@ -219,6 +242,24 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 listener,
                 server.clone(),
                 shutdown.clone(),
+            )));
+        }
+        if let Some(bind) = &fastcgi {
+            let listener = Listener::bind(bind, args.socket_mode).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
+            })?;
+            tracing::info!(address = %bind, "serving FastCGI");
+            let settings = Settings {
+                max_conns: server.config().max_connections,
+                max_reqs: server.config().max_requests,
+                roles: args.fastcgi_roles,
+                ..Settings::default()
+            };
+            tasks.push(tokio::spawn(crate::fastcgi::server::serve(
+                listener,
+                server.clone(),
+                shutdown.clone(),
+                settings,
             )));
         }
         if let Some(bind) = &args.uwsgi {

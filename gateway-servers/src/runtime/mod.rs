@@ -5,11 +5,14 @@
 //! [`Listener`], builds environs, and runs apps with [`Runtime::run_app`], which applies the
 //! request limit and runs blocking apps on the pool.
 
+mod accept;
 mod listener;
 mod request;
 mod shutdown;
 
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +22,7 @@ use http::Response;
 use http_body::{Body as _, Frame};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use accept::serve_connections;
 pub use listener::{
     Bind, Connection, Listener, ParseBindError, Stream, inherited_fd0, is_listening_socket,
 };
@@ -162,6 +166,11 @@ impl<A: App + 'static> Runtime<A> {
         &self.config
     }
 
+    /// Whether one more request may start now (the request limit is not reached).
+    pub fn has_capacity(&self) -> bool {
+        self.requests.available_permits() > 0
+    }
+
     /// The error stream every environ of this runtime gets.
     pub fn errors(&self) -> &ErrorStream {
         &self.errors
@@ -187,7 +196,19 @@ impl<A: App + 'static> Runtime<A> {
         let (head_tx, head_rx) = oneshot::channel();
         let (frame_tx, frame_rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            let response = gateway_core::block_on(driver::call(&*app, environ));
+            let mut head_tx = head_tx;
+            let mut response = std::pin::pin!(driver::call(&*app, environ));
+            // Wait for the head, unless the connection gives up first (the client left, or
+            // the web server aborted the request): then the app's response is dropped here.
+            let response = gateway_core::block_on(std::future::poll_fn(|cx| {
+                if let Poll::Ready(response) = response.as_mut().poll(cx) {
+                    return Poll::Ready(Some(response));
+                }
+                head_tx.poll_closed(cx).map(|()| None)
+            }));
+            let Some(response) = response else {
+                return;
+            };
             let (parts, body) = response.into_parts();
             if body.is_buffered() {
                 // Nothing left that could block: the connection sends it itself.
@@ -219,10 +240,15 @@ impl<A: App + 'static> Runtime<A> {
 /// behind; stops (dropping the body) when the receiver is gone.
 fn pump(mut body: ResponseBody, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>) {
     loop {
+        // The next frame, unless the connection is gone first (then the body is dropped).
+        let mut closed = std::pin::pin!(frames.closed());
         let frame = gateway_core::block_on(std::future::poll_fn(|cx| {
-            std::pin::Pin::new(&mut body).poll_frame(cx)
+            if let Poll::Ready(frame) = std::pin::Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Some(frame));
+            }
+            closed.as_mut().poll(cx).map(|()| None)
         }));
-        let Some(frame) = frame else {
+        let Some(Some(frame)) = frame else {
             return;
         };
         let failed = frame.is_err();

@@ -11,20 +11,17 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Input, PeerAddr};
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf};
-use tokio::sync::Semaphore;
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
 use crate::params::{BodyFraming, body_framing, bound_input, environ_from_params};
-use crate::runtime::{Listener, Runtime, Shutdown, Stream, plain_response};
+use crate::runtime::{Listener, Runtime, Shutdown, Stream, plain_response, serve_connections};
 
 /// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
 /// for the requests in progress (within the config's `shutdown_timeout`). Vars blocks larger
@@ -36,51 +33,18 @@ pub async fn serve<A: App + 'static>(
     shutdown: Shutdown,
     max_vars_size: usize,
 ) -> io::Result<()> {
-    let config = runtime.config().clone();
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.wait_graceful() => break,
-        };
-        let connection = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.wait_graceful() => break,
-        };
-        let connection = match connection {
-            Ok(connection) => connection,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let runtime = runtime.clone();
-        tokio::spawn(async move {
+    let handler_runtime = runtime.clone();
+    serve_connections(listener, runtime.config(), shutdown, move |connection| {
+        let runtime = handler_runtime.clone();
+        async move {
             if let Err(error) =
                 handle(runtime, connection.stream, connection.peer, max_vars_size).await
             {
                 tracing::debug!(%error, "uwsgi connection ended with an error");
             }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if shutdown.is_immediate() {
-        return Ok(());
-    }
-    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
-    tokio::select! {
-        _ = connections.acquire_many(all) => tracing::info!("all uwsgi requests finished"),
-        () = tokio::time::sleep(config.shutdown_timeout) => {
-            tracing::warn!("shutdown timeout: closing the uwsgi connections still open");
         }
-        () = shutdown.wait_immediate() => {}
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// Reads until a whole packet is in `buf`: `None` if the peer closed first.

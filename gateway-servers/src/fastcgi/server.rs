@@ -1,0 +1,324 @@
+//! The FastCGI server: the connection loop over [`protocol::Connection`].
+//!
+//! A connection's records are decoded as they arrive; the protocol answers management records
+//! and refusals itself; each request whose params are complete runs as a task of its own (so a
+//! slow request never holds back the others on a multiplexed connection), reading its body
+//! from a bounded per-request channel and writing its response as `FCGI_STDOUT` records, a
+//! `Status:` line first (nginx and Apache handle an HTTP status line differently), then
+//! `FCGI_END_REQUEST`. `wsgi.errors` goes out as `FCGI_STDERR` records, so app errors land in
+//! the web server's error log. `FCGI_ABORT_REQUEST` drops the app's response (its body's
+//! `close()`) and ends the request. The connection closes after a request without
+//! `FCGI_KEEP_CONN`, as the web server asked.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use gateway_core::{App, ErrorSink, ErrorStream, Input, PeerAddr};
+use http_body::{Body as _, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::codec::{self, Role, StreamKind};
+use super::protocol::{Connection, Event, Settings};
+use crate::params::{body_framing, bound_input, environ_from_params};
+use crate::runtime::{Listener, Runtime, Shutdown, Stream, serve_connections};
+
+/// Record batches a request may have queued for the connection's writer.
+const OUTPUT_QUEUE: usize = 16;
+/// Input records a request may have queued before reading stops for the connection.
+const INPUT_QUEUE: usize = 32;
+
+/// The body data of the Filter role (`FCGI_DATA`), in the environ's extensions.
+#[derive(Debug, Clone)]
+pub struct FilterData(pub Arc<std::sync::Mutex<Option<Input>>>);
+
+/// Serves `runtime`'s app over FastCGI on `listener` until `shutdown` asks to stop; then waits
+/// for the connections' requests (within the config's `shutdown_timeout`).
+pub async fn serve<A: App + 'static>(
+    listener: Listener,
+    runtime: Runtime<A>,
+    shutdown: Shutdown,
+    settings: Settings,
+) -> io::Result<()> {
+    let handler_runtime = runtime.clone();
+    serve_connections(listener, runtime.config(), shutdown, move |connection| {
+        let runtime = handler_runtime.clone();
+        async move {
+            if let Err(error) = handle(runtime, connection.stream, connection.peer, settings).await
+            {
+                tracing::debug!(%error, "FastCGI connection ended with an error");
+            }
+        }
+    })
+    .await
+}
+
+/// A request body fed by the connection's reader.
+struct ChannelBody {
+    records: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.records.poll_recv(cx) {
+            Poll::Ready(Some(data)) if data.is_empty() => Poll::Ready(None),
+            Poll::Ready(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the web server closed the connection before the end of the body",
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// `wsgi.errors` of one request: `FCGI_STDERR` records on its connection. Lines that find the
+/// connection's queue full go to the server's log instead.
+struct StderrSink {
+    request_id: u16,
+    out: mpsc::Sender<Bytes>,
+}
+
+impl ErrorSink for StderrSink {
+    fn write_message(&self, message: &[u8]) {
+        let mut records = BytesMut::new();
+        codec::encode_stream(&mut records, StreamKind::Stderr, self.request_id, message);
+        if self.out.try_send(records.freeze()).is_err() {
+            tracing::warn!(target: "gateway::errors", "{}", String::from_utf8_lossy(message).trim_end());
+        }
+    }
+}
+
+struct Running {
+    stdin: Option<mpsc::Sender<Bytes>>,
+    data: Option<mpsc::Sender<Bytes>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn handle<A: App + 'static>(
+    runtime: Runtime<A>,
+    stream: Box<dyn Stream>,
+    peer: Option<std::net::SocketAddr>,
+    settings: Settings,
+) -> io::Result<()> {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+    let writer_task = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            writer.write_all(&bytes).await?;
+            writer.flush().await?;
+        }
+        writer.shutdown().await
+    });
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, u32)>();
+    let mut connection = Connection::new(settings);
+    let mut running: HashMap<u16, Running> = HashMap::new();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut reading = true;
+    loop {
+        if connection.should_close() {
+            break;
+        }
+        if !reading && running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf), if reading => {
+                if read? == 0 {
+                    reading = false;
+                    // The web server is gone: the bodies still being read end in an error.
+                    for request in running.values_mut() {
+                        request.stdin = None;
+                        request.data = None;
+                    }
+                    continue;
+                }
+                loop {
+                    let record = match codec::decode_record(&mut buf) {
+                        Ok(Some(record)) => record,
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "bad FastCGI record: closing the connection");
+                            return Ok(());
+                        }
+                    };
+                    let mut out = BytesMut::new();
+                    let event = match connection.receive(record, runtime.has_capacity(), &mut out) {
+                        Ok(event) => event,
+                        Err(error) => {
+                            tracing::warn!(%error, "FastCGI protocol error: closing the connection");
+                            return Ok(());
+                        }
+                    };
+                    if !out.is_empty() && out_tx.send(out.freeze()).await.is_err() {
+                        return Ok(());
+                    }
+                    match event {
+                        None => {}
+                        Some(Event::Request { request_id, role, params, .. }) => {
+                            let pairs: Result<Vec<_>, _> = params.collect();
+                            let Ok(pairs) = pairs else {
+                                tracing::warn!("bad FastCGI params: closing the connection");
+                                return Ok(());
+                            };
+                            let request = start_request(
+                                &runtime, request_id, role, pairs, peer, out_tx.clone(), done_tx.clone(),
+                            );
+                            running.insert(request_id, request);
+                        }
+                        Some(Event::Stdin { request_id, data }) => {
+                            let sender = running.get(&request_id).and_then(|r| r.stdin.clone());
+                            if let Some(sender) = sender {
+                                // Bounded: a request that does not read its body holds back
+                                // this connection's reading, not the server.
+                                let _ = sender.send(data.clone()).await;
+                            }
+                            if data.is_empty() {
+                                if let Some(r) = running.get_mut(&request_id) { r.stdin = None; }
+                            }
+                        }
+                        Some(Event::Data { request_id, data }) => {
+                            let sender = running.get(&request_id).and_then(|r| r.data.clone());
+                            if let Some(sender) = sender {
+                                let _ = sender.send(data.clone()).await;
+                            }
+                            if data.is_empty() {
+                                if let Some(r) = running.get_mut(&request_id) { r.data = None; }
+                            }
+                        }
+                        Some(Event::Abort { request_id }) => {
+                            if let Some(request) = running.remove(&request_id) {
+                                request.task.abort();
+                                tracing::info!(request_id, "request aborted by the web server");
+                            }
+                            let mut out = BytesMut::new();
+                            connection.end_request(request_id, 0, &mut out);
+                            let _ = out_tx.send(out.freeze()).await;
+                        }
+                    }
+                }
+            }
+            Some((request_id, app_status)) = done_rx.recv() => {
+                if running.remove(&request_id).is_some() {
+                    let mut out = BytesMut::new();
+                    connection.end_request(request_id, app_status, &mut out);
+                    if out_tx.send(out.freeze()).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    drop(out_tx);
+    for (_, request) in running {
+        request.task.abort();
+    }
+    writer_task.await.map_err(io::Error::other)?
+}
+
+fn start_request<A: App + 'static>(
+    runtime: &Runtime<A>,
+    request_id: u16,
+    role: Role,
+    pairs: Vec<(Bytes, Bytes)>,
+    peer: Option<std::net::SocketAddr>,
+    out: mpsc::Sender<Bytes>,
+    done: mpsc::UnboundedSender<(u16, u32)>,
+) -> Running {
+    let mut environ = environ_from_params(pairs);
+    environ.set("FCGI_ROLE", role.name());
+    let (stdin_tx, stdin_rx) = mpsc::channel(INPUT_QUEUE);
+    let framing = body_framing(&environ);
+    let (body, guard) = runtime.guard_body(ChannelBody { records: stdin_rx });
+    // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
+    // well-defined end (Apache streams chunked bodies this way).
+    let input = match framing {
+        crate::params::BodyFraming::Length(_) => bound_input(Input::from_body(body), framing),
+        _ => Input::from_body(body),
+    };
+    environ.set_input(input);
+    let (data_tx, data) = if role == Role::Filter {
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let mut data = Input::from_body(ChannelBody { records: rx });
+        if let Some(length) = environ
+            .get_str("FCGI_DATA_LENGTH")
+            .and_then(|l| l.parse::<u64>().ok())
+        {
+            data = data.with_limit(length);
+        }
+        (Some(tx), Some(data))
+    } else {
+        (None, None)
+    };
+    if let Some(data) = data {
+        environ
+            .extensions_mut()
+            .insert(FilterData(Arc::new(std::sync::Mutex::new(Some(data)))));
+    }
+    environ.set_errors(ErrorStream::new(StderrSink {
+        request_id,
+        out: out.clone(),
+    }));
+    environ.set_multithread(runtime.config().blocking);
+    if let Some(peer) = peer {
+        environ.extensions_mut().insert(PeerAddr(peer));
+    }
+    let runtime = runtime.clone();
+    let task = tokio::spawn(async move {
+        let response = runtime.respond(environ, guard).await;
+        let status = send_response(request_id, response, &out).await;
+        let _ = done.send((request_id, status));
+    });
+    Running {
+        stdin: Some(stdin_tx),
+        data: data_tx,
+        task,
+    }
+}
+
+/// Sends a response as STDOUT records: the `Status:` head, then each body frame. Returns the
+/// app status for `FCGI_END_REQUEST`: 0, or 1 when the response was cut short.
+async fn send_response(
+    request_id: u16,
+    response: http::Response<gateway_core::Body>,
+    out: &mpsc::Sender<Bytes>,
+) -> u32 {
+    let (parts, mut body) = response.into_parts();
+    let mut head = Vec::with_capacity(256);
+    if crate::cgi::write_head(&mut head, parts.status, &parts.headers, None).is_err() {
+        return 1;
+    }
+    let mut records = BytesMut::new();
+    codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
+    if out.send(records.freeze()).await.is_err() {
+        return 1;
+    }
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    let mut records = BytesMut::new();
+                    codec::encode_stream(&mut records, StreamKind::Stdout, request_id, data);
+                    if out.send(records.freeze()).await.is_err() {
+                        return 1;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, request_id, "response aborted");
+                return 1;
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,383 @@
+//! The FastCGI server over real sockets on 127.0.0.1, driven with the project's own codec as the
+//! web server's side: responder requests, keep-alive, multiplexed interleaved requests, abort,
+//! GET_VALUES, roles, STDERR, and the environs passing the validator.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use gateway_core::{App, Body, Builder, Environ, StartResponse};
+use gateway_servers::fastcgi::codec::{self, ProtocolStatus, Record, Role, StreamKind};
+use gateway_servers::fastcgi::protocol::{Roles, Settings};
+use gateway_servers::runtime::{Bind, Config, Listener, Runtime, Shutdown};
+use gateway_testkit::{Mode, Validator};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(app: impl App + 'static, roles: Roles) -> Server {
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener =
+                    Listener::bind(&Bind::Tcp("127.0.0.1:0".parse().unwrap()), None).unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let mut settings = Settings::default();
+                settings.roles = roles;
+                settings.max_conns = 77;
+                let runtime = Runtime::new(app, Config::default());
+                gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
+                    .await
+                    .unwrap();
+            });
+        });
+        Server {
+            addr: rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self) -> Peer {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Peer {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.immediate();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The web server's side of a connection.
+struct Peer {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// What came back for one request.
+#[derive(Debug, Default)]
+struct Answer {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    end: Option<(u32, ProtocolStatus)>,
+}
+
+impl Peer {
+    fn send(&mut self, wire: &BytesMut) {
+        self.stream.write_all(wire).unwrap();
+    }
+
+    /// The next record, or `None` when the server closed the connection.
+    fn record(&mut self) -> Option<Record> {
+        loop {
+            if let Some(record) = codec::decode_record(&mut self.buf).unwrap() {
+                return Some(record);
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .expect("read within the timeout");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads records until every request in `ids` ended.
+    fn answers(&mut self, ids: &[u16]) -> HashMap<u16, Answer> {
+        let mut answers: HashMap<u16, Answer> = HashMap::new();
+        while ids
+            .iter()
+            .any(|id| answers.get(id).is_none_or(|a| a.end.is_none()))
+        {
+            match self.record().expect("the server answered every request") {
+                Record::Stream {
+                    request_id,
+                    kind,
+                    data,
+                } => {
+                    let answer = answers.entry(request_id).or_default();
+                    match kind {
+                        StreamKind::Stdout => answer.stdout.extend_from_slice(&data),
+                        StreamKind::Stderr => answer.stderr.extend_from_slice(&data),
+                        other => panic!("{other:?} from the application"),
+                    }
+                }
+                Record::EndRequest {
+                    request_id,
+                    app_status,
+                    protocol_status,
+                } => {
+                    answers.entry(request_id).or_default().end =
+                        Some((app_status, protocol_status));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        answers
+    }
+}
+
+fn request(
+    wire: &mut BytesMut,
+    id: u16,
+    role: Role,
+    keep: bool,
+    params: &[(&str, &str)],
+    stdin: Option<&[u8]>,
+) {
+    codec::encode_begin_request(wire, id, role, keep);
+    let mut block = BytesMut::new();
+    for (name, value) in params {
+        codec::encode_pair(&mut block, name.as_bytes(), value.as_bytes());
+    }
+    codec::encode_stream(wire, StreamKind::Params, id, &block);
+    codec::encode_end_of_stream(wire, StreamKind::Params, id);
+    if let Some(stdin) = stdin {
+        codec::encode_stream(wire, StreamKind::Stdin, id, stdin);
+        codec::encode_end_of_stream(wire, StreamKind::Stdin, id);
+    }
+}
+
+const PARAMS: &[(&str, &str)] = &[
+    ("REQUEST_METHOD", "POST"),
+    ("SCRIPT_NAME", "/app"),
+    ("PATH_INFO", "/x"),
+    ("QUERY_STRING", "q=1"),
+    ("CONTENT_LENGTH", "5"),
+    ("CONTENT_TYPE", "text/plain"),
+    ("SERVER_NAME", "localhost"),
+    ("SERVER_PORT", "80"),
+    ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ("HTTP_HOST", "localhost"),
+];
+
+fn echo(mut environ: Environ, start: StartResponse) -> Body {
+    let mut body = Vec::new();
+    if let Err(error) = environ.input().read_to_end(&mut body) {
+        return Body::error(error);
+    }
+    let _ = writeln!(environ.errors(), "echo saw {} bytes", body.len());
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    let _ = start.start(StatusCode::OK, headers);
+    let mut answer = format!(
+        "{} {}|",
+        environ.get_str("FCGI_ROLE").unwrap_or("-"),
+        String::from_utf8_lossy(environ.path_info())
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    Body::from(answer)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_responder_request_then_the_connection_closes() {
+    let server = Server::start(echo, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, false, PARAMS, Some(b"hello"));
+    peer.send(&wire);
+    let answers = peer.answers(&[1]);
+    let answer = &answers[&1];
+    let stdout = text(&answer.stdout);
+    assert!(stdout.starts_with("Status: 200 OK\r\n"), "{stdout}");
+    assert!(stdout.ends_with("\r\n\r\nRESPONDER /x|hello"), "{stdout}");
+    assert_eq!(text(&answer.stderr), "echo saw 5 bytes\n");
+    assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+    assert!(peer.record().is_none(), "closed: no FCGI_KEEP_CONN");
+}
+
+#[test]
+fn keep_conn_and_multiplexed_interleaved_requests() {
+    let server = Server::start(echo, Roles::RESPONDER);
+    let mut peer = server.connect();
+    for round in 0..2 {
+        // Two requests interleaved record by record.
+        let mut wire = BytesMut::new();
+        codec::encode_begin_request(&mut wire, 1, Role::Responder, true);
+        codec::encode_begin_request(&mut wire, 2, Role::Responder, true);
+        let mut block = BytesMut::new();
+        for (n, v) in PARAMS {
+            codec::encode_pair(&mut block, n.as_bytes(), v.as_bytes());
+        }
+        codec::encode_stream(&mut wire, StreamKind::Params, 2, &block);
+        codec::encode_stream(&mut wire, StreamKind::Params, 1, &block);
+        codec::encode_end_of_stream(&mut wire, StreamKind::Params, 1);
+        codec::encode_end_of_stream(&mut wire, StreamKind::Params, 2);
+        codec::encode_stream(&mut wire, StreamKind::Stdin, 2, b"two..");
+        codec::encode_stream(&mut wire, StreamKind::Stdin, 1, b"one..");
+        codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 2);
+        codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 1);
+        peer.send(&wire);
+        let answers = peer.answers(&[1, 2]);
+        assert!(
+            text(&answers[&1].stdout).ends_with("|one.."),
+            "round {round}"
+        );
+        assert!(
+            text(&answers[&2].stdout).ends_with("|two.."),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn get_values_and_unknown_types_are_answered_on_a_kept_connection() {
+    let server = Server::start(echo, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    codec::encode_get_values(&mut wire, [codec::MAX_CONNS, codec::MPXS_CONNS]);
+    Record::Unknown {
+        request_id: 0,
+        record_type: 99,
+        content: Bytes::new(),
+    }
+    .encode(&mut wire);
+    peer.send(&wire);
+    let Some(Record::GetValuesResult { pairs }) = peer.record() else {
+        panic!()
+    };
+    let pairs: Vec<_> = codec::Pairs::new(pairs).collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        pairs,
+        [
+            (Bytes::from_static(codec::MAX_CONNS), Bytes::from("77")),
+            (Bytes::from_static(codec::MPXS_CONNS), Bytes::from("1")),
+        ]
+    );
+    assert_eq!(peer.record(), Some(Record::UnknownType { record_type: 99 }));
+    // The connection still serves requests.
+    let mut wire = BytesMut::new();
+    request(&mut wire, 3, Role::Responder, true, PARAMS, Some(b"after"));
+    peer.send(&wire);
+    assert!(text(&peer.answers(&[3])[&3].stdout).ends_with("|after"));
+}
+
+#[test]
+fn roles_the_app_does_not_play_get_unknown_role() {
+    let server = Server::start(echo, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Authorizer, true, PARAMS, None);
+    peer.send(&wire);
+    assert_eq!(
+        peer.answers(&[1])[&1].end,
+        Some((0, ProtocolStatus::UnknownRole))
+    );
+
+    let server = Server::start(echo, Roles::ALL);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    let params: Vec<_> = PARAMS
+        .iter()
+        .filter(|(n, _)| *n != "CONTENT_LENGTH")
+        .copied()
+        .collect();
+    request(&mut wire, 1, Role::Authorizer, true, &params, Some(b""));
+    peer.send(&wire);
+    let answer = &peer.answers(&[1])[&1];
+    assert!(
+        text(&answer.stdout).ends_with("AUTHORIZER /x|"),
+        "{}",
+        text(&answer.stdout)
+    );
+}
+
+#[test]
+fn abort_drops_the_response_and_ends_the_request() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = dropped.clone();
+    let app = move |_: Environ, start: StartResponse| {
+        let guard = Flag(flag.clone());
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from_future(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(Body::empty())
+        })
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, PARAMS, Some(b"hello"));
+    peer.send(&wire);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut wire = BytesMut::new();
+    codec::encode_abort_request(&mut wire, 1);
+    peer.send(&wire);
+    let answer = &peer.answers(&[1])[&1];
+    assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(dropped.load(Ordering::SeqCst), "the app's body was dropped");
+}
+
+#[test]
+fn the_environs_pass_the_validator() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(echo);
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    // nginx style: empty CONTENT_* and its HTTP_CONTENT_* duplicates.
+    let nginx: Vec<(&str, &str)> = vec![
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/index"),
+        ("QUERY_STRING", ""),
+        ("CONTENT_TYPE", ""),
+        ("CONTENT_LENGTH", ""),
+        ("HTTP_CONTENT_LENGTH", "0"),
+        ("SERVER_NAME", "localhost"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ];
+    request(&mut wire, 1, Role::Responder, true, &nginx, Some(b""));
+    request(&mut wire, 2, Role::Responder, true, PARAMS, Some(b"hello"));
+    peer.send(&wire);
+    let answers = peer.answers(&[1, 2]);
+    assert!(text(&answers[&1].stdout).starts_with("Status: 200 OK"));
+    assert!(report.is_clean(), "{:#?}", report.violations());
+}
