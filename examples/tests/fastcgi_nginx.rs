@@ -1,0 +1,89 @@
+//! The `echo` program on FastCGI behind real nginx (`fastcgi_pass`, from Debian's package):
+//! a mount split into SCRIPT_NAME and PATH_INFO, one connection per request, and a kept-alive
+//! upstream (`fastcgi_keep_conn on` with `keepalive`) — checked field by field.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ECHO, TempDir, WebServer, check_front_end, free_port};
+
+/// The echo program, killed when dropped.
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn echo_behind_nginx_fastcgi_pass() {
+    let dir = TempDir::new("nginx-fastcgi");
+    let backend_port = free_port();
+    let child = Command::new(ECHO)
+        .args(["--fastcgi", &format!("127.0.0.1:{backend_port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _backend = Backend(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", backend_port)).is_err() {
+        assert!(Instant::now() < deadline, "the backend did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let port = free_port();
+    let root = dir.0.display();
+    for temp in ["cb", "ut", "pt", "ft", "st"] {
+        std::fs::create_dir_all(dir.0.join(temp)).unwrap();
+    }
+    let location = |prefix: &str, pass: &str, keep: &str| {
+        format!(
+            "location {prefix}/ {{\n\
+               include /etc/nginx/fastcgi_params;\n\
+               fastcgi_split_path_info ^({prefix})(/.*)$;\n\
+               fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
+               fastcgi_param PATH_INFO $fastcgi_path_info;\n\
+               {keep}\n\
+               fastcgi_pass {pass};\n\
+             }}\n"
+        )
+    };
+    let config = format!(
+        "worker_processes 1;\n\
+         error_log {root}/error.log;\n\
+         pid {root}/nginx.pid;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {root}/cb; uwsgi_temp_path {root}/ut; proxy_temp_path {root}/pt;\n\
+           fastcgi_temp_path {root}/ft; scgi_temp_path {root}/st;\n\
+           upstream kept {{ server 127.0.0.1:{backend_port}; keepalive 4; }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             {plain}\n\
+             {kept}\n\
+           }}\n\
+         }}\n",
+        plain = location("/f", &format!("127.0.0.1:{backend_port}"), ""),
+        kept = location("/k", "kept", "fastcgi_keep_conn on;"),
+    );
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(&conf, config).unwrap();
+    let args = [
+        "-p",
+        dir.0.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+        "-g",
+        "daemon off;",
+    ];
+    let server = WebServer::start("/usr/sbin/nginx", &args, port, dir.0.join("error.log"));
+    check_front_end(&server, "/f", "/f", true, true);
+    // Twice over the kept connection: the second run reuses it.
+    check_front_end(&server, "/k", "/k", true, true);
+    check_front_end(&server, "/k", "/k", true, true);
+}
