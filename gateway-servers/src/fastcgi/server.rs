@@ -1,4 +1,4 @@
-//! The FastCGI server: the connection loop over [`Connection`](super::protocol::Connection).
+//! The FastCGI server: the connection loop over [`Connection`].
 //!
 //! A connection's records are decoded as they arrive; the protocol answers management records
 //! and refusals itself; each request whose params are complete runs as a task of its own (so a
