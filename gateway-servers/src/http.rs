@@ -25,7 +25,6 @@
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_core::convert::{ServerContext, environ_from_request};
@@ -34,22 +33,18 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::Semaphore;
 
-use crate::runtime::{Listener, Runtime, Shutdown};
+use crate::runtime::{Listener, Runtime, Shutdown, serve_connections};
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
-/// accepting, lets the connections finish their requests within the config's
-/// `shutdown_timeout` (or until an immediate shutdown), and returns.
+/// accepting, lets the connections finish their requests (idle keep-alive connections close at
+/// once) within the config's `shutdown_timeout` (or until an immediate shutdown), and returns.
 pub async fn serve<A: App + 'static>(
     listener: Listener,
     runtime: Runtime<A>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let config = runtime.config().clone();
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -62,29 +57,8 @@ pub async fn serve<A: App + 'static>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.wait_graceful() => break,
-        };
-        let connection = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.wait_graceful() => break,
-        };
-        let connection = match connection {
-            Ok(connection) => connection,
-            Err(error) => {
-                // Out of file descriptors, or a connection reset before it was accepted: wait a
-                // little rather than spin.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    let stop = shutdown.clone();
+    serve_connections(listener, &config, shutdown, move |connection| {
         let mut context = ServerContext::default();
         context.peer_addr = connection.peer;
         context.local_addr = connection.local;
@@ -97,31 +71,26 @@ pub async fn serve<A: App + 'static>(
             handle(runtime.clone(), context.clone(), request)
         });
         let builder = builder.clone();
-        let io = TokioIo::new(connection.stream);
-        let watched = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(io, service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            if let Err(error) = watched.await {
+        let stop = stop.clone();
+        async move {
+            let io = TokioIo::new(connection.stream);
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.wait_graceful() => {
+                    // Finish the request in progress, then close (idle keep-alive
+                    // connections close at once).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(error = %error, "connection ended with an error");
             }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if shutdown.is_immediate() {
-        return Ok(());
-    }
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(config.shutdown_timeout) => {
-            tracing::warn!("shutdown timeout: closing the connections still open");
         }
-        () = shutdown.wait_immediate() => {}
-    }
-    Ok(())
+    })
+    .await
 }
 
 async fn handle<A: App + 'static>(
