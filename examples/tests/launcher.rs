@@ -282,3 +282,32 @@ fn serves_on_an_inherited_socket_and_on_systemd_activation() {
     wait_for(port);
     assert!(get(port, "/").ends_with("Hello, world!\n"));
 }
+
+#[test]
+fn routing_mounts_echo_twice_and_static_files() {
+    let routing = env!("CARGO_BIN_EXE_routing");
+    let port = free_port();
+    let child = Command::new(routing)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _running = Running(child);
+    wait_for(port);
+    let api = get(port, "/api/users/7?x=1");
+    assert!(api.starts_with("HTTP/1.1 200 OK\r\n"), "{api}");
+    assert!(api.contains("\"SCRIPT_NAME\":\"/api\""), "{api}");
+    assert!(api.contains("\"PATH_INFO\":\"/users/7\""), "{api}");
+    let legacy = get(port, "/legacy/app/z");
+    assert!(
+        legacy.contains("\"SCRIPT_NAME\":\"/legacy/app\""),
+        "{legacy}"
+    );
+    assert!(legacy.contains("\"PATH_INFO\":\"/z\""), "{legacy}");
+    let file = get(port, "/static/hello.txt");
+    assert!(file.starts_with("HTTP/1.1 200 OK\r\n"), "{file}");
+    assert!(file.ends_with("hello from a static file\n"), "{file}");
+    assert!(get(port, "/static/").contains("<h1>Static files</h1>"));
+    assert!(get(port, "/elsewhere").starts_with("HTTP/1.1 404 "));
+    assert!(get(port, "/static/../Cargo.toml").starts_with("HTTP/1.1 404 "));
+}
