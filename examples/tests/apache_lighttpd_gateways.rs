@@ -1,0 +1,123 @@
+//! The `echo` program on FastCGI and uwsgi behind real Apache (mod_proxy_fcgi, with and without
+//! connection reuse; mod_proxy_uwsgi) and lighttpd (mod_fastcgi over TCP and in spawn mode, where
+//! lighttpd starts the program with the listening socket on fd 0; mod_scgi speaking uwsgi),
+//! checked field by field.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ECHO, TempDir, WebServer, check_front_end, free_port, install_script};
+
+/// A backend program, killed when dropped.
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn backend(flag: &str, port: u16) -> Backend {
+    let child = Command::new(ECHO)
+        .args([flag, &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the backend did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Backend(child)
+}
+
+#[test]
+fn echo_behind_apache_proxy_fcgi_and_proxy_uwsgi() {
+    let (fcgi_port, uwsgi_port) = (free_port(), free_port());
+    let _fcgi = backend("--fastcgi", fcgi_port);
+    let _uwsgi = backend("--uwsgi", uwsgi_port);
+    let dir = TempDir::new("apache-gateways");
+    std::fs::create_dir(dir.0.join("logs")).unwrap();
+    let port = free_port();
+    let modules = "/usr/lib/apache2/modules";
+    let root = dir.0.display();
+    let config = format!(
+        "ServerRoot \"{root}\"\n\
+         DefaultRuntimeDir \"{root}/logs\"\n\
+         PidFile \"{root}/httpd.pid\"\n\
+         ErrorLog \"{root}/error.log\"\n\
+         Listen 127.0.0.1:{port}\n\
+         ServerName localhost\n\
+         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+         LoadModule setenvif_module {modules}/mod_setenvif.so\n\
+         LoadModule proxy_module {modules}/mod_proxy.so\n\
+         LoadModule proxy_fcgi_module {modules}/mod_proxy_fcgi.so\n\
+         LoadModule proxy_uwsgi_module {modules}/mod_proxy_uwsgi.so\n\
+         User nobody\n\
+         Group nogroup\n\
+         DocumentRoot \"{root}\"\n\
+         SetEnvIf Request_URI \"^/f/\" proxy-fcgi-pathinfo=unescape\n\
+         SetEnvIf Request_URI \"^/k/\" proxy-fcgi-pathinfo=unescape\n\
+         ProxyPass \"/f/\" \"fcgi://127.0.0.1:{fcgi_port}/\"\n\
+         ProxyPass \"/k/\" \"fcgi://127.0.0.1:{fcgi_port}/\" enablereuse=on\n\
+         ProxyPass \"/u/\" \"uwsgi://127.0.0.1:{uwsgi_port}/\"\n"
+    );
+    let conf = dir.0.join("httpd.conf");
+    std::fs::write(&conf, config).unwrap();
+    let server = WebServer::start(
+        "/usr/sbin/apache2",
+        &["-f", conf.to_str().unwrap(), "-DFOREGROUND"],
+        port,
+        dir.0.join("error.log"),
+    );
+    // Apache strips Content-Length from CGI-like responses (CVE-2024-24795), and refuses
+    // chunked requests to uwsgi backends with 411.
+    check_front_end(&server, "/f", "/f", true, false);
+    check_front_end(&server, "/k", "/k", true, false);
+    check_front_end(&server, "/k", "/k", true, false);
+    check_front_end(&server, "/u", "/u", false, true);
+}
+
+#[test]
+fn echo_behind_lighttpd_fastcgi_spawn_mode_and_uwsgi() {
+    let (fcgi_port, uwsgi_port) = (free_port(), free_port());
+    let _fcgi = backend("--fastcgi", fcgi_port);
+    let _uwsgi = backend("--uwsgi", uwsgi_port);
+    let dir = TempDir::new("lighttpd-gateways");
+    let docroot = dir.0.join("docroot");
+    std::fs::create_dir(&docroot).unwrap();
+    // Spawn mode: lighttpd starts this copy with the listening socket on fd 0.
+    install_script(&dir.0, "echo-spawned");
+    let port = free_port();
+    let root = dir.0.display();
+    let config = format!(
+        "server.document-root = \"{root}/docroot\"\n\
+         server.bind = \"127.0.0.1\"\n\
+         server.port = {port}\n\
+         server.pid-file = \"{root}/l.pid\"\n\
+         server.errorlog = \"{root}/error.log\"\n\
+         server.modules = (\"mod_fastcgi\", \"mod_scgi\")\n\
+         fastcgi.server = (\n\
+           \"/f\" => ((\"host\" => \"127.0.0.1\", \"port\" => {fcgi_port}, \"check-local\" => \"disable\")),\n\
+           \"/s\" => ((\"socket\" => \"{root}/spawned.sock\", \"bin-path\" => \"{root}/echo-spawned\",\n\
+                     \"max-procs\" => 1, \"check-local\" => \"disable\"))\n\
+         )\n\
+         scgi.protocol = \"uwsgi\"\n\
+         scgi.server = (\"/u\" => ((\"host\" => \"127.0.0.1\", \"port\" => {uwsgi_port}, \"check-local\" => \"disable\")))\n"
+    );
+    let conf = dir.0.join("lighttpd.conf");
+    std::fs::write(&conf, config).unwrap();
+    let server = WebServer::start(
+        "/usr/sbin/lighttpd",
+        &["-D", "-f", conf.to_str().unwrap()],
+        port,
+        dir.0.join("error.log"),
+    );
+    check_front_end(&server, "/f", "/f", true, true);
+    check_front_end(&server, "/s", "/s", true, true);
+    check_front_end(&server, "/u", "/u", true, true);
+}
