@@ -2,75 +2,46 @@
 //! web server's side: responder requests, keep-alive, multiplexed interleaved requests, abort,
 //! GET_VALUES, roles, STDERR, and the environs passing the validator.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::TestServer;
 use gateway_core::{App, Body, Builder, Environ, StartResponse};
 use gateway_servers::fastcgi::codec::{self, ProtocolStatus, Record, Role, StreamKind};
 use gateway_servers::fastcgi::protocol::{Roles, Settings};
-use gateway_servers::runtime::{Bind, Config, Listener, Runtime, Shutdown};
+use gateway_servers::runtime::{Config, Runtime};
 use gateway_testkit::{Mode, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The FastCGI server with `app` and `roles`, on a free port.
+struct Server(TestServer);
 
 impl Server {
     fn start(app: impl App + 'static, roles: Roles) -> Server {
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener =
-                    Listener::bind(&Bind::Tcp("127.0.0.1:0".parse().unwrap()), None).unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let mut settings = Settings::default();
-                settings.roles = roles;
-                settings.max_conns = 77;
-                let runtime = Runtime::new(app, Config::default());
-                gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
-                    .await
-                    .unwrap();
-            });
-        });
-        Server {
-            addr: rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-            shutdown,
-            thread: Some(thread),
-        }
+        Server(TestServer::start(32, move |listener, stop| {
+            let mut settings = Settings::default();
+            settings.roles = roles;
+            settings.max_conns = 77;
+            let runtime = Runtime::new(app, Config::default());
+            gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
+        }))
     }
 
     fn connect(&self) -> Peer {
-        let stream = TcpStream::connect(self.addr).unwrap();
+        let stream = TcpStream::connect(self.0.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         Peer {
             stream,
             buf: BytesMut::new(),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.immediate();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

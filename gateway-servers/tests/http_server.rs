@@ -2,57 +2,33 @@
 //! ways, 100-continue, HEAD, h2c, every limit, slow and vanishing clients, panics, a blocking
 //! app beside fast ones, and graceful shutdown. Every wait is bounded.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::TestServer;
 use gateway_core::{App, Body, Environ, StartResponse};
-use gateway_servers::runtime::{Bind, Config, Listener, Runtime, Shutdown};
+use gateway_servers::runtime::{Config, Runtime};
 use gateway_servers::uwsgi::codec::ChunkedDecoder;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-/// A server running on its own runtime thread; stopped (gracefully) when dropped.
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The HTTP server with `app` and `config`, on a free port.
+struct Server(TestServer);
 
 impl Server {
     fn start(app: impl App + 'static, config: Config) -> Server {
-        let shutdown = Shutdown::new();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .max_blocking_threads(config.threads)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener =
-                    Listener::bind(&Bind::Tcp("127.0.0.1:0".parse().unwrap()), None).unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
-                    .await
-                    .unwrap();
-            });
-            runtime.shutdown_timeout(Duration::from_secs(1));
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Server {
-            addr,
-            shutdown,
-            thread: Some(thread),
-        }
+        Server(TestServer::start(config.threads, move |listener, stop| {
+            gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
+        }))
     }
 
     fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).unwrap();
+        let stream = TcpStream::connect(self.0.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -60,19 +36,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        self.shutdown.graceful();
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.immediate();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.0.stop();
     }
 }
 
@@ -517,7 +481,7 @@ fn graceful_shutdown_finishes_requests_in_flight() {
         Body::from("finished")
     };
     let mut server = Server::start(app, config());
-    let addr = server.addr;
+    let addr = server.0.addr;
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let mut stream = server.connect();
@@ -558,7 +522,7 @@ fn http2_with_prior_knowledge() {
         .enable_all()
         .build()
         .unwrap();
-    let addr = server.addr;
+    let addr = server.0.addr;
     let (status, protocol, body) = runtime.block_on(async move {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http2::handshake(

@@ -2,54 +2,34 @@
 //! client: requests with and without bodies, raw chunked bodies, modifier 30, ping, refusals,
 //! limits, and the environs passing the validator.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use common::TestServer;
 use gateway_core::{App, Body, Builder, Environ, StartResponse};
-use gateway_servers::runtime::{Bind, Config, Listener, Runtime, Shutdown};
+use gateway_servers::runtime::{Config, Runtime};
 use gateway_servers::uwsgi::codec;
 use gateway_testkit::{Mode, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The uwsgi server with `app` and a vars limit, on a free port.
+struct Server(TestServer);
 
 impl Server {
     fn start(app: impl App + 'static, max_vars: usize) -> Server {
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener =
-                    Listener::bind(&Bind::Tcp("127.0.0.1:0".parse().unwrap()), None).unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let runtime = Runtime::new(app, Config::default());
-                gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)
-                    .await
-                    .unwrap();
-            });
-        });
-        Server {
-            addr: rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-            shutdown,
-            thread: Some(thread),
-        }
+        Server(TestServer::start(32, move |listener, stop| {
+            let runtime = Runtime::new(app, Config::default());
+            gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)
+        }))
     }
 
     /// Sends raw bytes, returns everything the server sent until it closed.
     fn exchange(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut stream = TcpStream::connect(self.0.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -69,15 +49,6 @@ impl Server {
         .unwrap();
         wire.extend_from_slice(body);
         String::from_utf8_lossy(&self.exchange(&wire)).into_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.immediate();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
