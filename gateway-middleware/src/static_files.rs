@@ -268,7 +268,12 @@ impl StaticFiles {
             }
             Ok(None) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                Ok((StatusCode::OK, headers, Body::file_range(file, len)))
+                // HEAD: the length, and no body to open for nothing.
+                let body = match environ.request_method() {
+                    "HEAD" => Body::empty(),
+                    _ => Body::file_range(file, len),
+                };
+                Ok((StatusCode::OK, headers, body))
             }
         }
     }
