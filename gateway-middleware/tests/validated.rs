@@ -32,11 +32,16 @@ fn app(mut environ: Environ, start: StartResponse) -> Body {
     Body::from(text)
 }
 
+/// A request to send: method, target, headers, body.
+type Request<'a> = (
+    Method,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'static str>,
+);
+
 /// Runs requests through `Validator(middleware(Validator(app)))`; returns both reports.
-fn check<M>(
-    middleware: M,
-    requests: &[(Method, &str, &[(&str, &str)], Option<&'static str>)],
-) -> (Report, Report)
+fn check<M>(middleware: M, requests: &[Request<'_>]) -> (Report, Report)
 where
     M: Middleware<gateway_testkit::ValidatorApp<fn(Environ, StartResponse) -> Body>>,
     M::App: App + 'static,
@@ -86,7 +91,7 @@ fn assert_clean((inner, outer): (Report, Report)) {
     );
 }
 
-const PLAIN: &[(Method, &str, &[(&str, &str)], Option<&str>)] = &[
+const PLAIN: &[Request<'static>] = &[
     (Method::GET, "/", &[], None),
     (
         Method::GET,
