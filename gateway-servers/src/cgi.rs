@@ -2,11 +2,18 @@
 //! the response goes to stdout as a `Status:` line, headers, a blank line and the body;
 //! `wsgi.errors` goes to stderr (the web server's error log).
 //!
-//! No async runtime is started: the app runs on the main thread through the driver, and each
-//! body frame is written and flushed as it comes (so streaming works behind servers that pass
-//! CGI output through). A script whose name starts with `nph-` answers with a whole HTTP
-//! response (a status line matching `SERVER_PROTOCOL`, `Date`, `Server`, `Connection: close`),
-//! as non-parsed-header scripts must.
+//! No async runtime is started: the app runs on the main thread through the
+//! [driver](gateway_core::driver), and each body frame is written and flushed as it comes (so
+//! streaming works behind servers that pass CGI output through). A script whose name starts
+//! with `nph-` answers with a whole HTTP response (a status line matching `SERVER_PROTOCOL`,
+//! `Date`, `Server`, `Connection: close`), as non-parsed-header scripts must.
+//!
+//! [`run`] is the whole adapter; the pieces it is made of work on any variables, reader and
+//! writer, so a test drives them without a process:
+//!
+//! - [`environ_from_cgi`]: the environ of a request, from its meta-variables and its stdin;
+//! - [`nph_protocol`]: whether the script is a non-parsed-header one;
+//! - [`write_head`] and [`write_response`]: the response, to any [`io::Write`].
 //!
 //! ```no_run
 //! use gateway_core::{Body, Environ, StartResponse};
@@ -17,6 +24,27 @@
 //!         Body::from("hello from CGI\n")
 //!     })
 //! }
+//! ```
+//!
+//! The same request, in-process:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use gateway_core::{driver, Body, Environ, StartResponse};
+//! use gateway_servers::cgi;
+//!
+//! let app = |_: Environ, start: StartResponse| {
+//!     let _ = start.start(http::StatusCode::OK, http::HeaderMap::new());
+//!     Body::from("hello from CGI\n")
+//! };
+//! let vars = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/cgi-bin/hello")];
+//! let vars = vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v)));
+//! let environ = cgi::environ_from_cgi(vars, std::io::empty());
+//! let nph = cgi::nph_protocol(&environ, None);
+//! let response = gateway_core::block_on(driver::call(&app, environ));
+//! let mut stdout = Vec::new();
+//! cgi::write_response(&mut stdout, response, nph).unwrap();
+//! assert_eq!(stdout, b"Status: 200 OK\r\ncontent-length: 15\r\n\r\nhello from CGI\n");
 //! ```
 
 use std::io::{self, Write};
@@ -33,8 +61,19 @@ use http_body::Body as _;
 
 use crate::params::{body_framing, bound_input, environ_from_params};
 
-/// Runs `app` for the request of this CGI process and writes its response to stdout. Exits 0
-/// when the response was written whole, 1 when the app failed after its head or stdout failed.
+/// The size of the buffer in front of stdout: a response whose head and body fit in it leaves
+/// the process in one `write`.
+pub const OUTPUT_BUFFER_SIZE: usize = 16 * 1024;
+
+/// The prefix of the name of a non-parsed-header script (RFC 3875 §5, Apache's convention).
+pub const NPH_PREFIX: &[u8] = b"nph-";
+
+/// Runs `app` for the request of this CGI process and writes its response to stdout.
+///
+/// Exits 0 when the response was written whole (a 500 the driver made for an app that failed
+/// before its head included), 1 when the app failed after its head (the response is cut short
+/// and the web server sees the process fail) or stdout failed. Either failure is logged to
+/// stderr.
 pub fn run<A: App>(app: A) -> ExitCode {
     let vars = std::env::vars_os().map(|(name, value)| {
         (
@@ -43,31 +82,66 @@ pub fn run<A: App>(app: A) -> ExitCode {
         )
     });
     let environ = environ_from_cgi(vars, io::stdin());
-    let nph = nph_protocol(&environ);
+    let argv0 = std::env::args_os().next();
+    let nph = nph_protocol(&environ, argv0.as_ref().map(|a| a.as_bytes()));
     let response = gateway_core::block_on(driver::call(&app, environ));
-    let stdout = io::stdout().lock();
-    match write_response(
-        io::BufWriter::with_capacity(16 * 1024, stdout),
-        response,
-        nph.as_deref(),
-    ) {
+    let stdout = io::BufWriter::with_capacity(OUTPUT_BUFFER_SIZE, io::stdout().lock());
+    match write_response(stdout, response, nph) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let _ = writeln!(io::stderr(), "gateway: CGI response failed: {error}");
+            // The driver already logged a failure of the app; an output error is ours to log.
+            if !is_app_failure(&error) {
+                let _ = writeln!(io::stderr(), "gateway: CGI response failed: {error}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-/// Builds the environ of a CGI request from its variables and its stdin: the variables
-/// normalised (see [`environ_from_params`]), the body bounded by `CONTENT_LENGTH` or read to its
-/// end when a chunked request came without one, `wsgi.errors` to stderr, `run_once` and
-/// `multiprocess` set.
+/// Builds the environ of a CGI request from its meta-variables and its stdin.
+///
+/// - the variables are normalised as every front end's are ([`environ_from_params`]): empty
+///   `CONTENT_LENGTH`/`CONTENT_TYPE` (nginx) removed, `HTTP_CONTENT_LENGTH`/`HTTP_CONTENT_TYPE`
+///   and `HTTP_PROXY` (httpoxy) dropped, `QUERY_STRING` always present, `HTTPS=on` making the
+///   scheme `https`; the others, `REQUEST_URI` included, are kept as the server gave them;
+/// - the input is `stdin` bounded by `CONTENT_LENGTH`, or read to its end when the request was
+///   chunked and the server sent no length (Apache's mod_cgid), or empty; `input_terminated`
+///   is set;
+/// - the variables every environ has but a CGI environment may lack get a value:
+///   `SERVER_NAME` (nginx sends it empty when its server block has no `server_name`) from the
+///   `Host` header, else `SERVER_ADDR`, else `localhost`; `SERVER_PORT` from the `Host` header,
+///   else the scheme's; and, for a script run by hand, `REQUEST_METHOD` (`GET`) and
+///   `SERVER_PROTOCOL` (`HTTP/1.0`);
+/// - `wsgi.errors` goes to stderr;
+/// - `run_once` and `multiprocess` are set (each request is a process of its own, and the web
+///   server runs several at once), `multithread` is not.
+///
+/// ```
+/// use bytes::Bytes;
+/// use std::io::Read;
+///
+/// let vars = [
+///     ("REQUEST_METHOD", "POST"),
+///     ("CONTENT_LENGTH", "5"),
+///     ("HTTP_PROXY", "http://evil.example"),
+///     ("HTTPS", "on"),
+/// ];
+/// let vars = vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v)));
+/// let mut environ = gateway_servers::cgi::environ_from_cgi(vars, &b"hello, and more"[..]);
+/// let mut body = String::new();
+/// environ.input().read_to_string(&mut body).unwrap();
+/// assert_eq!(body, "hello"); // CONTENT_LENGTH bytes, not one more
+/// assert!(!environ.contains("HTTP_PROXY"));
+/// assert_eq!(environ.query_string(), b"");
+/// assert_eq!(environ.url_scheme(), gateway_core::UrlScheme::Https);
+/// assert!(environ.run_once() && environ.input_terminated() && !environ.multithread());
+/// ```
 pub fn environ_from_cgi(
     vars: impl IntoIterator<Item = (Bytes, Bytes)>,
     stdin: impl io::Read + Send + 'static,
 ) -> Environ {
     let mut environ = environ_from_params(vars);
+    fill_required(&mut environ);
     let framing = body_framing(&environ);
     environ.set_input(bound_input(Input::from_reader(stdin), framing));
     environ.set_errors(ErrorStream::stderr());
@@ -77,24 +151,116 @@ pub fn environ_from_cgi(
     environ
 }
 
-/// The protocol of the status line if the script is a non-parsed-header one (its name, from
-/// `SCRIPT_FILENAME` or `SCRIPT_NAME`, starts with `nph-`).
-pub fn nph_protocol(environ: &Environ) -> Option<String> {
+/// Gives the variables that every environ has (PEP 3333 and the validator's R14, R23, R24) a
+/// value when the web server left them out or empty.
+fn fill_required(environ: &mut Environ) {
+    let missing = |environ: &Environ, name: &str| environ.get(name).is_none_or(<[u8]>::is_empty);
+    if missing(environ, "REQUEST_METHOD") {
+        environ.set("REQUEST_METHOD", "GET");
+    }
+    if missing(environ, "SERVER_PROTOCOL") {
+        environ.set("SERVER_PROTOCOL", "HTTP/1.0");
+    }
+    let (host, port) = environ
+        .get_bytes("HTTP_HOST")
+        .map(|host| split_host(host.clone()))
+        .unwrap_or_default();
+    if missing(environ, "SERVER_NAME") {
+        let name = Some(host)
+            .filter(|h| !h.is_empty())
+            .or_else(|| environ.get_bytes("SERVER_ADDR").cloned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or(Bytes::from_static(b"localhost"));
+        environ.set("SERVER_NAME", name);
+    }
+    if missing(environ, "SERVER_PORT") {
+        let port = port.unwrap_or_else(|| match environ.url_scheme() {
+            gateway_core::UrlScheme::Https => Bytes::from_static(b"443"),
+            _ => Bytes::from_static(b"80"),
+        });
+        environ.set("SERVER_PORT", port);
+    }
+}
+
+/// The host and the port of a `Host` header: `name`, `name:port`, `[v6]` or `[v6]:port`.
+fn split_host(host: Bytes) -> (Bytes, Option<Bytes>) {
+    let end_of_name = match host.first() {
+        Some(b'[') => host
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(host.len(), |i| i + 1),
+        _ => host.iter().position(|&b| b == b':').unwrap_or(host.len()),
+    };
+    let port = host
+        .get(end_of_name + 1..)
+        .filter(|_| host.get(end_of_name) == Some(&b':'))
+        .filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        .map(|_| host.slice(end_of_name + 1..));
+    (host.slice(..end_of_name), port)
+}
+
+/// The protocol of the status line to write if the script is a non-parsed-header one, `None`
+/// if it is an ordinary one.
+///
+/// The script's name is the last segment of `SCRIPT_FILENAME` (what Apache looks at), else of
+/// `SCRIPT_NAME`, else of `argv0` (the program's `argv[0]`); the script is an NPH one when that
+/// name starts with [`NPH_PREFIX`]. The protocol is `HTTP/1.0` for an `HTTP/1.0` request and
+/// `HTTP/1.1` otherwise.
+///
+/// ```
+/// use bytes::Bytes;
+/// use gateway_servers::cgi::{environ_from_cgi, nph_protocol};
+///
+/// let environ = |vars: &[(&'static str, &'static str)]| {
+///     let vars = vars.iter().map(|&(n, v)| (Bytes::from(n), Bytes::from(v)));
+///     environ_from_cgi(vars, std::io::empty())
+/// };
+/// let nph = environ(&[
+///     ("SCRIPT_FILENAME", "/usr/lib/cgi-bin/nph-echo"),
+///     ("SERVER_PROTOCOL", "HTTP/1.0"),
+/// ]);
+/// assert_eq!(nph_protocol(&nph, None), Some("HTTP/1.0"));
+/// let plain = environ(&[("SCRIPT_NAME", "/cgi-bin/echo")]);
+/// assert_eq!(nph_protocol(&plain, Some(b"/srv/nph-echo")), None); // SCRIPT_NAME decides
+/// let by_hand = environ(&[("SERVER_PROTOCOL", "HTTP/1.1")]);
+/// assert_eq!(nph_protocol(&by_hand, Some(b"./nph-echo")), Some("HTTP/1.1"));
+/// ```
+pub fn nph_protocol(environ: &Environ, argv0: Option<&[u8]>) -> Option<&'static str> {
     let script = environ
         .get("SCRIPT_FILENAME")
-        .or(environ.get("SCRIPT_NAME"))?;
+        .filter(|s| !s.is_empty())
+        .or(environ.get("SCRIPT_NAME").filter(|s| !s.is_empty()))
+        .or(argv0)?;
     let name = script.rsplit(|&b| b == b'/').next().unwrap_or(script);
-    if !name.starts_with(b"nph-") {
+    if !name.starts_with(NPH_PREFIX) {
         return None;
     }
     Some(match environ.server_protocol() {
-        "HTTP/1.0" => "HTTP/1.0".to_owned(),
-        _ => "HTTP/1.1".to_owned(),
+        "HTTP/1.0" => "HTTP/1.0",
+        _ => "HTTP/1.1",
     })
 }
 
 /// Writes the head of a response: `Status: NNN Reason` and the headers, CRLF-terminated, or
-/// with `nph` a status line of that protocol and the headers a whole HTTP response needs.
+/// with `nph` a status line of that protocol and the headers a whole HTTP response needs (a
+/// `Date` and a `Server` unless the app gave them, and `Connection: close`: an NPH script must
+/// not promise the connection's reuse).
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, StatusCode};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("content-type", HeaderValue::from_static("text/plain"));
+/// let mut out = Vec::new();
+/// gateway_servers::cgi::write_head(&mut out, StatusCode::NOT_FOUND, &headers, None).unwrap();
+/// assert_eq!(out, b"Status: 404 Not Found\r\ncontent-type: text/plain\r\n\r\n");
+///
+/// let mut out = Vec::new();
+/// gateway_servers::cgi::write_head(&mut out, StatusCode::OK, &headers, Some("HTTP/1.1")).unwrap();
+/// let head = String::from_utf8(out).unwrap();
+/// assert!(head.starts_with("HTTP/1.1 200 OK\r\nDate: "));
+/// assert!(head.ends_with("Connection: close\r\ncontent-type: text/plain\r\n\r\n"));
+/// ```
 pub fn write_head(
     out: &mut impl Write,
     status: StatusCode,
@@ -128,8 +294,27 @@ pub fn write_head(
     out.write_all(b"\r\n")
 }
 
-/// Writes a response to `out`: the head, then each body frame, flushed as it comes. Fails when
-/// the app fails after its head (the response is cut short) or `out` fails.
+/// Writes a response made by the [driver](gateway_core::driver) to `out`: the head (see
+/// [`write_head`]), then each body frame, `out` flushed after each one (and at the end), so a
+/// streaming body reaches the web server as it is produced while a whole one leaves in a
+/// single write. Trailers have no place in CGI and are dropped.
+///
+/// Fails when `out` fails, or when the app fails after its head (the response is then cut
+/// short; the error wraps the app's [`gateway_core::Error`], which the driver has logged).
+///
+/// ```
+/// use gateway_core::{driver, Body, Environ, StartResponse};
+/// use http::{HeaderMap, StatusCode};
+///
+/// let app = |_: Environ, start: StartResponse| {
+///     let _ = start.start(StatusCode::OK, HeaderMap::new());
+///     Body::from_chunks(["one ", "two"])
+/// };
+/// let response = gateway_core::block_on(driver::call(&app, Environ::new()));
+/// let mut out = Vec::new();
+/// gateway_servers::cgi::write_response(&mut out, response, None).unwrap();
+/// assert_eq!(out, b"Status: 200 OK\r\n\r\none two"); // streamed: no Content-Length
+/// ```
 pub fn write_response(
     mut out: impl Write,
     response: Response<ResponseBody>,
@@ -137,7 +322,8 @@ pub fn write_response(
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     write_head(&mut out, parts.status, &parts.headers, nph)?;
-    out.flush()?;
+    // No flush here: the driver decided the head on the body's first chunk (or its end), so the
+    // first poll below does not wait, and the head leaves with that chunk.
     loop {
         let frame = gateway_core::block_on(std::future::poll_fn(|cx| {
             Pin::new(&mut body).poll_frame(cx)
@@ -145,6 +331,7 @@ pub fn write_response(
         match frame {
             None => return out.flush(),
             Some(Err(error)) => {
+                // What was written stays written: the web server sees a cut response.
                 let _ = out.flush();
                 return Err(io::Error::other(error));
             }
@@ -158,159 +345,10 @@ pub fn write_response(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gateway_core::{Body, StartResponse};
-    use http::header::{CONTENT_TYPE, HeaderValue};
-    use std::io::Read;
-
-    fn vars(pairs: &[(&'static str, &'static str)]) -> Vec<(Bytes, Bytes)> {
-        pairs
-            .iter()
-            .map(|(n, v)| {
-                (
-                    Bytes::from_static(n.as_bytes()),
-                    Bytes::from_static(v.as_bytes()),
-                )
-            })
-            .collect()
-    }
-
-    fn respond(
-        app: impl App,
-        pairs: &[(&'static str, &'static str)],
-        stdin: &'static [u8],
-    ) -> (String, bool) {
-        let environ = environ_from_cgi(vars(pairs), io::Cursor::new(stdin));
-        let nph = nph_protocol(&environ);
-        let response = gateway_core::block_on(driver::call(&app, environ));
-        let mut out = Vec::new();
-        let ok = write_response(&mut out, response, nph.as_deref()).is_ok();
-        (String::from_utf8_lossy(&out).into_owned(), ok)
-    }
-
-    fn echo(mut environ: Environ, start: StartResponse) -> Body {
-        let mut body = Vec::new();
-        if let Err(error) = environ.input().read_to_end(&mut body) {
-            return Body::error(error);
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        headers.append("x-multi", HeaderValue::from_static("1"));
-        headers.append("x-multi", HeaderValue::from_static("2"));
-        let _ = start.start(StatusCode::CREATED, headers);
-        Body::from(body)
-    }
-
-    #[test]
-    fn a_document_response_with_a_status_line() {
-        let (out, ok) = respond(
-            echo,
-            &[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "3")],
-            b"abcdef",
-        );
-        assert!(ok);
-        assert_eq!(
-            out,
-            "Status: 201 Created\r\ncontent-type: text/plain\r\nx-multi: 1\r\nx-multi: 2\r\n\
-             content-length: 3\r\n\r\nabc"
-        );
-    }
-
-    #[test]
-    fn chunked_requests_without_a_length_are_read_to_the_end() {
-        let (out, _) = respond(
-            echo,
-            &[
-                ("REQUEST_METHOD", "POST"),
-                ("HTTP_TRANSFER_ENCODING", "chunked"),
-            ],
-            b"all of it",
-        );
-        assert!(out.ends_with("\r\n\r\nall of it"), "{out}");
-        let (out, _) = respond(echo, &[("REQUEST_METHOD", "POST")], b"ignored");
-        assert!(out.ends_with("content-length: 0\r\n\r\n"), "{out}");
-    }
-
-    #[test]
-    fn head_and_statuses_without_a_body() {
-        let (out, _) = respond(
-            echo,
-            &[("REQUEST_METHOD", "HEAD"), ("CONTENT_LENGTH", "2")],
-            b"xy",
-        );
-        assert!(out.ends_with("content-length: 2\r\n\r\n"), "{out}");
-        let no_content = |_: Environ, start: StartResponse| {
-            let _ = start.start(StatusCode::NO_CONTENT, HeaderMap::new());
-            Body::from("dropped")
-        };
-        let (out, _) = respond(no_content, &[("REQUEST_METHOD", "GET")], b"");
-        assert_eq!(out, "Status: 204 No Content\r\n\r\n");
-    }
-
-    #[test]
-    fn nph_scripts_write_a_whole_http_response() {
-        let (out, _) = respond(
-            echo,
-            &[
-                ("REQUEST_METHOD", "GET"),
-                ("SCRIPT_FILENAME", "/usr/lib/cgi-bin/nph-echo"),
-                ("SERVER_PROTOCOL", "HTTP/1.0"),
-            ],
-            b"",
-        );
-        assert!(out.starts_with("HTTP/1.0 201 Created\r\nDate: "), "{out}");
-        assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
-        assert!(out.contains("\r\nServer: gateway/"), "{out}");
-    }
-
-    #[test]
-    fn failures_before_and_after_the_head() {
-        let (out, ok) = respond(
-            |_: Environ, _: StartResponse| Body::error("broken"),
-            &[],
-            b"",
-        );
-        assert!(ok);
-        assert!(
-            out.starts_with("Status: 500 Internal Server Error\r\n"),
-            "{out}"
-        );
-        let late = |_: Environ, start: StartResponse| {
-            let _ = start.start(StatusCode::OK, HeaderMap::new());
-            Body::try_from_chunks([Ok::<_, gateway_core::BoxError>("part"), Err("lost".into())])
-        };
-        let (out, ok) = respond(late, &[], b"");
-        assert!(!ok, "a failure after the head fails the process");
-        assert!(out.ends_with("\r\n\r\npart"), "{out}");
-    }
-
-    #[test]
-    fn streaming_frames_are_flushed_one_by_one() {
-        struct Flushes(Vec<usize>, usize);
-        impl Write for Flushes {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.1 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                self.0.push(self.1);
-                Ok(())
-            }
-        }
-        let app = |_: Environ, start: StartResponse| {
-            let _ = start.start(StatusCode::OK, HeaderMap::new());
-            Body::from_chunks(["aaa", "bb"])
-        };
-        let response = gateway_core::block_on(driver::call(&app, Environ::new()));
-        let mut out = Flushes(Vec::new(), 0);
-        write_response(&mut out, response, None).unwrap();
-        let head = out.0[0];
-        assert_eq!(
-            &out.0[1..3],
-            [head + 3, head + 5],
-            "each frame flushed as it comes"
-        );
-    }
+/// Whether an error of [`write_response`] is the app's failure after its head (rather than the
+/// output's).
+fn is_app_failure(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<gateway_core::Error>())
 }
