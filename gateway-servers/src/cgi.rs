@@ -3,7 +3,7 @@
 //! `wsgi.errors` goes to stderr (the web server's error log).
 //!
 //! No async runtime is started: the app runs on the main thread through the
-//! [driver](gateway_core::driver), and each body frame is written and flushed as it comes (so
+//! [driver], and each body frame is written and flushed as it comes (so
 //! streaming works behind servers that pass CGI output through). A script whose name starts
 //! with `nph-` answers with a whole HTTP response (a status line matching `SERVER_PROTOCOL`,
 //! `Date`, `Server`, `Connection: close`), as non-parsed-header scripts must.
@@ -294,7 +294,7 @@ pub fn write_head(
     out.write_all(b"\r\n")
 }
 
-/// Writes a response made by the [driver](gateway_core::driver) to `out`: the head (see
+/// Writes a response made by the [driver] to `out`: the head (see
 /// [`write_head`]), then each body frame, `out` flushed after each one (and at the end), so a
 /// streaming body reaches the web server as it is produced while a whole one leaves in a
 /// single write. Trailers have no place in CGI and are dropped.
