@@ -366,8 +366,17 @@ fn authority_bytes(uri: &Uri) -> Bytes {
     Bytes::copy_from_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes())
 }
 
-/// Splits `host[:port]` (or `[v6]:port`) into the host and the port.
-fn split_host(host: &[u8]) -> (&[u8], Option<u16>) {
+/// Splits a `Host` value, `host[:port]` or `[v6][:port]`, into the host and the port (`None`
+/// when there is none or it is not a port number).
+///
+/// ```
+/// use gateway_core::convert::split_host;
+/// assert_eq!(split_host(b"example.com:8080"), (&b"example.com"[..], Some(8080)));
+/// assert_eq!(split_host(b"[::1]:443"), (&b"[::1]"[..], Some(443)));
+/// assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));
+/// assert_eq!(split_host(b"example.com"), (&b"example.com"[..], None));
+/// ```
+pub fn split_host(host: &[u8]) -> (&[u8], Option<u16>) {
     let colon = if host.starts_with(b"[") {
         host.iter()
             .position(|&b| b == b']')

@@ -141,7 +141,6 @@ pub fn environ_from_cgi(
     stdin: impl io::Read + Send + 'static,
 ) -> Environ {
     let mut environ = environ_from_params(vars);
-    fill_required(&mut environ);
     let framing = body_framing(&environ);
     environ.set_input(bound_input(Input::from_reader(stdin), framing));
     environ.set_errors(ErrorStream::stderr());
@@ -149,54 +148,6 @@ pub fn environ_from_cgi(
     environ.set_multiprocess(true);
     environ.set_multithread(false);
     environ
-}
-
-/// Gives the variables that every environ has (PEP 3333 and the validator's R14, R23, R24) a
-/// value when the web server left them out or empty.
-fn fill_required(environ: &mut Environ) {
-    let missing = |environ: &Environ, name: &str| environ.get(name).is_none_or(<[u8]>::is_empty);
-    if missing(environ, "REQUEST_METHOD") {
-        environ.set("REQUEST_METHOD", "GET");
-    }
-    if missing(environ, "SERVER_PROTOCOL") {
-        environ.set("SERVER_PROTOCOL", "HTTP/1.0");
-    }
-    let (host, port) = environ
-        .get_bytes("HTTP_HOST")
-        .map(|host| split_host(host.clone()))
-        .unwrap_or_default();
-    if missing(environ, "SERVER_NAME") {
-        let name = Some(host)
-            .filter(|h| !h.is_empty())
-            .or_else(|| environ.get_bytes("SERVER_ADDR").cloned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or(Bytes::from_static(b"localhost"));
-        environ.set("SERVER_NAME", name);
-    }
-    if missing(environ, "SERVER_PORT") {
-        let port = port.unwrap_or_else(|| match environ.url_scheme() {
-            gateway_core::UrlScheme::Https => Bytes::from_static(b"443"),
-            _ => Bytes::from_static(b"80"),
-        });
-        environ.set("SERVER_PORT", port);
-    }
-}
-
-/// The host and the port of a `Host` header: `name`, `name:port`, `[v6]` or `[v6]:port`.
-fn split_host(host: Bytes) -> (Bytes, Option<Bytes>) {
-    let end_of_name = match host.first() {
-        Some(b'[') => host
-            .iter()
-            .position(|&b| b == b']')
-            .map_or(host.len(), |i| i + 1),
-        _ => host.iter().position(|&b| b == b':').unwrap_or(host.len()),
-    };
-    let port = host
-        .get(end_of_name + 1..)
-        .filter(|_| host.get(end_of_name) == Some(&b':'))
-        .filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
-        .map(|_| host.slice(end_of_name + 1..));
-    (host.slice(..end_of_name), port)
 }
 
 /// The protocol of the status line to write if the script is a non-parsed-header one, `None`

@@ -3,6 +3,7 @@
 //! `shared/reference/protocols.md`, section 4); this is the one place that absorbs them.
 
 use bytes::Bytes;
+use gateway_core::convert::split_host;
 use gateway_core::{Environ, Input, UrlScheme};
 
 /// How the body of a request arrives, as its variables say.
@@ -27,6 +28,8 @@ pub enum BodyFraming {
 ///   ending in `/` gives its slash to `PATH_INFO` (it must not end in one, and must never be
 ///   `/`);
 /// - `HTTPS=on` (or `REQUEST_SCHEME=https`) makes the scheme `https`;
+/// - `REQUEST_METHOD`, `SERVER_PROTOCOL`, `SERVER_NAME` and `SERVER_PORT` get a value when the
+///   front end left them out or empty (see the source of `fill_required`);
 /// - `input_terminated` is set: the input returned with [`body_framing`] ends where the body
 ///   does.
 ///
@@ -92,8 +95,38 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
     if https {
         environ.set_url_scheme(UrlScheme::Https);
     }
+    fill_required(&mut environ);
     environ.set_input_terminated(true);
     environ
+}
+
+/// Gives the variables every environ has (PEP 3333, and the validator's R14, R23, R24) a value
+/// when the front end left them out or empty: nginx sends `SERVER_NAME=""` from a server block
+/// without `server_name`, and a CGI script run by hand gets no method or protocol at all.
+/// `SERVER_NAME` falls back to the `Host` header, then `SERVER_ADDR`, then `localhost`;
+/// `SERVER_PORT` to the `Host` header's port, then the scheme's default.
+fn fill_required(environ: &mut Environ) {
+    let missing = |environ: &Environ, name: &str| environ.get(name).is_none_or(<[u8]>::is_empty);
+    if missing(environ, "REQUEST_METHOD") {
+        environ.set("REQUEST_METHOD", "GET");
+    }
+    if missing(environ, "SERVER_PROTOCOL") {
+        environ.set("SERVER_PROTOCOL", "HTTP/1.0");
+    }
+    let host = environ.get_bytes("HTTP_HOST").cloned().unwrap_or_default();
+    let (host_name, host_port) = split_host(&host);
+    if missing(environ, "SERVER_NAME") {
+        let name = Some(host.slice_ref(host_name))
+            .filter(|h| !h.is_empty())
+            .or_else(|| environ.get_bytes("SERVER_ADDR").cloned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or(Bytes::from_static(b"localhost"));
+        environ.set("SERVER_NAME", name);
+    }
+    if missing(environ, "SERVER_PORT") {
+        let port = host_port.unwrap_or(environ.url_scheme().default_port());
+        environ.set("SERVER_PORT", Bytes::from(port.to_string()));
+    }
 }
 
 /// How the request's body arrives, from its variables.
