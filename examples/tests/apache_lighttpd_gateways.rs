@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, check_front_end, free_port, install_script};
+use common::{ECHO, TempDir, WebServer, check_front_end, free_port, install_script, start_apache};
 
 /// A backend program, killed when dropped.
 struct Backend(Child);
@@ -40,39 +40,17 @@ fn echo_behind_apache_proxy_fcgi_and_proxy_uwsgi() {
     let _fcgi = backend("--fastcgi", fcgi_port);
     let _uwsgi = backend("--uwsgi", uwsgi_port);
     let dir = TempDir::new("apache-gateways");
-    std::fs::create_dir(dir.0.join("logs")).unwrap();
-    let port = free_port();
-    let modules = "/usr/lib/apache2/modules";
-    let root = dir.0.display();
-    let config = format!(
-        "ServerRoot \"{root}\"\n\
-         DefaultRuntimeDir \"{root}/logs\"\n\
-         PidFile \"{root}/httpd.pid\"\n\
-         ErrorLog \"{root}/error.log\"\n\
-         Listen 127.0.0.1:{port}\n\
-         ServerName localhost\n\
-         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
-         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
-         LoadModule setenvif_module {modules}/mod_setenvif.so\n\
-         LoadModule proxy_module {modules}/mod_proxy.so\n\
-         LoadModule proxy_fcgi_module {modules}/mod_proxy_fcgi.so\n\
-         LoadModule proxy_uwsgi_module {modules}/mod_proxy_uwsgi.so\n\
-         User nobody\n\
-         Group nogroup\n\
-         DocumentRoot \"{root}\"\n\
-         SetEnvIf Request_URI \"^/f/\" proxy-fcgi-pathinfo=unescape\n\
+    let directives = format!(
+        "SetEnvIf Request_URI \"^/f/\" proxy-fcgi-pathinfo=unescape\n\
          SetEnvIf Request_URI \"^/k/\" proxy-fcgi-pathinfo=unescape\n\
          ProxyPass \"/f/\" \"fcgi://127.0.0.1:{fcgi_port}/\"\n\
          ProxyPass \"/k/\" \"fcgi://127.0.0.1:{fcgi_port}/\" enablereuse=on\n\
          ProxyPass \"/u/\" \"uwsgi://127.0.0.1:{uwsgi_port}/\"\n"
     );
-    let conf = dir.0.join("httpd.conf");
-    std::fs::write(&conf, config).unwrap();
-    let server = WebServer::start(
-        "/usr/sbin/apache2",
-        &["-f", conf.to_str().unwrap(), "-DFOREGROUND"],
-        port,
-        dir.0.join("error.log"),
+    let server = start_apache(
+        &dir.0,
+        &["setenvif", "proxy", "proxy_fcgi", "proxy_uwsgi"],
+        &directives,
     );
     // Apache strips Content-Length from CGI-like responses (CVE-2024-24795), and refuses
     // chunked requests to uwsgi backends with 411.

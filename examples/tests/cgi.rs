@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     ECHO, TempDir, WebServer, check_front_end, free_port, install_script, set_mode, sha256_hex,
+    start_apache,
 };
 use serde_json::Value;
 
@@ -480,36 +481,14 @@ fn echo_behind_apache_mod_cgid() {
     set_mode(&cgi_bin, 0o755);
     install_script(&cgi_bin, "echo");
     install_script(&cgi_bin, "nph-echo");
-    std::fs::create_dir(dir.0.join("logs")).unwrap();
-    let port = free_port();
-    let modules = "/usr/lib/apache2/modules";
     let root = dir.0.display();
-    let config = format!(
-        "ServerRoot \"{root}\"\n\
-         DefaultRuntimeDir \"{root}/logs\"\n\
-         PidFile \"{root}/httpd.pid\"\n\
-         ErrorLog \"{root}/error.log\"\n\
-         Listen 127.0.0.1:{port}\n\
-         ServerName localhost\n\
-         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
-         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
-         LoadModule alias_module {modules}/mod_alias.so\n\
-         LoadModule cgid_module {modules}/mod_cgid.so\n\
-         User nobody\n\
-         Group nogroup\n\
-         DocumentRoot \"{root}\"\n\
-         ScriptSock \"{root}/cgisock\"\n\
+    let directives = format!(
+        "ScriptSock \"{root}/cgisock\"\n\
          ScriptAlias \"/cgi-bin/\" \"{root}/cgi-bin/\"\n\
          <Directory \"{root}/cgi-bin\">\n  Require all granted\n</Directory>\n"
     );
-    let conf = dir.0.join("httpd.conf");
-    std::fs::write(&conf, config).unwrap();
-    let server = WebServer::start(
-        "/usr/sbin/apache2",
-        &["-f", conf.to_str().unwrap(), "-DFOREGROUND"],
-        port,
-        dir.0.join("error.log"),
-    );
+    let server = start_apache(&dir.0, &["alias", "cgid"], &directives);
+    let port = server.port;
     check_front_end(&server, "/cgi-bin/echo", "/cgi-bin/echo", true, false);
     check_cgi_extras(port, "/cgi-bin/echo", "/cgi-bin/nph-echo", true);
 }

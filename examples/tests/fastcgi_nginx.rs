@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, check_front_end, free_port};
+use common::{ECHO, TempDir, check_front_end, free_port, start_nginx};
 
 /// The echo program, killed when dropped.
 struct Backend(Child);
@@ -36,10 +36,6 @@ fn echo_behind_nginx_fastcgi_pass() {
     }
 
     let port = free_port();
-    let root = dir.0.display();
-    for temp in ["cb", "ut", "pt", "ft", "st"] {
-        std::fs::create_dir_all(dir.0.join(temp)).unwrap();
-    }
     let location = |prefix: &str, pass: &str, keep: &str| {
         format!(
             "location {prefix}/ {{\n\
@@ -52,36 +48,17 @@ fn echo_behind_nginx_fastcgi_pass() {
              }}\n"
         )
     };
-    let config = format!(
-        "worker_processes 1;\n\
-         error_log {root}/error.log;\n\
-         pid {root}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {root}/cb; uwsgi_temp_path {root}/ut; proxy_temp_path {root}/pt;\n\
-           fastcgi_temp_path {root}/ft; scgi_temp_path {root}/st;\n\
-           upstream kept {{ server 127.0.0.1:{backend_port}; keepalive 4; }}\n\
-           server {{\n\
-             listen 127.0.0.1:{port};\n\
-             {plain}\n\
-             {kept}\n\
-           }}\n\
+    let http = format!(
+        "upstream kept {{ server 127.0.0.1:{backend_port}; keepalive 4; }}\n\
+         server {{\n\
+           listen 127.0.0.1:{port};\n\
+           {plain}\n\
+           {kept}\n\
          }}\n",
         plain = location("/f", &format!("127.0.0.1:{backend_port}"), ""),
         kept = location("/k", "kept", "fastcgi_keep_conn on;"),
     );
-    let conf = dir.0.join("nginx.conf");
-    std::fs::write(&conf, config).unwrap();
-    let args = [
-        "-p",
-        dir.0.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-        "-g",
-        "daemon off;",
-    ];
-    let server = WebServer::start("/usr/sbin/nginx", &args, port, dir.0.join("error.log"));
+    let server = start_nginx(&dir.0, port, &http);
     check_front_end(&server, "/f", "/f", true, true);
     // Twice over the kept connection: the second run reuses it.
     check_front_end(&server, "/k", "/k", true, true);

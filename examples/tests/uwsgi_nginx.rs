@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, check_front_end, free_port};
+use common::{ECHO, TempDir, WebServer, check_front_end, free_port, start_nginx};
 
 /// The echo program, killed when dropped.
 struct Backend(Child);
@@ -53,54 +53,26 @@ fn echo_behind_nginx_uwsgi_pass() {
     );
 
     let (mount_port, root_port) = (free_port(), free_port());
-    let root = dir.0.display();
-    for temp in ["cb", "ut", "pt", "ft", "st"] {
-        std::fs::create_dir_all(dir.0.join(temp)).unwrap();
-    }
-    let config = format!(
-        "worker_processes 1;\n\
-         error_log {root}/error.log;\n\
-         pid {root}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {root}/cb; uwsgi_temp_path {root}/ut; proxy_temp_path {root}/pt;\n\
-           fastcgi_temp_path {root}/ft; scgi_temp_path {root}/st;\n\
-           server {{\n\
-             listen 127.0.0.1:{mount_port};\n\
-             location /u/ {{\n\
-               include /etc/nginx/uwsgi_params;\n\
-               uwsgi_param SCRIPT_NAME /u;\n\
-               uwsgi_modifier1 30;\n\
-               uwsgi_pass 127.0.0.1:{backend_port};\n\
-             }}\n\
+    let http = format!(
+        "server {{\n\
+           listen 127.0.0.1:{mount_port};\n\
+           location /u/ {{\n\
+             include /etc/nginx/uwsgi_params;\n\
+             uwsgi_param SCRIPT_NAME /u;\n\
+             uwsgi_modifier1 30;\n\
+             uwsgi_pass 127.0.0.1:{backend_port};\n\
            }}\n\
-           server {{\n\
-             listen 127.0.0.1:{root_port};\n\
-             location / {{\n\
-               include /etc/nginx/uwsgi_params;\n\
-               uwsgi_pass unix:{socket};\n\
-             }}\n\
+         }}\n\
+         server {{\n\
+           listen 127.0.0.1:{root_port};\n\
+           location / {{\n\
+             include /etc/nginx/uwsgi_params;\n\
+             uwsgi_pass unix:{socket};\n\
            }}\n\
          }}\n",
         socket = socket.display(),
     );
-    let conf = dir.0.join("nginx.conf");
-    std::fs::write(&conf, config).unwrap();
-    let args = [
-        "-p",
-        dir.0.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-        "-g",
-        "daemon off;",
-    ];
-    let server = WebServer::start(
-        "/usr/sbin/nginx",
-        &args,
-        mount_port,
-        dir.0.join("error.log"),
-    );
+    let server = start_nginx(&dir.0, mount_port, &http);
     // nginx de-chunks request bodies itself and passes CONTENT_LENGTH on.
     check_front_end(&server, "/u", "/u", true, true);
     let root_server = WebServer::attach(root_port);

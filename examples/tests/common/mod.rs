@@ -316,3 +316,72 @@ pub fn check_front_end(
     assert_eq!(headers.header("x-one"), Some("1"));
     assert_eq!(headers.header("x-two"), Some("a b"));
 }
+
+/// Starts Apache (Debian's `apache2`, event MPM, as `nobody`) on a free port, serving from
+/// `dir`, with the extra `modules` (names as in `mod_NAME.so`) and `directives`, in the
+/// foreground; its logs go to `dir`.
+pub fn start_apache(dir: &Path, modules: &[&str], directives: &str) -> WebServer {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let port = free_port();
+    let root = dir.display();
+    let path = "/usr/lib/apache2/modules";
+    let mut config = format!(
+        "ServerRoot \"{root}\"\n\
+         DefaultRuntimeDir \"{root}/logs\"\n\
+         PidFile \"{root}/httpd.pid\"\n\
+         ErrorLog \"{root}/error.log\"\n\
+         Listen 127.0.0.1:{port}\n\
+         ServerName localhost\n\
+         LoadModule mpm_event_module {path}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {path}/mod_authz_core.so\n\
+         User nobody\n\
+         Group nogroup\n\
+         DocumentRoot \"{root}\"\n"
+    );
+    for module in modules {
+        config.push_str(&format!(
+            "LoadModule {module}_module {path}/mod_{module}.so\n"
+        ));
+    }
+    config.push_str(directives);
+    let conf = dir.join("httpd.conf");
+    std::fs::write(&conf, config).unwrap();
+    WebServer::start(
+        "/usr/sbin/apache2",
+        &["-f", conf.to_str().unwrap(), "-DFOREGROUND"],
+        port,
+        dir.join("error.log"),
+    )
+}
+
+/// Starts nginx (Debian's) with `http` as the body of its `http` block (after the temporary
+/// paths it needs in `dir`), in the foreground; waits until `port` (one it listens on) is up.
+pub fn start_nginx(dir: &Path, port: u16, http: &str) -> WebServer {
+    let root = dir.display();
+    for temp in ["cb", "ut", "pt", "ft", "st"] {
+        std::fs::create_dir_all(dir.join(temp)).unwrap();
+    }
+    let config = format!(
+        "worker_processes 1;\n\
+         error_log {root}/error.log;\n\
+         pid {root}/nginx.pid;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {root}/cb; uwsgi_temp_path {root}/ut; proxy_temp_path {root}/pt;\n\
+           fastcgi_temp_path {root}/ft; scgi_temp_path {root}/st;\n\
+           {http}\n\
+         }}\n"
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, config).unwrap();
+    let args = [
+        "-p",
+        dir.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+        "-g",
+        "daemon off;",
+    ];
+    WebServer::start("/usr/sbin/nginx", &args, port, dir.join("error.log"))
+}
