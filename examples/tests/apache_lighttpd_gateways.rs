@@ -8,7 +8,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, check_front_end, free_port, install_script, start_apache};
+use common::{
+    ECHO, TempDir, check_front_end, free_port, install_script, start_apache, start_lighttpd,
+};
 
 /// A backend program, killed when dropped.
 struct Backend(Child);
@@ -70,15 +72,9 @@ fn echo_behind_lighttpd_fastcgi_spawn_mode_and_uwsgi() {
     std::fs::create_dir(&docroot).unwrap();
     // Spawn mode: lighttpd starts this copy with the listening socket on fd 0.
     install_script(&dir.0, "echo-spawned");
-    let port = free_port();
     let root = dir.0.display();
     let config = format!(
-        "server.document-root = \"{root}/docroot\"\n\
-         server.bind = \"127.0.0.1\"\n\
-         server.port = {port}\n\
-         server.pid-file = \"{root}/l.pid\"\n\
-         server.errorlog = \"{root}/error.log\"\n\
-         server.modules = (\"mod_fastcgi\", \"mod_scgi\")\n\
+        "server.modules = (\"mod_fastcgi\", \"mod_scgi\")\n\
          fastcgi.server = (\n\
            \"/f\" => ((\"host\" => \"127.0.0.1\", \"port\" => {fcgi_port}, \"check-local\" => \"disable\")),\n\
            \"/s\" => ((\"socket\" => \"{root}/spawned.sock\", \"bin-path\" => \"{root}/echo-spawned\",\n\
@@ -87,14 +83,7 @@ fn echo_behind_lighttpd_fastcgi_spawn_mode_and_uwsgi() {
          scgi.protocol = \"uwsgi\"\n\
          scgi.server = (\"/u\" => ((\"host\" => \"127.0.0.1\", \"port\" => {uwsgi_port}, \"check-local\" => \"disable\")))\n"
     );
-    let conf = dir.0.join("lighttpd.conf");
-    std::fs::write(&conf, config).unwrap();
-    let server = WebServer::start(
-        "/usr/sbin/lighttpd",
-        &["-D", "-f", conf.to_str().unwrap()],
-        port,
-        dir.0.join("error.log"),
-    );
+    let server = start_lighttpd(&dir.0, &config);
     check_front_end(&server, "/f", "/f", true, true);
     check_front_end(&server, "/s", "/s", true, true);
     check_front_end(&server, "/u", "/u", true, true);

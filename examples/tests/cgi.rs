@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    ECHO, TempDir, WebServer, check_front_end, free_port, install_script, set_mode, sha256_hex,
-    start_apache,
+    ECHO, TempDir, check_front_end, install_script, set_mode, sha256_hex, start_apache,
+    start_lighttpd,
 };
 use serde_json::Value;
 
@@ -500,25 +500,11 @@ fn echo_behind_lighttpd_mod_cgi() {
     std::fs::create_dir(&docroot).unwrap();
     install_script(&docroot, "echo.cgi");
     install_script(&docroot, "nph-echo.cgi");
-    let port = free_port();
-    let root = dir.0.display();
-    let config = format!(
-        "server.document-root = \"{root}/docroot\"\n\
-         server.bind = \"127.0.0.1\"\n\
-         server.port = {port}\n\
-         server.pid-file = \"{root}/l.pid\"\n\
-         server.errorlog = \"{root}/error.log\"\n\
-         server.modules = (\"mod_cgi\")\n\
-         cgi.assign = (\".cgi\" => \"\")\n"
+    let server = start_lighttpd(
+        &dir.0,
+        "server.modules = (\"mod_cgi\")\ncgi.assign = (\".cgi\" => \"\")\n",
     );
-    let conf = dir.0.join("lighttpd.conf");
-    std::fs::write(&conf, config).unwrap();
-    let server = WebServer::start(
-        "/usr/sbin/lighttpd",
-        &["-D", "-f", conf.to_str().unwrap()],
-        port,
-        dir.0.join("error.log"),
-    );
+    let port = server.port;
     check_front_end(&server, "/echo.cgi", "/echo.cgi", true, true);
     check_cgi_extras(port, "/echo.cgi", "/nph-echo.cgi", false);
 }

@@ -1,21 +1,16 @@
 //! The launcher, as a user meets it: the `hello` and `echo` programs started as processes,
 //! their flags, the default address, signals, and an inherited listening socket.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const HELLO: &str = env!("CARGO_BIN_EXE_hello");
-const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+use common::{ECHO, free_port, http_get, wait_for};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const HELLO: &str = env!("CARGO_BIN_EXE_hello");
 
 /// A program that is killed when dropped, whatever happened.
 struct Running(Child);
@@ -27,27 +22,8 @@ impl Drop for Running {
     }
 }
 
-fn wait_for(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    reply
+    String::from_utf8_lossy(&http_get(port, path)).into_owned()
 }
 
 fn signal(child: &Child, name: &str) {

@@ -385,3 +385,53 @@ pub fn start_nginx(dir: &Path, port: u16, http: &str) -> WebServer {
     ];
     WebServer::start("/usr/sbin/nginx", &args, port, dir.join("error.log"))
 }
+
+/// Starts lighttpd on a free port with `dir/docroot` as its document root (created) and
+/// `config` (modules and their settings) after the server settings, in the foreground.
+pub fn start_lighttpd(dir: &Path, config: &str) -> WebServer {
+    std::fs::create_dir_all(dir.join("docroot")).unwrap();
+    let port = free_port();
+    let root = dir.display();
+    let config = format!(
+        "server.document-root = \"{root}/docroot\"\n\
+         server.bind = \"127.0.0.1\"\n\
+         server.port = {port}\n\
+         server.pid-file = \"{root}/l.pid\"\n\
+         server.errorlog = \"{root}/error.log\"\n\
+         {config}"
+    );
+    let conf = dir.join("lighttpd.conf");
+    std::fs::write(&conf, config).unwrap();
+    WebServer::start(
+        "/usr/sbin/lighttpd",
+        &["-D", "-f", conf.to_str().unwrap()],
+        port,
+        dir.join("error.log"),
+    )
+}
+
+/// Waits (15 s at most) until something accepts connections on `port`.
+pub fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One GET on a new connection (`Connection: close`); the whole raw answer.
+pub fn http_get(port: u16, path: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    reply
+}
