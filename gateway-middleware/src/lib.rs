@@ -21,6 +21,8 @@ mod host;
 mod mount;
 mod plain;
 mod proxy_headers;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod request_id;
 mod router;
 mod static_files;

@@ -303,3 +303,193 @@ fn is_app_failure(error: &io::Error) -> bool {
         .get_ref()
         .is_some_and(|inner| inner.is::<gateway_core::Error>())
 }
+
+/// The most header lines [`parse_response_head`] takes in one head.
+pub const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// A response head read back by [`parse_response_head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The status: from an HTTP status line, a `Status:` header, or 302 for a bare `Location`,
+    /// else 200 (RFC 3875 §6.3).
+    pub status: StatusCode,
+    /// The headers, `Status` removed.
+    pub headers: HeaderMap,
+}
+
+/// Why bytes are not a response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// A line is not a header, or a status is not a three-digit code.
+    Malformed,
+    /// More than [`MAX_RESPONSE_HEADERS`] header lines.
+    TooManyHeaders,
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::Malformed => f.write_str("malformed response head"),
+            HeadError::TooManyHeaders => write!(
+                f,
+                "response head with more than {MAX_RESPONSE_HEADERS} header lines"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+/// Reads the head of a response as an application writes it: CGI style (headers, `Status:` for
+/// the status, as FastCGI responders and CGI scripts do) or with an HTTP status line (as uwsgi
+/// applications and non-parsed-header scripts do); lines may end in CRLF or a bare LF.
+///
+/// `Ok(None)`: `src` does not yet hold the blank line that ends the head. `Ok(Some((head,
+/// len)))`: the head took the first `len` bytes; the body follows. This is the client side of
+/// [`write_head`], used by the remote backends and the protocol clients.
+///
+/// ```
+/// use gateway_servers::cgi::parse_response_head;
+///
+/// let (head, len) = parse_response_head(b"Status: 404 Gone\nX-A: 1\n\nbody").unwrap().unwrap();
+/// assert_eq!((head.status.as_u16(), &head.headers["x-a"], len), (404, "1", 25));
+/// let (head, _) = parse_response_head(b"HTTP/1.1 201 Created\r\n\r\n").unwrap().unwrap();
+/// assert_eq!(head.status, 201);
+/// assert_eq!(parse_response_head(b"Content-Type: text/plain\r\n").unwrap(), None);
+/// ```
+pub fn parse_response_head(src: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let map_error = |error| match error {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        _ => HeadError::Malformed,
+    };
+    let (mut status, len, parsed) = if src.starts_with(b"HTTP/") {
+        let mut response = httparse::Response::new(&mut slots);
+        match response.parse(src).map_err(map_error)? {
+            httparse::Status::Partial => return Ok(None),
+            httparse::Status::Complete(len) => {
+                let code = response.code.ok_or(HeadError::Malformed)?;
+                let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed)?;
+                (Some(status), len, &*response.headers)
+            }
+        }
+    } else {
+        // A head with no header at all is just the blank line.
+        if src.starts_with(b"\r\n") || src.starts_with(b"\n") {
+            let len = if src[0] == b'\r' { 2 } else { 1 };
+            return Ok(Some((
+                ResponseHead {
+                    status: StatusCode::OK,
+                    headers: HeaderMap::new(),
+                },
+                len,
+            )));
+        }
+        match httparse::parse_headers(src, &mut slots).map_err(map_error)? {
+            httparse::Status::Partial => return Ok(None),
+            httparse::Status::Complete((len, headers)) => (None, len, headers),
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.len());
+    for header in parsed {
+        if status.is_none() && header.name.eq_ignore_ascii_case("status") {
+            let code = header.value.get(..3).ok_or(HeadError::Malformed)?;
+            let is_code = header.value.get(3).is_none_or(|&b| b == b' ');
+            if !is_code {
+                return Err(HeadError::Malformed);
+            }
+            status = Some(StatusCode::from_bytes(code).map_err(|_| HeadError::Malformed)?);
+            continue;
+        }
+        let name = http::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| HeadError::Malformed)?;
+        let value =
+            http::HeaderValue::from_bytes(header.value).map_err(|_| HeadError::Malformed)?;
+        headers.append(name, value);
+    }
+    let status = status.unwrap_or(if headers.contains_key(http::header::LOCATION) {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    Ok(Some((ResponseHead { status, headers }, len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_heads_by_table() {
+        // (input, Some((status, header count, head length)) or None for "wait for more").
+        type Case = (&'static [u8], Option<(u16, usize, usize)>);
+        let cases: &[Case] = &[
+            (b"\r\n", Some((200, 0, 2))),
+            (b"\n", Some((200, 0, 1))),
+            (b"Content-Type: a\r\n\r\n", Some((200, 1, 19))),
+            (b"Location: /x\n\n", Some((302, 1, 14))),
+            (b"Status: 301\r\nLocation: /x\r\n\r\n", Some((301, 1, 29))),
+            (b"status: 204 No Content\r\n\r\n", Some((204, 0, 26))),
+            (
+                b"HTTP/1.0 503 Busy\r\nA: b\r\nA: c\r\n\r\n",
+                Some((503, 2, 33)),
+            ),
+            (b"Content-Type: a\r\n", None),
+            (b"HTTP/1.1 200", None),
+            (b"", None),
+        ];
+        for &(input, expected) in cases {
+            let got = parse_response_head(input)
+                .unwrap()
+                .map(|(head, len)| (head.status.as_u16(), head.headers.len(), len));
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(input));
+        }
+        for bad in [
+            &b"Status: abc\r\n\r\n"[..],
+            b"Status: 2000\r\n\r\n",
+            b"no colon here\r\n\r\n",
+            b"HTTP/1.1 99x\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_response_head(bad),
+                Err(HeadError::Malformed),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<u8> = (0..=MAX_RESPONSE_HEADERS)
+            .flat_map(|i| format!("X-{i}: v\r\n").into_bytes())
+            .chain(*b"\r\n")
+            .collect();
+        assert_eq!(parse_response_head(&many), Err(HeadError::TooManyHeaders));
+    }
+
+    #[test]
+    fn every_prefix_of_a_head_waits_for_more() {
+        let head = b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A: 1\r\n\r\nbody";
+        let end = head.len() - 4;
+        for cut in 0..end {
+            assert_eq!(parse_response_head(&head[..cut]), Ok(None), "cut at {cut}");
+        }
+        let (parsed, len) = parse_response_head(head).unwrap().unwrap();
+        assert_eq!(
+            (parsed.status.as_u16(), parsed.headers.len(), len),
+            (404, 2, end)
+        );
+    }
+
+    #[test]
+    fn write_head_reads_back() {
+        let mut headers = HeaderMap::new();
+        headers.append("set-cookie", "a=1".parse().unwrap());
+        headers.append("set-cookie", "b=2".parse().unwrap());
+        for nph in [None, Some("HTTP/1.1")] {
+            let mut out = Vec::new();
+            write_head(&mut out, StatusCode::IM_A_TEAPOT, &headers, nph).unwrap();
+            let (head, len) = parse_response_head(&out).unwrap().unwrap();
+            assert_eq!((head.status, len), (StatusCode::IM_A_TEAPOT, out.len()));
+            let cookies: Vec<_> = head.headers.get_all("set-cookie").iter().collect();
+            assert_eq!(cookies, ["a=1", "b=2"]);
+        }
+    }
+}

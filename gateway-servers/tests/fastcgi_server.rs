@@ -2,8 +2,6 @@
 //! web server's side: responder requests, keep-alive, multiplexed interleaved requests, abort,
 //! GET_VALUES, roles, STDERR, and the environs passing the validator.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::TestServer;
 use gateway_core::{App, Body, Builder, Environ, StartResponse};
 use gateway_servers::fastcgi::codec::{self, ProtocolStatus, Record, Role, StreamKind};
 use gateway_servers::fastcgi::protocol::{Roles, Settings};
 use gateway_servers::runtime::{Config, Runtime};
+use gateway_testkit::TestServer;
 use gateway_testkit::{Mode, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 

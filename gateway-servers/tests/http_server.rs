@@ -2,8 +2,6 @@
 //! ways, 100-continue, HEAD, h2c, every limit, slow and vanishing clients, panics, a blocking
 //! app beside fast ones, and graceful shutdown. Every wait is bounded.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::TestServer;
 use gateway_core::{App, Body, Environ, StartResponse};
 use gateway_servers::runtime::{Config, Runtime};
 use gateway_servers::uwsgi::codec::ChunkedDecoder;
+use gateway_testkit::TestServer;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 /// The HTTP server with `app` and `config`, on a free port.

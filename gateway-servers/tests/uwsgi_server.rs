@@ -2,17 +2,15 @@
 //! client: requests with and without bodies, raw chunked bodies, modifier 30, ping, refusals,
 //! limits, and the environs passing the validator.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::TestServer;
 use gateway_core::{App, Body, Builder, Environ, StartResponse};
 use gateway_servers::runtime::{Config, Runtime};
 use gateway_servers::uwsgi::codec;
+use gateway_testkit::TestServer;
 use gateway_testkit::{Mode, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 

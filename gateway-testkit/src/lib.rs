@@ -4,6 +4,8 @@
 //!   app saw and whether its body was closed;
 //! - [`Validator`]: a middleware that reports every contract violation of either side by rule
 //!   (see [`validator`] for the rules);
+//! - [`TestServer`] (feature `servers`, on by default): this project's HTTP, FastCGI or uwsgi
+//!   server on a thread of its own, on a free port of 127.0.0.1;
 //! - [`strategies`] (feature `proptest`, on by default): proptest strategies for environs,
 //!   requests, header maps and chunked bodies.
 //!
@@ -26,9 +28,13 @@
 #![forbid(unsafe_code)]
 
 mod client;
+#[cfg(feature = "servers")]
+mod server;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 pub mod validator;
 
 pub use client::{EnvironSnapshot, TestClient, TestRequest, TestResponse};
+#[cfg(feature = "servers")]
+pub use server::TestServer;
 pub use validator::{Mode, Report, Rule, Severity, Validator, ValidatorApp, Violation};

@@ -1,0 +1,225 @@
+//! Forwarding over HTTP/1.1, on hyper's client connections.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gateway_core::convert::{percent_encode_path, request_from_environ};
+use gateway_core::{Environ, Input};
+use gateway_servers::cgi::ResponseHead;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::BodyExt;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use super::pool::Pool;
+use super::{Failure, Inner, Out, strip_hop_by_hop};
+
+/// The sending half of a kept-alive connection.
+pub(super) type Sender = http1::SendRequest<Input>;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Environ, mut out: Out) {
+    let settings = &inner.settings;
+    let mut request = match to_request(environ) {
+        Ok(request) => request,
+        Err(why) => return out.fail(Failure::BadRequest(why)).await,
+    };
+    // A kept-alive connection the backend has closed in the meantime gives the request back
+    // unsent: it then goes on a new connection.
+    let (mut sender, response) = loop {
+        let (mut sender, fresh) = match reuse(pool).await {
+            Some(sender) => (sender, false),
+            None => match connect(inner).await {
+                Ok(sender) => (sender, true),
+                Err(failure) => return out.fail(failure).await,
+            },
+        };
+        let sent =
+            tokio::time::timeout(settings.response_timeout, sender.try_send_request(request)).await;
+        match sent {
+            Err(_) => return out.fail(Failure::Timeout(settings.response_timeout)).await,
+            Ok(Ok(response)) => break (sender, response),
+            Ok(Err(mut error)) => match error.take_message() {
+                Some(unsent) if !fresh => request = unsent,
+                _ => {
+                    let failure = Failure::Backend(format!("HTTP: {}", error.into_error()));
+                    return out.fail(failure).await;
+                }
+            },
+        }
+    };
+    let (parts, mut body) = response.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if !out.head(ResponseHead {
+        status: parts.status,
+        headers,
+    }) {
+        return;
+    }
+    loop {
+        match tokio::time::timeout(settings.response_timeout, body.frame()).await {
+            Err(_) => return out.fail(Failure::Timeout(settings.response_timeout)).await,
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return out
+                    .fail(Failure::Backend(format!("HTTP body: {error}")))
+                    .await;
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data()
+                    && !out.data(data).await
+                {
+                    // The client has gone: dropping the unread body closes the connection.
+                    return;
+                }
+            }
+        }
+    }
+    drop(body);
+    if sender.ready().await.is_ok() {
+        pool.put(sender);
+    }
+}
+
+/// An idle connection that is still open and ready for a request.
+async fn reuse(pool: &Pool<Sender>) -> Option<Sender> {
+    while let Some(mut sender) = pool.take(|sender| !sender.is_closed()) {
+        let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
+        if matches!(ready, Ok(Ok(()))) {
+            return Some(sender);
+        }
+    }
+    None
+}
+
+async fn connect(inner: &Inner) -> Result<Sender, Failure> {
+    let stream = inner
+        .url
+        .endpoint
+        .connect(inner.settings.connect_timeout)
+        .await
+        .map_err(Failure::Connect)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Backend(format!("HTTP handshake: {e}")))?;
+    // The connection lives until the backend or the last sender closes it.
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// The request as the backend gets it: the original target, the request's headers but the
+/// hop-by-hop ones, and the `X-Forwarded-*` headers.
+fn to_request(environ: Environ) -> Result<Request<Input>, String> {
+    let target = original_target(&environ);
+    let peer = environ.remote_addr().map(str::to_owned);
+    let scheme = environ.url_scheme().to_string();
+    let host = environ
+        .get("HTTP_HOST")
+        .map(Bytes::copy_from_slice)
+        .or_else(|| (!environ.server_name().is_empty()).then(|| host_of(&environ)));
+    let mut request = request_from_environ(environ).map_err(|e| e.to_string())?;
+    *request.uri_mut() = Uri::from_maybe_shared(target).map_err(|e| e.to_string())?;
+    *request.version_mut() = http::Version::HTTP_11;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(peer) = peer {
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+            Some(earlier) => {
+                let mut value = earlier.as_bytes().to_vec();
+                value.extend_from_slice(b", ");
+                value.extend_from_slice(peer.as_bytes());
+                HeaderValue::from_bytes(&value)
+            }
+            None => HeaderValue::from_str(&peer),
+        };
+        if let Ok(value) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&scheme) {
+        headers.insert(X_FORWARDED_PROTO, value);
+    }
+    if let Some(host) = host.and_then(|h| HeaderValue::from_maybe_shared(h).ok()) {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+        headers.entry(HOST).or_insert(host);
+    }
+    Ok(request)
+}
+
+/// `REQUEST_URI` when the front end gave it (the raw target, as the client wrote it), else the
+/// path made from `SCRIPT_NAME` and `PATH_INFO`, encoded, and the query string.
+fn original_target(environ: &Environ) -> Bytes {
+    if let Some(uri) = environ.request_uri().filter(|uri| uri.starts_with(b"/")) {
+        return Bytes::copy_from_slice(uri);
+    }
+    let mut target = BytesMut::new();
+    let path = environ.path();
+    if path.is_empty() {
+        target.put_u8(b'/');
+    } else {
+        percent_encode_path(&path, &mut target);
+    }
+    if !environ.query_string().is_empty() {
+        target.put_u8(b'?');
+        target.extend_from_slice(environ.query_string());
+    }
+    target.freeze()
+}
+
+/// `SERVER_NAME[:SERVER_PORT]`, for a request that came without `Host`.
+fn host_of(environ: &Environ) -> Bytes {
+    let mut host = BytesMut::from(environ.server_name());
+    if let Some(port) = environ.server_port() {
+        host.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    host.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_a_backend_gets() {
+        let mut environ = Environ::new();
+        environ.set("REQUEST_METHOD", "POST");
+        environ.set("SCRIPT_NAME", "/api");
+        environ.set("PATH_INFO", "/a b");
+        environ.set("QUERY_STRING", "q=1");
+        environ.set("REMOTE_ADDR", "10.0.0.9");
+        environ.set("HTTP_HOST", "example.org");
+        environ.set("HTTP_X_FORWARDED_FOR", "192.0.2.1");
+        environ.set("HTTP_CONNECTION", "keep-alive, x-hop");
+        environ.set("HTTP_X_HOP", "1");
+        environ.set("HTTP_X_KEPT", "2");
+        environ.set("CONTENT_LENGTH", "0");
+        let request = to_request(environ).unwrap();
+        assert_eq!(request.uri(), "/api/a%20b?q=1");
+        let headers = request.headers();
+        assert_eq!(headers["host"], "example.org");
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.1, 10.0.0.9");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.org");
+        assert_eq!(headers["x-kept"], "2");
+        assert!(!headers.contains_key("connection"));
+        assert!(!headers.contains_key("x-hop"));
+    }
+
+    #[test]
+    fn the_raw_target_is_kept() {
+        let mut environ = Environ::new();
+        environ.set("REQUEST_METHOD", "GET");
+        environ.set("PATH_INFO", "/a/b");
+        environ.set("REQUEST_URI", "/a%2Fb?x");
+        environ.set("SERVER_NAME", "localhost");
+        environ.set("SERVER_PORT", "8080");
+        let request = to_request(environ).unwrap();
+        assert_eq!(request.uri(), "/a%2Fb?x");
+        assert_eq!(request.headers()["host"], "localhost:8080");
+    }
+}

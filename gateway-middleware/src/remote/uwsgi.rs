@@ -1,0 +1,161 @@
+//! Forwarding over the uwsgi protocol: one connection per request, the response a raw HTTP one.
+
+use bytes::{Buf, BytesMut};
+use gateway_core::Environ;
+use gateway_servers::cgi::parse_response_head;
+use gateway_servers::uwsgi::codec::{ChunkedDecoder, encode_request};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Failure, Inner, MAX_HEAD, Out, ReadEnd, backend_vars, read_ahead, send_request};
+
+/// `modifier1` 0: a request for the backend's app.
+const MODIFIER_APP: u8 = 0;
+
+pub(super) async fn exchange(inner: &Inner, mut environ: Environ, out: Out) {
+    let settings = &inner.settings;
+    let ahead = match read_ahead(&mut environ, settings.max_buffered_body).await {
+        Ok(ahead) => ahead,
+        Err(failure) => return out.fail(failure).await,
+    };
+    let vars = backend_vars(&environ, ahead.as_ref().map(|b| b.len() as u64));
+    let mut head = BytesMut::new();
+    let encoded = encode_request(
+        &mut head,
+        MODIFIER_APP,
+        vars.iter().map(|(name, value)| (&name[..], &value[..])),
+    );
+    if let Err(error) = encoded {
+        return out.fail(Failure::HeadersTooLarge(error.to_string())).await;
+    }
+    let head_request = environ.request_method() == "HEAD";
+    let input = environ.take_input();
+    let stream = match inner.url.endpoint.connect(settings.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(error) => return out.fail(Failure::Connect(error)).await,
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    // The body follows the packet as it is: no framing.
+    let encode = |dst: &mut BytesMut, data: &[u8]| dst.extend_from_slice(data);
+    let mut out = out;
+    let (end, _) = send_request(
+        writer,
+        head,
+        ahead,
+        input,
+        encode,
+        read_response(reader, &mut out, head_request, settings.response_timeout),
+    )
+    .await;
+    if let ReadEnd::Failed(failure) = end {
+        out.fail(failure).await;
+    }
+}
+
+/// How the body of a response is delimited.
+enum Framing {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// Reads the HTTP response: its head, then its body by its framing (the connection closes
+/// after it in any case). The answer to a HEAD request, a 1xx, 204 or 304 has no body, whatever
+/// its `Content-Length` says.
+async fn read_response<R: AsyncRead + Unpin>(
+    mut reader: R,
+    out: &mut Out,
+    head_request: bool,
+    timeout: std::time::Duration,
+) -> ReadEnd<R> {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut framing: Option<Framing> = None;
+    loop {
+        match &mut framing {
+            None => match parse_response_head(&buf) {
+                Ok(Some((mut head, len))) => {
+                    buf.advance(len);
+                    let chunked = head
+                        .headers
+                        .get(TRANSFER_ENCODING)
+                        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
+                    let length = head
+                        .headers
+                        .get(CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    let bodiless = head_request
+                        || head.status.is_informational()
+                        || head.status == http::StatusCode::NO_CONTENT
+                        || head.status == http::StatusCode::NOT_MODIFIED;
+                    framing = Some(match (chunked, length) {
+                        _ if bodiless => Framing::Length(0),
+                        (true, _) => Framing::Chunked(ChunkedDecoder::new()),
+                        (false, Some(length)) => Framing::Length(length),
+                        (false, None) => Framing::UntilClose,
+                    });
+                    if chunked {
+                        head.headers.remove(TRANSFER_ENCODING);
+                    }
+                    if !out.head(head) {
+                        return ReadEnd::ClientGone;
+                    }
+                    continue;
+                }
+                Ok(None) if buf.len() > MAX_HEAD => {
+                    return ReadEnd::Failed(Failure::Backend(format!(
+                        "uwsgi: response head over {MAX_HEAD} bytes"
+                    )));
+                }
+                Ok(None) => {}
+                Err(error) => return ReadEnd::Failed(Failure::Backend(format!("uwsgi: {error}"))),
+            },
+            Some(Framing::Length(left)) => {
+                let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= take as u64;
+                if !out.data(buf.split_to(take).freeze()).await {
+                    return ReadEnd::ClientGone;
+                }
+                if *left == 0 {
+                    return ReadEnd::Done(None);
+                }
+            }
+            Some(Framing::Chunked(decoder)) => loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(data)) => {
+                        if !out.data(data).await {
+                            return ReadEnd::ClientGone;
+                        }
+                    }
+                    Ok(None) if decoder.is_done() => return ReadEnd::Done(None),
+                    Ok(None) => break,
+                    Err(error) => {
+                        return ReadEnd::Failed(Failure::Backend(format!("uwsgi body: {error}")));
+                    }
+                }
+            },
+            Some(Framing::UntilClose) => {
+                if !out.data(buf.split().freeze()).await {
+                    return ReadEnd::ClientGone;
+                }
+            }
+        }
+        match tokio::time::timeout(timeout, reader.read_buf(&mut buf)).await {
+            Err(_) => return ReadEnd::Failed(Failure::Timeout(timeout)),
+            Ok(Ok(0)) => {
+                return match framing {
+                    Some(Framing::UntilClose) => ReadEnd::Done(None),
+                    None => ReadEnd::Failed(Failure::Backend(
+                        "uwsgi: the backend closed the connection before a whole response head"
+                            .into(),
+                    )),
+                    Some(_) => ReadEnd::Failed(Failure::Backend(
+                        "uwsgi: the backend closed the connection before the end of the body"
+                            .into(),
+                    )),
+                };
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return ReadEnd::Failed(Failure::Backend(format!("uwsgi: {error}"))),
+        }
+    }
+}

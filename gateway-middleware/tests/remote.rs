@@ -1,0 +1,284 @@
+//! Remote backends against real servers of this project on 127.0.0.1: the HTTP, FastCGI and
+//! uwsgi servers each run a mirror app, and [`Remote`] forwards to them.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_core::{App, Body, Environ, ErrorSink, ErrorStream, StartResponse};
+use gateway_middleware::remote::{BackendUrl, Remote};
+use gateway_testkit::{Mode, TestClient, TestServer, Validator};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+/// Answers with what it was given, in `x-` headers, and the request body as its body; writes
+/// one line to `wsgi.errors`. `/slow` waits two seconds first.
+fn mirror(mut environ: Environ, start: StartResponse) -> Body {
+    if environ.path_info() == b"/slow" {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let method = environ.request_method().to_owned();
+    let _ = writeln!(environ.errors(), "mirror saw {method}");
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: &[u8]| {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.insert(name, value);
+        }
+    };
+    put("x-method", environ.request_method().as_bytes());
+    put("x-script-name", environ.script_name());
+    put("x-path-info", environ.path_info());
+    put("x-query", environ.query_string());
+    put("x-scheme", environ.url_scheme().to_string().as_bytes());
+    put(
+        "x-terminated",
+        if environ.input_terminated() {
+            b"yes"
+        } else {
+            b"no"
+        },
+    );
+    for (var, header) in [
+        ("CONTENT_LENGTH", "x-content-length"),
+        ("HTTP_X_TOKEN", "x-token"),
+        ("HTTP_X_HOP", "x-hop"),
+        ("HTTP_X_FORWARDED_FOR", "x-saw-forwarded-for"),
+        ("HTTP_X_FORWARDED_PROTO", "x-saw-forwarded-proto"),
+        ("HTTP_HOST", "x-host"),
+    ] {
+        if let Some(value) = environ.get(var) {
+            put(header, value);
+        }
+    }
+    // The connection's own peer (the remote backend's side of it), not the forwarded one.
+    if let Some(peer) = environ.peer_addr() {
+        put("x-peer", peer.to_string().as_bytes());
+    }
+    let mut input = environ.take_input();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut input, &mut body).unwrap();
+    let _ = start.start(StatusCode::OK, headers);
+    // In pieces, so the response streams.
+    let chunks: Vec<Bytes> = Bytes::from(body)
+        .chunks(8192)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    Body::from_chunks(chunks)
+}
+
+struct Backends {
+    servers: Vec<(&'static str, TestServer)>,
+}
+
+impl Backends {
+    fn start() -> Backends {
+        Backends {
+            servers: vec![
+                ("http", TestServer::http(mirror)),
+                ("fastcgi", TestServer::fastcgi(mirror)),
+                ("uwsgi", TestServer::uwsgi(mirror)),
+            ],
+        }
+    }
+
+    fn remotes(&self) -> Vec<(&'static str, Remote)> {
+        self.servers
+            .iter()
+            .map(|(scheme, server)| {
+                let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+                (*scheme, Remote::new(url))
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn requests_go_through_each_protocol_and_pass_the_validator_both_sides() {
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        let validator = Validator::new(Mode::Strict);
+        let report = validator.report();
+        let client = TestClient::new(gateway_core::Builder::new().with(validator).app(remote));
+        let response = client
+            .get("/a%20b/c?x=1&y=%20")
+            .header("x-token", "t-1")
+            .header("connection", "x-hop")
+            .header("x-hop", "dropped")
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
+        assert_eq!(response.header("x-method"), Some("GET"), "{scheme}");
+        assert_eq!(response.header("x-path-info"), Some("/a b/c"), "{scheme}");
+        assert_eq!(response.header("x-query"), Some("x=1&y=%20"), "{scheme}");
+        assert_eq!(response.header("x-token"), Some("t-1"), "{scheme}");
+        assert_eq!(response.header("x-hop"), None, "{scheme}: hop-by-hop");
+        assert_eq!(response.body(), "", "{scheme}");
+        assert!(report.is_clean(), "{scheme}: {:?}", report.violations());
+    }
+}
+
+#[test]
+fn bodies_stream_both_ways_with_and_without_a_length() {
+    let backends = Backends::start();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for (scheme, remote) in backends.remotes() {
+        let client = TestClient::new(remote);
+        let response = client.post("/echo").body(body.clone()).send();
+        assert_eq!(response.status(), 200, "{scheme}");
+        assert_eq!(response.body().len(), body.len(), "{scheme}");
+        assert!(response.body()[..] == body[..], "{scheme}: the body echoed");
+        assert_eq!(response.header("x-content-length"), Some("200000"));
+
+        let pieces: Vec<Bytes> = body.chunks(7000).map(Bytes::copy_from_slice).collect();
+        let response = client.post("/echo").chunks(pieces).send();
+        assert_eq!(response.status(), 200, "{scheme}");
+        assert!(
+            response.body()[..] == body[..],
+            "{scheme}: the chunked body echoed"
+        );
+        match scheme {
+            // HTTP forwards the body chunked, as it came.
+            "http" => assert_eq!(response.header("x-terminated"), Some("yes")),
+            // FastCGI and uwsgi need its length: it was read ahead.
+            _ => assert_eq!(
+                response.header("x-content-length"),
+                Some("200000"),
+                "{scheme}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_chunked_body_over_the_read_ahead_limit_is_413() {
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers[1..] {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url).max_buffered_body(1000).build();
+        let response = TestClient::new(remote)
+            .post("/")
+            .chunks([vec![b'a'; 600], vec![b'b'; 600]])
+            .send();
+        assert_eq!(response.status(), 413, "{scheme}");
+    }
+}
+
+#[test]
+fn http_backends_get_forwarded_headers() {
+    let backends = Backends::start();
+    let (_, remote) = backends.remotes().remove(0);
+    let client = TestClient::new(remote);
+    let response = client
+        .get("/")
+        .header("host", "example.org")
+        .header("x-forwarded-for", "192.0.2.7")
+        .send();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.header("x-host"), Some("example.org"), "Host kept");
+    let forwarded = response.header("x-saw-forwarded-for").unwrap();
+    assert!(forwarded.starts_with("192.0.2.7, "), "{forwarded}");
+    assert_eq!(response.header("x-saw-forwarded-proto"), Some("http"));
+}
+
+#[test]
+fn connections_are_kept_alive_for_http_and_fastcgi_not_uwsgi() {
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        let client = TestClient::new(remote);
+        let ports: Vec<String> = (0..3)
+            .map(|_| {
+                let response = client.get("/").send();
+                assert_eq!(response.status(), 200, "{scheme}");
+                response.header("x-peer").unwrap().to_owned()
+            })
+            .collect();
+        let reused = ports.iter().all(|port| *port == ports[0]);
+        assert_eq!(reused, scheme != "uwsgi", "{scheme}: {ports:?}");
+    }
+}
+
+/// An error sink that keeps the lines.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl ErrorSink for Lines {
+    fn write_message(&self, message: &[u8]) {
+        let line = String::from_utf8_lossy(message).into_owned();
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// `app` with the request's `wsgi.errors` going to `lines`.
+fn logged(app: Remote, lines: Lines) -> impl App {
+    move |mut environ: Environ, start: StartResponse| {
+        environ.set_errors(ErrorStream::new(lines.clone()));
+        app.call(environ, start)
+    }
+}
+
+#[test]
+fn fastcgi_stderr_reaches_the_request_error_stream() {
+    let backends = Backends::start();
+    let (_, remote) = backends.remotes().remove(1);
+    let lines = Lines::default();
+    let response = TestClient::new(logged(remote, lines.clone()))
+        .put("/")
+        .send();
+    assert_eq!(response.status(), 200);
+    let lines = lines.0.lock().unwrap().join("");
+    assert!(lines.contains("mirror saw PUT"), "{lines:?}");
+}
+
+#[test]
+fn unreachable_and_slow_backends_are_502_and_504_and_logged() {
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for scheme in ["http", "fastcgi", "uwsgi"] {
+        let url: BackendUrl = format!("{scheme}://127.0.0.1:{closed_port}")
+            .parse()
+            .unwrap();
+        let lines = Lines::default();
+        let response = TestClient::new(logged(Remote::new(url), lines.clone()))
+            .get("/")
+            .send();
+        assert_eq!(response.status(), 502, "{scheme}");
+        let logged = lines.0.lock().unwrap().join("");
+        assert!(logged.contains("cannot connect"), "{scheme}: {logged:?}");
+    }
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .response_timeout(Duration::from_millis(300))
+            .build();
+        let response = TestClient::new(remote).get("/slow").send();
+        assert_eq!(response.status(), 504, "{scheme}");
+    }
+}
+
+#[test]
+fn unix_socket_backends() {
+    let dir = std::env::temp_dir().join(format!("gateway-remote-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fcgi.sock");
+    let bind = gateway_servers::runtime::Bind::Unix(path.clone());
+    let _server = TestServer::start(8, move |_, stop| {
+        let listener = gateway_servers::runtime::Listener::bind(&bind, None).unwrap();
+        let runtime = gateway_servers::runtime::Runtime::new(
+            mirror,
+            gateway_servers::runtime::Config::default(),
+        );
+        gateway_servers::fastcgi::server::serve(listener, runtime, stop, Default::default())
+    });
+    let url: BackendUrl = format!("fastcgi://unix:{}", path.display())
+        .parse()
+        .unwrap();
+    let response = TestClient::new(Remote::new(url))
+        .post("/u")
+        .body("over unix")
+        .send();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text(), "over unix");
+    let _ = std::fs::remove_dir_all(dir);
+}
