@@ -10,6 +10,7 @@ PACKAGES=(
   apache2
   lighttpd
   nginx
+  uwsgi-core  # uWSGI: its HTTP router (plugins corerouter and http) and --ping (plugin ping)
 )
 
 missing=()
