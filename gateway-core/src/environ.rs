@@ -117,6 +117,34 @@ impl Environ {
         }
     }
 
+    /// A copy of this environ with `input` in place of the request body: the variables,
+    /// the gateway fields, an error stream to the same sink and the extensions. What a
+    /// middleware needs to send one request to a second app (a retry, a mirror).
+    ///
+    /// ```
+    /// use gateway_core::{Environ, Input};
+    ///
+    /// let mut environ = Environ::new();
+    /// environ.set("REQUEST_METHOD", "PUT");
+    /// environ.set_input_terminated(false);
+    /// let copy = environ.copy_with_input(Input::from_bytes("again"));
+    /// assert_eq!(copy.request_method(), "PUT");
+    /// assert!(!copy.input_terminated());
+    /// ```
+    pub fn copy_with_input(&self, input: Input) -> Environ {
+        Environ {
+            vars: self.vars.clone(),
+            url_scheme: self.url_scheme,
+            multithread: self.multithread,
+            multiprocess: self.multiprocess,
+            run_once: self.run_once,
+            input_terminated: self.input_terminated,
+            input,
+            errors: self.errors.clone(),
+            extensions: self.extensions.clone(),
+        }
+    }
+
     // ----- meta-variables -----
 
     /// The value of a meta-variable, as bytes.

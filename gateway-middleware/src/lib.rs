@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+pub mod balancer;
 mod body_limit;
 mod compression;
 mod error_pages;

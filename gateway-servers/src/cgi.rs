@@ -353,7 +353,7 @@ impl std::error::Error for HeadError {}
 /// use gateway_servers::cgi::parse_response_head;
 ///
 /// let (head, len) = parse_response_head(b"Status: 404 Gone\nX-A: 1\n\nbody").unwrap().unwrap();
-/// assert_eq!((head.status.as_u16(), &head.headers["x-a"], len), (404, "1", 25));
+/// assert_eq!((head.status.as_u16(), head.headers["x-a"].to_str().unwrap(), len), (404, "1", 25));
 /// let (head, _) = parse_response_head(b"HTTP/1.1 201 Created\r\n\r\n").unwrap().unwrap();
 /// assert_eq!(head.status, 201);
 /// assert_eq!(parse_response_head(b"Content-Type: text/plain\r\n").unwrap(), None);

@@ -77,6 +77,10 @@ pub struct LauncherArgs {
     /// Permissions of Unix socket files, in octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
+    /// The app never blocks its thread (it waits inside its body, asynchronously): run it on
+    /// the event loop instead of the worker pool.
+    #[arg(long)]
+    pub non_blocking: bool,
 }
 
 fn parse_roles(s: &str) -> Result<Roles, String> {
@@ -117,6 +121,7 @@ impl LauncherArgs {
             header_read_timeout: seconds(self.header_timeout, "header-timeout")?,
             body_read_timeout: seconds(self.body_timeout, "body-timeout")?,
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
+            blocking: !self.non_blocking,
             ..Config::default()
         })
     }
