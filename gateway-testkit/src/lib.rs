@@ -6,6 +6,7 @@
 //!   (see [`validator`] for the rules);
 //! - [`TestServer`] (feature `servers`, on by default): this project's HTTP, FastCGI or uwsgi
 //!   server on a thread of its own, on a free port of 127.0.0.1;
+//! - [`echo`]: the reference echo app every conformance run serves;
 //! - [`strategies`] (feature `proptest`, on by default): proptest strategies for environs,
 //!   requests, header maps and chunked bodies.
 //!
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod echo;
 #[cfg(feature = "servers")]
 mod server;
 #[cfg(feature = "proptest")]
