@@ -7,6 +7,8 @@ use clap::Parser;
 use gateway_core::App;
 
 use crate::fastcgi::protocol::{Roles, Settings};
+use crate::fastcgi::server::Options;
+use crate::fastcgi::web_server_addrs::WebServerAddrs;
 use crate::runtime::{Bind, Config, Listener, Runtime, Shutdown, inherited_fd0};
 
 /// The launcher's flags. Example programs add their own with `#[command(flatten)]`:
@@ -33,7 +35,9 @@ pub struct LauncherArgs {
     /// Serve HTTP on HOST:PORT, unix:PATH, fd:N or systemd (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub http: Vec<Bind>,
-    /// Serve FastCGI on HOST:PORT or unix:PATH.
+    /// Serve FastCGI on HOST:PORT or unix:PATH. When the environment variable
+    /// FCGI_WEB_SERVER_ADDRS is set (comma-separated IP addresses), TCP connections from any
+    /// other address are closed at once.
     #[arg(long, value_name = "ADDR")]
     pub fastcgi: Option<Bind>,
     /// Serve the uwsgi protocol on HOST:PORT or unix:PATH.
@@ -205,6 +209,11 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         }
         None => None,
     };
+    let web_server_addrs = match fastcgi.as_ref().map(|_| WebServerAddrs::from_env()) {
+        Some(Err(error)) => return usage_error(&error.to_string()),
+        Some(Ok(addrs)) => addrs,
+        None => None,
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -260,11 +269,15 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 roles: args.fastcgi_roles,
                 ..Settings::default()
             };
-            tasks.push(tokio::spawn(crate::fastcgi::server::serve(
+            let options = Options {
+                settings,
+                web_server_addrs,
+            };
+            tasks.push(tokio::spawn(crate::fastcgi::server::serve_with(
                 listener,
                 server.clone(),
                 shutdown.clone(),
-                settings,
+                options,
             )));
         }
         if let Some(bind) = &args.uwsgi {

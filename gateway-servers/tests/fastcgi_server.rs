@@ -1,6 +1,7 @@
 //! The FastCGI server over real sockets on 127.0.0.1, driven with the project's own codec as the
 //! web server's side: responder requests, keep-alive, multiplexed interleaved requests, abort,
-//! GET_VALUES, roles, STDERR, and the environs passing the validator.
+//! GET_VALUES, roles, STDERR, the environs passing the validator, and the peers
+//! `FCGI_WEB_SERVER_ADDRS` allows.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -13,6 +14,8 @@ use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Body, Builder, Environ, StartResponse};
 use gateway_servers::fastcgi::codec::{self, ProtocolStatus, Record, Role, StreamKind};
 use gateway_servers::fastcgi::protocol::{Roles, Settings};
+use gateway_servers::fastcgi::server::Options;
+use gateway_servers::fastcgi::web_server_addrs::{self, WebServerAddrs};
 use gateway_servers::runtime::{Config, Runtime};
 use gateway_testkit::TestServer;
 use gateway_testkit::{Mode, Validator};
@@ -29,6 +32,14 @@ impl Server {
             settings.max_conns = 77;
             let runtime = Runtime::new(app, Config::default());
             gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
+        }))
+    }
+
+    /// The FastCGI server with `app` and `options`, on a free port.
+    fn start_with(app: impl App + 'static, options: Options) -> Server {
+        Server(TestServer::start(32, move |listener, stop| {
+            let runtime = Runtime::new(app, Config::default());
+            gateway_servers::fastcgi::server::serve_with(listener, runtime, stop, options)
         }))
     }
 
@@ -349,4 +360,52 @@ fn the_environs_pass_the_validator() {
     let answers = peer.answers(&[1, 2]);
     assert!(text(&answers[&1].stdout).starts_with("Status: 200 OK"));
     assert!(report.is_clean(), "{:#?}", report.violations());
+}
+
+#[test]
+fn fcgi_web_server_addrs_allows_listed_peers_and_closes_others() {
+    let restricted = |value: &str| {
+        let mut options = Options::default();
+        options.web_server_addrs = web_server_addrs::parse(value)
+            .unwrap()
+            .map(WebServerAddrs::new);
+        Server::start_with(echo, options)
+    };
+    // 127.0.0.1 is listed (among others): served as usual.
+    let server = restricted("192.0.2.1, 127.0.0.1, ::1");
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, false, PARAMS, Some(b"hello"));
+    peer.send(&wire);
+    let answer = &peer.answers(&[1])[&1];
+    assert!(text(&answer.stdout).ends_with("RESPONDER /x|hello"));
+    assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+
+    // Only other addresses are listed: the connection is closed before anything is sent.
+    for value in ["192.0.2.1", "192.0.2.1, ::1", "127.0.0.2"] {
+        let server = restricted(value);
+        let mut peer = server.connect();
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let read = peer.stream.read(&mut byte);
+        assert!(
+            matches!(read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{value}: {read:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{value}: closed at once"
+        );
+        // And a request sent anyway gets no answer.
+        let mut wire = BytesMut::new();
+        request(&mut wire, 1, Role::Responder, false, PARAMS, Some(b"hello"));
+        let _ = peer.stream.write_all(&wire);
+        assert!(
+            !matches!(peer.stream.read(&mut byte), Ok(n) if n > 0),
+            "{value}"
+        );
+    }
 }

@@ -9,6 +9,11 @@
 //! the web server's error log. `FCGI_ABORT_REQUEST` drops the app's response (its body's
 //! `close()`) and ends the request. The connection closes after a request without
 //! `FCGI_KEEP_CONN`, as the web server asked.
+//!
+//! [`serve`] takes the addresses of the web servers allowed to connect from the environment
+//! variable `FCGI_WEB_SERVER_ADDRS` (see [`web_server_addrs`](super::web_server_addrs)); a TCP
+//! connection from any other address is closed at once. [`serve_with`] takes them, and every
+//! other setting, from its [`Options`].
 
 use std::collections::HashMap;
 use std::io;
@@ -24,6 +29,7 @@ use tokio::sync::mpsc;
 
 use super::codec::{self, Role, StreamKind};
 use super::protocol::{Connection, Event, Settings};
+use super::web_server_addrs::WebServerAddrs;
 use crate::params::{body_framing, bound_input, environ_from_params};
 use crate::runtime::{Listener, Runtime, Shutdown, Stream, serve_connections};
 
@@ -36,18 +42,63 @@ const INPUT_QUEUE: usize = 32;
 #[derive(Debug, Clone)]
 pub struct FilterData(pub Arc<std::sync::Mutex<Option<Input>>>);
 
+/// What a FastCGI server does beyond the protocol's [`Settings`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// The protocol's settings: roles, multiplexing, the numbers `FCGI_GET_VALUES` reports.
+    pub settings: Settings,
+    /// The only peers a TCP connection is accepted from (`FCGI_WEB_SERVER_ADDRS`); `None`
+    /// accepts every peer.
+    pub web_server_addrs: Option<WebServerAddrs>,
+}
+
 /// Serves `runtime`'s app over FastCGI on `listener` until `shutdown` asks to stop; then waits
-/// for the connections' requests (within the config's `shutdown_timeout`).
+/// for the connections' requests (within the config's `shutdown_timeout`). TCP connections are
+/// restricted to the addresses in `FCGI_WEB_SERVER_ADDRS` when that variable is set; a value
+/// that is not a list of IP addresses is an `InvalidInput` error before anything is served.
 pub async fn serve<A: App + 'static>(
     listener: Listener,
     runtime: Runtime<A>,
     shutdown: Shutdown,
     settings: Settings,
 ) -> io::Result<()> {
+    let web_server_addrs = WebServerAddrs::from_env()
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let options = Options {
+        settings,
+        web_server_addrs,
+    };
+    serve_with(listener, runtime, shutdown, options).await
+}
+
+/// Serves as [`serve`] does, with `options` (the environment is not read).
+pub async fn serve_with<A: App + 'static>(
+    listener: Listener,
+    runtime: Runtime<A>,
+    shutdown: Shutdown,
+    options: Options,
+) -> io::Result<()> {
+    if let Some(addrs) = &options.web_server_addrs {
+        tracing::info!(addrs = ?addrs.addrs(), "FastCGI connections only from these addresses");
+    }
     let handler_runtime = runtime.clone();
     serve_connections(listener, runtime.config(), shutdown, move |connection| {
         let runtime = handler_runtime.clone();
+        let settings = options.settings;
+        let allowed = options
+            .web_server_addrs
+            .as_ref()
+            .is_none_or(|addrs| addrs.allows(connection.peer));
         async move {
+            if !allowed {
+                // Dropping the stream closes the connection.
+                tracing::warn!(
+                    peer = ?connection.peer,
+                    "FastCGI connection refused: the peer is not in FCGI_WEB_SERVER_ADDRS"
+                );
+                return;
+            }
             if let Err(error) = handle(runtime, connection.stream, connection.peer, settings).await
             {
                 tracing::debug!(%error, "FastCGI connection ended with an error");
