@@ -74,6 +74,10 @@ pub struct LauncherArgs {
     /// are answered FCGI_UNKNOWN_ROLE).
     #[arg(long, value_name = "ROLES", default_value = "responder", value_parser = parse_roles)]
     pub fastcgi_roles: Roles,
+    /// Serve one FastCGI request per connection at a time: FCGI_GET_VALUES reports
+    /// FCGI_MPXS_CONNS=0, and a second request on a busy connection gets FCGI_CANT_MPX_CONN.
+    #[arg(long)]
+    pub fastcgi_no_multiplex: bool,
     /// Largest uwsgi vars block in bytes (larger gets 431); the protocol's own limit by
     /// default.
     #[arg(long, default_value_t = crate::uwsgi::codec::MAX_VARS_SIZE)]
@@ -128,6 +132,17 @@ impl LauncherArgs {
             blocking: !self.non_blocking,
             ..Config::default()
         })
+    }
+
+    /// The FastCGI protocol settings the flags describe, with the limits of `config`.
+    pub fn fastcgi_settings(&self, config: &Config) -> Settings {
+        Settings {
+            max_conns: config.max_connections,
+            max_reqs: config.max_requests,
+            multiplex: !self.fastcgi_no_multiplex,
+            roles: self.fastcgi_roles,
+            ..Settings::default()
+        }
     }
 }
 
@@ -263,12 +278,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
             })?;
             tracing::info!(address = %bind, "serving FastCGI");
-            let settings = Settings {
-                max_conns: server.config().max_connections,
-                max_reqs: server.config().max_requests,
-                roles: args.fastcgi_roles,
-                ..Settings::default()
-            };
+            let settings = args.fastcgi_settings(server.config());
             let options = Options {
                 settings,
                 web_server_addrs,
@@ -339,6 +349,27 @@ mod tests {
         assert_eq!(config.max_body_size, 10);
         assert_eq!(config.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(args.socket_mode, Some(0o600));
+    }
+
+    #[test]
+    fn fastcgi_flags_make_the_settings() {
+        let config = Config::default();
+        let settings = parse(&[]).unwrap().fastcgi_settings(&config);
+        assert!(settings.multiplex);
+        assert_eq!(settings.roles, Roles::RESPONDER);
+        assert_eq!(settings.max_conns, config.max_connections);
+        let args = parse(&[
+            "--fastcgi-no-multiplex",
+            "--fastcgi-roles",
+            "responder,authorizer",
+            "--max-requests",
+            "7",
+        ])
+        .unwrap();
+        let settings = args.fastcgi_settings(&args.config().unwrap());
+        assert!(!settings.multiplex);
+        assert_eq!(settings.roles, Roles::RESPONDER.union(Roles::AUTHORIZER));
+        assert_eq!(settings.max_reqs, 7);
     }
 
     #[test]

@@ -409,3 +409,52 @@ fn fcgi_web_server_addrs_allows_listed_peers_and_closes_others() {
         );
     }
 }
+
+#[test]
+fn without_multiplexing_a_second_request_gets_cant_mpx_conn() {
+    let mut options = Options::default();
+    options.settings.multiplex = false;
+    let server = Server::start_with(echo, options);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    codec::encode_get_values(&mut wire, [codec::MPXS_CONNS]);
+    peer.send(&wire);
+    let Some(Record::GetValuesResult { pairs }) = peer.record() else {
+        panic!()
+    };
+    let pairs: Vec<_> = codec::Pairs::new(pairs).collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        pairs,
+        [(Bytes::from_static(codec::MPXS_CONNS), Bytes::from("0"))]
+    );
+
+    // Request 1 is open (its params not even finished) when request 2 begins.
+    let mut wire = BytesMut::new();
+    codec::encode_begin_request(&mut wire, 1, Role::Responder, true);
+    let mut block = BytesMut::new();
+    for (n, v) in PARAMS {
+        codec::encode_pair(&mut block, n.as_bytes(), v.as_bytes());
+    }
+    codec::encode_stream(&mut wire, StreamKind::Params, 1, &block);
+    request(&mut wire, 2, Role::Responder, true, PARAMS, Some(b"two.."));
+    codec::encode_end_of_stream(&mut wire, StreamKind::Params, 1);
+    codec::encode_stream(&mut wire, StreamKind::Stdin, 1, b"one..");
+    codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 1);
+    peer.send(&wire);
+    let answers = peer.answers(&[1, 2]);
+    assert_eq!(answers[&2].end, Some((0, ProtocolStatus::CantMpxConn)));
+    assert!(
+        answers[&2].stdout.is_empty(),
+        "the refused request never ran"
+    );
+    assert_eq!(answers[&1].end, Some((0, ProtocolStatus::RequestComplete)));
+    assert!(text(&answers[&1].stdout).ends_with("|one.."));
+
+    // Once request 1 ended, the connection serves the next one.
+    let mut wire = BytesMut::new();
+    request(&mut wire, 2, Role::Responder, false, PARAMS, Some(b"next."));
+    peer.send(&wire);
+    let answer = &peer.answers(&[2])[&2];
+    assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+    assert!(text(&answer.stdout).ends_with("|next."));
+}
