@@ -78,6 +78,11 @@ pub struct LauncherArgs {
     /// FCGI_MPXS_CONNS=0, and a second request on a busy connection gets FCGI_CANT_MPX_CONN.
     #[arg(long)]
     pub fastcgi_no_multiplex: bool,
+    /// The path prefix the app is mounted at behind a FastCGI front end that sends the whole
+    /// path in SCRIPT_NAME (nginx's fastcgi_pass): a request under PREFIX gets SCRIPT_NAME=PREFIX
+    /// and the rest as PATH_INFO.
+    #[arg(long, value_name = "PREFIX", value_parser = parse_mount)]
+    pub fastcgi_mount: Option<String>,
     /// Largest uwsgi vars block in bytes (larger gets 431); the protocol's own limit by
     /// default.
     #[arg(long, default_value_t = crate::uwsgi::codec::MAX_VARS_SIZE)]
@@ -103,6 +108,14 @@ fn parse_roles(s: &str) -> Result<Roles, String> {
         roles = Some(roles.map_or(role, |r| r.union(role)));
     }
     roles.ok_or_else(|| "no FastCGI role given".to_owned())
+}
+
+fn parse_mount(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("the mount prefix `{s}` does not start with `/`"))
+    }
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -282,6 +295,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
             let options = Options {
                 settings,
                 web_server_addrs,
+                mount: args.fastcgi_mount.clone(),
             };
             tasks.push(tokio::spawn(crate::fastcgi::server::serve_with(
                 listener,
@@ -377,6 +391,14 @@ mod tests {
         assert!(parse(&["--http", "nowhere"]).is_err());
         assert!(parse(&["--threads", "x"]).is_err());
         assert!(parse(&["--socket-mode", "999"]).is_err());
+        assert!(parse(&["--fastcgi-mount", "app"]).is_err());
+        assert_eq!(
+            parse(&["--fastcgi-mount", "/app"])
+                .unwrap()
+                .fastcgi_mount
+                .as_deref(),
+            Some("/app")
+        );
         assert!(parse(&["--unknown"]).is_err());
         assert!(parse(&["--header-timeout=-1"]).unwrap().config().is_err());
     }

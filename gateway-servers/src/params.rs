@@ -100,6 +100,53 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
     environ
 }
 
+/// Splits the request's path at a mount prefix: when `SCRIPT_NAME` followed by `PATH_INFO`
+/// is `prefix` or starts with `prefix/`, `SCRIPT_NAME` becomes `prefix` and `PATH_INFO` the
+/// rest; otherwise nothing changes. Trailing slashes of `prefix` are ignored, and an empty
+/// prefix (or `/`) mounts nothing. Returns whether the environ was changed.
+///
+/// For front ends that do not split the path themselves: nginx's FastCGI sends the whole path
+/// in `SCRIPT_NAME` and no `PATH_INFO`, Apache's `ProxyPass` to `fcgi://` does the same, and
+/// nginx's uwsgi sends it all in `PATH_INFO`. A path the front end did split is split again at
+/// `prefix`, so the configured prefix wins. Apply it after [`environ_from_params`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use gateway_servers::params::{environ_from_params, mount};
+///
+/// // What nginx sends for /app/x with `include fastcgi_params;`.
+/// let vars = [("SCRIPT_NAME", "/app/x"), ("REQUEST_URI", "/app/x")];
+/// let mut environ = environ_from_params(vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v))));
+/// assert!(mount(&mut environ, b"/app"));
+/// assert_eq!((environ.script_name(), environ.path_info()), (&b"/app"[..], &b"/x"[..]));
+/// ```
+pub fn mount(environ: &mut Environ, prefix: &[u8]) -> bool {
+    let mut prefix = prefix;
+    while let Some(rest) = prefix.strip_suffix(b"/") {
+        prefix = rest;
+    }
+    if prefix.is_empty() {
+        return false;
+    }
+    let (script_name, path_info) = (environ.script_name(), environ.path_info());
+    let mut path = Vec::with_capacity(script_name.len() + path_info.len());
+    path.extend_from_slice(script_name);
+    path.extend_from_slice(path_info);
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return false;
+    };
+    if !rest.is_empty() && !rest.starts_with(b"/") {
+        return false;
+    }
+    if script_name == prefix {
+        return false;
+    }
+    let rest = rest.to_vec();
+    environ.set("SCRIPT_NAME", prefix.to_vec());
+    environ.set("PATH_INFO", rest);
+    true
+}
+
 /// Gives the variables every environ has (PEP 3333, and the validator's R14, R23, R24) a value
 /// when the front end left them out or empty: nginx sends `SERVER_NAME=""` from a server block
 /// without `server_name`, and a CGI script run by hand gets no method or protocol at all.
@@ -209,6 +256,45 @@ mod tests {
                 (e.script_name(), e.path_info()),
                 (want_script.as_bytes(), want_path.as_bytes()),
                 "{script:?} {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mount_prefix_splits_the_path() {
+        for (prefix, script, path, want_script, want_path, changed) in [
+            // nginx FastCGI: the whole path in SCRIPT_NAME, no PATH_INFO.
+            ("/app", "/app/x", "", "/app", "/x", true),
+            ("/app/", "/app/x/y", "", "/app", "/x/y", true),
+            // (environ_from_params already gave the trailing slash to PATH_INFO.)
+            ("/app", "/app/", "", "/app", "/", false),
+            ("/app", "/app", "", "/app", "", false),
+            ("/a/b", "/a/b/c", "", "/a/b", "/c", true),
+            // nginx uwsgi: the whole path in PATH_INFO.
+            ("/app", "", "/app/x", "/app", "/x", true),
+            // Already split at the prefix (lighttpd): unchanged.
+            ("/app", "/app", "/x", "/app", "/x", false),
+            // Split elsewhere: the prefix wins.
+            ("/app", "/app/sub", "/x", "/app", "/sub/x", true),
+            ("/app/sub", "/app", "/sub/x", "/app/sub", "/x", true),
+            // Not under the prefix, or only a name that begins like it: unchanged.
+            ("/app", "/other/x", "", "/other/x", "", false),
+            ("/app", "/application/x", "", "/application/x", "", false),
+            ("/app", "/ap", "", "/ap", "", false),
+            // No prefix.
+            ("", "/app/x", "", "/app/x", "", false),
+            ("/", "/app/x", "", "/app/x", "", false),
+        ] {
+            let mut e = environ(&[("SCRIPT_NAME", script), ("PATH_INFO", path)]);
+            assert_eq!(
+                mount(&mut e, prefix.as_bytes()),
+                changed,
+                "{prefix:?} {script:?} {path:?}"
+            );
+            assert_eq!(
+                (e.script_name(), e.path_info()),
+                (want_script.as_bytes(), want_path.as_bytes()),
+                "{prefix:?} {script:?} {path:?}"
             );
         }
     }

@@ -458,3 +458,43 @@ fn without_multiplexing_a_second_request_gets_cant_mpx_conn() {
     assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
     assert!(text(&answer.stdout).ends_with("|next."));
 }
+
+#[test]
+fn a_mount_prefix_splits_the_whole_path_in_script_name() {
+    let mut options = Options::default();
+    options.mount = Some("/app".to_owned());
+    let server = Server::start_with(echo, options);
+    let mut peer = server.connect();
+    // nginx with `include fastcgi_params;`: the whole path in SCRIPT_NAME, no PATH_INFO.
+    let nginx = |script_name| {
+        let mut params: Vec<(&str, &str)> = PARAMS
+            .iter()
+            .filter(|(n, _)| *n != "SCRIPT_NAME" && *n != "PATH_INFO")
+            .copied()
+            .collect();
+        params.push(("SCRIPT_NAME", script_name));
+        params
+    };
+    let mut wire = BytesMut::new();
+    request(
+        &mut wire,
+        1,
+        Role::Responder,
+        true,
+        &nginx("/app/x/y"),
+        Some(b"hello"),
+    );
+    request(
+        &mut wire,
+        2,
+        Role::Responder,
+        true,
+        &nginx("/application/x"),
+        Some(b"hello"),
+    );
+    peer.send(&wire);
+    let answers = peer.answers(&[1, 2]);
+    assert!(text(&answers[&1].stdout).ends_with("RESPONDER /x/y|hello"));
+    // Not under the prefix: left as the front end sent it (no PATH_INFO).
+    assert!(text(&answers[&2].stdout).ends_with("RESPONDER |hello"));
+}

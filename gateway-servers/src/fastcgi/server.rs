@@ -51,6 +51,11 @@ pub struct Options {
     /// The only peers a TCP connection is accepted from (`FCGI_WEB_SERVER_ADDRS`); `None`
     /// accepts every peer.
     pub web_server_addrs: Option<WebServerAddrs>,
+    /// The prefix the app is mounted at: a request whose path (`SCRIPT_NAME` and `PATH_INFO`)
+    /// is under it gets the prefix as `SCRIPT_NAME` and the rest as `PATH_INFO` (see
+    /// [`params::mount`](crate::params::mount)). For front ends that send the whole path in
+    /// `SCRIPT_NAME`, as nginx's `fastcgi_pass` does.
+    pub mount: Option<String>,
 }
 
 /// Serves `runtime`'s app over FastCGI on `listener` until `shutdown` asks to stop; then waits
@@ -68,6 +73,7 @@ pub async fn serve<A: App + 'static>(
     let options = Options {
         settings,
         web_server_addrs,
+        mount: None,
     };
     serve_with(listener, runtime, shutdown, options).await
 }
@@ -82,10 +88,12 @@ pub async fn serve_with<A: App + 'static>(
     if let Some(addrs) = &options.web_server_addrs {
         tracing::info!(addrs = ?addrs.addrs(), "FastCGI connections only from these addresses");
     }
+    let mount: Option<Arc<str>> = options.mount.as_deref().map(Arc::from);
     let handler_runtime = runtime.clone();
     serve_connections(listener, runtime.config(), shutdown, move |connection| {
         let runtime = handler_runtime.clone();
         let settings = options.settings;
+        let mount = mount.clone();
         let allowed = options
             .web_server_addrs
             .as_ref()
@@ -99,7 +107,8 @@ pub async fn serve_with<A: App + 'static>(
                 );
                 return;
             }
-            if let Err(error) = handle(runtime, connection.stream, connection.peer, settings).await
+            if let Err(error) =
+                handle(runtime, connection.stream, connection.peer, settings, mount).await
             {
                 tracing::debug!(%error, "FastCGI connection ended with an error");
             }
@@ -161,6 +170,7 @@ async fn handle<A: App + 'static>(
     stream: Box<dyn Stream>,
     peer: Option<std::net::SocketAddr>,
     settings: Settings,
+    mount: Option<Arc<str>>,
 ) -> io::Result<()> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
@@ -222,8 +232,12 @@ async fn handle<A: App + 'static>(
                                 tracing::warn!("bad FastCGI params: closing the connection");
                                 return Ok(());
                             };
+                            let mut environ = environ_from_params(pairs);
+                            if let Some(prefix) = &mount {
+                                crate::params::mount(&mut environ, prefix.as_bytes());
+                            }
                             let request = start_request(
-                                &runtime, request_id, role, pairs, peer, out_tx.clone(), done_tx.clone(),
+                                &runtime, request_id, role, environ, peer, out_tx.clone(), done_tx.clone(),
                             );
                             running.insert(request_id, request);
                         }
@@ -281,12 +295,11 @@ fn start_request<A: App + 'static>(
     runtime: &Runtime<A>,
     request_id: u16,
     role: Role,
-    pairs: Vec<(Bytes, Bytes)>,
+    mut environ: gateway_core::Environ,
     peer: Option<std::net::SocketAddr>,
     out: mpsc::Sender<Bytes>,
     done: mpsc::UnboundedSender<(u16, u32)>,
 ) -> Running {
-    let mut environ = environ_from_params(pairs);
     environ.set("FCGI_ROLE", role.name());
     let (stdin_tx, stdin_rx) = mpsc::channel(INPUT_QUEUE);
     let framing = body_framing(&environ);

@@ -1,0 +1,107 @@
+//! The `echo` program on FastCGI behind real nginx (Debian's package), beyond
+//! `fastcgi_nginx.rs`: the mount prefix of the adapter (`--fastcgi-mount`) splitting the whole
+//! path nginx sends in SCRIPT_NAME — checked field by field.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ECHO, TempDir, check_front_end, curl, free_port, start_nginx};
+
+/// The echo program, killed when dropped.
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts echo with `args`, and waits until `ready` says it listens.
+fn backend(args: &[&str], ready: impl Fn() -> bool) -> Backend {
+    let child = Command::new(ECHO)
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let backend = Backend(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the backend did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    backend
+}
+
+fn tcp_backend(args: &[&str], port: u16) -> Backend {
+    let bind = format!("127.0.0.1:{port}");
+    let mut all = vec!["--fastcgi", &bind];
+    all.extend_from_slice(args);
+    backend(&all, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// A location that passes requests to `pass` with Debian's `fastcgi_params` only: nginx then
+/// sends the whole path in SCRIPT_NAME and no PATH_INFO.
+fn plain_location(prefix: &str, pass: &str, extra: &str) -> String {
+    format!(
+        "location {prefix}/ {{\n\
+           include /etc/nginx/fastcgi_params;\n\
+           {extra}\n\
+           fastcgi_pass {pass};\n\
+         }}\n"
+    )
+}
+
+#[test]
+fn fastcgi_mount_splits_nginx_script_name() {
+    let dir = TempDir::new("nginx-fastcgi-mount");
+    let (mounted_port, unmounted_port) = (free_port(), free_port());
+    let _mounted = tcp_backend(&["--fastcgi-mount", "/app"], mounted_port);
+    let _unmounted = tcp_backend(&[], unmounted_port);
+    let port = free_port();
+    let http = format!(
+        "server {{\n\
+           listen 127.0.0.1:{port};\n\
+           {app}\n\
+           {application}\n\
+           {raw}\n\
+         }}\n",
+        app = plain_location("/app", &format!("127.0.0.1:{mounted_port}"), ""),
+        application = plain_location("/application", &format!("127.0.0.1:{mounted_port}"), ""),
+        raw = plain_location("/raw", &format!("127.0.0.1:{unmounted_port}"), ""),
+    );
+    let server = start_nginx(&dir.0, port, &http);
+
+    let environ = |path: &str| curl(&[&server.url(path)], None).json()["environ"].clone();
+    // The brief's example: /app/x behind `location /app/` with --fastcgi-mount /app.
+    let e = environ("/app/x");
+    assert_eq!(
+        (e["SCRIPT_NAME"].as_str(), e["PATH_INFO"].as_str()),
+        (Some("/app"), Some("/x"))
+    );
+    assert_eq!(e["REQUEST_URI"], "/app/x");
+    // Decoded, as nginx decodes SCRIPT_NAME.
+    let e = environ("/app/a%20b/c");
+    assert_eq!(
+        (e["SCRIPT_NAME"].as_str(), e["PATH_INFO"].as_str()),
+        (Some("/app"), Some("/a b/c"))
+    );
+    // Not under the prefix (only a name beginning like it): left as nginx sent it.
+    let e = environ("/application/x");
+    assert_eq!(
+        (e["SCRIPT_NAME"].as_str(), e["PATH_INFO"].as_str()),
+        (Some("/application/x"), Some(""))
+    );
+    // Without --fastcgi-mount, nginx's whole path stays in SCRIPT_NAME: the split is ours.
+    let e = environ("/raw/x");
+    assert_eq!(
+        (e["SCRIPT_NAME"].as_str(), e["PATH_INFO"].as_str()),
+        (Some("/raw/x"), Some(""))
+    );
+
+    check_front_end(&server, "/app", "/app", true, true);
+}
