@@ -1,9 +1,11 @@
 //! The `echo` program on FastCGI behind real nginx (Debian's package), beyond
 //! `fastcgi_nginx.rs`: the mount prefix of the adapter (`--fastcgi-mount`) splitting the whole
-//! path nginx sends in SCRIPT_NAME — checked field by field.
+//! path nginx sends in SCRIPT_NAME, and `fastcgi_pass unix:PATH` with and without a kept-alive
+//! upstream — checked field by field.
 
 mod common;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -104,4 +106,63 @@ fn fastcgi_mount_splits_nginx_script_name() {
     );
 
     check_front_end(&server, "/app", "/app", true, true);
+}
+
+#[test]
+fn fastcgi_pass_over_a_unix_socket() {
+    let dir = TempDir::new("nginx-fastcgi-unix");
+    let socket = dir.0.join("echo.sock");
+    let bind = format!("unix:{}", socket.display());
+    // nginx's worker runs as another user than this test may: the socket is open to all.
+    let ready = |path: &Path| std::os::unix::net::UnixStream::connect(path).is_ok();
+    let _backend = backend(
+        &[
+            "--fastcgi",
+            &bind,
+            "--socket-mode",
+            "666",
+            "--fastcgi-mount",
+            "/m",
+        ],
+        || ready(&socket),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "--socket-mode 666");
+
+    let port = free_port();
+    let pass = format!("unix:{}", socket.display());
+    let split = |prefix: &str| {
+        format!(
+            "fastcgi_split_path_info ^({prefix})(/.*)$;\n\
+             fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
+             fastcgi_param PATH_INFO $fastcgi_path_info;\n"
+        )
+    };
+    let http = format!(
+        "upstream kept {{ server {pass}; keepalive 4; }}\n\
+         server {{\n\
+           listen 127.0.0.1:{port};\n\
+           {plain}\n\
+           {kept}\n\
+           {mounted}\n\
+         }}\n",
+        plain = plain_location("/f", &pass, &split("/f")),
+        kept = plain_location(
+            "/k",
+            "kept",
+            &format!("{}fastcgi_keep_conn on;", split("/k"))
+        ),
+        // The adapter's mount prefix over the socket, nginx not splitting.
+        mounted = plain_location("/m", &pass, ""),
+    );
+    let server = start_nginx(&dir.0, port, &http);
+    check_front_end(&server, "/f", "/f", true, true);
+    // Twice over the kept connection: the second run reuses it.
+    check_front_end(&server, "/k", "/k", true, true);
+    check_front_end(&server, "/k", "/k", true, true);
+    check_front_end(&server, "/m", "/m", true, true);
+    // A Unix socket peer has no address: REMOTE_ADDR is the client's, from nginx.
+    let e = curl(&[&server.url("/f/x")], None).json()["environ"].clone();
+    assert_eq!(e["REMOTE_ADDR"], "127.0.0.1");
 }
