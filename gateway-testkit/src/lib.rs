@@ -6,6 +6,10 @@
 //!   (see [`validator`] for the rules);
 //! - [`TestServer`] (feature `servers`, on by default): this project's HTTP, FastCGI or uwsgi
 //!   server on a thread of its own, on a free port of 127.0.0.1;
+//! - [`clients`] (feature `servers`): HTTP/1.1, FastCGI, uwsgi and CGI clients on this
+//!   project's codecs, raw enough to send odd requests;
+//! - [`conformance`] (feature `servers`): the wire-level conformance suite, run against any
+//!   server by address and protocol (the `gateway-conformance` program runs it);
 //! - [`echo`]: the reference echo app every conformance run serves;
 //! - [`strategies`] (feature `proptest`, on by default): proptest strategies for environs,
 //!   requests, header maps and chunked bodies.
@@ -29,6 +33,10 @@
 #![forbid(unsafe_code)]
 
 mod client;
+#[cfg(feature = "servers")]
+pub mod clients;
+#[cfg(feature = "servers")]
+pub mod conformance;
 pub mod echo;
 #[cfg(feature = "servers")]
 mod server;
