@@ -33,4 +33,3 @@ pub fn hello(_environ: Environ, start: StartResponse) -> Body {
         Err(error) => Body::error(error),
     }
 }
-
