@@ -498,3 +498,39 @@ fn a_mount_prefix_splits_the_whole_path_in_script_name() {
     // Not under the prefix: left as the front end sent it (no PATH_INFO).
     assert!(text(&answers[&2].stdout).ends_with("RESPONDER |hello"));
 }
+
+#[test]
+fn an_authorizer_is_answered_without_stdin_and_its_variables_keep_their_names() {
+    // Apache's mod_authnz_fcgi: role 2, no CONTENT_LENGTH, and no STDIN record at all.
+    let app = |mut environ: Environ, start: StartResponse| {
+        let mut body = Vec::new();
+        if let Err(error) = environ.input().read_to_end(&mut body) {
+            return Body::error(error);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("variable-auth_user", HeaderValue::from_static("alice"));
+        headers.insert("x-other", HeaderValue::from_static("1"));
+        let _ = start.start(StatusCode::OK, headers);
+        Body::from(format!("read {}", body.len()))
+    };
+    let server = Server::start(app, Roles::AUTHORIZER);
+    let mut peer = server.connect();
+    let params: Vec<_> = PARAMS
+        .iter()
+        .filter(|(n, _)| *n != "CONTENT_LENGTH")
+        .copied()
+        .collect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Authorizer, false, &params, None);
+    peer.send(&wire);
+    let answer = &peer.answers(&[1])[&1];
+    let stdout = text(&answer.stdout);
+    assert!(stdout.starts_with("Status: 200 OK\r\n"), "{stdout}");
+    assert!(
+        stdout.contains("\r\nVariable-AUTH_USER: alice\r\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\r\nx-other: 1\r\n"), "{stdout}");
+    assert!(stdout.ends_with("\r\n\r\nread 0"), "{stdout}");
+    assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+}

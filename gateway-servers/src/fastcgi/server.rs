@@ -305,8 +305,10 @@ fn start_request<A: App + 'static>(
     let framing = body_framing(&environ);
     let (body, guard) = runtime.guard_body(ChannelBody { records: stdin_rx });
     // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
-    // well-defined end (Apache streams chunked bodies this way).
+    // well-defined end (Apache streams chunked bodies this way). An Authorizer has no body
+    // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
     let input = match framing {
+        _ if role == Role::Authorizer => Input::empty(),
         crate::params::BodyFraming::Length(_) => bound_input(Input::from_body(body), framing),
         _ => Input::from_body(body),
     };
@@ -340,7 +342,7 @@ fn start_request<A: App + 'static>(
     let runtime = runtime.clone();
     let task = tokio::spawn(async move {
         let response = runtime.respond(environ, guard).await;
-        let status = send_response(request_id, response, &out).await;
+        let status = send_response(request_id, role, response, &out).await;
         let _ = done.send((request_id, status));
     });
     Running {
@@ -354,6 +356,7 @@ fn start_request<A: App + 'static>(
 /// app status for `FCGI_END_REQUEST`: 0, or 1 when the response was cut short.
 async fn send_response(
     request_id: u16,
+    role: Role,
     response: http::Response<gateway_core::Body>,
     out: &mpsc::Sender<Bytes>,
 ) -> u32 {
@@ -362,10 +365,34 @@ async fn send_response(
     if crate::cgi::write_head(&mut head, parts.status, &parts.headers, None).is_err() {
         return 1;
     }
+    if role == Role::Authorizer {
+        variable_names(&mut head);
+    }
+    // The head leaves with the first chunk when that is ready now (a full body): one STDOUT
+    // record rather than two, and Apache's mod_authnz_fcgi only passes a denying Authorizer's
+    // body to the client when it arrives in the record that ends the head.
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+    let mut ended = false;
+    match first {
+        Poll::Ready(Some(Ok(frame))) => {
+            if let Some(data) = frame.data_ref() {
+                head.extend_from_slice(data);
+            }
+        }
+        Poll::Ready(Some(Err(error))) => {
+            tracing::warn!(%error, request_id, "response aborted");
+            return 1;
+        }
+        Poll::Ready(None) => ended = true,
+        Poll::Pending => {}
+    }
     let mut records = BytesMut::new();
     codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
     if out.send(records.freeze()).await.is_err() {
         return 1;
+    }
+    if ended {
+        return 0;
     }
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         match frame {
@@ -385,4 +412,39 @@ async fn send_response(
         }
     }
     0
+}
+
+/// Writes the names of an Authorizer's `Variable-NAME` headers in `head` as `Variable-` and
+/// NAME in upper case. Header names reach the server in lower case (an `http::HeaderMap`), but
+/// the web server makes the text after the prefix a variable name as it is (Apache's
+/// mod_authnz_fcgi and lighttpd both do), and CGI variable names are upper case: an app's
+/// `Variable-AUTH_METHOD` must reach the Responder as `AUTH_METHOD`, not `auth_method`.
+fn variable_names(head: &mut [u8]) {
+    const PREFIX: &[u8] = b"Variable-";
+    for line in head.split_mut(|&b| b == b'\n') {
+        if line.len() <= PREFIX.len() || !line[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+            continue;
+        }
+        let end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        line[..PREFIX.len()].copy_from_slice(PREFIX);
+        line[PREFIX.len()..end].make_ascii_uppercase();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::variable_names;
+
+    #[test]
+    fn authorizer_variable_names_are_upper_case() {
+        let mut head = b"Status: 200 OK\r\nvariable-auth_user: Alice\r\nvariable-x-y: b\r\n\
+            x-variable-no: c\r\nvariable-: d\r\ncontent-type: text/plain\r\n\r\n"
+            .to_vec();
+        variable_names(&mut head);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "Status: 200 OK\r\nVariable-AUTH_USER: Alice\r\nVariable-X-Y: b\r\n\
+             x-variable-no: c\r\nVariable-: d\r\ncontent-type: text/plain\r\n\r\n"
+        );
+    }
 }
