@@ -11,6 +11,7 @@ PACKAGES=(
   lighttpd
   nginx
   uwsgi-core  # uWSGI: its HTTP router (plugins corerouter and http) and --ping (plugin ping)
+  libfcgi-bin # cgi-fcgi: one CGI-style request into a FastCGI server
 )
 
 missing=()
