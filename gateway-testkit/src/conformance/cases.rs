@@ -330,13 +330,21 @@ fn status_503(cx: &Ctx<'_>) -> Outcome {
 }
 
 fn bodiless(cx: &Ctx<'_>, code: u16) -> Outcome {
-    let reply = cx.send(&WireRequest::get(format!("/status/{code}")))?;
+    let request = WireRequest::get(format!("/status/{code}"));
+    let reply = cx.send(&request)?;
     eq("status", reply.status, code)?;
     eq(
         "body",
         String::from_utf8_lossy(&reply.body).into_owned(),
         String::new(),
     )?;
+    if cx.target.protocol() != Cgi {
+        // A client ignores a body after such a head: look at the wire itself.
+        let after = cx.raw_body_after_head(&request)?;
+        check(after.is_empty(), || {
+            format!("{} body bytes followed the head of a {code}", after.len())
+        })?;
+    }
     check(
         reply
             .header("content-length")
