@@ -10,6 +10,10 @@
 //!   project's codecs, raw enough to send odd requests;
 //! - [`conformance`] (feature `servers`): the wire-level conformance suite, run against any
 //!   server by address and protocol (the `gateway-conformance` program runs it);
+//! - [`MockApp`]: a scripted inner app whose calls can be inspected, for testing a
+//!   middleware alone;
+//! - [`scripted`] (feature `servers`): a connection of scripted bytes, for testing an adapter
+//!   without sockets;
 //! - [`echo`]: the reference echo app every conformance run serves;
 //! - [`strategies`] (feature `proptest`, on by default): proptest strategies for environs,
 //!   requests, header maps and chunked bodies.
@@ -38,6 +42,9 @@ pub mod clients;
 #[cfg(feature = "servers")]
 pub mod conformance;
 pub mod echo;
+mod mock;
+#[cfg(feature = "servers")]
+pub mod scripted;
 #[cfg(feature = "servers")]
 mod server;
 #[cfg(feature = "proptest")]
@@ -45,6 +52,7 @@ pub mod strategies;
 pub mod validator;
 
 pub use client::{EnvironSnapshot, TestClient, TestRequest, TestResponse};
+pub use mock::{MockApp, MockCall, MockResponse};
 #[cfg(feature = "servers")]
 pub use server::TestServer;
 pub use validator::{Mode, Report, Rule, Severity, Validator, ValidatorApp, Violation};

@@ -155,3 +155,157 @@ pub fn environ() -> impl Strategy<Value = Environ> {
         },
     )
 }
+
+/// Wire strategies for adapter authors: whole FastCGI requests and uwsgi packets, split at
+/// arbitrary places, and corrupted copies of any wire bytes (feature `servers` too).
+#[cfg(feature = "servers")]
+pub mod wire {
+    use bytes::{Bytes, BytesMut};
+    use gateway_servers::fastcgi::codec::{self, Role, StreamKind};
+    use proptest::prelude::*;
+
+    /// A FastCGI request as a web server sends it, with what it is made of.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FastCgiRequest {
+        /// The request id (1 to 65535).
+        pub request_id: u16,
+        /// The role.
+        pub role: Role,
+        /// `FCGI_KEEP_CONN`.
+        pub keep_conn: bool,
+        /// The params, in order.
+        pub params: Vec<(Bytes, Bytes)>,
+        /// The stdin data.
+        pub stdin: Bytes,
+        /// The records: begin, params (cut into records of arbitrary sizes, pairs cut
+        /// anywhere), the empty params record, stdin likewise, the empty stdin record.
+        pub wire: Bytes,
+    }
+
+    /// A name or a value of a pair: mostly short, sometimes over 127 bytes (the 4-byte length).
+    fn pair_part() -> impl Strategy<Value = Bytes> {
+        prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..20),
+            1 => proptest::collection::vec(any::<u8>(), 120..300),
+        ]
+        .prop_map(Bytes::from)
+    }
+
+    /// A whole FastCGI request.
+    pub fn fastcgi_request() -> impl Strategy<Value = FastCgiRequest> {
+        (
+            1..=u16::MAX,
+            prop_oneof![
+                Just(Role::Responder),
+                Just(Role::Authorizer),
+                Just(Role::Filter)
+            ],
+            any::<bool>(),
+            proptest::collection::vec((pair_part(), pair_part()), 0..12),
+            proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Bytes::from),
+            1..2000usize,
+            1..2000usize,
+        )
+            .prop_map(
+                |(request_id, role, keep_conn, params, stdin, params_cut, stdin_cut)| {
+                    let mut wire = BytesMut::new();
+                    codec::encode_begin_request(&mut wire, request_id, role, keep_conn);
+                    let mut pairs = BytesMut::new();
+                    for (name, value) in &params {
+                        codec::encode_pair(&mut pairs, name, value);
+                    }
+                    for piece in pairs.chunks(params_cut) {
+                        codec::encode_stream(&mut wire, StreamKind::Params, request_id, piece);
+                    }
+                    codec::encode_end_of_stream(&mut wire, StreamKind::Params, request_id);
+                    for piece in stdin.chunks(stdin_cut) {
+                        codec::encode_stream(&mut wire, StreamKind::Stdin, request_id, piece);
+                    }
+                    codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, request_id);
+                    FastCgiRequest {
+                        request_id,
+                        role,
+                        keep_conn,
+                        params,
+                        stdin,
+                        wire: wire.freeze(),
+                    }
+                },
+            )
+    }
+
+    /// A uwsgi request packet (`modifier1` 0) and the body after it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct UwsgiPacket {
+        /// The vars, in order.
+        pub vars: Vec<(Bytes, Bytes)>,
+        /// The body that follows the packet.
+        pub body: Bytes,
+        /// The packet, then the body.
+        pub wire: Bytes,
+    }
+
+    /// A whole uwsgi packet with a body (var names are never empty: uwsgi has no use for them).
+    pub fn uwsgi_packet() -> impl Strategy<Value = UwsgiPacket> {
+        let name = pair_part().prop_filter("a var name is not empty", |n| !n.is_empty());
+        (
+            proptest::collection::vec((name, pair_part()), 0..12),
+            proptest::collection::vec(any::<u8>(), 0..2000).prop_map(Bytes::from),
+        )
+            .prop_map(|(vars, body)| {
+                let mut wire = BytesMut::new();
+                gateway_servers::uwsgi::codec::encode_request(
+                    &mut wire,
+                    0,
+                    vars.iter().map(|(n, v)| (&n[..], &v[..])),
+                )
+                .expect("at most 12 vars of at most 300 bytes fit a packet");
+                wire.extend_from_slice(&body);
+                UwsgiPacket {
+                    vars,
+                    body,
+                    wire: wire.freeze(),
+                }
+            })
+    }
+
+    /// `wire` cut into pieces at arbitrary places (empty pieces included), as reads from a
+    /// socket may return it.
+    pub fn split(wire: Bytes) -> impl Strategy<Value = Vec<Bytes>> {
+        super::chunked(wire)
+    }
+
+    /// A corrupted copy of `wire`: a byte changed, bytes cut from the end, garbage inserted, or
+    /// a length field made to lie.
+    pub fn corrupted(wire: Bytes) -> impl Strategy<Value = Bytes> {
+        let len = wire.len().max(1);
+        (
+            0..4u8,
+            0..len,
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 1..16),
+        )
+            .prop_map(move |(how, at, byte, garbage)| {
+                let mut bytes = wire.to_vec();
+                let at = at.min(bytes.len());
+                match how {
+                    0 if !bytes.is_empty() => {
+                        let at = at.min(bytes.len() - 1);
+                        bytes[at] ^= byte | 1;
+                    }
+                    1 => bytes.truncate(at),
+                    2 => {
+                        bytes.splice(at..at, garbage);
+                    }
+                    _ => {
+                        // The content length of a FastCGI header, or the datasize of a uwsgi
+                        // one: both sit in bytes 1 to 5 of the first header.
+                        for i in 1..bytes.len().min(6) {
+                            bytes[i] = 0xff;
+                        }
+                    }
+                }
+                Bytes::from(bytes)
+            })
+    }
+}

@@ -209,3 +209,93 @@ proptest! {
         }
     }
 }
+
+/// The wire strategies, as an adapter author would use them: this project's decoders give
+/// back what was encoded whatever the split, and never panic on corrupted bytes.
+mod wire {
+    use bytes::BytesMut;
+    use gateway_servers::fastcgi::codec::{self, Pairs, Record, StreamKind};
+    use gateway_servers::uwsgi::codec as uwsgi;
+    use gateway_testkit::strategies::wire;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fastcgi_requests_decode_whatever_the_split(
+            (request, pieces) in wire::fastcgi_request()
+                .prop_flat_map(|r| (Just(r.clone()), wire::split(r.wire.clone())))
+        ) {
+            let mut buf = BytesMut::new();
+            let mut records = Vec::new();
+            for piece in pieces {
+                buf.extend_from_slice(&piece);
+                while let Some(record) = codec::decode_record(&mut buf).unwrap() {
+                    records.push(record);
+                }
+            }
+            prop_assert!(buf.is_empty());
+            let mut params = Vec::new();
+            let mut stdin = Vec::new();
+            for record in &records[1..] {
+                if let Record::Stream { request_id, kind, data } = record {
+                    prop_assert_eq!(*request_id, request.request_id);
+                    match kind {
+                        StreamKind::Params => params.extend_from_slice(data),
+                        StreamKind::Stdin => stdin.extend_from_slice(data),
+                        _ => prop_assert!(false, "an unexpected stream"),
+                    }
+                }
+            }
+            let pairs: Vec<_> = Pairs::new(params.into()).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(pairs, request.params);
+            prop_assert_eq!(&stdin[..], &request.stdin[..]);
+            let begin = Record::BeginRequest {
+                request_id: request.request_id,
+                role: request.role,
+                keep_conn: request.keep_conn,
+            };
+            prop_assert_eq!(&records[0], &begin);
+        }
+
+        #[test]
+        fn corrupted_fastcgi_bytes_are_an_error_or_records_never_a_panic(
+            bytes in wire::fastcgi_request().prop_flat_map(|r| wire::corrupted(r.wire))
+        ) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(record)) = codec::decode_record(&mut buf) {
+                if let Record::Stream { kind: StreamKind::Params, data, .. } = record {
+                    let _ = Pairs::new(data).count();
+                }
+            }
+        }
+
+        #[test]
+        fn uwsgi_packets_decode_whatever_the_split(
+            (packet, pieces) in wire::uwsgi_packet()
+                .prop_flat_map(|p| (Just(p.clone()), wire::split(p.wire.clone())))
+        ) {
+            let mut buf = BytesMut::new();
+            let mut decoded = None;
+            for piece in pieces {
+                buf.extend_from_slice(&piece);
+                if decoded.is_none() {
+                    decoded = uwsgi::decode_packet(&mut buf, uwsgi::MAX_VARS_SIZE).unwrap();
+                }
+            }
+            let decoded = decoded.expect("a whole packet");
+            let vars: Vec<_> = decoded.vars().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(vars, packet.vars);
+            prop_assert_eq!(&buf[..], &packet.body[..]);
+        }
+
+        #[test]
+        fn corrupted_uwsgi_bytes_never_panic(
+            bytes in wire::uwsgi_packet().prop_flat_map(|p| wire::corrupted(p.wire))
+        ) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(packet)) = uwsgi::decode_packet(&mut buf, uwsgi::MAX_VARS_SIZE) {
+                let _ = packet.vars().count();
+            }
+        }
+    }
+}

@@ -165,6 +165,19 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
+/// scripted bytes of a test (`gateway_testkit::scripted`). `peer` becomes the request's
+/// [`PeerAddr`]; `options.web_server_addrs` is not consulted (the caller accepted the peer).
+pub async fn serve_connection<A: App + 'static>(
+    runtime: Runtime<A>,
+    stream: impl Stream,
+    peer: Option<std::net::SocketAddr>,
+    options: &Options,
+) -> io::Result<()> {
+    let mount = options.mount.as_deref().map(Arc::from);
+    handle(runtime, Box::new(stream), peer, options.settings, mount).await
+}
+
 async fn handle<A: App + 'static>(
     runtime: Runtime<A>,
     stream: Box<dyn Stream>,

@@ -65,6 +65,18 @@ async fn read_packet(
     }
 }
 
+/// Serves one connection (one request) until it ends: any byte stream, a socket accepted
+/// elsewhere or the scripted bytes of a test (`gateway_testkit::scripted`). Vars blocks larger
+/// than `max_vars_size` are answered 431.
+pub async fn serve_connection<A: App + 'static>(
+    runtime: Runtime<A>,
+    stream: impl Stream,
+    peer: Option<std::net::SocketAddr>,
+    max_vars_size: usize,
+) -> io::Result<()> {
+    handle(runtime, Box::new(stream), peer, max_vars_size).await
+}
+
 async fn handle<A: App + 'static>(
     runtime: Runtime<A>,
     stream: Box<dyn Stream>,
