@@ -12,6 +12,8 @@ PACKAGES=(
   nginx
   uwsgi-core  # uWSGI: its HTTP router (plugins corerouter and http) and --ping (plugin ping)
   libfcgi-bin # cgi-fcgi: one CGI-style request into a FastCGI server
+  uwsgi-plugin-python3 # uWSGI serving a Python WSGI app: a reference server of the conformance suite
+  python3-pip # pip, for the PyPI packages below
 )
 
 missing=()
@@ -30,4 +32,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO chmod +x /usr/sbin/policy-rc.d
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# PyPI packages of the Python reference servers the conformance suite is run against
+# (examples/tests/conformance_reference.rs, docs/conformance.md), for the `python3` on PATH.
+# Pinned, so the recorded results stay true; installed only when missing.
+PIP_PACKAGES=('flup==1.0.3' 'gunicorn==27.0.1')
+if ! python3 -c 'import flup, gunicorn' 2>/dev/null; then
+  echo "install-test-deps: installing ${PIP_PACKAGES[*]} with pip" >&2
+  # Debian's own python3 refuses a system-wide pip install (PEP 668) without this flag.
+  python3 -m pip install --quiet --break-system-packages "${PIP_PACKAGES[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet "${PIP_PACKAGES[@]}"
 fi

@@ -443,3 +443,24 @@ pub fn http_get(port: u16, path: &str) -> Vec<u8> {
     stream.read_to_end(&mut reply).unwrap();
     reply
 }
+
+/// The absolute path of the interpreter `python3` on `PATH` runs (not a version manager's shim,
+/// so a process started with it is the interpreter itself and can be stopped by its PID), after
+/// checking that it can import `modules`.
+pub fn python3_with(modules: &[&str]) -> String {
+    let mut code = String::from("import sys\n");
+    for module in modules {
+        code.push_str(&format!("import {module}\n"));
+    }
+    code.push_str("print(sys.executable)");
+    let output = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .expect("python3: run scripts/install-test-deps.sh");
+    assert!(
+        output.status.success(),
+        "python3 cannot import {modules:?} (run scripts/install-test-deps.sh): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
