@@ -9,7 +9,10 @@ use gateway_core::App;
 use crate::fastcgi::protocol::{Roles, Settings};
 use crate::fastcgi::server::Options;
 use crate::fastcgi::web_server_addrs::WebServerAddrs;
-use crate::runtime::{Bind, Config, Listener, Runtime, Shutdown, inherited_fd0};
+use crate::runtime::{
+    Bind, BoundSocket, Config, Runtime, Shutdown, Supervision, inherited_fd0, run_master,
+    serve_as_worker,
+};
 
 /// The launcher's flags. Example programs add their own with `#[command(flatten)]`:
 ///
@@ -49,9 +52,9 @@ pub struct LauncherArgs {
     /// Connections open at once.
     #[arg(long, default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
-    /// Requests in progress at once (more get 503).
+    /// Requests in progress at once, per process (more get 503).
     #[arg(long, default_value_t = Config::default().max_requests)]
-    pub max_requests: usize,
+    pub max_concurrent_requests: usize,
     /// Largest request head in bytes (larger gets 431).
     #[arg(long, default_value_t = Config::default().max_head_size)]
     pub max_head_size: usize,
@@ -94,6 +97,31 @@ pub struct LauncherArgs {
     /// the event loop instead of the worker pool.
     #[arg(long)]
     pub non_blocking: bool,
+    /// Serve from N worker processes: a master process binds the sockets, forks N workers
+    /// that serve on them, and replaces any that dies. Signals to the master: TERM stops
+    /// gracefully, INT or QUIT at once, HUP reloads (new workers first, then the old ones
+    /// finish their requests), TTIN and TTOU add and remove a worker. Without it, and without
+    /// --max-requests, --harakiri and --max-rss, one process serves (no master).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Recycle a worker once it has served N requests (plus a random 0 to
+    /// --max-requests-jitter): it stops accepting, finishes its requests and exits, and the
+    /// master starts another; 0 never. Starts a master (one worker unless --workers).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_requests: u64,
+    /// Up to this many more requests before a worker is recycled, chosen at random per worker
+    /// (so that workers started together are not recycled together).
+    #[arg(long, value_name = "J", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+    /// Kill (SIGKILL) and replace a worker in which a request has run this long, logging the
+    /// request's method and path; off by default. Starts a master (one worker unless
+    /// --workers).
+    #[arg(long, value_name = "SECONDS")]
+    pub harakiri: Option<f64>,
+    /// Recycle a worker gracefully once its resident memory passes MB megabytes (checked
+    /// every second); off by default. Starts a master (one worker unless --workers).
+    #[arg(long, value_name = "MB")]
+    pub max_rss: Option<u64>,
 }
 
 fn parse_roles(s: &str) -> Result<Roles, String> {
@@ -135,7 +163,7 @@ impl LauncherArgs {
         Ok(Config {
             threads: self.threads.max(1),
             max_connections: self.max_connections.max(1),
-            max_requests: self.max_requests.max(1),
+            max_requests: self.max_concurrent_requests.max(1),
             max_head_size: self.max_head_size,
             max_headers: self.max_headers,
             max_body_size: self.max_body_size,
@@ -145,6 +173,28 @@ impl LauncherArgs {
             blocking: !self.non_blocking,
             ..Config::default()
         })
+    }
+
+    /// The worker processes the flags ask for: `None` when one process serves (no
+    /// `--workers`, `--max-requests`, `--harakiri` or `--max-rss`).
+    pub fn supervision(&self, config: &Config) -> Result<Option<Supervision>, String> {
+        if self.workers.is_none()
+            && self.max_requests == 0
+            && self.harakiri.is_none()
+            && self.max_rss.is_none()
+        {
+            return Ok(None);
+        }
+        let mut supervision = Supervision::new(config.shutdown_timeout);
+        supervision.workers = self.workers.map_or(1, |n| n as usize);
+        supervision.max_requests = self.max_requests;
+        supervision.max_requests_jitter = self.max_requests_jitter;
+        supervision.harakiri = match self.harakiri {
+            Some(value) => Some(seconds(value, "harakiri")?).filter(|d| !d.is_zero()),
+            None => None,
+        };
+        supervision.max_rss = self.max_rss.map(|mb| mb.saturating_mul(1024 * 1024));
+        Ok(Some(supervision))
     }
 
     /// The FastCGI protocol settings the flags describe, with the limits of `config`.
@@ -258,63 +308,126 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     } else {
         args.http.clone()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let supervision = match args.supervision(&config) {
+        Ok(supervision) => supervision,
+        Err(message) => return usage_error(&message),
+    };
+    // Every socket is bound here, before any runtime (and, with workers, before the fork).
+    let mut sockets = Vec::new();
+    let wanted = binds
+        .iter()
+        .map(|bind| (Protocol::Http, bind))
+        .chain(fastcgi.iter().map(|bind| (Protocol::FastCgi, bind)))
+        .chain(args.uwsgi.iter().map(|bind| (Protocol::Uwsgi, bind)));
+    for (protocol, bind) in wanted {
+        match BoundSocket::bind(bind, args.socket_mode) {
+            Ok(socket) => sockets.push((protocol, bind.clone(), socket)),
+            Err(error) => {
+                eprintln!("error: cannot listen on {bind}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let options = Options {
+        settings: args.fastcgi_settings(&config),
+        web_server_addrs,
+        mount: args.fastcgi_mount.clone(),
+    };
+    let plan = Plan {
+        sockets,
+        options,
+        uwsgi_max_vars: args.uwsgi_max_vars,
+    };
+    let Some(supervision) = supervision else {
+        return match serve_process(app, config, &plan) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    };
+    // Each worker is a forked copy of this process that takes the app out of its own copy.
+    let mut app = Some(app);
+    run_master(&supervision, move || {
+        let Some(app) = app.take() else {
+            return 70;
+        };
+        match serve_process(app, config.clone(), &plan) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("error: {error}");
+                1
+            }
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http,
+    FastCgi,
+    Uwsgi,
+}
+
+/// What a serving process serves: the bound sockets and the protocols' options.
+struct Plan {
+    sockets: Vec<(Protocol, Bind, BoundSocket)>,
+    options: Options,
+    uwsgi_max_vars: usize,
+}
+
+/// Serves `app` on the sockets of `plan` in a runtime of this process (the one process, or a
+/// worker), until a shutdown.
+fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(config.threads)
         .thread_name("gateway")
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
     let served = runtime.block_on(async move {
         let shutdown = Shutdown::new();
-        shutdown.on_signals()?;
         let server = Runtime::new(app, config);
         let mut tasks = Vec::new();
-        for bind in &binds {
-            let listener = Listener::bind(bind, args.socket_mode).map_err(|e| {
+        for (protocol, bind, socket) in &plan.sockets {
+            let listener = socket.listener().map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
             })?;
-            tracing::info!(address = %bind, "serving HTTP");
-            tasks.push(tokio::spawn(crate::http::serve(
-                listener,
-                server.clone(),
-                shutdown.clone(),
-            )));
-        }
-        if let Some(bind) = &fastcgi {
-            let listener = Listener::bind(bind, args.socket_mode).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
-            })?;
-            tracing::info!(address = %bind, "serving FastCGI");
-            let settings = args.fastcgi_settings(server.config());
-            let options = Options {
-                settings,
-                web_server_addrs,
-                mount: args.fastcgi_mount.clone(),
+            let task = match protocol {
+                Protocol::Http => {
+                    tracing::info!(address = %bind, "serving HTTP");
+                    tokio::spawn(crate::http::serve(
+                        listener,
+                        server.clone(),
+                        shutdown.clone(),
+                    ))
+                }
+                Protocol::FastCgi => {
+                    tracing::info!(address = %bind, "serving FastCGI");
+                    tokio::spawn(crate::fastcgi::server::serve_with(
+                        listener,
+                        server.clone(),
+                        shutdown.clone(),
+                        plan.options.clone(),
+                    ))
+                }
+                Protocol::Uwsgi => {
+                    tracing::info!(address = %bind, "serving uwsgi");
+                    tokio::spawn(crate::uwsgi::server::serve(
+                        listener,
+                        server.clone(),
+                        shutdown.clone(),
+                        plan.uwsgi_max_vars,
+                    ))
+                }
             };
-            tasks.push(tokio::spawn(crate::fastcgi::server::serve_with(
-                listener,
-                server.clone(),
-                shutdown.clone(),
-                options,
-            )));
+            tasks.push(task);
         }
-        if let Some(bind) = &args.uwsgi {
-            let listener = Listener::bind(bind, args.socket_mode).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}"))
-            })?;
-            tracing::info!(address = %bind, "serving uwsgi");
-            tasks.push(tokio::spawn(crate::uwsgi::server::serve(
-                listener,
-                server.clone(),
-                shutdown.clone(),
-                args.uwsgi_max_vars,
-            )));
+        if crate::runtime::is_worker() {
+            serve_as_worker(&shutdown)?;
+        } else {
+            shutdown.on_signals()?;
         }
         for task in tasks {
             task.await.map_err(std::io::Error::other)??;
@@ -323,13 +436,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     });
     // Worker threads still blocked in an app are not waited for.
     runtime.shutdown_background();
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    served.map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
@@ -376,7 +483,7 @@ mod tests {
             "--fastcgi-no-multiplex",
             "--fastcgi-roles",
             "responder,authorizer",
-            "--max-requests",
+            "--max-concurrent-requests",
             "7",
         ])
         .unwrap();

@@ -3,17 +3,22 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
-use super::{Config, Connection, Listener, Shutdown};
+use super::shutdown::UnreadGuard;
+use super::{Config, Connection, Listener, Shutdown, Stream};
 
 /// Accepts connections on `listener` and runs `handle` for each, as a task, at most
-/// `max_connections` at once (more wait in the listen backlog), until `shutdown` asks to stop;
-/// then stops accepting and waits for the connections still open, within `shutdown_timeout`
-/// or until an immediate shutdown.
+/// `max_connections` at once (more wait in the listen backlog), until `shutdown` asks to stop
+/// accepting; then closes the listener and waits for the connections still open, within
+/// `shutdown_timeout` or until an immediate shutdown. Each connection counts as unread for
+/// [`Shutdown::drain`] until its first read.
 pub async fn serve_connections<H, F>(
     listener: Listener,
     config: &Config,
@@ -31,13 +36,13 @@ where
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            () = shutdown.wait_graceful() => break,
+            () = shutdown.wait_stop_accepting() => break,
         };
         let connection = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.wait_graceful() => break,
+            () = shutdown.wait_stop_accepting() => break,
         };
-        let connection = match connection {
+        let mut connection = match connection {
             Ok(connection) => connection,
             Err(error) => {
                 // Out of file descriptors, or a connection reset before it was accepted: wait
@@ -47,6 +52,10 @@ where
                 continue;
             }
         };
+        connection.stream = Box::new(FirstRead {
+            stream: connection.stream,
+            unread: Some(shutdown.unread_connection()),
+        });
         let task = handle(connection);
         tokio::spawn(async move {
             task.await;
@@ -66,4 +75,112 @@ where
         () = shutdown.wait_immediate() => {}
     }
     Ok(())
+}
+
+/// A connection's stream that counts as unread until its first read completes.
+struct FirstRead {
+    stream: Box<dyn Stream>,
+    unread: Option<UnreadGuard>,
+}
+
+impl AsyncRead for FirstRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.unread = None;
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for FirstRead {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server whose connections read one byte and hold on until the client leaves.
+    async fn start() -> (Shutdown, std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let config = Config::default();
+            serve_connections(listener, &config, stop, |mut connection| async move {
+                let mut byte = [0; 1];
+                while connection.stream.read(&mut byte).await.is_ok_and(|n| n > 0) {}
+            })
+            .await
+            .unwrap();
+        });
+        (shutdown, addr, server)
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_the_first_bytes_of_accepted_connections() {
+        let (shutdown, addr, _server) = start().await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        while shutdown.unread() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let drain = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.drain(Duration::from_secs(3600)).await }
+        });
+        shutdown.wait_stop_accepting().await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!shutdown.is_graceful(), "a connection has sent nothing yet");
+        client.write_all(b"G").await.unwrap();
+        drain.await.unwrap();
+        assert!(shutdown.is_graceful());
+        assert_eq!(shutdown.unread(), 0);
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_on_silent_connections_after_its_grace() {
+        let (shutdown, addr, _server) = start().await;
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        while shutdown.unread() == 0 {
+            tokio::task::yield_now().await;
+        }
+        shutdown.drain(Duration::from_millis(50)).await;
+        assert!(shutdown.is_graceful());
+        assert_eq!(shutdown.unread(), 1, "still silent");
+    }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -118,10 +118,23 @@ pub enum Listener {
     Unix(UnixListener, Option<PathBuf>),
 }
 
-impl Listener {
-    /// Opens a listener. Must run inside a tokio runtime. A Unix socket file gets `mode`
-    /// (`0o660` when `None`), and a stale one (nobody listening) is replaced.
-    pub fn bind(bind: &Bind, mode: Option<u32>) -> io::Result<Listener> {
+/// A listening socket opened outside any runtime: what the launcher binds before it starts a
+/// runtime or forks worker processes. Each runtime (each worker process) makes its own
+/// [`Listener`] from it with [`BoundSocket::listener`]; the socket stays open here, so
+/// connections wait in its backlog while no worker accepts, and a Unix socket's file is removed
+/// only when the `BoundSocket` is dropped.
+#[derive(Debug)]
+pub struct BoundSocket {
+    fd: OwnedFd,
+    unix: bool,
+    /// The socket file to remove when dropped (a Unix socket this process bound).
+    path: Option<PathBuf>,
+}
+
+impl BoundSocket {
+    /// Opens a listening socket; needs no runtime. A Unix socket file gets `mode` (`0o660`
+    /// when `None`), and a stale one (nobody listening) is replaced.
+    pub fn bind(bind: &Bind, mode: Option<u32>) -> io::Result<BoundSocket> {
         match bind {
             Bind::Tcp(addr) => {
                 let socket = match addr {
@@ -130,7 +143,18 @@ impl Listener {
                 };
                 socket.set_reuseaddr(true)?;
                 socket.bind(*addr)?;
-                Ok(Listener::Tcp(socket.listen(1024)?))
+                // SAFETY: `into_raw_fd` hands over the socket's descriptor, open and owned by
+                // nothing else from here on.
+                let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
+                // SAFETY: plain call on a descriptor we own; failure is checked.
+                if unsafe { libc::listen(fd.as_raw_fd(), 1024) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(BoundSocket {
+                    fd,
+                    unix: false,
+                    path: None,
+                })
             }
             Bind::Unix(path) => {
                 if path.exists() {
@@ -144,14 +168,19 @@ impl Listener {
                         Err(_) => std::fs::remove_file(path)?,
                     }
                 }
-                let listener = UnixListener::bind(path)?;
+                let listener = std::os::unix::net::UnixListener::bind(path)?;
+                let socket = BoundSocket {
+                    fd: OwnedFd::from(listener),
+                    unix: true,
+                    path: Some(path.clone()),
+                };
                 std::fs::set_permissions(
                     path,
                     std::fs::Permissions::from_mode(mode.unwrap_or(0o660)),
                 )?;
-                Ok(Listener::Unix(listener, Some(path.clone())))
+                Ok(socket)
             }
-            Bind::Fd(fd) => Listener::from_fd(*fd),
+            Bind::Fd(fd) => BoundSocket::from_fd(*fd),
             Bind::Systemd => {
                 let pid_ok = std::env::var("LISTEN_PID")
                     .ok()
@@ -167,13 +196,13 @@ impl Listener {
                         "no socket from systemd (LISTEN_PID/LISTEN_FDS not set for this process)",
                     ));
                 }
-                Listener::from_fd(3)
+                BoundSocket::from_fd(3)
             }
         }
     }
 
     /// Takes over a listening socket open on `fd`.
-    fn from_fd(fd: RawFd) -> io::Result<Listener> {
+    fn from_fd(fd: RawFd) -> io::Result<BoundSocket> {
         if !is_listening_socket(fd) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -182,17 +211,54 @@ impl Listener {
         }
         // SAFETY: `fd` is an open listening socket (checked just above) that this process owns
         // and hands to the listener for good; nothing else in the process uses it afterwards.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let domain = socket_domain(fd)?;
-        if domain == libc::AF_UNIX {
-            let std = std::os::unix::net::UnixListener::from(owned);
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let unix = socket_domain(fd.as_raw_fd())? == libc::AF_UNIX;
+        Ok(BoundSocket {
+            fd,
+            unix,
+            path: None,
+        })
+    }
+
+    /// A listener on this socket for the current tokio runtime (a duplicate of the descriptor:
+    /// dropping the listener leaves the socket open here, and its file in place).
+    pub fn listener(&self) -> io::Result<Listener> {
+        let fd = self.fd.try_clone()?;
+        if self.unix {
+            let std = std::os::unix::net::UnixListener::from(fd);
             std.set_nonblocking(true)?;
             Ok(Listener::Unix(UnixListener::from_std(std)?, None))
         } else {
-            let std = std::net::TcpListener::from(owned);
+            let std = std::net::TcpListener::from(fd);
             std.set_nonblocking(true)?;
             Ok(Listener::Tcp(TcpListener::from_std(std)?))
         }
+    }
+
+    /// The listener of the current tokio runtime, taking the socket over (a Unix socket's file
+    /// is then removed when the listener is dropped).
+    pub fn into_listener(mut self) -> io::Result<Listener> {
+        let mut listener = self.listener()?;
+        if let Listener::Unix(_, path) = &mut listener {
+            *path = self.path.take();
+        }
+        Ok(listener)
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Listener {
+    /// Opens a listener. Must run inside a tokio runtime. A Unix socket file gets `mode`
+    /// (`0o660` when `None`), and a stale one (nobody listening) is replaced.
+    pub fn bind(bind: &Bind, mode: Option<u32>) -> io::Result<Listener> {
+        BoundSocket::bind(bind, mode)?.into_listener()
     }
 
     /// The local address of a TCP listener.

@@ -9,6 +9,7 @@ mod accept;
 mod listener;
 mod request;
 mod shutdown;
+mod workers;
 
 use std::future::Future as _;
 use std::sync::Arc;
@@ -24,10 +25,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use accept::serve_connections;
 pub use listener::{
-    Bind, Connection, Listener, ParseBindError, Stream, inherited_fd0, is_listening_socket,
+    Bind, BoundSocket, Connection, Listener, ParseBindError, Stream, inherited_fd0,
+    is_listening_socket,
 };
 pub use request::{BodyGuard, GuardedBody, plain_response};
 pub use shutdown::Shutdown;
+pub use workers::{DRAIN_GRACE, Supervision, is_worker, run_master, serve_as_worker};
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a
 /// server behind a reverse proxy, and a launcher flag of the same name.
@@ -183,6 +186,10 @@ impl<A: App + 'static> Runtime<A> {
     /// the returned body (the client went away) drops the app's body within one frame.
     pub async fn run_app(&self, environ: Environ) -> Option<AppResponse> {
         let permit = self.requests.clone().try_acquire_owned().ok()?;
+        let permit = RequestPermit {
+            _in_flight: workers::request_started(&environ),
+            _permit: permit,
+        };
         if !self.config.blocking {
             let response = driver::call(&*self.app, environ).await;
             let (parts, body) = response.into_parts();
@@ -258,12 +265,19 @@ fn pump(mut body: ResponseBody, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxEr
     }
 }
 
+/// A request's place under the request limit, and (in a worker) under harakiri's watch: held
+/// as long as the app works on the request, on the pool or in its body.
+struct RequestPermit {
+    _in_flight: Option<workers::InFlight>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 pin_project_lite::pin_project! {
     /// A body that holds a request permit until it is dropped.
     struct Permitted {
         #[pin]
         body: ResponseBody,
-        _permit: tokio::sync::OwnedSemaphorePermit,
+        _permit: RequestPermit,
     }
 }
 

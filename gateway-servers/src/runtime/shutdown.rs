@@ -1,7 +1,9 @@
 //! Shutdown: graceful (stop accepting, let requests in progress finish within a deadline) and
-//! immediate, from signals or from code.
+//! immediate, from signals or from code; and the drain of a worker process, which stops
+//! accepting before it lets its connections wind down.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -13,6 +15,8 @@ use tokio::sync::watch;
 ///
 /// let shutdown = Shutdown::new();
 /// assert!(!shutdown.is_graceful());
+/// shutdown.stop_accepting();
+/// assert!(shutdown.is_not_accepting() && !shutdown.is_graceful());
 /// shutdown.graceful();
 /// assert!(shutdown.is_graceful() && !shutdown.is_immediate());
 /// shutdown.immediate();
@@ -21,32 +25,96 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     state: Arc<watch::Sender<u8>>,
+    /// Connections accepted that have not yet delivered their first bytes.
+    unread: Arc<watch::Sender<usize>>,
 }
 
 const RUNNING: u8 = 0;
-const GRACEFUL: u8 = 1;
-const IMMEDIATE: u8 = 2;
+const NOT_ACCEPTING: u8 = 1;
+const GRACEFUL: u8 = 2;
+const IMMEDIATE: u8 = 3;
+
+/// Counts a connection as unread until dropped (see [`Shutdown::drain`]).
+#[derive(Debug)]
+pub(crate) struct UnreadGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for UnreadGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
 
 impl Shutdown {
     /// A switch that is off.
     pub fn new() -> Self {
         Shutdown {
             state: Arc::new(watch::channel(RUNNING).0),
+            unread: Arc::new(watch::channel(0).0),
         }
     }
 
-    /// Asks for a graceful shutdown.
-    pub fn graceful(&self) {
+    fn raise(&self, level: u8) {
         self.state.send_if_modified(|s| {
-            let changed = *s < GRACEFUL;
-            *s = (*s).max(GRACEFUL);
+            let changed = *s < level;
+            *s = (*s).max(level);
             changed
         });
     }
 
+    /// Asks for a graceful shutdown.
+    pub fn graceful(&self) {
+        self.raise(GRACEFUL);
+    }
+
+    /// Stops the accept loops (connections already accepted go on as if nothing happened).
+    pub fn stop_accepting(&self) {
+        self.raise(NOT_ACCEPTING);
+    }
+
+    /// Whether the accept loops were asked to stop (by [`Shutdown::stop_accepting`] or any
+    /// shutdown).
+    pub fn is_not_accepting(&self) -> bool {
+        *self.state.borrow() >= NOT_ACCEPTING
+    }
+
+    /// Waits until the accept loops are asked to stop.
+    pub async fn wait_stop_accepting(&self) {
+        self.reached(NOT_ACCEPTING).await;
+    }
+
+    /// A graceful shutdown that loses no request a client already sent: stops accepting, then
+    /// waits (at most `grace`, or until an immediate shutdown) until every connection accepted
+    /// so far has delivered its first bytes, and only then asks for the graceful shutdown, in
+    /// which a connection closes once its request in progress is answered. Without the wait, a
+    /// connection accepted an instant before, whose request is in the socket but not read yet,
+    /// would count as idle and be closed unanswered. Connections still silent after `grace`
+    /// count as idle.
+    pub async fn drain(&self, grace: Duration) {
+        self.stop_accepting();
+        let mut unread = self.unread.subscribe();
+        tokio::select! {
+            _ = unread.wait_for(|n| *n == 0) => {}
+            () = tokio::time::sleep(grace) => {}
+            () = self.wait_immediate() => {}
+        }
+        self.graceful();
+    }
+
+    /// The connections accepted that have not delivered their first bytes yet.
+    #[cfg(test)]
+    pub(crate) fn unread(&self) -> usize {
+        *self.unread.borrow()
+    }
+
+    /// Counts an accepted connection as unread until the guard is dropped.
+    pub(crate) fn unread_connection(&self) -> UnreadGuard {
+        self.unread.send_modify(|n| *n += 1);
+        UnreadGuard(self.unread.clone())
+    }
+
     /// Asks for an immediate shutdown.
     pub fn immediate(&self) {
-        self.state.send_replace(IMMEDIATE);
+        self.raise(IMMEDIATE);
     }
 
     /// Whether a shutdown (graceful or immediate) was asked for.
