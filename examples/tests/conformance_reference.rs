@@ -27,9 +27,9 @@ type Expected = (&'static str, &'static str);
 /// flup 1.0.3, `flup.server.fcgi.WSGIServer` (threaded, not multiplexed).
 const FLUP: &[Expected] = &[
     (
-        "hdr-proxy",
-        "passes the front end's HTTP_PROXY param on unchanged (the suite's FastCGI client plays \
-         the front end and maps Proxy to HTTP_PROXY itself)",
+        "hdr-proxy-var",
+        "passes the front end's HTTP_PROXY param on unchanged (a hardening case: the suite's \
+         FastCGI client plays a front end that does not drop it)",
     ),
     (
         "head-no-body",
@@ -47,11 +47,6 @@ const FLUP: &[Expected] = &[
          while the app waits for the stdin that will not come",
     ),
     (
-        "fcgi-unknown-role",
-        "answers FCGI_UNKNOWN_ROLE only once the PARAMS stream has ended; the case sends \
-         FCGI_BEGIN_REQUEST alone and waits",
-    ),
-    (
         "fcgi-split-records",
         "bug: decodes the name-value pairs of each PARAMS record on its own, so a pair cut \
          across records is lost",
@@ -61,9 +56,9 @@ const FLUP: &[Expected] = &[
 /// uWSGI 2.0.21 (Debian), python3 plugin, defaults.
 const UWSGI_DEFAULTS: &[Expected] = &[
     (
-        "hdr-proxy",
-        "passes the front end's HTTP_PROXY var on unchanged (the suite's uwsgi client plays the \
-         front end)",
+        "hdr-proxy-var",
+        "passes the front end's HTTP_PROXY var on unchanged (a hardening case: the suite's uwsgi \
+         client plays a front end that does not drop it)",
     ),
     (
         "hdr-large",
@@ -88,7 +83,7 @@ const UWSGI_DEFAULTS: &[Expected] = &[
 
 /// uWSGI with the ping plugin and a larger buffer: the two failures of configuration go.
 const UWSGI_TUNED: &[Expected] = &[
-    UWSGI_DEFAULTS[0], // hdr-proxy
+    UWSGI_DEFAULTS[0], // hdr-proxy-var
     UWSGI_DEFAULTS[2], // head-no-body
     UWSGI_DEFAULTS[3], // chunked-body
     UWSGI_DEFAULTS[4], // chunked-many-small
@@ -96,10 +91,6 @@ const UWSGI_TUNED: &[Expected] = &[
 
 /// gunicorn 27.0.1, gthread worker.
 const GUNICORN: &[Expected] = &[
-    (
-        "path-raw-target",
-        "exposes the raw target as RAW_URI, not REQUEST_URI",
-    ),
     (
         "hdr-host",
         "SERVER_NAME and SERVER_PORT are the listening socket's address, not the Host header's",
@@ -112,7 +103,7 @@ const GUNICORN: &[Expected] = &[
 
 /// wsgiref's CGIHandler (Python's standard library).
 const WSGIREF_CGI: &[Expected] = &[(
-    "hdr-proxy",
+    "hdr-proxy-var",
     "copies the process environment into the environ, HTTP_PROXY (set by the CGI client from \
      Proxy) included",
 )];

@@ -637,6 +637,7 @@ fn breaker(id: &str) -> Broken {
         "concurrent" => swapping(),
         "limit-body" => unlimited(),
         "fcgi-close" => naive_fastcgi(true),
+        "hdr-proxy-var" => naive_fastcgi(false),
         id if id.starts_with("fcgi-") => naive_fastcgi(false),
         id if id.starts_with("uwsgi-") => naive_uwsgi(),
         "cgi-exit-code" => {

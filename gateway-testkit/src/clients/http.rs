@@ -62,24 +62,7 @@ impl Connection {
     /// Waits up to `wait` for the server to close the connection: true if it did (a read gave
     /// the end of the stream or a reset), false if it stayed open (or sent more bytes).
     pub fn closed_within(&mut self, wait: Duration) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let _ = self.stream.set_timeout(Some(wait));
-        let mut byte = [0u8; 1];
-        let closed = match self.stream.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => {
-                self.buf.extend_from_slice(&byte);
-                false
-            }
-            Err(error) => !matches!(
-                error.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-        };
-        let _ = self.stream.set_timeout(Some(super::DEFAULT_TIMEOUT));
-        closed
+        self.stream.closed_within(&mut self.buf, wait)
     }
 
     /// Reads whatever arrives within `wait` (for a server that should have sent an interim

@@ -225,6 +225,30 @@ impl Stream {
         }
     }
 
+    /// Waits up to `wait` for the peer to close the connection: true if it did (a read gave
+    /// the end of the stream or an error), false if it stayed open or sent more bytes (kept in
+    /// `buf` for the next read).
+    pub fn closed_within(&mut self, buf: &mut bytes::BytesMut, wait: Duration) -> bool {
+        if !buf.is_empty() {
+            return false;
+        }
+        let _ = self.set_timeout(Some(wait));
+        let mut byte = [0u8; 1];
+        let closed = match self.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => {
+                buf.extend_from_slice(&byte);
+                false
+            }
+            Err(error) => !matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        };
+        let _ = self.set_timeout(Some(DEFAULT_TIMEOUT));
+        closed
+    }
+
     /// Closes the writing half (the server reads end of input).
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {

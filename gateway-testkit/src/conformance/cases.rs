@@ -130,11 +130,10 @@ fn path_latin1(cx: &Ctx<'_>) -> Outcome {
 
 fn path_raw_target(cx: &Ctx<'_>) -> Outcome {
     let echo = cx.echo(&WireRequest::get("/a%2Fb%20c?q=%20"))?;
-    eq(
-        "REQUEST_URI",
-        echo.var("REQUEST_URI"),
-        Some("/a%2Fb%20c?q=%20"),
-    )
+    // REQUEST_URI (PSGI, mod_wsgi, uWSGI, this project) or RAW_URI (gunicorn): rule 20 takes
+    // either name.
+    let raw = echo.var("REQUEST_URI").or_else(|| echo.var("RAW_URI"));
+    eq("REQUEST_URI (or RAW_URI)", raw, Some("/a%2Fb%20c?q=%20"))
 }
 
 fn path_root(cx: &Ctx<'_>) -> Outcome {
@@ -241,6 +240,12 @@ fn hdr_host(cx: &Ctx<'_>) -> Outcome {
 fn hdr_proxy(cx: &Ctx<'_>) -> Outcome {
     let echo = cx.echo(&WireRequest::get("/").header("Proxy", "http://evil.test:1"))?;
     eq("HTTP_PROXY", echo.var("HTTP_PROXY"), None)
+}
+
+/// The same request through a front end that does not defend itself: the client sends the
+/// `HTTP_PROXY` variable (what `fastcgi_params` makes of a `Proxy` header).
+fn hdr_proxy_var(cx: &Ctx<'_>) -> Outcome {
+    hdr_proxy(cx)
 }
 
 fn hdr_large(cx: &Ctx<'_>) -> Outcome {
@@ -837,10 +842,15 @@ fn fcgi_abort(cx: &Ctx<'_>) -> Outcome {
 
 fn fcgi_unknown_role(cx: &Ctx<'_>) -> Outcome {
     let mut connection = fcgi_connection(cx)?;
-    // FCGI_BEGIN_REQUEST with role 99.
+    // FCGI_BEGIN_REQUEST with role 99, then empty params and stdin, as a web server sends them
+    // (the specification does not say when an application must refuse the role).
     connection
         .send_raw(&[1, 1, 0, 1, 0, 8, 0, 0, 0, 99, 0, 0, 0, 0, 0, 0])
         .map_err(|e| e.to_string())?;
+    // An application that refused at once may have closed: what it sent is still there.
+    let _ = connection
+        .stream_data(1, StreamKind::Params, b"", 1, true)
+        .and_then(|()| connection.stream_data(1, StreamKind::Stdin, b"", 1, true));
     let outcome = connection.read_until_end(1).map_err(|e| e.to_string())?;
     eq(
         "protocol status",
@@ -1029,7 +1039,7 @@ pub(super) const CASES: &[Case] = &[
     ),
     Case::new(
         "path-raw-target",
-        "REQUEST_URI is the request target as sent, not decoded",
+        "REQUEST_URI (or gunicorn's RAW_URI) is the request target as sent, not decoded",
         "rule 20",
         &[],
         Needs::Echo,
@@ -1127,9 +1137,17 @@ pub(super) const CASES: &[Case] = &[
         "hdr-proxy",
         "a Proxy request header never becomes HTTP_PROXY (httpoxy)",
         "CVE-2016-5385",
-        &[],
+        &[Http],
         Needs::Echo,
         hdr_proxy,
+    ),
+    Case::new(
+        "hdr-proxy-var",
+        "an HTTP_PROXY variable from the front end is not passed on to the app (hardening: the front end should drop it, PEP 3333 and RFC 3875 do not ask the server to)",
+        "CVE-2016-5385 (defence in depth)",
+        &[FastCgi, Uwsgi, Cgi],
+        Needs::Echo,
+        hdr_proxy_var,
     ),
     Case::new(
         "hdr-large",
