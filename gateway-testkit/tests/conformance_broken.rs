@@ -386,6 +386,7 @@ fn naive_fastcgi(keep_open: bool) -> Broken {
         target: Target::FastCgi(address),
         options: Options {
             suite_app: true,
+            all_roles: true,
             ..Options::default()
         },
         _server: None,

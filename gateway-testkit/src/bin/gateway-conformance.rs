@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! gateway-conformance (--http URL | --fastcgi ADDR | --uwsgi ADDR | --cgi PROGRAM | --builtin PROTOCOL)
-//!     [--format table|markdown|json] [--only ID]... [--max-body BYTES] [--wait SECONDS]
+//!     [--format table|markdown|json] [--only ID]... [--max-body BYTES] [--all-roles]
+//!     [--wait SECONDS]
 //!     [-- COMMAND ARGS...]
 //! ```
 //!
@@ -64,6 +65,9 @@ struct Cli {
     /// The server's request body limit, in bytes (enables the limit-body case).
     #[arg(long, value_name = "BYTES")]
     max_body: Option<u64>,
+    /// The FastCGI application plays every role (enables the Authorizer and Filter cases).
+    #[arg(long)]
+    all_roles: bool,
     /// How long to wait for the server to accept connections.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
     wait: f64,
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
         }
     };
     options.only = cli.only.clone();
+    options.all_roles |= cli.all_roles;
     if let Some(max_body) = cli.max_body {
         options.limits = Limits {
             max_body: Some(max_body),

@@ -912,6 +912,56 @@ fn fcgi_stderr(cx: &Ctx<'_>) -> Outcome {
     })
 }
 
+/// Runs one request in `role` (params as for a GET, `data` as the FCGI_DATA stream of a
+/// Filter) and returns the echo app's JSON.
+fn fcgi_role(cx: &Ctx<'_>, role: Role, data: Option<&[u8]>) -> Result<serde_json::Value, String> {
+    let mut connection = fcgi_connection(cx)?;
+    let mut vars = cx.vars(&WireRequest::get("/role"));
+    if let Some(data) = data {
+        vars.push(("FCGI_DATA_LENGTH".into(), data.len().to_string().into()));
+        vars.push(("FCGI_DATA_LAST_MOD".into(), "1700000000".into()));
+    }
+    let io = |r: std::io::Result<()>| r.map_err(|e| e.to_string());
+    io(connection.begin(1, role, false))?;
+    io(connection.params(1, &vars, 65535))?;
+    io(connection.stream_data(1, StreamKind::Stdin, b"", 1, true))?;
+    if let Some(data) = data {
+        io(connection.stream_data(1, StreamKind::Data, data, 100, true))?;
+    }
+    let outcome = connection.read_until_end(1).map_err(|e| e.to_string())?;
+    eq(
+        "protocol status",
+        outcome.protocol_status,
+        ProtocolStatus::RequestComplete,
+    )?;
+    let reply = outcome.reply(false).map_err(|e| e.to_string())?;
+    eq("status", reply.status, 200)?;
+    reply.json()
+}
+
+fn fcgi_authorizer(cx: &Ctx<'_>) -> Outcome {
+    let json = fcgi_role(cx, Role::Authorizer, None)?;
+    eq(
+        "FCGI_ROLE",
+        json["environ"]["FCGI_ROLE"].as_str(),
+        Some("AUTHORIZER"),
+    )
+}
+
+fn fcgi_filter(cx: &Ctx<'_>) -> Outcome {
+    let json = fcgi_role(cx, Role::Filter, Some(&pattern(1000)))?;
+    eq(
+        "FCGI_ROLE",
+        json["environ"]["FCGI_ROLE"].as_str(),
+        Some("FILTER"),
+    )?;
+    eq(
+        "FCGI_DATA_LENGTH",
+        json["environ"]["FCGI_DATA_LENGTH"].as_str(),
+        Some("1000"),
+    )
+}
+
 // ----- uwsgi -----
 
 fn uwsgi_ping(cx: &Ctx<'_>) -> Outcome {
@@ -1516,6 +1566,22 @@ pub(super) const CASES: &[Case] = &[
         &[FastCgi],
         Needs::SuiteApp,
         fcgi_stderr,
+    ),
+    Case::new(
+        "fcgi-authorizer",
+        "an Authorizer request is run with FCGI_ROLE=AUTHORIZER and answered",
+        "FastCGI 1.0 §6.3 (libfcgi's FCGI_ROLE)",
+        &[FastCgi],
+        Needs::AllRoles,
+        fcgi_authorizer,
+    ),
+    Case::new(
+        "fcgi-filter",
+        "a Filter request with an FCGI_DATA stream is run with FCGI_ROLE=FILTER and its FCGI_DATA_LENGTH",
+        "FastCGI 1.0 §6.4",
+        &[FastCgi],
+        Needs::AllRoles,
+        fcgi_filter,
     ),
     Case::new(
         "uwsgi-ping",

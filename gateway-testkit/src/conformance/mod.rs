@@ -105,6 +105,8 @@ pub enum Needs {
     InProcess,
     /// The server's body limit, given in [`Limits`].
     BodyLimit,
+    /// A FastCGI application that plays every role (Responder, Authorizer, Filter).
+    AllRoles,
 }
 
 /// A case of the suite.
@@ -171,6 +173,8 @@ pub struct Options {
     pub validator: Option<ValidatorReport>,
     /// The server's limits.
     pub limits: Limits,
+    /// The FastCGI application plays every role.
+    pub all_roles: bool,
     /// What the FastCGI, uwsgi and CGI clients say about the front end.
     pub front: FrontEnd,
     /// Run only the cases whose id starts with one of these (all when empty).
@@ -437,6 +441,10 @@ pub fn run(target: &Target, options: &Options) -> Report {
                 Needs::InProcess => Some("needs the suite's own app in this process".to_owned()),
                 Needs::BodyLimit if options.limits.max_body.is_some() => None,
                 Needs::BodyLimit => Some("needs the server's body limit (--max-body)".to_owned()),
+                Needs::AllRoles if options.all_roles => None,
+                Needs::AllRoles => {
+                    Some("needs an application that plays every role (--all-roles)".to_owned())
+                }
             }
         };
         if let Some(why) = skip {
@@ -646,12 +654,9 @@ impl Builtin {
             Protocol::FastCgi => {
                 let server = TestServer::start(32, move |listener, stop| {
                     let runtime = gateway_servers::runtime::Runtime::new(app, config);
-                    gateway_servers::fastcgi::server::serve(
-                        listener,
-                        runtime,
-                        stop,
-                        Default::default(),
-                    )
+                    let mut settings = gateway_servers::fastcgi::protocol::Settings::default();
+                    settings.roles = gateway_servers::fastcgi::protocol::Roles::ALL;
+                    gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
                 });
                 let target = Target::FastCgi(server.addr.to_string());
                 (Some(server), target)
@@ -678,6 +683,7 @@ impl Builtin {
                 limits: Limits {
                     max_body: in_process.then_some(BUILTIN_MAX_BODY),
                 },
+                all_roles: protocol == Protocol::FastCgi,
                 ..Options::default()
             },
         }
