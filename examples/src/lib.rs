@@ -33,3 +33,12 @@ pub fn hello(_environ: Environ, start: StartResponse) -> Body {
         Err(error) => Body::error(error),
     }
 }
+
+/// The user guide's pages, included here so that `cargo test -p examples --doc` compiles and
+/// runs every Rust block of them.
+pub mod guide {
+    #[doc = include_str!("../../docs/guide/01-writing-an-app.md")]
+    pub mod writing_an_app {}
+    #[doc = include_str!("../../docs/guide/02-writing-middleware.md")]
+    pub mod writing_middleware {}
+}
