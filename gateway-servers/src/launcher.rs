@@ -11,7 +11,7 @@ use crate::fastcgi::server::Options;
 use crate::fastcgi::web_server_addrs::WebServerAddrs;
 use crate::runtime::{
     Bind, BoundSocket, Config, Runtime, Shutdown, Supervision, inherited_fd0, run_master,
-    serve_as_worker,
+    run_master_with_stats, serve_as_worker, stats,
 };
 
 /// The launcher's flags. Example programs add their own with `#[command(flatten)]`:
@@ -122,6 +122,20 @@ pub struct LauncherArgs {
     /// every second); off by default. Starts a master (one worker unless --workers).
     #[arg(long, value_name = "MB")]
     pub max_rss: Option<u64>,
+    /// Log one line per request (tracing target gateway::access, level info, on stderr): the
+    /// Combined Log Format (host, user, time, request line, status, body bytes, referer, user
+    /// agent) followed by the duration in seconds and the pid of the process that served it.
+    /// Off by default: front ends usually log requests already, and each line costs a write.
+    #[arg(long)]
+    pub access_log: bool,
+    /// Serve statistics over HTTP on ADDR (HOST:PORT or unix:PATH), off by default:
+    /// GET /metrics (Prometheus text format) and GET /stats.json give requests served, in
+    /// flight, a latency histogram, bytes in and out, connections, the limits hit (400, 408,
+    /// 413, 414, 431, 503, harakiri, max-rss and max-requests recycles) and each worker's pid,
+    /// requests, requests in flight and resident memory. With workers, a process of its own
+    /// serves it from counters the workers share with it.
+    #[arg(long, value_name = "ADDR")]
+    pub stats: Option<Bind>,
 }
 
 fn parse_roles(s: &str) -> Result<Roles, String> {
@@ -328,17 +342,39 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
             }
         }
     }
+    stats::set_access_log(args.access_log);
+    let stats_socket = match &args.stats {
+        None => None,
+        Some(bind) => {
+            // Mapped before the fork, so that the workers and the stats process share it.
+            if let Err(error) = stats::enable() {
+                eprintln!("error: cannot map the stats counters: {error}");
+                return ExitCode::FAILURE;
+            }
+            match BoundSocket::bind(bind, args.socket_mode) {
+                Ok(socket) => Some(socket),
+                Err(error) => {
+                    eprintln!("error: cannot listen on {bind} (--stats): {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let options = Options {
         settings: args.fastcgi_settings(&config),
         web_server_addrs,
         mount: args.fastcgi_mount.clone(),
     };
-    let plan = Plan {
+    let mut plan = Plan {
         sockets,
         options,
         uwsgi_max_vars: args.uwsgi_max_vars,
+        stats: None,
     };
     let Some(supervision) = supervision else {
+        // One process: it counts, and serves the stats itself.
+        stats::claim();
+        plan.stats = stats_socket;
         return match serve_process(app, config, &plan) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -349,7 +385,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     };
     // Each worker is a forked copy of this process that takes the app out of its own copy.
     let mut app = Some(app);
-    run_master(&supervision, move || {
+    let worker = move || {
         let Some(app) = app.take() else {
             return 70;
         };
@@ -360,7 +396,13 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
                 1
             }
         }
-    })
+    };
+    match stats_socket {
+        None => run_master(&supervision, worker),
+        Some(socket) => {
+            run_master_with_stats(&supervision, worker, move || stats::serve_process(&socket))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -375,6 +417,8 @@ struct Plan {
     sockets: Vec<(Protocol, Bind, BoundSocket)>,
     options: Options,
     uwsgi_max_vars: usize,
+    /// The stats endpoint, when this process serves it (no workers).
+    stats: Option<BoundSocket>,
 }
 
 /// Serves `app` on the sockets of `plan` in a runtime of this process (the one process, or a
@@ -423,6 +467,11 @@ fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Resul
                 }
             };
             tasks.push(task);
+        }
+        if let Some(socket) = &plan.stats {
+            let listener = socket.listener()?;
+            tracing::info!("serving stats");
+            tokio::spawn(stats::serve(listener, shutdown.clone()));
         }
         if crate::runtime::is_worker() {
             serve_as_worker(&shutdown)?;

@@ -52,6 +52,7 @@ where
                 continue;
             }
         };
+        super::stats::connection_accepted();
         connection.stream = Box::new(FirstRead {
             stream: connection.stream,
             unread: Some(shutdown.unread_connection()),
@@ -77,7 +78,8 @@ where
     Ok(())
 }
 
-/// A connection's stream that counts as unread until its first read completes.
+/// A connection's stream that counts as unread until its first read completes, and whose
+/// bytes are counted (with `--stats`).
 struct FirstRead {
     stream: Box<dyn Stream>,
     unread: Option<UnreadGuard>,
@@ -89,9 +91,11 @@ impl AsyncRead for FirstRead {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if polled.is_ready() {
             self.unread = None;
+            super::stats::bytes_in(buf.filled().len().saturating_sub(before));
         }
         polled
     }
@@ -103,7 +107,11 @@ impl AsyncWrite for FirstRead {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            super::stats::bytes_out(&buf[..n]);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -111,7 +119,18 @@ impl AsyncWrite for FirstRead {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            // A response head leads a write: only the first buffer is looked at.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            let first = &first[..n.min(first.len())];
+            super::stats::bytes_out(first);
+            super::stats::bytes_out_counted(n - first.len());
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -9,6 +9,7 @@ mod accept;
 mod listener;
 mod request;
 mod shutdown;
+pub mod stats;
 mod workers;
 
 use std::future::Future as _;
@@ -30,7 +31,9 @@ pub use listener::{
 };
 pub use request::{BodyGuard, GuardedBody, plain_response};
 pub use shutdown::Shutdown;
-pub use workers::{DRAIN_GRACE, Supervision, is_worker, run_master, serve_as_worker};
+pub use workers::{
+    DRAIN_GRACE, Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker,
+};
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a
 /// server behind a reverse proxy, and a launcher flag of the same name.

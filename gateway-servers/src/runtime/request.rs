@@ -15,6 +15,7 @@ use http::{Response, StatusCode};
 use http_body::Frame;
 
 use super::Runtime;
+use super::stats::{self, Limit, Record};
 
 /// Nothing went wrong with the body yet.
 const BODY_OK: u8 = 0;
@@ -155,7 +156,16 @@ impl<A: App + 'static> Runtime<A> {
     /// server is at its request limit, else the app's response (413 or 408 instead of the
     /// driver's 500 when the app failed because its body broke a limit), with a `Server`
     /// header unless the app set one.
+    /// With `--stats` or `--access-log`, the request is counted, timed and logged until its
+    /// response body ends or is dropped.
     pub async fn respond(&self, environ: Environ, guard: BodyGuard) -> Response<Body> {
+        match Record::start(&environ) {
+            None => self.respond_unrecorded(environ, guard).await,
+            Some(record) => record.attach(self.respond_unrecorded(environ, guard).await),
+        }
+    }
+
+    async fn respond_unrecorded(&self, environ: Environ, guard: BodyGuard) -> Response<Body> {
         let config = self.config();
         let software = config.server_software;
         if environ
@@ -163,6 +173,7 @@ impl<A: App + 'static> Runtime<A> {
             .is_some_and(|n| n > config.max_body_size)
         {
             tracing::info!(limit = config.max_body_size, "request body too large: 413");
+            stats::count(Limit::PayloadTooLarge);
             return with_server(
                 software,
                 plain_response(StatusCode::PAYLOAD_TOO_LARGE, true),
@@ -170,6 +181,7 @@ impl<A: App + 'static> Runtime<A> {
         }
         let Some(response) = self.run_app(environ).await else {
             tracing::warn!(limit = config.max_requests, "request limit reached: 503");
+            stats::count(Limit::ServiceUnavailable);
             let mut response = plain_response(StatusCode::SERVICE_UNAVAILABLE, false);
             response
                 .headers_mut()
@@ -180,10 +192,12 @@ impl<A: App + 'static> Runtime<A> {
         let response = match guard.outcome.load(Ordering::Relaxed) {
             BODY_TOO_LARGE if failed => {
                 tracing::info!(limit = config.max_body_size, "request body too large: 413");
+                stats::count(Limit::PayloadTooLarge);
                 plain_response(StatusCode::PAYLOAD_TOO_LARGE, true)
             }
             BODY_TOO_SLOW if failed => {
                 tracing::info!("request body too slow: 408");
+                stats::count(Limit::RequestTimeout);
                 plain_response(StatusCode::REQUEST_TIMEOUT, true)
             }
             _ => response,

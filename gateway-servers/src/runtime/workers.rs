@@ -39,6 +39,7 @@ use gateway_core::Environ;
 use tokio::sync::watch;
 
 use super::Shutdown;
+use super::stats::{self, Limit};
 
 /// What the master does with its workers; see [`run_master`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +122,9 @@ struct Master<'a> {
     respawn_after: Option<Instant>,
     /// The signal mask to give back to each worker.
     old_mask: libc::sigset_t,
+    /// The stats process (`--stats`), when it runs: its pid and start.
+    stats: Option<(libc::pid_t, Instant)>,
+    stats_respawn_after: Option<Instant>,
 }
 
 /// The master process: forks `supervision.workers` workers, each running `worker` (which
@@ -140,7 +144,27 @@ struct Master<'a> {
 /// - SIGTTIN, SIGTTOU: one worker more, one fewer (never fewer than one; the oldest goes).
 ///
 /// In each worker, `worker` calls [`serve_as_worker`] once its servers run.
-pub fn run_master(supervision: &Supervision, mut worker: impl FnMut() -> i32) -> ExitCode {
+pub fn run_master(supervision: &Supervision, worker: impl FnMut() -> i32) -> ExitCode {
+    master(supervision, worker, None::<fn() -> i32>)
+}
+
+/// [`run_master`], and one more child process that runs `stats` (it serves the stats endpoint
+/// of `--stats`: the master itself runs no runtime and serves nothing): started with the
+/// workers, replaced if it dies, killed when the master stops. It keeps the signal mask and
+/// dispositions of the master's parent (TERM kills it), and gets SIGTERM when the master dies.
+pub fn run_master_with_stats(
+    supervision: &Supervision,
+    worker: impl FnMut() -> i32,
+    stats: impl FnMut() -> i32,
+) -> ExitCode {
+    master(supervision, worker, Some(stats))
+}
+
+fn master(
+    supervision: &Supervision,
+    mut worker: impl FnMut() -> i32,
+    mut stats: Option<impl FnMut() -> i32>,
+) -> ExitCode {
     match thread_count() {
         Ok(1) => {}
         Ok(n) => {
@@ -176,15 +200,20 @@ pub fn run_master(supervision: &Supervision, mut worker: impl FnMut() -> i32) ->
         state: State::Running,
         respawn_after: None,
         old_mask,
+        stats: None,
+        stats_respawn_after: None,
     };
     master.reconcile(&mut worker);
     loop {
         master.reap();
-        if master.state == State::Stopping && master.workers.is_empty() {
+        if master.state == State::Stopping && master.workers.is_empty() && master.stats.is_none() {
             break;
         }
         master.kill_overdue();
         master.reconcile(&mut worker);
+        if let Some(stats) = stats.as_mut() {
+            master.keep_stats(stats);
+        }
         master.finish_reload();
         let timeout = master.next_timeout();
         let Some((signal, from)) = wait_signal(&set, timeout) else {
@@ -206,6 +235,7 @@ impl Master<'_> {
             libc::SIGTERM if self.state == State::Running => {
                 tracing::info!("master: SIGTERM: stopping the workers gracefully");
                 self.state = State::Stopping;
+                self.stop_stats();
                 let kill_at = now + self.supervision.shutdown_timeout + KILL_MARGIN;
                 for worker in &mut self.workers {
                     send(worker.pid, libc::SIGTERM);
@@ -215,6 +245,7 @@ impl Master<'_> {
             libc::SIGINT | libc::SIGQUIT => {
                 tracing::warn!("master: stopping the workers at once");
                 self.state = State::Stopping;
+                self.stop_stats();
                 for worker in &mut self.workers {
                     send(worker.pid, libc::SIGINT);
                     let kill_at = now + KILL_MARGIN;
@@ -280,10 +311,24 @@ impl Master<'_> {
             if pid <= 0 {
                 return;
             }
+            if let Some((stats_pid, started)) = self.stats
+                && stats_pid == pid
+            {
+                self.stats = None;
+                if self.state == State::Running {
+                    let status = ExitStatus::from_raw(status);
+                    tracing::warn!(pid, %status, "master: the stats process died; replacing it");
+                    if started.elapsed() < RESPAWN_DELAY {
+                        self.stats_respawn_after = Some(Instant::now() + RESPAWN_DELAY);
+                    }
+                }
+                continue;
+            }
             let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
             let worker = self.workers.swap_remove(index);
+            stats::release(pid);
             let status = ExitStatus::from_raw(status);
             let lived = worker.started.elapsed();
             if worker.kill_at.is_some() {
@@ -377,7 +422,10 @@ impl Master<'_> {
         for t in self.workers.iter().filter_map(|w| w.kill_at) {
             next = next.min(t);
         }
-        if let Some(t) = self.respawn_after {
+        for t in [self.respawn_after, self.stats_respawn_after]
+            .into_iter()
+            .flatten()
+        {
             next = next.min(t);
         }
         next.saturating_duration_since(now)
@@ -404,6 +452,71 @@ impl Master<'_> {
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     worker_setup(&self.old_mask, master, self.supervision);
                     worker()
+                }))
+                .unwrap_or(70);
+                std::process::exit(code)
+            }
+            pid => Ok(pid),
+        }
+    }
+}
+
+impl Master<'_> {
+    /// Starts the stats process if it is not running (and the master is not stopping).
+    fn keep_stats(&mut self, stats: &mut impl FnMut() -> i32) {
+        if self.state != State::Running || self.stats.is_some() {
+            return;
+        }
+        if self.stats_respawn_after.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.stats_respawn_after = None;
+        match self.fork_stats(stats) {
+            Ok(pid) => {
+                tracing::info!(pid, "master: stats process started");
+                self.stats = Some((pid, Instant::now()));
+            }
+            Err(error) => {
+                tracing::error!(%error, "master: cannot fork the stats process; trying again in a second");
+                self.stats_respawn_after = Some(Instant::now() + RESPAWN_DELAY);
+            }
+        }
+    }
+
+    /// Kills the stats process: it has nothing to finish.
+    fn stop_stats(&mut self) {
+        if let Some((pid, _)) = self.stats {
+            send(pid, libc::SIGKILL);
+        }
+    }
+
+    fn fork_stats(&mut self, stats: &mut impl FnMut() -> i32) -> io::Result<libc::pid_t> {
+        if thread_count()? != 1 {
+            return Err(io::Error::other(
+                "the master process has more than one thread",
+            ));
+        }
+        let master = libc::pid_t::try_from(std::process::id()).unwrap_or(libc::pid_t::MAX);
+        // SAFETY: as in `fork`: the process has a single thread, and the child never returns
+        // from this block.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // SAFETY: plain calls with valid arguments; `old_mask` is the mask saved
+                    // by the master.
+                    unsafe {
+                        libc::sigprocmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
+                        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+                        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                        if libc::getppid() != master {
+                            libc::_exit(0);
+                        }
+                    }
+                    stats()
                 }))
                 .unwrap_or(70);
                 std::process::exit(code)
@@ -524,6 +637,7 @@ fn worker_setup(old_mask: &libc::sigset_t, master: libc::pid_t, supervision: &Su
         in_flight: Mutex::new(HashMap::new()),
     };
     let _ = WORKER.set(state);
+    stats::claim();
 }
 
 /// A random number in `0..=max`.
@@ -621,6 +735,7 @@ fn watchdog(state: &'static WorkerState) {
                     limit = ?limit,
                     "harakiri: a request ran past the limit: killing the worker"
                 );
+                stats::count(Limit::Harakiri);
                 // SAFETY: kill has no memory preconditions.
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
@@ -652,6 +767,12 @@ fn retire(reason: &'static str) {
             let first = r.is_none();
             if first {
                 *r = Some(reason);
+                stats::retiring();
+                match reason {
+                    "max-rss" => stats::count(Limit::MaxRss),
+                    "max-requests" => stats::count(Limit::MaxRequests),
+                    _ => {}
+                }
             }
             first
         });

@@ -1,0 +1,342 @@
+//! Observability as a user meets it: the `echo` program with `--stats` (scraped after known
+//! traffic, every number checked) and `--access-log` (its line checked field by field). Every
+//! wait is bounded.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+/// `echo` with `--http` and `--stats` on free ports, killed with its process group when
+/// dropped; its stderr is collected.
+struct Server {
+    child: Child,
+    port: u16,
+    stats_port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        use std::os::unix::process::CommandExt;
+        let port = free_port();
+        let stats_port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        let stats = format!("127.0.0.1:{stats_port}");
+        let mut child = Command::new(ECHO)
+            .args(["--http", &http, "--stats", &stats])
+            .args(args)
+            .env_remove("GATEWAY_INTERFACE")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let server = Server {
+            child,
+            port,
+            stats_port,
+            log,
+        };
+        // Both sockets are bound before the stats endpoint serves (a connection to the HTTP
+        // port here would be counted).
+        wait_until(
+            "the stats endpoint answers",
+            Duration::from_secs(10),
+            || TcpStream::connect(("127.0.0.1", server.stats_port)).is_ok(),
+        );
+        server
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `GET path` on the stats endpoint: the body.
+    fn scrape(&self, path: &str) -> String {
+        let reply = exchange(
+            self.stats_port,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let text = String::from_utf8(reply).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    }
+
+    /// The samples of `/metrics`, by name with labels.
+    fn metrics(&self) -> HashMap<String, f64> {
+        parse_metrics(&self.scrape("/metrics"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `request` on a new connection and reads until the server closes it.
+fn exchange(port: u16, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    reply
+}
+
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The live children of `pid`, from `/proc/*/stat`.
+fn children(pid: u32) -> HashSet<u32> {
+    let mut found = HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) && state != Some("Z") {
+            found.insert(child);
+        }
+    }
+    found
+}
+
+#[test]
+fn help_lists_the_observability_flags() {
+    let output = Command::new(ECHO)
+        .arg("--help")
+        .env_remove("GATEWAY_INTERFACE")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--access-log",
+        "--stats <ADDR>",
+        "/metrics",
+        "gateway::access",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn two_workers_count_known_traffic_exactly() {
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--max-body-size",
+        "100",
+        "--max-head-size",
+        "8192",
+    ]);
+    let get = |i: usize| {
+        format!("GET /n/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let mut sent_gets = 0;
+    let mut received = 0;
+    for i in 0..10 {
+        let request = get(i);
+        sent_gets += request.len();
+        let reply = exchange(server.port, &request);
+        assert!(reply.starts_with(b"HTTP/1.1 200 "));
+        received += reply.len();
+    }
+    let too_large = format!(
+        "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\nConnection: close\r\n\r\n{}",
+        "a".repeat(200)
+    );
+    let reply = exchange(server.port, too_large.as_bytes());
+    assert!(reply.starts_with(b"HTTP/1.1 413 "), "{reply:?}");
+    received += reply.len();
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let reply = exchange(server.port, big_head.as_bytes());
+    assert!(reply.starts_with(b"HTTP/1.1 431 "), "{reply:?}");
+    received += reply.len();
+    let reply = exchange(server.port, b"GARBAGE\r\n\r\n");
+    assert!(reply.starts_with(b"HTTP/1.1 400 "), "{reply:?}");
+    received += reply.len();
+
+    // The last response's record ends as its body does, maybe just after the client has it.
+    let mut metrics = HashMap::new();
+    wait_until("11 requests counted", Duration::from_secs(5), || {
+        metrics = server.metrics();
+        metrics["gateway_requests_total"] == 11.0
+    });
+    let at = |name: &str| metrics.get(name).copied().unwrap_or(-1.0);
+    assert_eq!(at("gateway_requests_in_flight"), 0.0);
+    assert_eq!(at("gateway_connections_total"), 13.0);
+    assert_eq!(at("gateway_request_duration_seconds_count"), 11.0);
+    assert_eq!(
+        at("gateway_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        11.0
+    );
+    assert_eq!(at("gateway_limit_hits_total{limit=\"413\"}"), 1.0);
+    assert_eq!(at("gateway_limit_hits_total{limit=\"431\"}"), 1.0);
+    assert_eq!(at("gateway_limit_hits_total{limit=\"400\"}"), 1.0);
+    for limit in ["408", "414", "503", "harakiri", "max_rss", "max_requests"] {
+        assert_eq!(
+            at(&format!("gateway_limit_hits_total{{limit=\"{limit}\"}}")),
+            0.0,
+            "{limit}"
+        );
+    }
+    // Every byte the clients received was counted as sent, and every byte of the GETs as read.
+    assert_eq!(at("gateway_sent_bytes_total"), received as f64);
+    let bytes_in = at("gateway_received_bytes_total");
+    assert!(bytes_in >= sent_gets as f64, "{bytes_in} < {sent_gets}");
+    // One line per worker, for the master's two workers (its third child serves the stats).
+    assert_eq!(at("gateway_workers"), 2.0);
+    let per_worker: HashMap<u32, f64> = metrics
+        .iter()
+        .filter_map(|(name, value)| {
+            let pid = name
+                .strip_prefix("gateway_worker_requests_total{pid=\"")?
+                .strip_suffix("\"}")?;
+            Some((pid.parse().unwrap(), *value))
+        })
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{metrics:?}");
+    let children = children(server.child.id());
+    assert_eq!(children.len(), 3, "two workers and the stats process");
+    for pid in per_worker.keys() {
+        assert!(children.contains(pid), "{pid} is not a worker");
+        assert!(at(&format!("gateway_worker_resident_bytes{{pid=\"{pid}\"}}")) > 0.0);
+        assert_eq!(
+            at(&format!(
+                "gateway_worker_requests_in_flight{{pid=\"{pid}\"}}"
+            )),
+            0.0
+        );
+    }
+    assert_eq!(per_worker.values().sum::<f64>(), 11.0);
+    let json = server.scrape("/stats.json");
+    assert!(json.contains("\"requests\":11,"), "{json}");
+    assert!(
+        !server.log().contains("gateway::access"),
+        "no access log without --access-log"
+    );
+
+    // A worker killed: its counts stay in the totals, and its replacement gets a line.
+    let victim = *per_worker.keys().next().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    wait_until("a replacement worker", Duration::from_secs(10), || {
+        let m = server.metrics();
+        m["gateway_workers"] == 2.0
+            && !m.contains_key(&format!(
+                "gateway_worker_requests_total{{pid=\"{victim}\"}}"
+            ))
+    });
+    let metrics = server.metrics();
+    assert_eq!(metrics["gateway_requests_total"], 11.0);
+    assert_eq!(metrics["gateway_limit_hits_total{limit=\"413\"}"], 1.0);
+}
+
+#[test]
+fn access_log_has_the_combined_format_duration_and_pid() {
+    let server = Server::start(&["--access-log"]);
+    let request = "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nReferer: http://ref.example/\r\n\
+                   User-Agent: tester/1.0\r\nConnection: close\r\n\r\n";
+    let reply = exchange(server.port, request.as_bytes());
+    let text = String::from_utf8(reply).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "));
+    let pid = server.child.id();
+    let mut line = None;
+    wait_until("the access log line", Duration::from_secs(5), || {
+        line = server
+            .log()
+            .lines()
+            .find(|l| l.contains("gateway::access"))
+            .map(str::to_owned);
+        line.is_some()
+    });
+    let line = line.unwrap();
+    let entry = line.split_once("gateway::access: ").unwrap().1;
+    let (start, rest) = entry.split_once(" [").unwrap();
+    assert_eq!(start, "127.0.0.1 - -");
+    let (time, rest) = rest.split_once("] ").unwrap();
+    assert!(time.ends_with(" +0000") && time.len() == 26, "{time}");
+    let expected = format!(
+        "\"GET /a/b?c=d HTTP/1.1\" 200 {} \"http://ref.example/\" \"tester/1.0\" ",
+        body.len()
+    );
+    let tail = rest
+        .strip_prefix(&expected)
+        .unwrap_or_else(|| panic!("{rest:?} does not start with {expected:?}"));
+    let (duration, logged_pid) = tail.split_once(' ').unwrap();
+    let duration: f64 = duration.parse().unwrap();
+    assert!((0.0..10.0).contains(&duration), "{duration}");
+    assert_eq!(logged_pid.trim(), pid.to_string());
+    // One process: it serves the stats itself, with its own line.
+    let metrics = server.metrics();
+    assert_eq!(metrics["gateway_workers"], 1.0);
+    assert_eq!(
+        metrics[&format!("gateway_worker_requests_total{{pid=\"{pid}\"}}")],
+        1.0
+    );
+}
