@@ -37,8 +37,18 @@ pub fn hello(_environ: Environ, start: StartResponse) -> Body {
 /// The user guide's pages, included here so that `cargo test -p examples --doc` compiles and
 /// runs every Rust block of them.
 pub mod guide {
+    #[doc = include_str!("../../docs/guide/README.md")]
+    pub mod index {}
     #[doc = include_str!("../../docs/guide/01-writing-an-app.md")]
     pub mod writing_an_app {}
     #[doc = include_str!("../../docs/guide/02-writing-middleware.md")]
     pub mod writing_middleware {}
+    #[doc = include_str!("../../docs/guide/03-deploying.md")]
+    pub mod deploying {}
+    #[doc = include_str!("../../docs/guide/04-beyond-one-machine.md")]
+    pub mod beyond_one_machine {}
+    #[doc = include_str!("../../docs/guide/05-conformance.md")]
+    pub mod conformance {}
+    #[doc = include_str!("../../docs/guide/06-reference.md")]
+    pub mod reference {}
 }
