@@ -464,3 +464,140 @@ pub fn python3_with(modules: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
+
+/// A program started in its own process group (so that a master and its workers go
+/// together), its stderr collected; the whole group is killed when dropped.
+pub struct Group {
+    pub child: Child,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Group {
+    /// Starts `program` with `args` (and `RUST_LOG=info`), in a new process group.
+    pub fn spawn(program: &str, args: &[&str]) -> Group {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(program)
+            .args(args)
+            .env_remove("GATEWAY_INTERFACE")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Group { child, log }
+    }
+
+    /// The pid of the program (the master, with workers).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the program wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The live (not zombie) children of `pid`, from `/proc/*/stat`.
+pub fn children_of(pid: u32) -> std::collections::HashSet<u32> {
+    let mut found = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its `)`.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) && state != Some("Z") {
+            found.insert(child);
+        }
+    }
+    found
+}
+
+/// `VmRSS` of a process in KiB, from `/proc/PID/status`.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Raises this process's soft limit of open files to at least `wanted` (up to the hard
+/// limit), with util-linux's `prlimit`; the soft limit after.
+pub fn raise_nofile(wanted: u64) -> u64 {
+    let soft = || -> u64 {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        line.split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse()
+            .unwrap_or(u64::MAX)
+    };
+    if soft() < wanted {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let hard = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .unwrap_or("unlimited")
+            .to_owned();
+        let _ = Command::new("prlimit")
+            .args([
+                "--pid",
+                &std::process::id().to_string(),
+                &format!("--nofile={wanted}:{hard}"),
+            ])
+            .status();
+    }
+    soft()
+}
+
+/// Waits until `done`, at most `within`; panics naming `what` past it.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
