@@ -769,6 +769,23 @@ fn the_launcher_commands_of_the_deploying_page_work() {
             let e = environ(&running, "/x");
             assert_eq!(e["PATH_INFO"], "/x");
         }
+        if let Some(at) = moved.iter().position(|a| *a == "--stats") {
+            let stats: u16 = moved[at + 1].rsplit(':').next().unwrap().parse().unwrap();
+            common::wait_for(stats);
+            // The counters are shared memory, updated as the request ends: poll a little.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let text = loop {
+                let metrics = curl(&[&format!("http://127.0.0.1:{stats}/metrics")], None);
+                assert_eq!(metrics.status, 200);
+                let text = String::from_utf8_lossy(&metrics.body).into_owned();
+                if text.contains("gateway_requests_total 1") || Instant::now() > deadline {
+                    break text;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(text.contains("gateway_requests_total 1"), "{text}");
+            assert!(text.contains("gateway_workers 2"), "{text}");
+        }
         drop(running);
     }
 }
