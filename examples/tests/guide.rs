@@ -207,6 +207,30 @@ fn check_environ_column(environ: &serde_json::Value, column: &str) {
     );
 }
 
+/// A chunked POST through `server` to `path`: the whole body arrives, with a `CONTENT_LENGTH`
+/// when the front end de-chunks it (the reference's note on chunked bodies).
+fn check_chunked_length(server: &WebServer, path: &str, length: bool) {
+    let body = vec![b'c'; 10_000];
+    let fetched = curl(
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "@-",
+            &server.url(path),
+        ],
+        Some(&body),
+    );
+    let json = fetched.json();
+    assert_eq!(json["body_len"], 10_000);
+    let declared = json["environ"].get("CONTENT_LENGTH").cloned();
+    if length {
+        assert_eq!(declared, Some("10000".into()), "{json}");
+    } else {
+        assert_eq!(declared, None, "{json}");
+    }
+}
+
 #[test]
 fn nginx_fastcgi_over_tcp() {
     let dir = TempDir::new("guide-nginx-fastcgi-tcp");
@@ -221,6 +245,7 @@ fn nginx_fastcgi_over_tcp() {
     );
     let server = nginx(&dir, port, &conf);
     check_split(&server, "/app", "nginx FastCGI");
+    check_chunked_length(&server, "/app/c", true);
     check_front_end(&server, "/app", "/app", true, true);
 }
 
@@ -270,6 +295,7 @@ fn nginx_uwsgi() {
     );
     let server = nginx(&dir, port, &conf);
     check_split(&server, "/app", "nginx uwsgi");
+    check_chunked_length(&server, "/app/c", true);
     check_front_end(&server, "/app", "/app", true, true);
 }
 
@@ -336,6 +362,7 @@ fn apache_cgi() {
     let conf = format!("{conf}\nScriptSock \"{}/cgisock\"\n", dir.0.display());
     let server = apache(&dir, &conf);
     check_split(&server, "/cgi-bin/echo", "Apache CGI");
+    check_chunked_length(&server, "/cgi-bin/echo/c", false);
     check_front_end(&server, "/cgi-bin/echo", "/cgi-bin/echo", true, false);
 }
 
@@ -350,6 +377,7 @@ fn lighttpd_fastcgi() {
     );
     let server = start_lighttpd(&dir.0, &conf);
     check_split(&server, "/app", "lighttpd FastCGI");
+    check_chunked_length(&server, "/app/c", true);
     check_front_end(&server, "/app", "/app", true, true);
 }
 
@@ -473,6 +501,7 @@ fn systemd_socket_activation() {
     for _ in 0..4 {
         check_split_root(&server);
     }
+    check_chunked_length(&server, "/c", false);
     let post = curl(
         &["--data-binary", "@-", &server.url("/upload")],
         Some(b"hello"),
