@@ -526,13 +526,17 @@ impl Report {
             .collect()
     }
 
-    /// The final line: `N passed, M failed` (and the skipped, if any).
+    /// The final line: `N passed, M failed`.
     pub fn summary(&self) -> String {
-        let mut line = format!("{} passed, {} failed", self.passed(), self.failed());
-        if self.skipped() > 0 {
-            line.push_str(&format!(" ({} skipped)", self.skipped()));
-        }
-        line
+        format!("{} passed, {} failed", self.passed(), self.failed())
+    }
+
+    /// The line before the summary: how many cases did not apply or could not run.
+    fn skipped_line(&self) -> String {
+        format!(
+            "{} skipped (not for this protocol, or needing what the server does not offer)\n",
+            self.skipped()
+        )
     }
 
     /// A plain-text table: id, result, reason; then the summary line.
@@ -552,6 +556,7 @@ impl Report {
                 outcome.case.id, result, reason
             ));
         }
+        out.push_str(&self.skipped_line());
         out.push_str(&self.summary());
         out.push('\n');
         out
@@ -576,6 +581,7 @@ impl Report {
             ));
         }
         out.push('\n');
+        out.push_str(&self.skipped_line());
         out.push_str(&self.summary());
         out.push('\n');
         out
