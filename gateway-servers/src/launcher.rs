@@ -33,6 +33,8 @@ use crate::runtime::{
 /// assert_eq!(cli.launcher.threads, 4);
 /// ```
 #[derive(Debug, Clone, clap::Args)]
+// The doc comment above is for rustdoc; without this, clap shows it as the program's help text.
+#[command(about = None, long_about = None)]
 #[non_exhaustive]
 pub struct LauncherArgs {
     /// Serve HTTP on HOST:PORT, unix:PATH, fd:N or systemd (repeatable).
