@@ -23,6 +23,11 @@
 //! ```
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use std::io;
 use std::sync::Arc;
 
@@ -49,7 +54,10 @@ pub async fn serve<A: App + 'static>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // The first head of a connection gets its 408 from `FirstHead`, at the timeout; hyper's
+        // own timer (which closes without an answer) is the backstop, a second later, and what
+        // bounds the later heads of a kept-alive connection.
+        .header_read_timeout(config.header_read_timeout + HYPER_HEAD_GRACE)
         .max_buf_size(config.max_head_size.max(8192))
         .max_headers(config.max_headers);
     builder
@@ -58,6 +66,7 @@ pub async fn serve<A: App + 'static>(
         .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let stop = shutdown.clone();
+    let header_read_timeout = config.header_read_timeout;
     serve_connections(listener, &config, shutdown, move |connection| {
         let mut context = ServerContext::default();
         context.peer_addr = connection.peer;
@@ -73,7 +82,7 @@ pub async fn serve<A: App + 'static>(
         let builder = builder.clone();
         let stop = stop.clone();
         async move {
-            let io = TokioIo::new(connection.stream);
+            let io = TokioIo::new(FirstHead::new(connection.stream, header_read_timeout));
             let connection = builder.serve_connection_with_upgrades(io, service);
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
@@ -102,4 +111,159 @@ async fn handle<A: App + 'static>(
     let (body, guard) = runtime.guard_body(body);
     let environ = environ_from_request(Request::from_parts(parts, body), &context);
     Ok(runtime.respond(environ, guard).await)
+}
+
+/// How much longer hyper's header timer runs than `FirstHead`'s.
+const HYPER_HEAD_GRACE: Duration = Duration::from_secs(1);
+
+/// The answer to a client whose first head did not arrive in time.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/// A connection whose first request head must arrive within a time: past it, the client gets a
+/// 408 and the connection ends (hyper, on its own, closes without an answer). Watching stops at
+/// the end of the first head (a blank line), so nothing is ever written into a response.
+struct FirstHead<S> {
+    inner: S,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    end: HeadEnd,
+    /// Bytes of the 408 already written, once the time is up.
+    answered: Option<usize>,
+}
+
+impl<S> FirstHead<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        FirstHead {
+            inner,
+            timer: Some(Box::pin(tokio::time::sleep(timeout))),
+            end: HeadEnd::default(),
+            answered: None,
+        }
+    }
+}
+
+/// Finds the blank line (`\r\n\r\n`, or `\n\n`) that ends a head, across reads.
+#[derive(Debug, Default)]
+struct HeadEnd {
+    /// How much of a blank line the bytes so far end with.
+    blank: u8,
+}
+
+impl HeadEnd {
+    /// Follows the bytes read; true at the end of the head.
+    fn scan(&mut self, bytes: &[u8]) -> bool {
+        for &byte in bytes {
+            self.blank = match (self.blank, byte) {
+                (0 | 2, b'\r') => self.blank + 1,
+                (1, b'\n') => 2,
+                (3, b'\n') => return true,
+                // A bare LF after a line end: hyper takes LF-only heads too.
+                (2, b'\n') => return true,
+                (_, b'\n') => 2,
+                _ => 0,
+            };
+        }
+        false
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstHead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(written) = this.answered {
+            // Time is up: finish writing the 408, then the connection reads as ended.
+            let mut written = written;
+            while written < REQUEST_TIMEOUT.len() {
+                match Pin::new(&mut this.inner).poll_write(cx, &REQUEST_TIMEOUT[written..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Pending => {
+                        this.answered = Some(written);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            this.answered = Some(REQUEST_TIMEOUT.len());
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.timer.is_none() {
+            return result;
+        }
+        if let Poll::Ready(Ok(())) = &result {
+            let new = &buf.filled()[before..];
+            if this.end.scan(new) {
+                this.timer = None;
+            }
+            return result;
+        }
+        if let Some(timer) = this.timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            this.timer = None;
+            this.answered = Some(0);
+            tracing::info!("request head not received in time: 408");
+            crate::runtime::stats::count(crate::runtime::stats::Limit::RequestTimeout);
+            return Pin::new(&mut *this).poll_read(cx, buf);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstHead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_head_is_found_whatever_the_split() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            for cut in 0..head.len() {
+                let mut end = HeadEnd::default();
+                let found = end.scan(&head[..cut]) || end.scan(&head[cut..]);
+                assert!(found, "{:?} cut at {cut}", String::from_utf8_lossy(head));
+            }
+        }
+        let mut end = HeadEnd::default();
+        assert!(!end.scan(b"GET / HTTP/1.1\r\nHost: x\r\nX: \r\r\n"));
+    }
 }
