@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, curl, free_port, sha256_hex};
+use common::{ECHO, TempDir, WebServer, curl, free_port, header_of, sha256_hex, try_get};
 
 const BALANCER: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -30,30 +29,8 @@ fn balancer(args: &[String], dir: &TempDir) -> WebServer {
 
 /// One GET on a new connection: the status and the backend that answered.
 fn get(port: u16, path: &str, headers: &str) -> Result<(u16, String), String> {
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-    let reply = String::from_utf8_lossy(&reply);
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {reply:?}"))?;
-    let backend = reply
-        .lines()
-        .find_map(|line| line.strip_prefix("x-backend: "))
-        .unwrap_or("")
-        .to_owned();
-    Ok((status, backend))
+    let (status, reply) = try_get(port, path, headers)?;
+    Ok((status, header_of(&reply, "x-backend").unwrap_or_default()))
 }
 
 fn counts(port: u16, n: usize, headers: &str) -> std::collections::BTreeMap<String, usize> {

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -520,31 +519,9 @@ fn check_split_root(server: &WebServer) {
 
 /// One GET on a new connection: the status and the `X-Upstream` or `X-Backend` header.
 fn get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-    let reply = String::from_utf8_lossy(&reply);
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {reply:?}"))?;
-    let backend = reply
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            let name = name.to_ascii_lowercase();
-            (name == "x-upstream" || name == "x-backend").then(|| value.trim().to_owned())
-        })
+    let (status, reply) = common::try_get(port, path, "")?;
+    let backend = common::header_of(&reply, "x-upstream")
+        .or_else(|| common::header_of(&reply, "x-backend"))
         .unwrap_or_default();
     Ok((status, backend))
 }

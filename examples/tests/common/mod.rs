@@ -427,6 +427,44 @@ pub fn wait_for(port: u16) {
     }
 }
 
+/// One GET on a new connection (`Connection: close`, `Host: test`, then `headers`, each line
+/// ending in CRLF): the status and the whole answer as text, or what went wrong.
+pub fn try_get(port: u16, path: &str, headers: &str) -> Result<(u16, String), String> {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {reply:?}"))?;
+    Ok((status, reply))
+}
+
+/// A header of a raw answer (the first of that name, any case), trimmed.
+pub fn header_of(reply: &str, wanted: &str) -> Option<String> {
+    reply
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted).then(|| value.trim().to_owned())
+        })
+}
+
 /// One GET on a new connection (`Connection: close`); the whole raw answer.
 pub fn http_get(port: u16, path: &str) -> Vec<u8> {
     use std::io::Read;
