@@ -461,7 +461,8 @@ pub fn header_of(reply: &str, wanted: &str) -> Option<String> {
         .skip(1)
         .find_map(|line| {
             let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case(wanted).then(|| value.trim().to_owned())
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_owned())
         })
 }
 
