@@ -329,13 +329,20 @@ fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
     let rest = String::from_utf8_lossy(&rest);
-    assert!(rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{rest:?}");
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest:?}"
+    );
 
     // No byte at all: the same.
     let mut stream = server.connect();
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    assert!(rest.starts_with(b"HTTP/1.1 408 "), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
 
     // A head that arrives in time, slowly, is served: the watch ends with it.
     let mut stream = server.connect();
@@ -348,7 +355,9 @@ fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
     // The kept-alive connection then idles past the head timeout with a response already
     // sent: nothing more is written into it.
     std::thread::sleep(Duration::from_millis(700));
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let again = read_reply(&mut stream, &mut BytesMut::new(), "GET");
     assert_eq!(again.status, 200);
 }
