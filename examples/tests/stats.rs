@@ -187,6 +187,8 @@ fn two_workers_count_known_traffic_exactly() {
         "100",
         "--max-head-size",
         "8192",
+        "--header-timeout",
+        "0.5",
     ]);
     let get = |i: usize| {
         format!("GET /n/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
@@ -217,6 +219,10 @@ fn two_workers_count_known_traffic_exactly() {
     let reply = exchange(server.port, b"GARBAGE\r\n\r\n");
     assert!(reply.starts_with(b"HTTP/1.1 400 "), "{reply:?}");
     received += reply.len();
+    // A head that stops half-way: 408 after --header-timeout.
+    let reply = exchange(server.port, b"GET /slow HTTP/1.1\r\nHost:");
+    assert!(reply.starts_with(b"HTTP/1.1 408 "), "{reply:?}");
+    received += reply.len();
 
     // The last response's record ends as its body does, maybe just after the client has it.
     let mut metrics = HashMap::new();
@@ -226,7 +232,7 @@ fn two_workers_count_known_traffic_exactly() {
     });
     let at = |name: &str| metrics.get(name).copied().unwrap_or(-1.0);
     assert_eq!(at("gateway_requests_in_flight"), 0.0);
-    assert_eq!(at("gateway_connections_total"), 13.0);
+    assert_eq!(at("gateway_connections_total"), 14.0);
     assert_eq!(at("gateway_request_duration_seconds_count"), 11.0);
     assert_eq!(
         at("gateway_request_duration_seconds_bucket{le=\"+Inf\"}"),
@@ -235,7 +241,8 @@ fn two_workers_count_known_traffic_exactly() {
     assert_eq!(at("gateway_limit_hits_total{limit=\"413\"}"), 1.0);
     assert_eq!(at("gateway_limit_hits_total{limit=\"431\"}"), 1.0);
     assert_eq!(at("gateway_limit_hits_total{limit=\"400\"}"), 1.0);
-    for limit in ["408", "414", "503", "harakiri", "max_rss", "max_requests"] {
+    assert_eq!(at("gateway_limit_hits_total{limit=\"408\"}"), 1.0);
+    for limit in ["414", "503", "harakiri", "max_rss", "max_requests"] {
         assert_eq!(
             at(&format!("gateway_limit_hits_total{{limit=\"{limit}\"}}")),
             0.0,

@@ -12,8 +12,9 @@
 //! What is counted: requests (when their response ends or is dropped), requests in flight,
 //! their latency in fixed buckets, bytes read from and written to connections, connections
 //! accepted, and the limits hit: the server's own 400, 414 and 431 answers (hyper's for HTTP,
-//! uwsgi's; seen as the response head goes out, without a `Server` header), 408, 413 and 503
-//! (from [`Runtime::respond`](super::Runtime::respond)), harakiri kills, and recycles for
+//! uwsgi's; seen as the response head goes out, without a `Server` header), 408 (the HTTP
+//! server's for a head too slow, counted where it writes it), 408, 413 and 503 (from
+//! [`Runtime::respond`](super::Runtime::respond)), harakiri kills, and recycles for
 //! `--max-rss` and `--max-requests`. Nothing is counted unless [`enable`] was called.
 #![allow(unsafe_code)]
 
@@ -43,7 +44,7 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 pub enum Limit {
     /// 400: a malformed request head (HTTP) or packet (uwsgi).
     BadRequest,
-    /// 408: the request body stalled past the body timeout.
+    /// 408: the request head or body stalled past its timeout.
     RequestTimeout,
     /// 413: the request body is over `--max-body-size`.
     PayloadTooLarge,
@@ -285,7 +286,8 @@ pub(crate) fn bytes_out_counted(n: usize) {
 
 /// Whether `buf` starts with a whole HTTP/1 response head of status 400, 414 or 431 that has
 /// no `Server` header: the answer of the server itself (hyper's on a bad head; uwsgi's on a bad
-/// packet), since every answer that goes through the runtime carries a `Server` header.
+/// packet), since every answer that goes through the runtime carries a `Server` header. (The
+/// HTTP server counts its 408 for a head too slow itself, when it writes it.)
 fn own_error_head(buf: &[u8]) -> Option<Limit> {
     if buf.len() < 16 || !buf.starts_with(b"HTTP/1.") || buf[8] != b' ' {
         return None;
@@ -914,6 +916,9 @@ mod tests {
         assert_eq!(own_error_head(bad), Some(Limit::BadRequest));
         let app = b"HTTP/1.1 400 Bad Request\r\nServer: gateway/0\r\n\r\n";
         assert_eq!(own_error_head(app), None);
+        let slow =
+            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(own_error_head(slow), None, "counted where it is written");
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(own_error_head(ok), None);
         assert_eq!(own_error_head(b"HTTP/1.1 431 Req"), None, "no whole head");
