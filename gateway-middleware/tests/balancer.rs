@@ -397,3 +397,58 @@ proptest! {
         }
     }
 }
+
+/// A backend whose behaviour the test switches: 0 fails (502), 1 never answers, 2 answers 200.
+#[derive(Clone, Default)]
+struct Switch(Arc<AtomicUsize>);
+
+impl App for Switch {
+    fn call(&self, _: Environ, start: StartResponse) -> Body {
+        match self.0.load(Ordering::SeqCst) {
+            0 => {
+                let _ = start.start(StatusCode::BAD_GATEWAY, HeaderMap::new());
+                Body::empty()
+            }
+            1 => Body::from_future(std::future::pending()),
+            _ => {
+                let _ = start.start(StatusCode::OK, HeaderMap::new());
+                Body::from("back")
+            }
+        }
+    }
+}
+
+#[test]
+fn a_probe_abandoned_by_its_client_lets_the_next_request_probe() {
+    let switch = Switch::default();
+    let balancer = Balancer::builder()
+        .backend("only", switch.clone())
+        .max_fails(1)
+        .cool_down(Duration::from_millis(100))
+        .build();
+    let client = TestClient::new(balancer.clone());
+    assert_eq!(client.get("/").send().status(), 502);
+    assert!(balancer.status()[0].ejected);
+    assert_eq!(
+        client.get("/").send().status(),
+        503,
+        "ejected: nobody to ask"
+    );
+
+    std::thread::sleep(Duration::from_millis(150));
+    switch.0.store(1, Ordering::SeqCst);
+    {
+        // The probe hangs, and its client gives up on it.
+        let mut probe = std::pin::pin!(driver::call(&balancer, get("/")));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(probe.as_mut().poll(&mut cx).is_pending());
+    }
+    switch.0.store(2, Ordering::SeqCst);
+    let response = client.get("/").send();
+    assert_eq!(
+        response.status(),
+        200,
+        "a new probe went out and brought the backend back"
+    );
+    assert!(!balancer.status()[0].ejected);
+}

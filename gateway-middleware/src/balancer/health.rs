@@ -104,13 +104,14 @@ impl Backend {
         }
     }
 
-    /// Takes an available backend for a request: false only when it is ejected and another
-    /// request became its probe in the meantime.
-    pub(super) fn claim(&self, max_fails: u32) -> bool {
+    /// Takes an available backend for a request: `Some(true)` when the request is the probe of
+    /// an ejected backend, `Some(false)` for an ordinary one, `None` when another request
+    /// became its probe in the meantime.
+    pub(super) fn claim(&self, max_fails: u32) -> Option<bool> {
         if max_fails == 0 || self.ejected_at().is_none() {
-            return true;
+            return Some(false);
         }
-        !self.probing.swap(true, Ordering::AcqRel)
+        (!self.probing.swap(true, Ordering::AcqRel)).then_some(true)
     }
 
     /// How long until an ejected backend may be probed (`None` if it is not ejected).
@@ -124,8 +125,13 @@ impl Backend {
         self.served.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn end(&self) {
+    /// A request ends (its response body ended or was dropped). If it was the probe and its
+    /// answer was never recorded (the client left first), the next request may probe instead.
+    pub(super) fn end(&self, probe: bool) {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 
     /// Counts an answer for passive health: a success brings the backend back, the

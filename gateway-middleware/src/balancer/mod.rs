@@ -257,13 +257,14 @@ impl Balancer {
 }
 
 impl Shared {
-    /// The next backend for a request, among those available and not `tried`, claimed.
-    fn pick(&self, key: Option<&[u8]>, tried: &[usize]) -> Option<usize> {
+    /// The next backend for a request, among those available and not `tried`, claimed; and
+    /// whether the request is its probe.
+    fn pick(&self, key: Option<&[u8]>, tried: &[usize]) -> Option<(usize, bool)> {
         let mut lost = Vec::new();
         loop {
             let index = self.choose(key, |i| !tried.contains(&i) && !lost.contains(&i))?;
-            if self.backends[index].claim(self.max_fails) {
-                return Some(index);
+            if let Some(probe) = self.backends[index].claim(self.max_fails) {
+                return Some((index, probe));
             }
             // Another request became its probe first.
             lost.push(index);
@@ -356,10 +357,10 @@ impl App for Balancer {
         Body::from_future(async move {
             let mut tried = Vec::new();
             let mut last: Option<(Response<ResponseBody>, Outstanding)> = None;
-            while let Some(index) = shared.pick(key.as_deref(), &tried) {
+            while let Some((index, probe)) = shared.pick(key.as_deref(), &tried) {
                 tried.push(index);
                 let backend = &shared.backends[index];
-                let outstanding = Outstanding::new(Arc::clone(&shared), index);
+                let outstanding = Outstanding::new(Arc::clone(&shared), index, probe);
                 let attempt = environ.copy_with_input(replay.input());
                 let response = driver::call(&backend.app, attempt).await;
                 let failure = failed(&response);
@@ -413,22 +414,27 @@ fn forward(
     )
 }
 
-/// A request counted against its backend until dropped.
+/// A request counted against its backend until dropped (and, for a probe, holding the probe).
 struct Outstanding {
     shared: Arc<Shared>,
     index: usize,
+    probe: bool,
 }
 
 impl Outstanding {
-    fn new(shared: Arc<Shared>, index: usize) -> Outstanding {
+    fn new(shared: Arc<Shared>, index: usize, probe: bool) -> Outstanding {
         shared.backends[index].begin();
-        Outstanding { shared, index }
+        Outstanding {
+            shared,
+            index,
+            probe,
+        }
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.shared.backends[self.index].end();
+        self.shared.backends[self.index].end(self.probe);
     }
 }
 
