@@ -347,3 +347,52 @@ fn access_log_has_the_combined_format_duration_and_pid() {
         1.0
     );
 }
+
+/// The value of a sample of `/metrics`, or -1 when missing.
+fn sample(metrics: &HashMap<String, f64>, name: &str) -> f64 {
+    metrics.get(name).copied().unwrap_or(-1.0)
+}
+
+#[test]
+fn recycles_and_harakiri_kills_are_counted_across_worker_exits() {
+    let server = Server::start(&["--workers", "1", "--max-requests", "3", "--harakiri", "1"]);
+    for i in 0..3 {
+        let reply = exchange(
+            server.port,
+            format!("GET /r/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(reply.starts_with(b"HTTP/1.1 200 "));
+    }
+    wait_until(
+        "the recycled worker replaced",
+        Duration::from_secs(10),
+        || server.log().contains("master: worker exited"),
+    );
+    // A request whose body never comes: the app waits, harakiri kills its worker.
+    let mut stuck = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stuck
+        .write_all(b"POST /stuck HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .unwrap();
+    let mut metrics = HashMap::new();
+    wait_until("a harakiri counted", Duration::from_secs(10), || {
+        metrics = server.metrics();
+        sample(&metrics, "gateway_limit_hits_total{limit=\"harakiri\"}") == 1.0
+            && sample(&metrics, "gateway_workers") == 1.0
+    });
+    assert_eq!(
+        sample(&metrics, "gateway_limit_hits_total{limit=\"max_requests\"}"),
+        1.0
+    );
+    // The killed request never finished: not served, and no longer in flight.
+    assert_eq!(sample(&metrics, "gateway_requests_total"), 3.0);
+    assert_eq!(sample(&metrics, "gateway_requests_in_flight"), 0.0);
+    drop(stuck);
+
+    let server = Server::start(&["--workers", "1", "--max-rss", "1"]);
+    wait_until("two max-rss recycles", Duration::from_secs(10), || {
+        sample(
+            &server.metrics(),
+            "gateway_limit_hits_total{limit=\"max_rss\"}",
+        ) >= 2.0
+    });
+}
