@@ -25,6 +25,10 @@
 //! limit is logged with its method and path, and the worker kills itself with SIGKILL (the
 //! master logs the signal and replaces it). The same thread reads `/proc/self/statm` for
 //! `--max-rss`.
+//!
+//! `--stats`: each worker counts into its slot of the shared region of [`super::stats`]; the
+//! master folds an exited worker's slot into the retired total, and keeps one more child, the
+//! stats process, that serves the endpoint ([`run_master_with_stats`]).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
