@@ -163,6 +163,46 @@ impl Drop for ErrorStream {
     }
 }
 
+/// A time as the Common and Combined Log Formats write it, in UTC:
+/// `10/Oct/2000:13:55:36 +0000`. The one formatter of the project's access logs (the
+/// `AccessLog` middleware's and the servers' `--access-log`).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let at = |secs| gateway_core::clf_time(UNIX_EPOCH + Duration::from_secs(secs));
+/// assert_eq!(at(0), "01/Jan/1970:00:00:00 +0000");
+/// assert_eq!(at(971_182_536), "10/Oct/2000:12:55:36 +0000");
+/// assert_eq!(at(951_782_400), "29/Feb/2000:00:00:00 +0000");
+/// assert_eq!(at(1_795_478_399), "23/Nov/2026:23:59:59 +0000");
+/// ```
+pub fn clf_time(time: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[usize::try_from(month - 1).unwrap_or(0)],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
