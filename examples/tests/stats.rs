@@ -2,14 +2,16 @@
 //! traffic, every number checked) and `--access-log` (its line checked field by field). Every
 //! wait is bounded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+mod common;
+
+use common::{ECHO, children_of, free_port, wait_until};
 
 /// `echo` with `--http` and `--stats` on free ports, killed with its process group when
 /// dropped; its stderr is collected.
@@ -95,22 +97,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Sends `request` on a new connection and reads until the server closes it.
 fn exchange(port: u16, request: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -131,33 +117,6 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             (name.to_owned(), value.parse().unwrap())
         })
         .collect()
-}
-
-/// The live children of `pid`, from `/proc/*/stat`.
-fn children(pid: u32) -> HashSet<u32> {
-    let mut found = HashSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) && state != Some("Z") {
-            found.insert(child);
-        }
-    }
-    found
 }
 
 #[test]
@@ -265,7 +224,7 @@ fn two_workers_count_known_traffic_exactly() {
         })
         .collect();
     assert_eq!(per_worker.len(), 2, "{metrics:?}");
-    let children = children(server.child.id());
+    let children = children_of(server.child.id());
     assert_eq!(children.len(), 3, "two workers and the stats process");
     for pid in per_worker.keys() {
         assert!(children.contains(pid), "{pid} is not a worker");

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+mod common;
+
+use common::{ECHO, children_of, free_port, wait_until};
 
 /// The echo program as a master, killed (with its process group) when dropped.
 struct Server {
@@ -82,7 +84,7 @@ impl Server {
 
     /// The worker processes (children that have not exited).
     fn workers(&self) -> HashSet<u32> {
-        children(self.pid())
+        children_of(self.pid())
     }
 
     fn wait_workers(&self, count: usize) -> HashSet<u32> {
@@ -114,50 +116,6 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The live children of `pid`, from `/proc/*/stat` (zombies left out).
-fn children(pid: u32) -> HashSet<u32> {
-    let mut found = HashSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after its `)`.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) && state != Some("Z") {
-            found.insert(child);
-        }
-    }
-    found
 }
 
 /// The process among `candidates` that holds the server side of `client`, a connection to
