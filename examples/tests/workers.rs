@@ -377,7 +377,7 @@ fn term_lets_every_request_in_flight_complete() {
     let mut server = Server::start(&["--workers", "2", "--shutdown-timeout", "15"]);
     server.wait_workers(2);
     // Requests whose bodies are half sent: the app is reading them.
-    let mut streams: Vec<TcpStream> = (0..100)
+    let mut streams: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
             stream
