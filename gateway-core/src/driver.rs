@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 
@@ -191,23 +191,35 @@ impl ResponseFuture {
             // The whole body is known (a full body): close it now.
             self.body = None;
         }
-        let declared = match declared_length(&headers) {
-            Ok(declared) => declared,
-            Err(error) => return self.fail(error),
+        let no_length = status.is_informational() || status == StatusCode::NO_CONTENT;
+        // One lookup of Content-Length: read what the app declared, or add what is known.
+        let remaining = match headers.entry(CONTENT_LENGTH) {
+            Entry::Occupied(entry) => {
+                let declared = match declared_length(entry.iter()) {
+                    Ok(declared) => declared,
+                    Err(error) => return self.fail(error),
+                };
+                if no_length {
+                    entry.remove_entry_mult();
+                    None
+                } else {
+                    declared
+                }
+            }
+            Entry::Vacant(entry) => {
+                if no_length || self.body.is_some() || status == StatusCode::NOT_MODIFIED {
+                    None
+                } else {
+                    let first_len = first
+                        .as_ref()
+                        .and_then(Frame::data_ref)
+                        .map_or(0, Bytes::len);
+                    let total = written.iter().map(Bytes::len).sum::<usize>() + first_len;
+                    entry.insert(length_value(total as u64));
+                    Some(total as u64)
+                }
+            }
         };
-        let first_len = first
-            .as_ref()
-            .and_then(Frame::data_ref)
-            .map_or(0, Bytes::len);
-        let mut remaining = declared;
-        if status.is_informational() || status == StatusCode::NO_CONTENT {
-            headers.remove(CONTENT_LENGTH);
-            remaining = None;
-        } else if declared.is_none() && self.body.is_none() && status != StatusCode::NOT_MODIFIED {
-            let total = written.iter().map(Bytes::len).sum::<usize>() + first_len;
-            headers.insert(CONTENT_LENGTH, length_value(total as u64));
-            remaining = Some(total as u64);
-        }
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head && status_has_body(status) {
@@ -324,9 +336,11 @@ pub fn status_has_body(status: StatusCode) -> bool {
 
 /// The Content-Length the headers declare: `None` when absent, an error when it is not a
 /// number or when repeated with different values.
-fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+fn declared_length<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+) -> Result<Option<u64>, Error> {
     let mut declared = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
+    for value in values {
         let parsed = parse_digits(value.as_bytes());
         match (parsed, declared) {
             (Some(n), None) => declared = Some(n),
