@@ -81,7 +81,9 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
         }
     }
     drop(body);
-    if sender.ready().await.is_ok() {
+    // Ready at once on a healthy connection; a connection that does not settle is not kept.
+    let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
+    if matches!(ready, Ok(Ok(()))) {
         pool.put(sender);
     }
 }
