@@ -1,0 +1,3 @@
+module benchpeer
+
+go 1.19

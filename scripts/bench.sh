@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The benchmark command of issue 9: installs the peers it needs (Debian packages, PyPI), builds
+# this project and the peers in release mode, runs every comparison on 127.0.0.1 in one run
+# (bench/run.py) and writes BENCHMARKS.md and the charts under docs/bench/.
+# Not part of the test run. Takes about 35 minutes with the defaults, builds included; set
+# BENCH_DURATION (seconds per run, 10), BENCH_REPEATS (3), BENCH_ONLY (sections) and the others
+# listed at the top of bench/run.py to change that. Needs root (or sudo) for the Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# The peers and tools, from Debian. One package a line.
+PACKAGES=(
+  wrk                  # the load generator
+  nginx                # the front end of the FastCGI and uwsgi comparisons, and the ceiling
+  lighttpd             # the front end of the CGI comparison
+  golang-go            # Go's net/http and net/http/fcgi
+  libfcgi-dev          # the C libfcgi responder pool
+  gcc
+  php-fpm              # PHP-FPM
+  uwsgi-core           # uWSGI with a Python app
+  uwsgi-plugin-python3
+  python3-pip
+  gnuplot-nox          # the charts
+  linux-perf           # profiles where a target is missed
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # Keep the packages' services (nginx, php-fpm, ...) from starting on their default ports.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || echo "bench: some packages did not install; their comparisons will say so" >&2
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# The Python servers, from PyPI: the versions the conformance suite pins.
+if ! python3 -c 'import flup, gunicorn' 2>/dev/null; then
+  echo "bench: installing flup and gunicorn with pip" >&2
+  python3 -m pip install --quiet --break-system-packages 'flup==1.0.3' 'gunicorn==27.0.1' 2>/dev/null \
+    || python3 -m pip install --quiet 'flup==1.0.3' 'gunicorn==27.0.1'
+fi
+export BENCH_PYTHON
+BENCH_PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+
+# Build: this project (release), the plain hyper peer (its own workspace, the project's
+# Cargo.lock so the same hyper and tokio), the Go peer, the C peers.
+echo "bench: building in release mode" >&2
+cargo build --release -q -p examples --bin bench-app
+cargo bench -q --no-run -p gateway-core --bench driver
+cargo bench -q --no-run -p gateway-middleware --bench middleware
+cargo bench -q --no-run -p gateway-servers --bench codecs
+PEER_BIN="$ROOT/target/bench-peers"
+mkdir -p "$PEER_BIN"
+cp Cargo.lock bench/peers/hyper/Cargo.lock
+cargo build --release -q --manifest-path bench/peers/hyper/Cargo.toml --target-dir "$PEER_BIN"
+(cd bench/peers/go && GOCACHE="$PEER_BIN/go-cache" GOFLAGS=-mod=mod GOPROXY=off \
+  go build -o "$PEER_BIN/go-peer" .)
+gcc -O2 -o "$PEER_BIN/fcgi_pool" bench/peers/fcgi_pool.c -lfcgi
+gcc -O2 -o "$PEER_BIN/hello_cgi" bench/peers/hello_cgi.c
+
+# 5,000 idle connections and 50 busy ones need more descriptors than the usual 1,024.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+exec python3 bench/run.py "$@"
