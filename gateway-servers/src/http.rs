@@ -120,13 +120,18 @@ const HYPER_HEAD_GRACE: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
-/// A connection whose first request head must arrive within a time: past it, the client gets a
-/// 408 and the connection ends (hyper, on its own, closes without an answer). Watching stops at
-/// the end of the first head (a blank line), so nothing is ever written into a response.
+/// A connection whose first request head must arrive within a time: past it, a client that
+/// started a head gets a 408 and the connection ends (hyper, on its own, closes without an
+/// answer); a connection on which nothing came is closed without one, as nginx does (browsers
+/// open connections ahead of need, and an answer there would be taken for the next request's).
+/// Watching stops at the end of the first head (a blank line), so nothing is ever written into
+/// a response.
 struct FirstHead<S> {
     inner: S,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     end: HeadEnd,
+    /// Whether any byte arrived.
+    started: bool,
     /// Bytes of the 408 already written, once the time is up.
     answered: Option<usize>,
 }
@@ -137,6 +142,7 @@ impl<S> FirstHead<S> {
             inner,
             timer: Some(Box::pin(tokio::time::sleep(timeout))),
             end: HeadEnd::default(),
+            started: false,
             answered: None,
         }
     }
@@ -198,6 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstHead<S> {
         }
         if let Poll::Ready(Ok(())) = &result {
             let new = &buf.filled()[before..];
+            this.started |= !new.is_empty();
             if this.end.scan(new) {
                 this.timer = None;
             }
@@ -207,6 +214,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstHead<S> {
             && timer.as_mut().poll(cx).is_ready()
         {
             this.timer = None;
+            if !this.started {
+                tracing::debug!("no request within the head timeout: closing");
+                return Poll::Ready(Ok(()));
+            }
             this.answered = Some(0);
             tracing::info!("request head not received in time: 408");
             crate::runtime::stats::count(crate::runtime::stats::Limit::RequestTimeout);

@@ -334,15 +334,11 @@ fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
         "{rest:?}"
     );
 
-    // No byte at all: the same.
+    // No byte at all: closed without an answer (as nginx does: an unused connection).
     let mut stream = server.connect();
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    assert!(
-        rest.starts_with(b"HTTP/1.1 408 "),
-        "{:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 
     // A head that arrives in time, slowly, is served: the watch ends with it.
     let mut stream = server.connect();
