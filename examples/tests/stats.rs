@@ -5,57 +5,36 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
 
-use common::{ECHO, children_of, free_port, wait_until};
+use common::{ECHO, Group, children_of, free_port, wait_until};
 
 /// `echo` with `--http` and `--stats` on free ports, killed with its process group when
 /// dropped; its stderr is collected.
 struct Server {
-    child: Child,
+    group: Group,
     port: u16,
     stats_port: u16,
-    log: Arc<Mutex<String>>,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        use std::os::unix::process::CommandExt;
         let port = free_port();
         let stats_port = free_port();
         let http = format!("127.0.0.1:{port}");
         let stats = format!("127.0.0.1:{stats_port}");
-        let mut child = Command::new(ECHO)
-            .args(["--http", &http, "--stats", &stats])
-            .args(args)
-            .env_remove("GATEWAY_INTERFACE")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let group = Group::command(
+            Command::new(ECHO)
+                .args(["--http", &http, "--stats", &stats])
+                .args(args),
+        );
         let server = Server {
-            child,
+            group,
             port,
             stats_port,
-            log,
         };
         // Both sockets are bound before the stats endpoint serves (a connection to the HTTP
         // port here would be counted).
@@ -68,7 +47,7 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.group.log()
     }
 
     /// `GET path` on the stats endpoint: the body.
@@ -85,15 +64,6 @@ impl Server {
     /// The samples of `/metrics`, by name with labels.
     fn metrics(&self) -> HashMap<String, f64> {
         parse_metrics(&self.scrape("/metrics"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
     }
 }
 
@@ -224,7 +194,7 @@ fn two_workers_count_known_traffic_exactly() {
         })
         .collect();
     assert_eq!(per_worker.len(), 2, "{metrics:?}");
-    let children = children_of(server.child.id());
+    let children = children_of(server.group.pid());
     assert_eq!(children.len(), 3, "two workers and the stats process");
     for pid in per_worker.keys() {
         assert!(children.contains(pid), "{pid} is not a worker");
@@ -271,7 +241,7 @@ fn access_log_has_the_combined_format_duration_and_pid() {
     let text = String::from_utf8(reply).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 "));
-    let pid = server.child.id();
+    let pid = server.group.pid();
     let mut line = None;
     wait_until("the access log line", Duration::from_secs(5), || {
         line = server

@@ -7,21 +7,20 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ECHO, children_of, free_port, wait_until};
+use common::{ECHO, Group, children_of, free_port, wait_until};
 
 /// The echo program as a master, killed (with its process group) when dropped.
 struct Server {
-    child: Child,
+    group: Group,
     port: u16,
-    log: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -36,28 +35,10 @@ impl Server {
     }
 
     fn spawn(command: &mut Command, port: u16) -> Server {
-        use std::os::unix::process::CommandExt;
-        let mut child = command
-            .env_remove("GATEWAY_INTERFACE")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Server { child, port, log }
+        Server {
+            group: Group::command(command),
+            port,
+        }
     }
 
     fn wait_serving(&self) {
@@ -67,11 +48,11 @@ impl Server {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.group.pid()
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.group.log()
     }
 
     fn signal(&self, name: &str) {
@@ -99,22 +80,12 @@ impl Server {
     fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.group.child.try_wait().unwrap() {
                 return status;
             }
             assert!(Instant::now() < deadline, "the master did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // The whole group: the master and any worker left.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.pid())])
-            .status();
-        let _ = self.child.wait();
     }
 }
 

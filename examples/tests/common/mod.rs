@@ -514,10 +514,14 @@ pub struct Group {
 impl Group {
     /// Starts `program` with `args` (and `RUST_LOG=info`), in a new process group.
     pub fn spawn(program: &str, args: &[&str]) -> Group {
+        Group::command(Command::new(program).args(args))
+    }
+
+    /// Starts `command` (with `RUST_LOG=info`, no `GATEWAY_INTERFACE`), in a new process group.
+    pub fn command(command: &mut Command) -> Group {
         use std::io::Read;
         use std::os::unix::process::CommandExt;
-        let mut child = Command::new(program)
-            .args(args)
+        let mut child = command
             .env_remove("GATEWAY_INTERFACE")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
