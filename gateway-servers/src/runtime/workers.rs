@@ -436,6 +436,20 @@ impl Master<'_> {
     }
 
     fn fork(&mut self, worker: &mut impl FnMut() -> i32) -> io::Result<libc::pid_t> {
+        let supervision = self.supervision;
+        self.fork_child(
+            |mask, master| worker_setup(mask, master, supervision),
+            worker,
+        )
+    }
+
+    /// Forks a child that runs `prepare` (with the master's saved signal mask and pid), then
+    /// `run`, and exits with `run`'s code (70 if it panicked).
+    fn fork_child(
+        &self,
+        prepare: impl FnOnce(&libc::sigset_t, libc::pid_t),
+        run: &mut impl FnMut() -> i32,
+    ) -> io::Result<libc::pid_t> {
         // Checked before each fork too: the master must never have started a thread.
         if thread_count()? != 1 {
             return Err(io::Error::other(
@@ -454,8 +468,8 @@ impl Master<'_> {
             -1 => Err(io::Error::last_os_error()),
             0 => {
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    worker_setup(&self.old_mask, master, self.supervision);
-                    worker()
+                    prepare(&self.old_mask, master);
+                    run()
                 }))
                 .unwrap_or(70);
                 std::process::exit(code)
@@ -495,38 +509,7 @@ impl Master<'_> {
     }
 
     fn fork_stats(&mut self, stats: &mut impl FnMut() -> i32) -> io::Result<libc::pid_t> {
-        if thread_count()? != 1 {
-            return Err(io::Error::other(
-                "the master process has more than one thread",
-            ));
-        }
-        let master = libc::pid_t::try_from(std::process::id()).unwrap_or(libc::pid_t::MAX);
-        // SAFETY: as in `fork`: the process has a single thread, and the child never returns
-        // from this block.
-        let pid = unsafe { libc::fork() };
-        match pid {
-            -1 => Err(io::Error::last_os_error()),
-            0 => {
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    // SAFETY: plain calls with valid arguments; `old_mask` is the mask saved
-                    // by the master.
-                    unsafe {
-                        libc::sigprocmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
-                        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-                        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
-                        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                        if libc::getppid() != master {
-                            libc::_exit(0);
-                        }
-                    }
-                    stats()
-                }))
-                .unwrap_or(70);
-                std::process::exit(code)
-            }
-            pid => Ok(pid),
-        }
+        self.fork_child(child_signals, stats)
     }
 }
 
@@ -611,7 +594,9 @@ static WORKER: OnceLock<WorkerState> = OnceLock::new();
 
 /// In the child, right after the fork: the signal mask and dispositions of a worker, death
 /// with the master, and the worker's state.
-fn worker_setup(old_mask: &libc::sigset_t, master: libc::pid_t, supervision: &Supervision) {
+/// What every child of the master does first: the master's signal mask back, the master's
+/// signals ignored, and a SIGTERM when the master dies.
+fn child_signals(old_mask: &libc::sigset_t, master: libc::pid_t) {
     // SAFETY: plain calls with valid arguments; `old_mask` is the mask saved by the master.
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
@@ -626,6 +611,10 @@ fn worker_setup(old_mask: &libc::sigset_t, master: libc::pid_t, supervision: &Su
             libc::_exit(0);
         }
     }
+}
+
+fn worker_setup(old_mask: &libc::sigset_t, master: libc::pid_t, supervision: &Supervision) {
+    child_signals(old_mask, master);
     let limit = match supervision.max_requests {
         0 => u64::MAX,
         n => n.saturating_add(jitter(supervision.max_requests_jitter)),
