@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, curl, free_port, header_of, sha256_hex, try_get};
+use common::{ECHO, TempDir, WebServer, curl, free_port, get_backend, sha256_hex, spread};
 
 const BALANCER: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -25,22 +25,6 @@ fn balancer(args: &[String], dir: &TempDir) -> WebServer {
     all.extend_from_slice(args);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     WebServer::start(BALANCER, &all, port, dir.0.join("balancer.log"))
-}
-
-/// One GET on a new connection: the status and the backend that answered.
-fn get(port: u16, path: &str, headers: &str) -> Result<(u16, String), String> {
-    let (status, reply) = try_get(port, path, headers)?;
-    Ok((status, header_of(&reply, "x-backend").unwrap_or_default()))
-}
-
-fn counts(port: u16, n: usize, headers: &str) -> std::collections::BTreeMap<String, usize> {
-    let mut counts = std::collections::BTreeMap::new();
-    for _ in 0..n {
-        let (status, backend) = get(port, "/", headers).unwrap();
-        assert_eq!(status, 200);
-        *counts.entry(backend).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[test]
@@ -66,9 +50,9 @@ fn round_robin_over_three_echoes_survives_a_killed_backend() {
     let front = balancer(&args, &dir);
 
     // Round robin: each backend gets a third.
-    let spread = counts(front.port, 30, "");
-    assert_eq!(spread.len(), 3, "{spread:?}");
-    assert!(spread.values().all(|&n| n == 10), "{spread:?}");
+    let first = spread(front.port, 30, "");
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.values().all(|&n| n == 10), "{first:?}");
 
     // Steady GETs from four clients while one backend is killed and started again.
     let stop = Arc::new(AtomicBool::new(false));
@@ -80,7 +64,7 @@ fn round_robin_over_three_echoes_survives_a_killed_backend() {
             let port = front.port;
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    match get(port, "/load", "") {
+                    match get_backend(port, "/load", "") {
                         Ok((200, _)) => {
                             served.fetch_add(1, Ordering::SeqCst);
                         }
@@ -99,7 +83,7 @@ fn round_robin_over_three_echoes_survives_a_killed_backend() {
     std::thread::sleep(Duration::from_millis(300));
     echoes[1].kill();
     std::thread::sleep(Duration::from_millis(1000));
-    let down = counts(front.port, 12, "");
+    let down = spread(front.port, 12, "");
     let killed = format!("http://127.0.0.1:{}", ports[1]);
     assert!(
         !down.contains_key(&killed),
@@ -109,7 +93,7 @@ fn round_robin_over_three_echoes_survives_a_killed_backend() {
     // Back in rotation once a health check (or a probe) finds it.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let back = counts(front.port, 6, "");
+        let back = spread(front.port, 6, "");
         if back.contains_key(&killed) {
             break;
         }
@@ -156,7 +140,7 @@ fn every_protocol_weighted_and_bodies_forwarded() {
     ]
     .into();
     let front = balancer(&args, &dir);
-    let spread = counts(front.port, 40, "");
+    let spread = spread(front.port, 40, "");
     assert_eq!(
         spread[&format!("http://127.0.0.1:{http}")],
         20,
@@ -211,7 +195,7 @@ fn hashing_on_a_header_keeps_a_user_on_one_backend() {
     let mut owners = std::collections::BTreeSet::new();
     for user in 0..30 {
         let header = format!("X-User: user-{user}\r\n");
-        let spread = counts(front.port, 3, &header);
+        let spread = spread(front.port, 3, &header);
         assert_eq!(spread.len(), 1, "user-{user} went to {spread:?}");
         owners.extend(spread.into_keys());
     }

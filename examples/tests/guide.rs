@@ -517,26 +517,6 @@ fn check_split_root(server: &WebServer) {
     check_environ_column(&e, "built-in HTTP");
 }
 
-/// One GET on a new connection: the status and the `X-Upstream` or `X-Backend` header.
-fn get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let (status, reply) = common::try_get(port, path, "")?;
-    let backend = common::header_of(&reply, "x-upstream")
-        .or_else(|| common::header_of(&reply, "x-backend"))
-        .unwrap_or_default();
-    Ok((status, backend))
-}
-
-/// How many of `n` GETs each backend answered (all must be 200).
-fn spread(port: u16, n: usize) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for _ in 0..n {
-        let (status, backend) = get(port, "/").unwrap();
-        assert_eq!(status, 200);
-        *counts.entry(backend).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Four clients sending GETs to `port` while `during` runs; returns (served, failures, the
 /// slowest answer).
 fn under_load(port: u16, during: impl FnOnce()) -> (usize, Vec<String>, Duration) {
@@ -555,7 +535,7 @@ fn under_load(port: u16, during: impl FnOnce()) -> (usize, Vec<String>, Duration
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let started = Instant::now();
-                    match get(port, "/load") {
+                    match common::get_backend(port, "/load", "") {
                         Ok((200, _)) => {
                             served.fetch_add(1, Ordering::SeqCst);
                         }
@@ -602,7 +582,7 @@ fn nginx_upstreams_fail_over_when_a_backend_dies_under_load() {
     );
     let server = nginx(&dir, port, &conf);
     check_front_end(&server, "", "", true, true);
-    let before = spread(port, 30);
+    let before = common::spread(port, 30, "");
     assert_eq!(before.len(), 3, "round robin over the three: {before:?}");
     assert!(before.values().all(|&n| n == 10), "{before:?}");
 
@@ -611,7 +591,7 @@ fn nginx_upstreams_fail_over_when_a_backend_dies_under_load() {
         std::thread::sleep(Duration::from_millis(500));
         echoes[1].kill();
         std::thread::sleep(Duration::from_millis(1500));
-        let after = spread(port, 12);
+        let after = common::spread(port, 12, "");
         assert!(
             !after.contains_key(&killed),
             "a dead backend answered: {after:?}"
@@ -732,7 +712,7 @@ fn the_balancer_commands_of_the_guide_work() {
         }
     }
     let front = front.expect("the page starts the balancer");
-    let counts = spread(front, 40);
+    let counts = common::spread(front, 40, "");
     assert_eq!(counts.len(), 3, "every backend answers: {counts:?}");
     println!("balancer from the guide: {counts:?}");
     // One POST through each backend: the whole body arrives.

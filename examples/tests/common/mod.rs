@@ -452,6 +452,31 @@ pub fn try_get(port: u16, path: &str, headers: &str) -> Result<(u16, String), St
     Ok((status, reply))
 }
 
+/// The backend that answered a raw answer: its `X-Upstream` header (nginx configurations of
+/// the tests set it) or its `X-Backend` header (the `balancer` program's), else empty.
+pub fn backend_of(reply: &str) -> String {
+    header_of(reply, "x-upstream")
+        .or_else(|| header_of(reply, "x-backend"))
+        .unwrap_or_default()
+}
+
+/// One GET on a new connection: the status and the backend that answered ([`backend_of`]).
+pub fn get_backend(port: u16, path: &str, headers: &str) -> Result<(u16, String), String> {
+    let (status, reply) = try_get(port, path, headers)?;
+    Ok((status, backend_of(&reply)))
+}
+
+/// How many of `n` GETs of `/` each backend answered; every answer must be 200.
+pub fn spread(port: u16, n: usize, headers: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (status, backend) = get_backend(port, "/", headers).unwrap();
+        assert_eq!(status, 200);
+        *counts.entry(backend).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// A header of a raw answer (the first of that name, any case), trimmed.
 pub fn header_of(reply: &str, wanted: &str) -> Option<String> {
     reply
