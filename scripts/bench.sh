@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-# The peers and tools, from Debian. One package a line.
+# The peers and tools, from Debian, beyond what the tests install. One package a line.
 PACKAGES=(
   wrk                  # the load generator
   nginx                # the front end of the FastCGI and uwsgi comparisons, and the ceiling
@@ -24,30 +24,9 @@ PACKAGES=(
   gnuplot-nox          # the charts
   linux-perf           # profiles where a target is missed
 )
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench: installing ${missing[*]}" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  # Keep the packages' services (nginx, php-fpm, ...) from starting on their default ports.
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || echo "bench: some packages did not install; their comparisons will say so" >&2
-  $SUDO rm -f /usr/sbin/policy-rc.d
-fi
-
-# The Python servers, from PyPI: the versions the conformance suite pins.
-if ! python3 -c 'import flup, gunicorn' 2>/dev/null; then
-  echo "bench: installing flup and gunicorn with pip" >&2
-  python3 -m pip install --quiet --break-system-packages 'flup==1.0.3' 'gunicorn==27.0.1' 2>/dev/null \
-    || python3 -m pip install --quiet 'flup==1.0.3' 'gunicorn==27.0.1'
-fi
+# The same installer as the tests' (which also brings the Python servers from PyPI, at the
+# versions the conformance suite pins), with the peers above added.
+scripts/install-test-deps.sh "${PACKAGES[@]}"
 export BENCH_PYTHON
 BENCH_PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine with Rust, and nothing that is
-# already there. Safe to run again. Needs root (or sudo) for the Debian packages.
+# already there. Safe to run again. Needs root (or sudo) for the Debian packages. Debian
+# packages given as arguments are installed too (scripts/bench.sh adds the peers it measures).
 set -euo pipefail
 
 # Debian packages the tests start for real (web servers in front of our adapters, and the
@@ -16,6 +17,8 @@ PACKAGES=(
   python3-pip # pip, for the PyPI packages below
   systemd     # systemd-analyze verify and systemd-socket-activate: the guide's unit files (examples/tests/guide.rs)
 )
+
+PACKAGES+=("$@")
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
