@@ -35,6 +35,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "bench", "peers")
 BIN = os.path.join(ROOT, "target", "release")
 PEER_BIN = os.path.join(ROOT, "target", "bench-peers")
+# bench-app built as docs/deployment recommends for CGI (scripts/bench.sh builds it):
+# `-C relocation-model=static -C target-feature=+crt-static`.
+CGI_STATIC_BIN = os.environ.get(
+    "BENCH_CGI_STATIC_BIN", os.path.join(ROOT, "target", "cgi-static", "bench-app"))
 WORK = os.environ.get("BENCH_WORK", "/tmp/gateway-bench")
 CHARTS = os.path.join(ROOT, "docs", "bench")
 os.makedirs(WORK, exist_ok=True)
@@ -674,6 +678,7 @@ def section_cgi():
     scripts = [
         ("C hello (gcc -O2)", "c.cgi", os.path.join(PEER_BIN, "hello_cgi")),
         ("gateway (CGI)", "rust.cgi", os.path.join(BIN, "bench-app")),
+        ("gateway (CGI), static non-PIE build", "rust-static.cgi", CGI_STATIC_BIN),
         ("Python hello (python3)", "py.cgi", os.path.join(PEERS, "hello_cgi.py")),
     ]
     for _, file, source in scripts:

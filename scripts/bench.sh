@@ -34,6 +34,13 @@ BENCH_PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 # Cargo.lock so the same hyper and tokio), the Go peer, the C peers.
 echo "bench: building in release mode" >&2
 cargo build --release -q -p examples --bin bench-app
+# The CGI build the deployment guide recommends (static, not position-independent: no dynamic
+# loading or relocation at each start), in its own target directory; `--target` keeps the flags
+# off build scripts and proc macros.
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
+  cargo build --release -q -p examples --bin bench-app --target "$HOST" --target-dir target/cgi-static
+cp "target/cgi-static/$HOST/release/bench-app" target/cgi-static/bench-app
 cargo bench -q --no-run -p gateway-core --bench driver
 cargo bench -q --no-run -p gateway-middleware --bench middleware
 cargo bench -q --no-run -p gateway-servers --bench codecs

@@ -175,6 +175,18 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The length of what is left of the body when all of it is in memory (an empty or a full
+    /// body): polling it then never waits, never fails and never starts the response.
+    pub(crate) fn in_memory_len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Empty => Some(0),
+            Kind::Full(data) => Some(data.len() as u64),
+            _ => None,
+        }
+    }
+}
+
 impl Default for Body {
     fn default() -> Self {
         Body::empty()

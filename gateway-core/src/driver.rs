@@ -60,8 +60,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use crate::environ::parse_digits;
 use crate::error::{Error, ErrorKind};
 use crate::errors::log_line;
-use crate::start::Shared;
-use crate::{App, Body, Environ, ErrorSink, StartResponse};
+use crate::start::{Shared, State};
+use crate::{App, Body, Environ, SharedSink, StartResponse};
 
 /// The body of the 500 response the driver makes when an app fails before its head.
 pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
@@ -77,18 +77,119 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
     let shared = Shared::fresh();
     let start = StartResponse::new(shared.clone());
     let outcome = catch_unwind(AssertUnwindSafe(|| app.call(environ, start)));
-    shared.lock().writes_closed = true;
-    let (body, failure) = match outcome {
-        Ok(body) => (Some(body), None),
-        Err(payload) => (None, Some(Error::panic(&*payload))),
+    let (body, stage) = match outcome {
+        Ok(body) => {
+            let stage = decide_after_call(shared, &body);
+            (Some(body), stage)
+        }
+        Err(payload) => {
+            close(&shared);
+            (None, Stage::Failed(Error::panic(&*payload)))
+        }
     };
     ResponseFuture {
-        shared: Some(shared),
+        stage,
         body,
-        failure,
         is_head,
         errors,
     }
+}
+
+/// What the driver knows once the app's call returned: `write()` is refused from now on, and
+/// when the head can no longer change (the body is in memory and cannot start the response,
+/// or `write()` fixed the head), it is taken now. When nothing else holds the shared state
+/// (the app dropped its `StartResponse` or `Writer`, as most do), no lock is taken, and the
+/// state goes back to the thread's spare at once.
+fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
+    let in_memory = body.in_memory_len().is_some();
+    let taken = match Arc::get_mut(&mut shared) {
+        Some(unique) => {
+            let state = unique.state_mut();
+            if !(in_memory || state.committed) {
+                state.writes_closed = true;
+                return Stage::Open(shared);
+            }
+            let taken = take_head(state, body_did(body));
+            state.reset();
+            Shared::recycle_unique(shared);
+            taken
+        }
+        None => {
+            let mut state = shared.lock();
+            state.writes_closed = true;
+            if !state.committed {
+                drop(state);
+                return Stage::Open(shared);
+            }
+            take_head(&mut state, body_did(body))
+        }
+    };
+    match taken {
+        Ok(head) => Stage::Decided(head),
+        Err(error) => Stage::Failed(error),
+    }
+}
+
+/// What an in-memory body does first, for the error when the app never started the response.
+fn body_did(body: &Body) -> &'static str {
+    if body.in_memory_len() == Some(0) {
+        "ended"
+    } else {
+        "yielded data"
+    }
+}
+
+/// Fixes the head: takes the status, headers and written data from the shared state, or the
+/// error when the app never started the response. `what` names what the body did.
+fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
+    state.committed = true;
+    match state.head.take() {
+        Some((status, headers)) => Ok(Head {
+            status,
+            headers,
+            written: std::mem::take(&mut state.written),
+        }),
+        None => {
+            state.written.clear();
+            Err(match &state.refused {
+                Some(refused) => {
+                    Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
+                }
+                None => Error::new(
+                    ErrorKind::NotStarted,
+                    format!("the app's body {what} before the response was started"),
+                ),
+            })
+        }
+    }
+}
+
+/// Marks the response as decided in the shared state: a `Writer` the app kept can neither
+/// write nor restart any more.
+fn close(shared: &Shared) {
+    let mut state = shared.lock();
+    state.writes_closed = true;
+    state.committed = true;
+    state.written.clear();
+}
+
+/// The head as the app left it, with what `write()` pushed.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    written: VecDeque<Bytes>,
+}
+
+/// Where a [`ResponseFuture`] stands.
+enum Stage {
+    /// The app may still start the response (inside its body): poll the body.
+    Open(Arc<Shared>),
+    /// The head was decided when the call returned.
+    Decided(Head),
+    /// The app failed before its head.
+    Failed(Error),
+    /// The response was produced.
+    Done,
 }
 
 /// The response of an app being run: resolves to the head and the [`ResponseBody`].
@@ -97,12 +198,10 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
 /// async app's waiting happens before the head goes out.
 #[must_use = "a response does nothing unless polled"]
 pub struct ResponseFuture {
-    /// What the app's `StartResponse` writes to; taken (and recycled) when the head is decided.
-    shared: Option<Arc<Shared>>,
+    stage: Stage,
     body: Option<Body>,
-    failure: Option<Error>,
     is_head: bool,
-    errors: Arc<dyn ErrorSink>,
+    errors: SharedSink,
 }
 
 impl fmt::Debug for ResponseFuture {
@@ -110,7 +209,7 @@ impl fmt::Debug for ResponseFuture {
         f.debug_struct("ResponseFuture")
             .field("body", &self.body)
             .field("is_head", &self.is_head)
-            .field("done", &self.shared.is_none())
+            .field("done", &matches!(self.stage, Stage::Done))
             .finish_non_exhaustive()
     }
 }
@@ -120,75 +219,66 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
         let this = &mut *self;
-        let Some(shared) = &this.shared else {
-            panic!("ResponseFuture polled after it completed")
+        let shared = match std::mem::replace(&mut this.stage, Stage::Done) {
+            Stage::Open(shared) => shared,
+            Stage::Decided(head) => return Poll::Ready(this.respond(head, None)),
+            Stage::Failed(error) => return Poll::Ready(this.fail(error)),
+            Stage::Done => panic!("ResponseFuture polled after it completed"),
         };
-        let committed = shared.lock().committed;
-        if let Some(error) = this.failure.take() {
-            return Poll::Ready(this.fail(error));
-        }
-        if committed {
-            // write() was called: the head goes out now.
-            return Poll::Ready(this.commit(None, "wrote"));
-        }
         loop {
             let Some(body) = this.body.as_mut() else {
-                unreachable!("the body is only taken when the future completes")
+                unreachable!("an open stage has the app's body")
             };
             let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
-            return Poll::Ready(match polled {
-                Err(payload) => this.fail(Error::panic(&*payload)),
-                Ok(Poll::Pending) => return Poll::Pending,
+            let (first, what) = match polled {
+                Err(payload) => {
+                    close(&shared);
+                    return Poll::Ready(this.fail(Error::panic(&*payload)));
+                }
+                Ok(Poll::Pending) => {
+                    this.stage = Stage::Open(shared);
+                    return Poll::Pending;
+                }
                 Ok(Poll::Ready(None)) => {
                     this.body = None;
-                    this.commit(None, "ended")
+                    (None, "ended")
                 }
-                Ok(Poll::Ready(Some(Err(error)))) => this.fail(Error::app(error)),
+                Ok(Poll::Ready(Some(Err(error)))) => {
+                    close(&shared);
+                    return Poll::Ready(this.fail(Error::app(error)));
+                }
                 Ok(Poll::Ready(Some(Ok(frame)))) => {
                     if frame.data_ref().is_some_and(Bytes::is_empty) {
                         continue;
                     }
-                    this.commit(Some(frame), "yielded data")
+                    (Some(frame), "yielded data")
                 }
+            };
+            let taken = take_head(&mut shared.lock(), what);
+            Shared::recycle(shared);
+            return Poll::Ready(match taken {
+                Ok(head) => this.respond(head, first),
+                Err(error) => this.fail(error),
             });
         }
     }
 }
 
 impl ResponseFuture {
-    /// Fixes the head and builds the response. `first` is the first frame of the body, already
-    /// taken from it; `self.body` is `None` when the body has ended. `what` names what the body
-    /// did, for the error when the app never started the response.
-    fn commit(&mut self, first: Option<Frame<Bytes>>, what: &str) -> Response<ResponseBody> {
-        let Some(shared) = self.shared.take() else {
-            unreachable!("commit happens once")
-        };
-        let mut state = shared.lock();
-        let Some((status, mut headers)) = state.head.take() else {
-            let error = match &state.refused {
-                Some(refused) => {
-                    Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
-                }
-                None => Error::new(
-                    ErrorKind::NotStarted,
-                    format!("the app's body {what} before the response was started"),
-                ),
-            };
-            drop(state);
-            self.shared = Some(shared);
-            return self.fail(error);
-        };
-        state.committed = true;
-        let written = std::mem::take(&mut state.written);
-        drop(state);
-        Shared::recycle(shared);
-
+    /// Builds the response from the decided head. `first` is the first frame of the body,
+    /// already taken from it; `self.body` is `None` when the body has ended.
+    fn respond(&mut self, head: Head, first: Option<Frame<Bytes>>) -> Response<ResponseBody> {
+        let Head {
+            status,
+            mut headers,
+            written,
+        } = head;
         if self
             .body
             .as_ref()
             .is_some_and(http_body::Body::is_end_stream)
         {
-            // The whole body is known (a full body): close it now.
+            // The body has nothing left: close it now.
             self.body = None;
         }
         let no_length = status.is_informational() || status == StatusCode::NO_CONTENT;
@@ -207,16 +297,23 @@ impl ResponseFuture {
                 }
             }
             Entry::Vacant(entry) => {
-                if no_length || self.body.is_some() || status == StatusCode::NOT_MODIFIED {
-                    None
-                } else {
-                    let first_len = first
-                        .as_ref()
-                        .and_then(Frame::data_ref)
-                        .map_or(0, Bytes::len);
-                    let total = written.iter().map(Bytes::len).sum::<usize>() + first_len;
-                    entry.insert(length_value(total as u64));
-                    Some(total as u64)
+                let rest = match &self.body {
+                    None => Some(0),
+                    Some(body) => body.in_memory_len(),
+                };
+                match rest {
+                    Some(rest) if !no_length && status != StatusCode::NOT_MODIFIED => {
+                        let first_len = first
+                            .as_ref()
+                            .and_then(Frame::data_ref)
+                            .map_or(0, Bytes::len);
+                        let total = written.iter().map(|d| d.len() as u64).sum::<u64>()
+                            + first_len as u64
+                            + rest;
+                        entry.insert(length_value(total));
+                        Some(total)
+                    }
+                    _ => None,
                 }
             }
         };
@@ -243,11 +340,6 @@ impl ResponseFuture {
     fn fail(&mut self, error: Error) -> Response<ResponseBody> {
         log_line(&*self.errors, &format!("gateway: {error}"));
         self.body = None;
-        if let Some(shared) = self.shared.take() {
-            let mut state = shared.lock();
-            state.committed = true;
-            state.written.clear();
-        }
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head {
@@ -375,11 +467,11 @@ pub struct ResponseBody {
     sent: u64,
     must_close: bool,
     done: bool,
-    errors: Arc<dyn ErrorSink>,
+    errors: SharedSink,
 }
 
 impl ResponseBody {
-    fn empty(errors: Arc<dyn ErrorSink>) -> Self {
+    fn empty(errors: SharedSink) -> Self {
         ResponseBody {
             queue: VecDeque::new(),
             first: None,
@@ -402,7 +494,9 @@ impl ResponseBody {
     /// Whether everything left of the body is in memory (the app's body ended, or there is
     /// none): polling it then never waits nor blocks, so a server may send it from any thread.
     pub fn is_buffered(&self) -> bool {
-        self.body.is_none()
+        self.body
+            .as_ref()
+            .is_none_or(|body| body.in_memory_len().is_some())
     }
 
     /// How many body bytes were yielded so far.

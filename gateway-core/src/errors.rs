@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::sync::{Arc, OnceLock};
+use std::ops::Deref;
+use std::sync::Arc;
 
 /// Where the lines written to an [`ErrorStream`] go: the server's log.
 ///
@@ -49,6 +50,59 @@ impl ErrorSink for Stderr {
     }
 }
 
+/// A handle to an [`ErrorSink`], as an [`ErrorStream`] holds it: a sink shared by reference
+/// counting, or a `'static` one. Cloning a static handle costs nothing (no atomic operation),
+/// which is why servers whose sink lives as long as the process give it as a static.
+///
+/// ```
+/// use gateway_core::{ErrorSink, SharedSink, Stderr};
+///
+/// static STDERR: Stderr = Stderr;
+/// let sink = SharedSink::from_static(&STDERR);
+/// sink.clone().write_message(b"to stderr\n");
+/// ```
+#[derive(Clone)]
+pub struct SharedSink(SinkRepr);
+
+#[derive(Clone)]
+enum SinkRepr {
+    Static(&'static dyn ErrorSink),
+    Counted(Arc<dyn ErrorSink>),
+}
+
+impl SharedSink {
+    /// A handle to a sink that lives as long as the process.
+    pub const fn from_static(sink: &'static dyn ErrorSink) -> Self {
+        SharedSink(SinkRepr::Static(sink))
+    }
+
+    /// A handle to a reference-counted sink.
+    pub fn from_arc(sink: Arc<dyn ErrorSink>) -> Self {
+        SharedSink(SinkRepr::Counted(sink))
+    }
+}
+
+impl Deref for SharedSink {
+    type Target = dyn ErrorSink;
+
+    fn deref(&self) -> &(dyn ErrorSink + 'static) {
+        match &self.0 {
+            SinkRepr::Static(sink) => *sink,
+            SinkRepr::Counted(sink) => &**sink,
+        }
+    }
+}
+
+impl fmt::Debug for SharedSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.0 {
+            SinkRepr::Static(_) => "static",
+            SinkRepr::Counted(_) => "counted",
+        };
+        f.debug_tuple("SharedSink").field(&kind).finish()
+    }
+}
+
 /// The largest message an [`ErrorStream`] holds back while it waits for the end of a line.
 pub const MAX_ERROR_LINE: usize = 16 * 1024;
 
@@ -59,7 +113,7 @@ pub const MAX_ERROR_LINE: usize = 16 * 1024;
 /// stream. A line longer than [`MAX_ERROR_LINE`] is passed on in pieces of that size.
 /// Cloning gives a stream to the same sink with its own line buffer.
 pub struct ErrorStream {
-    sink: Arc<dyn ErrorSink>,
+    sink: SharedSink,
     line: Vec<u8>,
 }
 
@@ -71,21 +125,31 @@ impl ErrorStream {
 
     /// A stream to a sink shared with other streams (a server shares one between requests).
     pub fn from_arc(sink: Arc<dyn ErrorSink>) -> Self {
+        ErrorStream::from_sink(SharedSink::from_arc(sink))
+    }
+
+    /// A stream to a sink that lives as long as the process: making, cloning and dropping such
+    /// streams costs nothing but the line buffer (which allocates only when written to).
+    pub const fn from_static(sink: &'static dyn ErrorSink) -> Self {
+        ErrorStream::from_sink(SharedSink::from_static(sink))
+    }
+
+    /// A stream to the sink of `sink`.
+    pub const fn from_sink(sink: SharedSink) -> Self {
         ErrorStream {
             sink,
             line: Vec::new(),
         }
     }
 
-    /// A stream to the process's standard error. All such streams share one sink, so making
-    /// one does not allocate.
-    pub fn stderr() -> Self {
-        static STDERR: OnceLock<Arc<dyn ErrorSink>> = OnceLock::new();
-        ErrorStream::from_arc(STDERR.get_or_init(|| Arc::new(Stderr)).clone())
+    /// A stream to the process's standard error.
+    pub const fn stderr() -> Self {
+        static STDERR: Stderr = Stderr;
+        ErrorStream::from_static(&STDERR)
     }
 
     /// The sink this stream writes to.
-    pub fn sink(&self) -> &Arc<dyn ErrorSink> {
+    pub fn sink(&self) -> &SharedSink {
         &self.sink
     }
 
@@ -114,7 +178,7 @@ impl Default for ErrorStream {
 
 impl Clone for ErrorStream {
     fn clone(&self) -> Self {
-        ErrorStream::from_arc(self.sink.clone())
+        ErrorStream::from_sink(self.sink.clone())
     }
 }
 

@@ -33,6 +33,17 @@ pub(crate) struct State {
     pub(crate) refused: Option<StartError>,
 }
 
+impl State {
+    /// Back to the initial state, for the next request.
+    pub(crate) fn reset(&mut self) {
+        self.head = None;
+        self.committed = false;
+        self.written.clear();
+        self.writes_closed = false;
+        self.refused = None;
+    }
+}
+
 thread_local! {
     /// One spare `Shared` per thread, so that a thread serving requests one after another
     /// allocates none.
@@ -49,14 +60,21 @@ impl Shared {
     /// `Writer`).
     pub(crate) fn recycle(mut shared: Arc<Shared>) {
         if let Some(inner) = Arc::get_mut(&mut shared) {
-            let state = inner.state.get_mut().unwrap_or_else(|e| e.into_inner());
-            state.head = None;
-            state.committed = false;
-            state.written.clear();
-            state.writes_closed = false;
-            state.refused = None;
+            inner.state_mut().reset();
             SPARE.with(|spare| spare.set(Some(shared)));
         }
+    }
+
+    /// Keeps `shared`, whose state was [reset](State::reset), as the thread's spare; the caller
+    /// holds the only reference (it checked with `Arc::get_mut`, and gave none away since).
+    pub(crate) fn recycle_unique(shared: Arc<Shared>) {
+        debug_assert_eq!(Arc::strong_count(&shared), 1);
+        SPARE.with(|spare| spare.set(Some(shared)));
+    }
+
+    /// The state, without a lock: only for the one holder of the `Shared`.
+    pub(crate) fn state_mut(&mut self) -> &mut State {
+        self.state.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use gateway_core::driver::ResponseBody;
 use gateway_core::{
-    App, Body, BoxError, Environ, ErrorSink, Middleware, StartResponse, clf_time, driver,
+    App, Body, BoxError, Environ, Middleware, SharedSink, StartResponse, clf_time, driver,
 };
 use http::StatusCode;
 use http_body::Frame;
@@ -188,7 +188,7 @@ pub struct AccessLogApp<A> {
 
 enum Sink {
     Custom(Arc<dyn LogSink>),
-    Errors(Arc<dyn ErrorSink>),
+    Errors(SharedSink),
 }
 
 fn text(value: Option<&[u8]>) -> String {

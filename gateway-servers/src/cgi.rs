@@ -8,6 +8,11 @@
 //! with `nph-` answers with a whole HTTP response (a status line matching `SERVER_PROTOCOL`,
 //! `Date`, `Server`, `Connection: close`), as non-parsed-header scripts must.
 //!
+//! A program that serves CGI starts once per request: build it static and not
+//! position-independent (`RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static"`
+//! with `--target`), and its start-up costs about what a C program's does, with no loader work
+//! and no relocations (the deployment guide, `docs/guide/03-deploying.md`, has the numbers).
+//!
 //! [`run`] is the whole adapter; the pieces it is made of work on any variables, reader and
 //! writer, so a test drives them without a process:
 //!

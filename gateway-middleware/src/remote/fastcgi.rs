@@ -32,7 +32,7 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Stream>, mut environ: En
     }
     encode_stream(&mut head, StreamKind::Params, REQUEST_ID, &params);
     encode_end_of_stream(&mut head, StreamKind::Params, REQUEST_ID);
-    let errors = ErrorStream::from_arc(environ.errors().sink().clone());
+    let errors = environ.errors().clone();
     let input = environ.take_input();
 
     let stream = match pool.take(Stream::is_reusable) {

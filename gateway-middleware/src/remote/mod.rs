@@ -44,7 +44,7 @@ use std::time::Duration;
 use ::http::header::{CONNECTION, HeaderName};
 use ::http::{HeaderMap, StatusCode};
 use bytes::{Bytes, BytesMut};
-use gateway_core::{App, Body, Environ, ErrorStream, Input, StartResponse, is_hop_by_hop};
+use gateway_core::{App, Body, Environ, Input, StartResponse, is_hop_by_hop};
 use gateway_servers::cgi::ResponseHead;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Handle;
@@ -261,7 +261,7 @@ impl Remote {
 
 impl App for Remote {
     fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
-        let errors = ErrorStream::from_arc(environ.errors().sink().clone());
+        let errors = environ.errors().clone();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(4);
         // Dropped with the response body: a client that goes away ends the exchange.

@@ -163,7 +163,7 @@ impl<A: App + 'static> Runtime<A> {
             app: Arc::new(app),
             requests: Arc::new(Semaphore::new(config.max_requests)),
             config: Arc::new(config),
-            errors: ErrorStream::new(TracingSink),
+            errors: ErrorStream::from_static(&TracingSink),
         }
     }
 
