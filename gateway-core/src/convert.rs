@@ -6,16 +6,15 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 
+use crate::decimal::decimal;
 use crate::environ::header_var_name;
-use crate::{
-    Body, BoxError, Environ, ErrorStream, Input, LocalAddr, PeerAddr, StartResponse, UrlScheme,
-    is_hop_by_hop,
-};
+use crate::{Body, BoxError, Environ, ErrorStream, Input, StartResponse, UrlScheme, is_hop_by_hop};
 
 /// What a server knows about itself and the connection, to build an environ from a request.
 ///
@@ -41,9 +40,9 @@ pub struct ServerContext {
     pub server_software: Option<Bytes>,
     /// `wsgi.url_scheme` (and `HTTPS=on` for https).
     pub url_scheme: UrlScheme,
-    /// The client's address: `REMOTE_ADDR`, `REMOTE_PORT` and the [`PeerAddr`] extension.
+    /// The client's address: `REMOTE_ADDR`, `REMOTE_PORT` and [`Environ::peer_addr`].
     pub peer_addr: Option<SocketAddr>,
-    /// The address the request came in on: the [`LocalAddr`] extension.
+    /// The address the request came in on: [`Environ::local_addr`].
     pub local_addr: Option<SocketAddr>,
     /// `wsgi.multithread`.
     pub multithread: bool,
@@ -53,6 +52,29 @@ pub struct ServerContext {
     pub run_once: bool,
     /// Where `wsgi.errors` goes; stderr when `None`.
     pub errors: Option<ErrorStream>,
+    /// `REMOTE_ADDR` and `REMOTE_PORT` as text, made once for the connection's requests.
+    peer_text: OnceLock<(SocketAddr, Bytes, Bytes)>,
+}
+
+impl ServerContext {
+    /// `REMOTE_ADDR` and `REMOTE_PORT` for `peer`: written once, then shared by every request
+    /// of the context (a server keeps one context per connection).
+    fn peer_text(&self, peer: SocketAddr) -> (Bytes, Bytes) {
+        let (addr, ip, port) = self
+            .peer_text
+            .get_or_init(|| (peer, ip_text(peer.ip()), decimal(u64::from(peer.port()))));
+        if *addr == peer {
+            (ip.clone(), port.clone())
+        } else {
+            // The field was changed after the first request.
+            (ip_text(peer.ip()), decimal(u64::from(peer.port())))
+        }
+    }
+}
+
+/// An IP address as text, as `REMOTE_ADDR` has it.
+fn ip_text(ip: std::net::IpAddr) -> Bytes {
+    Bytes::from(ip.to_string())
 }
 
 impl fmt::Debug for ServerContext {
@@ -81,7 +103,8 @@ impl fmt::Debug for ServerContext {
 ///   becomes `HTTP_HOST` when it has no `Host` header.
 /// - The body becomes the input, bounded by `Content-Length` when there is one, and
 ///   `input_terminated` is set.
-/// - The request's extensions become the environ's, with [`PeerAddr`] and [`LocalAddr`].
+/// - The request's extensions become the environ's; the context's addresses are
+///   [`Environ::peer_addr`] and [`Environ::local_addr`].
 ///
 /// ```
 /// use gateway_core::convert::{environ_from_request, ServerContext};
@@ -107,26 +130,50 @@ where
 {
     let (parts, body) = request.into_parts();
     let mut environ = Environ::with_capacity(14 + parts.headers.keys_len());
-
-    environ.set("GATEWAY_INTERFACE", "CGI/1.1");
-    environ.set("REQUEST_METHOD", method_bytes(&parts.method));
-    let (path, target) = match parts.uri.path_and_query() {
-        _ if parts.method == Method::CONNECT => (Bytes::new(), authority_bytes(&parts.uri)),
-        Some(pq) if pq.as_str() == "*" => (Bytes::new(), Bytes::from_static(b"*")),
-        Some(pq) => (
-            percent_decode(pq.path().as_bytes()),
-            Bytes::copy_from_slice(pq.as_str().as_bytes()),
-        ),
-        None => (Bytes::from_static(b"/"), Bytes::from_static(b"/")),
+    // Every name below is set once (header names are distinct, lower case, and those with `_`
+    // are dropped, so no two map to one variable): `push_new` skips the search for a
+    // previous value.
+    let mut set = |name: &'static str, value: Bytes| {
+        environ.push_new(Bytes::from_static(name.as_bytes()), value);
     };
-    environ.set("SCRIPT_NAME", Bytes::new());
-    environ.set("PATH_INFO", path);
-    environ.set(
-        "QUERY_STRING",
-        Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
+
+    set("GATEWAY_INTERFACE", Bytes::from_static(b"CGI/1.1"));
+    set("REQUEST_METHOD", method_bytes(&parts.method));
+    // One copy of the target; the path and the query are slices of it when the path has no
+    // escape to decode.
+    let (path, query, target) = match parts.uri.path_and_query() {
+        _ if parts.method == Method::CONNECT => {
+            (Bytes::new(), Bytes::new(), authority_bytes(&parts.uri))
+        }
+        Some(pq) if pq.as_str() == "*" => (Bytes::new(), Bytes::new(), Bytes::from_static(b"*")),
+        Some(pq) => {
+            let target = Bytes::copy_from_slice(pq.as_str().as_bytes());
+            let path_len = pq.path().len();
+            let path = if pq.path().as_bytes().contains(&b'%') {
+                percent_decode(pq.path().as_bytes())
+            } else {
+                target.slice(..path_len)
+            };
+            let query = match pq.query() {
+                Some(query) => target.slice(path_len + 1..path_len + 1 + query.len()),
+                None => Bytes::new(),
+            };
+            (path, query, target)
+        }
+        None => (
+            Bytes::from_static(b"/"),
+            Bytes::new(),
+            Bytes::from_static(b"/"),
+        ),
+    };
+    set("SCRIPT_NAME", Bytes::new());
+    set("PATH_INFO", path);
+    set("QUERY_STRING", query);
+    set("REQUEST_URI", target);
+    set(
+        "SERVER_PROTOCOL",
+        Bytes::from_static(protocol_name(parts.version).as_bytes()),
     );
-    environ.set("REQUEST_URI", target);
-    environ.set("SERVER_PROTOCOL", protocol_name(parts.version));
 
     let host = parts
         .headers
@@ -138,7 +185,7 @@ where
         Some(name) => name.clone(),
         None if !host_name.is_empty() => Bytes::copy_from_slice(host_name),
         None => match context.local_addr {
-            Some(addr) => Bytes::from(addr.ip().to_string()),
+            Some(addr) => ip_text(addr.ip()),
             None => Bytes::from_static(b"localhost"),
         },
     };
@@ -147,17 +194,18 @@ where
         .or(host_port)
         .or(context.local_addr.map(|a| a.port()))
         .unwrap_or(context.url_scheme.default_port());
-    environ.set("SERVER_NAME", server_name);
-    environ.set("SERVER_PORT", Bytes::from(server_port.to_string()));
+    set("SERVER_NAME", server_name);
+    set("SERVER_PORT", decimal(u64::from(server_port)));
     if let Some(software) = &context.server_software {
-        environ.set("SERVER_SOFTWARE", software.clone());
+        set("SERVER_SOFTWARE", software.clone());
     }
     if let Some(peer) = context.peer_addr {
-        environ.set("REMOTE_ADDR", Bytes::from(peer.ip().to_string()));
-        environ.set("REMOTE_PORT", Bytes::from(peer.port().to_string()));
+        let (addr, port) = context.peer_text(peer);
+        set("REMOTE_ADDR", addr);
+        set("REMOTE_PORT", port);
     }
     if context.url_scheme == UrlScheme::Https {
-        environ.set("HTTPS", "on");
+        set("HTTPS", Bytes::from_static(b"on"));
     }
 
     let mut content_length = None;
@@ -171,12 +219,12 @@ where
         if name == header::CONTENT_LENGTH {
             content_length = crate::environ::parse_digits(&value);
         }
-        environ.set(header_var_name(name_str), value);
+        environ.push_new(header_var_name(name_str), value);
     }
     if !parts.headers.contains_key(header::HOST) {
         if let Some(authority) = parts.uri.authority() {
-            environ.set(
-                "HTTP_HOST",
+            environ.push_new(
+                Bytes::from_static(b"HTTP_HOST"),
                 Bytes::copy_from_slice(authority.as_str().as_bytes()),
             );
         }
@@ -197,14 +245,9 @@ where
     if let Some(errors) = &context.errors {
         environ.set_errors(errors.clone());
     }
-
+    environ.set_peer_addr(context.peer_addr);
+    environ.set_local_addr(context.local_addr);
     *environ.extensions_mut() = parts.extensions;
-    if let Some(peer) = context.peer_addr {
-        environ.extensions_mut().insert(PeerAddr(peer));
-    }
-    if let Some(local) = context.local_addr {
-        environ.extensions_mut().insert(LocalAddr(local));
-    }
     environ
 }
 

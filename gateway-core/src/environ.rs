@@ -47,14 +47,6 @@ impl fmt::Display for UrlScheme {
     }
 }
 
-/// The address of the client (or of the web server in front), in [`Environ::extensions`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The address the request arrived at, in [`Environ::extensions`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LocalAddr(pub SocketAddr);
-
 /// The request as the app sees it: CGI meta-variables, gateway fields, the body and the error
 /// stream. This is WSGI's `environ`.
 ///
@@ -68,8 +60,8 @@ pub struct LocalAddr(pub SocketAddr);
 /// [`multithread`](Environ::multithread), [`multiprocess`](Environ::multiprocess),
 /// [`run_once`](Environ::run_once), [`input_terminated`](Environ::input_terminated), and the
 /// contract [`VERSION`]. Server-specific data goes in [`extensions`](Environ::extensions),
-/// typed, with no risk of key clashes ([`PeerAddr`] and [`LocalAddr`] are set by the network
-/// servers).
+/// typed, with no risk of key clashes. The network servers also give the addresses of the
+/// connection: [`peer_addr`](Environ::peer_addr) and [`local_addr`](Environ::local_addr).
 ///
 /// ```
 /// use gateway_core::Environ;
@@ -92,6 +84,8 @@ pub struct Environ {
     input_terminated: bool,
     input: Input,
     errors: ErrorStream,
+    peer_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
     extensions: Extensions,
 }
 
@@ -113,6 +107,8 @@ impl Environ {
             input_terminated: true,
             input: Input::empty(),
             errors: ErrorStream::stderr(),
+            peer_addr: None,
+            local_addr: None,
             extensions: Extensions::new(),
         }
     }
@@ -141,6 +137,8 @@ impl Environ {
             input_terminated: self.input_terminated,
             input,
             errors: self.errors.clone(),
+            peer_addr: self.peer_addr,
+            local_addr: self.local_addr,
             extensions: self.extensions.clone(),
         }
     }
@@ -188,6 +186,16 @@ impl Environ {
             Some(slot) => slot.1 = value,
             None => self.vars.push((name, value)),
         }
+    }
+
+    /// Adds a meta-variable that the caller knows is not set yet: no search for an earlier
+    /// value, for servers that build an environ from names that cannot repeat.
+    pub(crate) fn push_new(&mut self, name: Bytes, value: Bytes) {
+        debug_assert!(
+            !self.vars.iter().any(|(n, _)| *n == name),
+            "{name:?} set twice"
+        );
+        self.vars.push((name, value));
     }
 
     /// Removes a meta-variable, returning its value.
@@ -400,9 +408,27 @@ impl Environ {
         &mut self.extensions
     }
 
-    /// The client's address, from the [`PeerAddr`] extension.
+    /// The address of the client (or of the web server in front) on the connection the
+    /// request came in on, when the server knows it. `REMOTE_ADDR` is the same address as
+    /// text, unless a web server in front passed the client's.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.extensions.get::<PeerAddr>().map(|p| p.0)
+        self.peer_addr
+    }
+
+    /// Sets [`peer_addr`](Environ::peer_addr).
+    pub fn set_peer_addr(&mut self, addr: Option<SocketAddr>) {
+        self.peer_addr = addr;
+    }
+
+    /// The address the request came in on (the server's side of the connection), when the
+    /// server knows it.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Sets [`local_addr`](Environ::local_addr).
+    pub fn set_local_addr(&mut self, addr: Option<SocketAddr>) {
+        self.local_addr = addr;
     }
 }
 
@@ -448,11 +474,8 @@ pub fn latin1(bytes: &[u8]) -> Cow<'_, str> {
 /// The meta-variable name of a request header: `HTTP_` and the name in upper case with `-`
 /// as `_` (`CONTENT_TYPE` and `CONTENT_LENGTH` for those two headers).
 pub fn header_var_name(header: &str) -> Bytes {
-    if header.eq_ignore_ascii_case("content-type") {
-        return Bytes::from_static(b"CONTENT_TYPE");
-    }
-    if header.eq_ignore_ascii_case("content-length") {
-        return Bytes::from_static(b"CONTENT_LENGTH");
+    if let Some(name) = common_header_var(header) {
+        return Bytes::from_static(name.as_bytes());
     }
     let mut name = Vec::with_capacity(5 + header.len());
     name.extend_from_slice(b"HTTP_");
@@ -461,6 +484,35 @@ pub fn header_var_name(header: &str) -> Bytes {
         b => b.to_ascii_uppercase(),
     }));
     Bytes::from(name)
+}
+
+/// The variables of the headers most requests carry, without building them (header names
+/// from `http` are lower case; others take the general path).
+fn common_header_var(header: &str) -> Option<&'static str> {
+    Some(match header {
+        "host" => "HTTP_HOST",
+        "user-agent" => "HTTP_USER_AGENT",
+        "accept" => "HTTP_ACCEPT",
+        "accept-encoding" => "HTTP_ACCEPT_ENCODING",
+        "accept-language" => "HTTP_ACCEPT_LANGUAGE",
+        "connection" => "HTTP_CONNECTION",
+        "cookie" => "HTTP_COOKIE",
+        "referer" => "HTTP_REFERER",
+        "authorization" => "HTTP_AUTHORIZATION",
+        "cache-control" => "HTTP_CACHE_CONTROL",
+        "origin" => "HTTP_ORIGIN",
+        "x-forwarded-for" => "HTTP_X_FORWARDED_FOR",
+        "x-forwarded-proto" => "HTTP_X_FORWARDED_PROTO",
+        "x-forwarded-host" => "HTTP_X_FORWARDED_HOST",
+        "x-real-ip" => "HTTP_X_REAL_IP",
+        "if-none-match" => "HTTP_IF_NONE_MATCH",
+        "if-modified-since" => "HTTP_IF_MODIFIED_SINCE",
+        "content-type" => "CONTENT_TYPE",
+        "content-length" => "CONTENT_LENGTH",
+        _ if header.eq_ignore_ascii_case("content-type") => "CONTENT_TYPE",
+        _ if header.eq_ignore_ascii_case("content-length") => "CONTENT_LENGTH",
+        _ => return None,
+    })
 }
 
 /// Whether the variable `var` is `HTTP_` + `header` under the header-to-variable mapping.

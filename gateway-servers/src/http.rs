@@ -39,7 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::runtime::{Listener, Runtime, Shutdown, serve_connections};
+use crate::runtime::{BodyGuard, Listener, Runtime, Shutdown, serve_connections};
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
 /// accepting, lets the connections finish their requests (idle keep-alive connections close at
@@ -58,8 +58,12 @@ pub async fn serve<A: App + 'static>(
         // own timer (which closes without an answer) is the backstop, a second later, and what
         // bounds the later heads of a kept-alive connection.
         .header_read_timeout(config.header_read_timeout + HYPER_HEAD_GRACE)
-        .max_buf_size(config.max_head_size.max(8192))
-        .max_headers(config.max_headers);
+        .max_buf_size(config.max_head_size.max(8192));
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // Set, hyper sizes its header array for each request on the heap; its default is an
+        // array on the stack.
+        builder.http1().max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -74,11 +78,10 @@ pub async fn serve<A: App + 'static>(
         context.server_software = Some(Bytes::from_static(config.server_software.as_bytes()));
         context.multithread = config.blocking;
         context.errors = Some(runtime.errors().clone());
-        let context = Arc::new(context);
-        let runtime = runtime.clone();
-        let service = hyper::service::service_fn(move |request| {
-            handle(runtime.clone(), context.clone(), request)
-        });
+        // One reference-counted piece of state per connection, cloned once per request.
+        let connection_state = Arc::new((runtime.clone(), context));
+        let service =
+            hyper::service::service_fn(move |request| handle(connection_state.clone(), request));
         let builder = builder.clone();
         let stop = stop.clone();
         async move {
@@ -103,15 +106,23 @@ pub async fn serve<A: App + 'static>(
 }
 
 async fn handle<A: App + 'static>(
-    runtime: Runtime<A>,
-    context: Arc<ServerContext>,
+    connection: Arc<(Runtime<A>, ServerContext)>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let (runtime, context) = &*connection;
+    if http_body::Body::is_end_stream(request.body()) {
+        // No body (most GETs): no limit to apply.
+        let environ = environ_from_request(request, context);
+        return Ok(runtime.respond(environ, BodyGuard::none()).await);
+    }
     let (parts, body) = request.into_parts();
     let (body, guard) = runtime.guard_body(body);
-    let environ = environ_from_request(Request::from_parts(parts, body), &context);
+    let environ = environ_from_request(Request::from_parts(parts, body), context);
     Ok(runtime.respond(environ, guard).await)
 }
+
+/// The number of headers hyper accepts when `max_headers` is not set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// How much longer hyper's header timer runs than `FirstHead`'s.
 const HYPER_HEAD_GRACE: Duration = Duration::from_secs(1);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use gateway_core::{App, ErrorSink, ErrorStream, Input, PeerAddr};
+use gateway_core::{App, ErrorSink, ErrorStream, Input};
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -167,7 +167,7 @@ struct Running {
 
 /// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
 /// scripted bytes of a test (`gateway_testkit::scripted`). `peer` becomes the request's
-/// [`PeerAddr`]; `options.web_server_addrs` is not consulted (the caller accepted the peer).
+/// [`Environ::peer_addr`](gateway_core::Environ::peer_addr); `options.web_server_addrs` is not consulted (the caller accepted the peer).
 pub async fn serve_connection<A: App + 'static>(
     runtime: Runtime<A>,
     stream: impl Stream,
@@ -350,7 +350,7 @@ fn start_request<A: App + 'static>(
     }));
     environ.set_multithread(runtime.config().blocking);
     if let Some(peer) = peer {
-        environ.extensions_mut().insert(PeerAddr(peer));
+        environ.set_peer_addr(Some(peer));
     }
     let runtime = runtime.clone();
     let task = tokio::spawn(async move {

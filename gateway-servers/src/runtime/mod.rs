@@ -14,6 +14,7 @@ mod workers;
 
 use std::future::Future as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use gateway_core::driver::{self, ResponseBody};
 use gateway_core::{App, BoxError, Environ, ErrorSink, ErrorStream};
 use http::Response;
 use http_body::{Body as _, Frame};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 pub use accept::serve_connections;
 pub use listener::{
@@ -100,7 +101,7 @@ impl ErrorSink for TracingSink {
 pub struct Runtime<A> {
     app: Arc<A>,
     config: Arc<Config>,
-    requests: Arc<Semaphore>,
+    requests: Arc<RequestLimit>,
     errors: ErrorStream,
 }
 
@@ -161,7 +162,10 @@ impl<A: App + 'static> Runtime<A> {
     pub fn new(app: A, config: Config) -> Self {
         Runtime {
             app: Arc::new(app),
-            requests: Arc::new(Semaphore::new(config.max_requests)),
+            requests: Arc::new(RequestLimit {
+                in_flight: AtomicUsize::new(0),
+                max: config.max_requests,
+            }),
             config: Arc::new(config),
             errors: ErrorStream::from_static(&TracingSink),
         }
@@ -174,7 +178,7 @@ impl<A: App + 'static> Runtime<A> {
 
     /// Whether one more request may start now (the request limit is not reached).
     pub fn has_capacity(&self) -> bool {
-        self.requests.available_permits() > 0
+        self.requests.in_flight.load(Ordering::Relaxed) < self.requests.max
     }
 
     /// The error stream every environ of this runtime gets.
@@ -188,7 +192,7 @@ impl<A: App + 'static> Runtime<A> {
     /// non-blocking app runs here. Either way the driver enforces the contract, and dropping
     /// the returned body (the client went away) drops the app's body within one frame.
     pub async fn run_app(&self, environ: Environ) -> Option<AppResponse> {
-        let permit = self.requests.clone().try_acquire_owned().ok()?;
+        let permit = RequestLimit::acquire(&self.requests)?;
         let permit = RequestPermit {
             _in_flight: workers::request_started(&environ),
             _permit: permit,
@@ -272,7 +276,35 @@ fn pump(mut body: ResponseBody, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxEr
 /// as long as the app works on the request, on the pool or in its body.
 struct RequestPermit {
     _in_flight: Option<workers::InFlight>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: RequestSlot,
+}
+
+/// The request limit: how many requests are in progress, and how many may be.
+#[derive(Debug)]
+struct RequestLimit {
+    in_flight: AtomicUsize,
+    max: usize,
+}
+
+impl RequestLimit {
+    /// A place for one more request, unless `max` are in progress.
+    fn acquire(limit: &Arc<RequestLimit>) -> Option<RequestSlot> {
+        if limit.in_flight.fetch_add(1, Ordering::Acquire) >= limit.max {
+            limit.in_flight.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        Some(RequestSlot(limit.clone()))
+    }
+}
+
+/// One request's place under the limit, given back when dropped.
+#[derive(Debug)]
+struct RequestSlot(Arc<RequestLimit>);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
 }
 
 pin_project_lite::pin_project! {

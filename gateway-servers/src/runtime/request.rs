@@ -25,16 +25,22 @@ const BODY_TOO_LARGE: u8 = 1;
 const BODY_TOO_SLOW: u8 = 2;
 
 /// What a guarded body reports to [`Runtime::respond`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BodyGuard {
-    outcome: Arc<AtomicU8>,
+    /// `None` for a request with no body to guard.
+    outcome: Option<Arc<AtomicU8>>,
 }
 
-impl Default for BodyGuard {
-    fn default() -> Self {
-        BodyGuard {
-            outcome: Arc::new(AtomicU8::new(BODY_OK)),
-        }
+impl BodyGuard {
+    /// The guard of a request that has no body: nothing can break a body limit.
+    pub fn none() -> Self {
+        BodyGuard { outcome: None }
+    }
+
+    fn outcome(&self) -> u8 {
+        self.outcome
+            .as_ref()
+            .map_or(BODY_OK, |outcome| outcome.load(Ordering::Relaxed))
     }
 }
 
@@ -140,16 +146,21 @@ impl<A: App + 'static> Runtime<A> {
     /// Applies the body limits to a request body. Call inside the runtime (the read timeout's
     /// timer belongs to it).
     pub fn guard_body<B>(&self, body: B) -> (GuardedBody<B>, BodyGuard) {
-        let guard = BodyGuard::default();
+        let outcome = Arc::new(AtomicU8::new(BODY_OK));
         let body = GuardedBody {
             body,
             left: self.config().max_body_size,
             timeout: self.config().body_read_timeout,
             timer: None,
             runtime: tokio::runtime::Handle::current(),
-            outcome: guard.outcome.clone(),
+            outcome: outcome.clone(),
         };
-        (body, guard)
+        (
+            body,
+            BodyGuard {
+                outcome: Some(outcome),
+            },
+        )
     }
 
     /// Answers a request: 413 at once when its declared length is over the limit, 503 when the
@@ -189,7 +200,7 @@ impl<A: App + 'static> Runtime<A> {
             return with_server(software, response);
         };
         let failed = driver::failure(&response).is_some();
-        let response = match guard.outcome.load(Ordering::Relaxed) {
+        let response = match guard.outcome() {
             BODY_TOO_LARGE if failed => {
                 tracing::info!(limit = config.max_body_size, "request body too large: 413");
                 stats::count(Limit::PayloadTooLarge);

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use gateway_core::{App, Input, PeerAddr};
+use gateway_core::{App, Input};
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf};
 
@@ -161,7 +161,7 @@ async fn handle<A: App + 'static>(
     environ.set_errors(runtime.errors().clone());
     environ.set_multithread(config.blocking);
     if let Some(peer) = peer {
-        environ.extensions_mut().insert(PeerAddr(peer));
+        environ.set_peer_addr(Some(peer));
     }
     let response = runtime.respond(environ, guard).await;
     send(&mut writer, response).await
