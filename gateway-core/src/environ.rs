@@ -188,6 +188,47 @@ impl Environ {
         }
     }
 
+    /// Sets each variable of `vars` in order, as [`set`](Environ::set) would one by one: a name
+    /// given twice (or already set) keeps its last value, in the place it first had. Made for
+    /// servers that receive a whole list of variables from a front end, where names seldom
+    /// repeat: names are compared by a hash first, so the list costs no byte comparisons
+    /// unless a name does repeat.
+    ///
+    /// ```
+    /// use gateway_core::Environ;
+    ///
+    /// let mut environ = Environ::new();
+    /// environ.set_all([("A", "1"), ("B", "2"), ("A", "3")].map(|(n, v)| (n.into(), v.into())));
+    /// assert_eq!(environ.vars().collect::<Vec<_>>(), [(&b"A"[..], &b"3"[..]), (b"B", b"2")]);
+    /// ```
+    pub fn set_all(&mut self, vars: impl IntoIterator<Item = (Bytes, Bytes)>) {
+        /// Variables followed by hash; past this many, the rest goes through `set`.
+        const TRACKED: usize = 128;
+        let mut hashes = [0u64; TRACKED];
+        for (slot, (name, _)) in hashes.iter_mut().zip(&self.vars) {
+            *slot = name_hash(name);
+        }
+        for (name, value) in vars {
+            let count = self.vars.len();
+            if count >= TRACKED {
+                self.set(name, value);
+                continue;
+            }
+            let hash = name_hash(&name);
+            let found = hashes[..count]
+                .iter()
+                .zip(&self.vars)
+                .position(|(&h, (n, _))| h == hash && *n == name);
+            match found {
+                Some(index) => self.vars[index].1 = value,
+                None => {
+                    hashes[count] = hash;
+                    self.vars.push((name, value));
+                }
+            }
+        }
+    }
+
     /// Adds a meta-variable that the caller knows is not set yet: no search for an earlier
     /// value, for servers that build an environ from names that cannot repeat.
     pub(crate) fn push_new(&mut self, name: Bytes, value: Bytes) {
@@ -512,6 +553,13 @@ fn common_header_var(header: &str) -> Option<&'static str> {
         _ if header.eq_ignore_ascii_case("content-type") => "CONTENT_TYPE",
         _ if header.eq_ignore_ascii_case("content-length") => "CONTENT_LENGTH",
         _ => return None,
+    })
+}
+
+/// A hash of a variable name (FNV-1a), to compare names without comparing their bytes.
+fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 

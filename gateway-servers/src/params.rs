@@ -53,12 +53,7 @@ pub enum BodyFraming {
 /// ```
 pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> Environ {
     let mut environ = Environ::with_capacity(32);
-    for (name, value) in vars {
-        if name.is_empty() {
-            continue;
-        }
-        environ.set(name, value);
-    }
+    environ.set_all(vars.into_iter().filter(|(name, _)| !name.is_empty()));
     for name in ["CONTENT_LENGTH", "CONTENT_TYPE"] {
         if environ.get(name).is_some_and(<[u8]>::is_empty) {
             environ.remove(name);
@@ -70,6 +65,33 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
     if !environ.contains("QUERY_STRING") {
         environ.set("QUERY_STRING", Bytes::new());
     }
+    let (script, path) = (environ.script_name(), environ.path_info());
+    // Already in shape (the usual case), the path is not copied.
+    let in_shape = !script.ends_with(b"/")
+        && (path.starts_with(b"/") || (path.is_empty() && !script.is_empty()))
+        && environ.contains("SCRIPT_NAME")
+        && environ.contains("PATH_INFO");
+    if !in_shape {
+        normalize_path(&mut environ);
+    }
+    let https = environ
+        .get("HTTPS")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
+        || environ
+            .get("REQUEST_SCHEME")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
+    if https {
+        environ.set_url_scheme(UrlScheme::Https);
+    }
+    fill_required(&mut environ);
+    environ.set_input_terminated(true);
+    environ
+}
+
+/// Makes `SCRIPT_NAME` and `PATH_INFO` present and valid: `PATH_INFO` empty or starting with
+/// `/`, `SCRIPT_NAME` not ending with `/` (its slash goes to `PATH_INFO`), and `PATH_INFO` `/`
+/// when both would be empty.
+fn normalize_path(environ: &mut Environ) {
     let mut script_name = environ.script_name().to_vec();
     let mut path_info = environ.path_info().to_vec();
     if !path_info.is_empty() && !path_info.starts_with(b"/") {
@@ -86,18 +108,6 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
     }
     environ.set("SCRIPT_NAME", script_name);
     environ.set("PATH_INFO", path_info);
-    let https = environ
-        .get("HTTPS")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
-        || environ
-            .get("REQUEST_SCHEME")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
-    if https {
-        environ.set_url_scheme(UrlScheme::Https);
-    }
-    fill_required(&mut environ);
-    environ.set_input_terminated(true);
-    environ
 }
 
 /// Splits the request's path at a mount prefix: when `SCRIPT_NAME` followed by `PATH_INFO`

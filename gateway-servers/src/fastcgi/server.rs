@@ -240,12 +240,14 @@ async fn handle<A: App + 'static>(
                     match event {
                         None => {}
                         Some(Event::Request { request_id, role, params, .. }) => {
-                            let pairs: Result<Vec<_>, _> = params.collect();
-                            let Ok(pairs) = pairs else {
+                            let mut bad_params = false;
+                            let mut environ = environ_from_params(
+                                params.map_while(|pair| pair.map_err(|_| bad_params = true).ok()),
+                            );
+                            if bad_params {
                                 tracing::warn!("bad FastCGI params: closing the connection");
                                 return Ok(());
-                            };
-                            let mut environ = environ_from_params(pairs);
+                            }
                             if let Some(prefix) = &mount {
                                 crate::params::mount(&mut environ, prefix.as_bytes());
                             }
