@@ -7,6 +7,7 @@
 
 mod accept;
 mod listener;
+mod pool;
 mod request;
 mod shutdown;
 pub mod stats;
@@ -97,7 +98,7 @@ impl ErrorSink for TracingSink {
     }
 }
 
-/// An app ready to be served: the app, the config, and the request limit.
+/// An app ready to be served: the app, the config, the request limit and the worker pool.
 pub struct Runtime<A> {
     app: Arc<A>,
     config: Arc<Config>,
@@ -165,6 +166,7 @@ impl<A: App + 'static> Runtime<A> {
             requests: Arc::new(RequestLimit {
                 in_flight: AtomicUsize::new(0),
                 max: config.max_requests,
+                pool: pool::Pool::new(config.threads),
             }),
             config: Arc::new(config),
             errors: ErrorStream::from_static(&TracingSink),
@@ -209,7 +211,7 @@ impl<A: App + 'static> Runtime<A> {
         let app = self.app.clone();
         let (head_tx, head_rx) = oneshot::channel();
         let (frame_tx, frame_rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
+        self.requests.pool.spawn(move || {
             let mut head_tx = head_tx;
             let mut response = std::pin::pin!(driver::call(&*app, environ));
             // Wait for the head, unless the connection gives up first (the client left, or
@@ -279,11 +281,13 @@ struct RequestPermit {
     _permit: RequestSlot,
 }
 
-/// The request limit: how many requests are in progress, and how many may be.
+/// The request limit: how many requests are in progress, and how many may be; and the pool
+/// that runs them when the app blocks.
 #[derive(Debug)]
 struct RequestLimit {
     in_flight: AtomicUsize,
     max: usize,
+    pool: pool::Pool,
 }
 
 impl RequestLimit {

@@ -1,0 +1,246 @@
+//! The worker pool that runs blocking apps: threads started on demand up to `threads`, one
+//! queue, and as few wake-ups as keep every queued request moving.
+//!
+//! tokio's `spawn_blocking` wakes (or starts) a thread for every call, so a server under load
+//! pays a thread switch or two per request. Here a job is queued, and a sleeping thread is
+//! woken only when no thread is awake and looking at the queue; a thread that takes a job while
+//! more wait wakes the next one, so a job that blocks for seconds never holds up the jobs
+//! behind it (as long as threads are left). Under load, one awake thread takes job after job
+//! with no switch between them.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A job of the pool: one request's app call and the polls of its body.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How long a thread waits for work before it ends.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pool. Dropping it lets its threads finish their jobs and end.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    max_threads: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Threads alive.
+    threads: usize,
+    /// Threads awake and not running a job: they look at the queue before they sleep.
+    looking: usize,
+    /// Threads asleep.
+    sleeping: usize,
+    /// Wake-ups sent and not yet taken by a sleeping thread.
+    wakeups: usize,
+    closed: bool,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("queued", &self.queue.len())
+            .field("threads", &self.threads)
+            .field("looking", &self.looking)
+            .field("sleeping", &self.sleeping)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool of at most `max_threads` threads (at least one); none is started yet.
+    pub(crate) fn new(max_threads: usize) -> Pool {
+        Pool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+                max_threads: max_threads.max(1),
+            }),
+        }
+    }
+
+    /// Runs `job` on a thread of the pool. A job that panics ends only itself.
+    pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        let mut state = self.shared.lock();
+        state.queue.push_back(Box::new(job));
+        Shared::wake_one_if_none_looking(&self.shared, &mut state);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A job never runs under the lock, so a poisoned lock still holds a consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure a thread will look at the queue: when none is awake and looking (or about
+    /// to be), wakes a sleeping one, or starts one while there is room.
+    fn wake_one_if_none_looking(shared: &Arc<Shared>, state: &mut State) {
+        if state.queue.is_empty() || state.looking + state.wakeups > 0 {
+            return;
+        }
+        if state.sleeping > state.wakeups {
+            state.wakeups += 1;
+            shared.wake.notify_one();
+        } else if state.threads < shared.max_threads {
+            state.threads += 1;
+            state.looking += 1;
+            let shared = shared.clone();
+            // Apps may use the server's tokio runtime (timers, sockets) from the pool.
+            let runtime = tokio::runtime::Handle::try_current().ok();
+            let started = std::thread::Builder::new()
+                .name("gateway-app".into())
+                .spawn(move || {
+                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    shared.work();
+                });
+            if let Err(error) = started {
+                tracing::error!(%error, "cannot start a worker thread");
+                state.threads -= 1;
+                state.looking -= 1;
+            }
+        }
+        // Otherwise every thread is running a job; the first to finish takes the next.
+    }
+
+    /// A thread's life: take jobs while there are some, sleep when there are none, end after
+    /// `IDLE_TIMEOUT` without work or when the pool is dropped.
+    fn work(self: Arc<Self>) {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                state.looking -= 1;
+                // More waiting: another thread looks, in case this job blocks for long.
+                Shared::wake_one_if_none_looking(&self, &mut state);
+                drop(state);
+                // The driver catches the app's panics; this keeps the thread for anything else.
+                let _ = catch_unwind(AssertUnwindSafe(job));
+                state = self.lock();
+                state.looking += 1;
+                continue;
+            }
+            if state.closed {
+                break;
+            }
+            state.looking -= 1;
+            state.sleeping += 1;
+            let (woken, timeout) = self
+                .wake
+                .wait_timeout_while(state, IDLE_TIMEOUT, |s| s.wakeups == 0 && !s.closed)
+                .unwrap_or_else(|e| e.into_inner());
+            state = woken;
+            state.sleeping -= 1;
+            state.looking += 1;
+            if state.wakeups > 0 {
+                state.wakeups -= 1;
+            } else if timeout.timed_out() && state.queue.is_empty() {
+                break;
+            }
+        }
+        state.looking -= 1;
+        state.threads -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    #[test]
+    fn every_job_runs() {
+        let pool = Pool::new(4);
+        let (tx, rx) = mpsc::channel();
+        for n in 0..1000 {
+            let tx = tx.clone();
+            pool.spawn(move || tx.send(n).unwrap());
+        }
+        let mut seen: Vec<i32> = (0..1000).map(|_| rx.recv().unwrap()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_blocked_job_does_not_hold_up_the_next() {
+        let pool = Pool::new(4);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel();
+        pool.spawn(move || {
+            let _ = release_rx.recv();
+        });
+        let started = Instant::now();
+        pool.spawn(move || done_tx.send(()).unwrap());
+        done_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the second job ran while the first was blocked");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        release_tx.send(()).unwrap();
+    }
+
+    #[test]
+    fn no_more_threads_than_the_limit_run_at_once() {
+        let pool = Pool::new(3);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..30 {
+            let (running, most, tx) = (running.clone(), most.clone(), tx.clone());
+            pool.spawn(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+                tx.send(()).unwrap();
+            });
+        }
+        for _ in 0..30 {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&most), "{most} jobs at once");
+        assert!(pool.shared.lock().threads <= 3);
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_the_pool_working() {
+        let pool = Pool::new(1);
+        pool.spawn(|| panic!("job failed"));
+        let (tx, rx) = mpsc::channel();
+        pool.spawn(move || tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn threads_end_when_the_pool_is_dropped() {
+        let pool = Pool::new(2);
+        let (tx, rx) = mpsc::channel();
+        pool.spawn(move || tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let shared = pool.shared.clone();
+        drop(pool);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.lock().threads > 0 {
+            assert!(Instant::now() < deadline, "threads still alive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
