@@ -219,10 +219,9 @@ impl<A: App + 'static> Runtime<A> {
 
 /// Adds the `Server` header unless the app set one.
 fn with_server(software: &'static str, mut response: Response<Body>) -> Response<Body> {
-    if !response.headers().contains_key(header::SERVER) {
-        response
-            .headers_mut()
-            .insert(header::SERVER, HeaderValue::from_static(software));
-    }
+    response
+        .headers_mut()
+        .entry(header::SERVER)
+        .or_insert_with(|| HeaderValue::from_static(software));
     response
 }
