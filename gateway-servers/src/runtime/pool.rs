@@ -30,6 +30,7 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     max_threads: usize,
+    idle_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -60,11 +61,16 @@ impl std::fmt::Debug for State {
 impl Pool {
     /// A pool of at most `max_threads` threads (at least one); none is started yet.
     pub(crate) fn new(max_threads: usize) -> Pool {
+        Pool::with_idle_timeout(max_threads, IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(max_threads: usize, idle_timeout: Duration) -> Pool {
         Pool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
                 max_threads: max_threads.max(1),
+                idle_timeout,
             }),
         }
     }
@@ -143,7 +149,7 @@ impl Shared {
             state.sleeping += 1;
             let (woken, timeout) = self
                 .wake
-                .wait_timeout_while(state, IDLE_TIMEOUT, |s| s.wakeups == 0 && !s.closed)
+                .wait_timeout_while(state, self.idle_timeout, |s| s.wakeups == 0 && !s.closed)
                 .unwrap_or_else(|e| e.into_inner());
             state = woken;
             state.sleeping -= 1;
@@ -218,6 +224,46 @@ mod tests {
         let most = most.load(Ordering::SeqCst);
         assert!((1..=3).contains(&most), "{most} jobs at once");
         assert!(pool.shared.lock().threads <= 3);
+    }
+
+    #[test]
+    fn jobs_from_many_threads_all_run_while_threads_come_and_go() {
+        // Short idle timeout: threads retire and start all the time, racing the spawns.
+        let pool = Arc::new(Pool::with_idle_timeout(4, Duration::from_millis(2)));
+        let done = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..4u64)
+            .map(|p| {
+                let (pool, done) = (pool.clone(), done.clone());
+                std::thread::spawn(move || {
+                    for n in 0..500u64 {
+                        let done = done.clone();
+                        pool.spawn(move || {
+                            if (n + p) % 7 == 0 {
+                                std::thread::sleep(Duration::from_micros(300));
+                            }
+                            done.fetch_add(1, Ordering::SeqCst);
+                        });
+                        if n % 50 == 0 {
+                            // A pause long enough for idle threads to retire.
+                            std::thread::sleep(Duration::from_millis(3));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done.load(Ordering::SeqCst) < 2000 {
+            assert!(
+                Instant::now() < deadline,
+                "{} of 2000 jobs ran; {:?}",
+                done.load(Ordering::SeqCst),
+                pool.shared.lock()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
