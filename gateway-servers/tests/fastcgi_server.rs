@@ -534,3 +534,41 @@ fn an_authorizer_is_answered_without_stdin_and_its_variables_keep_their_names() 
     assert!(stdout.ends_with("\r\n\r\nread 0"), "{stdout}");
     assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
 }
+
+#[test]
+fn a_graceful_stop_closes_idle_kept_connections_at_once_and_finishes_running_requests() {
+    // An app that answers after a pause, so a request is still running when the stop comes.
+    let slow = |mut environ: Environ, start: StartResponse| {
+        let mut body = Vec::new();
+        let _ = environ.input().read_to_end(&mut body);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("done")
+    };
+    let mut server = Server::start(slow, Roles::RESPONDER);
+    // One kept connection that answered a request and is now idle, as nginx keeps them.
+    let mut idle = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, PARAMS, Some(b"hello"));
+    idle.send(&wire);
+    assert_eq!(
+        idle.answers(&[1])[&1].end,
+        Some((0, ProtocolStatus::RequestComplete))
+    );
+    // One kept connection with a request in progress.
+    let mut busy = server.connect();
+    busy.send(&wire);
+    std::thread::sleep(Duration::from_millis(50));
+
+    let started = Instant::now();
+    server.0.stop();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the stop waited {took:?} (the shutdown timeout is 30 s)"
+    );
+    assert!(idle.record().is_none(), "the idle connection was closed");
+    let answers = busy.answers(&[1]);
+    assert!(text(&answers[&1].stdout).ends_with("done"));
+    assert!(busy.record().is_none(), "closed after its last response");
+}

@@ -90,7 +90,9 @@ pub async fn serve_with<A: App + 'static>(
     }
     let mount: Option<Arc<str>> = options.mount.as_deref().map(Arc::from);
     let handler_runtime = runtime.clone();
+    let stop = shutdown.clone();
     serve_connections(listener, runtime.config(), shutdown, move |connection| {
+        let stop = stop.clone();
         let runtime = handler_runtime.clone();
         let settings = options.settings;
         let mount = mount.clone();
@@ -107,9 +109,15 @@ pub async fn serve_with<A: App + 'static>(
                 );
                 return;
             }
-            if let Err(error) =
-                handle(runtime, connection.stream, connection.peer, settings, mount).await
-            {
+            let served = handle(
+                runtime,
+                connection.stream,
+                connection.peer,
+                settings,
+                mount,
+                Some(stop),
+            );
+            if let Err(error) = served.await {
                 tracing::debug!(%error, "FastCGI connection ended with an error");
             }
         }
@@ -175,15 +183,28 @@ pub async fn serve_connection<A: App + 'static>(
     options: &Options,
 ) -> io::Result<()> {
     let mount = options.mount.as_deref().map(Arc::from);
-    handle(runtime, Box::new(stream), peer, options.settings, mount).await
+    handle(
+        runtime,
+        Box::new(stream),
+        peer,
+        options.settings,
+        mount,
+        None,
+    )
+    .await
 }
 
+/// Serves one connection. With `stop`, a graceful shutdown closes the connection as soon as no
+/// request is running on it: at once when it is idle (a web server keeps connections open with
+/// `FCGI_KEEP_CONN`, and a shutdown must not wait for it to close them), else after the last
+/// response.
 async fn handle<A: App + 'static>(
     runtime: Runtime<A>,
     stream: Box<dyn Stream>,
     peer: Option<std::net::SocketAddr>,
     settings: Settings,
     mount: Option<Arc<str>>,
+    stop: Option<Shutdown>,
 ) -> io::Result<()> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
@@ -199,14 +220,26 @@ async fn handle<A: App + 'static>(
     let mut running: HashMap<u16, Running> = HashMap::new();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut reading = true;
+    let mut stopping = false;
+    let graceful = async {
+        match &stop {
+            Some(stop) => stop.wait_graceful().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut graceful = std::pin::pin!(graceful);
     loop {
         if connection.should_close() {
             break;
         }
-        if !reading && running.is_empty() {
+        if (!reading || stopping) && running.is_empty() {
             break;
         }
         tokio::select! {
+            () = graceful.as_mut(), if !stopping => {
+                stopping = true;
+                continue;
+            }
             read = reader.read_buf(&mut buf), if reading => {
                 if read? == 0 {
                     reading = false;
