@@ -40,6 +40,8 @@ PEER_BIN = os.path.join(ROOT, "target", "bench-peers")
 CGI_STATIC_BIN = os.environ.get(
     "BENCH_CGI_STATIC_BIN", os.path.join(ROOT, "target", "cgi-static", "bench-app"))
 WORK = os.environ.get("BENCH_WORK", "/tmp/gateway-bench")
+# A partial run (BENCH_ONLY) writes its report and charts under BENCH_WORK, leaving the
+# committed ones alone.
 CHARTS = os.path.join(ROOT, "docs", "bench")
 os.makedirs(WORK, exist_ok=True)
 
@@ -57,6 +59,8 @@ SERVER_CPUS = os.environ.get(
 SERVER_CORES = len(SERVER_CPUS.split(","))
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
 PROFILE = os.environ.get("BENCH_PROFILE", "1") == "1"
+if ONLY:
+    CHARTS = os.path.join(WORK, "docs", "bench")
 BODY_BYTES = 65536
 HELLO = b"Hello, world!\n"
 PYTHON = os.environ.get("BENCH_PYTHON") or sys.executable
