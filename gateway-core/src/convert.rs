@@ -148,15 +148,20 @@ where
         Some(pq) if pq.as_str() == "*" => (Bytes::new(), Bytes::new(), Bytes::from_static(b"*")),
         Some(pq) => {
             let target = Bytes::copy_from_slice(pq.as_str().as_bytes());
-            let path_len = pq.path().len();
-            let path = if pq.path().as_bytes().contains(&b'%') {
-                percent_decode(pq.path().as_bytes())
-            } else {
-                target.slice(..path_len)
+            // The first `?` starts the query; an empty path (`http://host?q`) is `/`.
+            let split = target
+                .iter()
+                .position(|&b| b == b'?')
+                .unwrap_or(target.len());
+            let path = match &target[..split] {
+                b"" => Bytes::from_static(b"/"),
+                raw if raw.contains(&b'%') => percent_decode(raw),
+                _ => target.slice(..split),
             };
-            let query = match pq.query() {
-                Some(query) => target.slice(path_len + 1..path_len + 1 + query.len()),
-                None => Bytes::new(),
+            let query = if split < target.len() {
+                target.slice(split + 1..)
+            } else {
+                Bytes::new()
             };
             (path, query, target)
         }
@@ -633,6 +638,19 @@ mod tests {
         let env = environ_from_request(request, &ServerContext::default());
         assert_eq!(env.request_uri(), Some(&b"example.com:443"[..]));
         assert_eq!(env.get("HTTP_HOST"), Some(&b"example.com:443"[..]));
+        // Absolute form with no path: the path is `/`, the query what follows `?`.
+        for (uri, path, query) in [
+            ("http://example.com?x=1", &b"/"[..], &b"x=1"[..]),
+            ("http://example.com/a?", b"/a", b""),
+            ("http://example.com/a%3Fb?c?d", b"/a?b", b"c?d"),
+        ] {
+            let env = get(uri);
+            assert_eq!(
+                (env.path_info(), env.query_string()),
+                (path, query),
+                "{uri}"
+            );
+        }
     }
 
     #[test]
