@@ -175,7 +175,8 @@ struct Running {
 
 /// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
 /// scripted bytes of a test (`gateway_testkit::scripted`). `peer` becomes the request's
-/// [`Environ::peer_addr`](gateway_core::Environ::peer_addr); `options.web_server_addrs` is not consulted (the caller accepted the peer).
+/// [`Environ::peer_addr`](gateway_core::Environ::peer_addr); `options.web_server_addrs` is not
+/// consulted (the caller accepted the peer).
 pub async fn serve_connection<A: App + 'static>(
     runtime: Runtime<A>,
     stream: impl Stream,
@@ -232,7 +233,11 @@ async fn handle<A: App + 'static>(
         if connection.should_close() {
             break;
         }
-        if (!reading || stopping) && running.is_empty() {
+        if !reading && running.is_empty() {
+            break;
+        }
+        if stopping && running.is_empty() && connection.open_requests() == 0 {
+            // Idle (no request begun, not even partly received): close now.
             break;
         }
         tokio::select! {
