@@ -515,8 +515,19 @@ pub fn latin1(bytes: &[u8]) -> Cow<'_, str> {
 /// The meta-variable name of a request header: `HTTP_` and the name in upper case with `-`
 /// as `_` (`CONTENT_TYPE` and `CONTENT_LENGTH` for those two headers).
 pub fn header_var_name(header: &str) -> Bytes {
-    if let Some(name) = common_header_var(header) {
-        return Bytes::from_static(name.as_bytes());
+    match common_header_var(header) {
+        Some(name) => Bytes::from_static(name.as_bytes()),
+        None => built_header_var_name(header),
+    }
+}
+
+/// [`header_var_name`], built byte by byte.
+fn built_header_var_name(header: &str) -> Bytes {
+    if header.eq_ignore_ascii_case("content-type") {
+        return Bytes::from_static(b"CONTENT_TYPE");
+    }
+    if header.eq_ignore_ascii_case("content-length") {
+        return Bytes::from_static(b"CONTENT_LENGTH");
     }
     let mut name = Vec::with_capacity(5 + header.len());
     name.extend_from_slice(b"HTTP_");
@@ -550,8 +561,6 @@ fn common_header_var(header: &str) -> Option<&'static str> {
         "if-modified-since" => "HTTP_IF_MODIFIED_SINCE",
         "content-type" => "CONTENT_TYPE",
         "content-length" => "CONTENT_LENGTH",
-        _ if header.eq_ignore_ascii_case("content-type") => "CONTENT_TYPE",
-        _ if header.eq_ignore_ascii_case("content-length") => "CONTENT_LENGTH",
         _ => return None,
     })
 }
@@ -588,6 +597,61 @@ pub(crate) fn parse_digits(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_header_names_map_as_the_general_rule_does() {
+        for header in [
+            "host",
+            "user-agent",
+            "accept",
+            "accept-encoding",
+            "accept-language",
+            "connection",
+            "cookie",
+            "referer",
+            "authorization",
+            "cache-control",
+            "origin",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+            "if-none-match",
+            "if-modified-since",
+            "content-type",
+            "content-length",
+            "Content-Type",
+            "X-Other-Header",
+        ] {
+            assert_eq!(
+                header_var_name(header),
+                built_header_var_name(header),
+                "{header}"
+            );
+        }
+        assert!(common_header_var("x-other-header").is_none());
+    }
+
+    #[test]
+    fn set_all_keeps_the_last_value_of_a_repeated_name_in_its_first_place() {
+        let mut env = Environ::new();
+        env.set("B", "0");
+        let vars = [("A", "1"), ("B", "2"), ("A", "3"), ("C", "4")];
+        env.set_all(vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v))));
+        let seen: Vec<_> = env.vars().collect();
+        assert_eq!(seen, [(&b"B"[..], &b"2"[..]), (b"A", b"3"), (b"C", b"4")]);
+        // Past the names followed by hash, `set` takes over with the same result.
+        let mut many = Environ::new();
+        many.set_all((0..300).map(|n| {
+            (
+                Bytes::from(format!("V{}", n % 200)),
+                Bytes::from(n.to_string()),
+            )
+        }));
+        assert_eq!(many.len(), 200);
+        assert_eq!(many.get("V5"), Some(&b"205"[..]));
+        assert_eq!(many.get("V150"), Some(&b"150"[..]));
+    }
 
     #[test]
     fn set_replaces_and_keeps_order() {
