@@ -130,19 +130,20 @@ async fn handle<A: App + 'static>(
         )
         .await;
     }
-    let vars: Result<Vec<(Bytes, Bytes)>, _> = packet.vars().collect();
-    let vars = match vars {
-        Ok(vars) => vars,
-        Err(error) => {
-            tracing::warn!(%error, "bad uwsgi vars");
-            return send(
-                &mut writer,
-                plain_response(http::StatusCode::BAD_REQUEST, true),
-            )
-            .await;
-        }
-    };
-    let mut environ = environ_from_params(vars);
+    let mut bad_vars = None;
+    let mut environ = environ_from_params(
+        packet
+            .vars()
+            .map_while(|var| var.map_err(|error| bad_vars = Some(error)).ok()),
+    );
+    if let Some(error) = bad_vars {
+        tracing::warn!(%error, "bad uwsgi vars");
+        return send(
+            &mut writer,
+            plain_response(http::StatusCode::BAD_REQUEST, true),
+        )
+        .await;
+    }
     if packet.modifier1 == MODIFIER_WSGI_MANAGE_PATH_INFO {
         let script_name = environ.script_name().to_vec();
         if let Some(rest) = environ.path_info().strip_prefix(&script_name[..]) {
