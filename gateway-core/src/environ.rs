@@ -559,8 +559,6 @@ fn common_header_var(header: &str) -> Option<&'static str> {
         "x-real-ip" => "HTTP_X_REAL_IP",
         "if-none-match" => "HTTP_IF_NONE_MATCH",
         "if-modified-since" => "HTTP_IF_MODIFIED_SINCE",
-        "content-type" => "CONTENT_TYPE",
-        "content-length" => "CONTENT_LENGTH",
         _ => return None,
     })
 }

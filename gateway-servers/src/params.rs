@@ -88,6 +88,22 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
     environ
 }
 
+/// [`environ_from_params`] for variables decoded from the wire, where a decoder may fail part
+/// way: the first error is returned instead of an environ.
+pub fn try_environ_from_params<E>(
+    vars: impl IntoIterator<Item = Result<(Bytes, Bytes), E>>,
+) -> Result<Environ, E> {
+    let mut failed = None;
+    let environ = environ_from_params(
+        vars.into_iter()
+            .map_while(|var| var.map_err(|error| failed = Some(error)).ok()),
+    );
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(environ),
+    }
+}
+
 /// Makes `SCRIPT_NAME` and `PATH_INFO` present and valid: `PATH_INFO` empty or starting with
 /// `/`, `SCRIPT_NAME` not ending with `/` (its slash goes to `PATH_INFO`), and `PATH_INFO` `/`
 /// when both would be empty.

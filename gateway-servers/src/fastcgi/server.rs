@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::codec::{self, Role, StreamKind};
 use super::protocol::{Connection, Event, Settings};
 use super::web_server_addrs::WebServerAddrs;
-use crate::params::{body_framing, bound_input, environ_from_params};
+use crate::params::{body_framing, bound_input, try_environ_from_params};
 use crate::runtime::{Listener, Runtime, Shutdown, Stream, serve_connections};
 
 /// Record batches a request may have queued for the connection's writer.
@@ -278,14 +278,10 @@ async fn handle<A: App + 'static>(
                     match event {
                         None => {}
                         Some(Event::Request { request_id, role, params, .. }) => {
-                            let mut bad_params = false;
-                            let mut environ = environ_from_params(
-                                params.map_while(|pair| pair.map_err(|_| bad_params = true).ok()),
-                            );
-                            if bad_params {
+                            let Ok(mut environ) = try_environ_from_params(params) else {
                                 tracing::warn!("bad FastCGI params: closing the connection");
                                 return Ok(());
-                            }
+                            };
                             if let Some(prefix) = &mount {
                                 crate::params::mount(&mut environ, prefix.as_bytes());
                             }

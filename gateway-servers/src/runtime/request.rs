@@ -25,7 +25,7 @@ const BODY_TOO_LARGE: u8 = 1;
 const BODY_TOO_SLOW: u8 = 2;
 
 /// What a guarded body reports to [`Runtime::respond`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BodyGuard {
     /// `None` for a request with no body to guard.
     outcome: Option<Arc<AtomicU8>>,

@@ -4,8 +4,8 @@
 //! A connection carries one packet: `modifier1` 0 is a request (30 too, with `PATH_INFO` still
 //! holding `SCRIPT_NAME`, which is stripped), 100 is a ping (answered with a pong, as uWSGI
 //! does), anything else is refused with 501 and logged. The vars go through the same
-//! normalisation as CGI's ([`environ_from_params`]); the body follows the packet,
-//! `CONTENT_LENGTH` bytes of it, or chunked when uWSGI's router forwards a chunked request raw
+//! normalisation as CGI's ([`environ_from_params`](crate::params::environ_from_params)); the
+//! body follows the packet, `CONTENT_LENGTH` bytes of it, or chunked when uWSGI's router forwards a chunked request raw
 //! (`--http-chunked-input`). The answer is a whole HTTP/1.1 response (a status line, which Apache
 //! requires), streamed as the app produces it, and the connection closes after it.
 
@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf};
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
-use crate::params::{BodyFraming, body_framing, bound_input, environ_from_params};
+use crate::params::{BodyFraming, body_framing, bound_input, try_environ_from_params};
 use crate::runtime::{Listener, Runtime, Shutdown, Stream, plain_response, serve_connections};
 
 /// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
@@ -130,20 +130,17 @@ async fn handle<A: App + 'static>(
         )
         .await;
     }
-    let mut bad_vars = None;
-    let mut environ = environ_from_params(
-        packet
-            .vars()
-            .map_while(|var| var.map_err(|error| bad_vars = Some(error)).ok()),
-    );
-    if let Some(error) = bad_vars {
-        tracing::warn!(%error, "bad uwsgi vars");
-        return send(
-            &mut writer,
-            plain_response(http::StatusCode::BAD_REQUEST, true),
-        )
-        .await;
-    }
+    let mut environ = match try_environ_from_params(packet.vars()) {
+        Ok(environ) => environ,
+        Err(error) => {
+            tracing::warn!(%error, "bad uwsgi vars");
+            return send(
+                &mut writer,
+                plain_response(http::StatusCode::BAD_REQUEST, true),
+            )
+            .await;
+        }
+    };
     if packet.modifier1 == MODIFIER_WSGI_MANAGE_PATH_INFO {
         let script_name = environ.script_name().to_vec();
         if let Some(rest) = environ.path_info().strip_prefix(&script_name[..]) {
