@@ -5,8 +5,8 @@
 //! holding `SCRIPT_NAME`, which is stripped), 100 is a ping (answered with a pong, as uWSGI
 //! does), anything else is refused with 501 and logged. The vars go through the same
 //! normalisation as CGI's ([`environ_from_params`](crate::params::environ_from_params)); the
-//! body follows the packet, `CONTENT_LENGTH` bytes of it, or chunked when uWSGI's router forwards a chunked request raw
-//! (`--http-chunked-input`). The answer is a whole HTTP/1.1 response (a status line, which Apache
+//! body follows the packet, `CONTENT_LENGTH` bytes of it, or chunked when uWSGI's router
+//! forwards a chunked request raw (`--http-chunked-input`). The answer is a whole HTTP/1.1 response (a status line, which Apache
 //! requires), streamed as the app produces it, and the connection closes after it.
 
 use std::io;
