@@ -172,6 +172,11 @@ fn nanos_per_request<I>(n: usize, make: impl Fn() -> I, run: impl Fn(I) -> usize
 }
 
 fn main() {
+    if std::env::var_os("DRIVER_COUNT").is_some() {
+        allocations_per_request(20_000, environ, through_driver);
+        allocations_per_request(20_000, request, through_tower);
+        return;
+    }
     // Warm up (thread-locals, caches), then count.
     allocations_per_request(1000, environ, through_driver);
     let driver_allocs = allocations_per_request(10_000, environ, through_driver);
@@ -193,6 +198,20 @@ fn main() {
     for _ in 0..15 {
         best_driver = best_driver.min(nanos_per_request(20_000, environ, through_driver));
         best_tower = best_tower.min(nanos_per_request(20_000, request, through_tower));
+    }
+    if std::env::var_os("DRIVER_PARTS").is_some() {
+        let (mut de, mut dr) = (f64::MAX, f64::MAX);
+        for _ in 0..15 {
+            de = de.min(nanos_per_request(20_000, environ, |e| {
+                drop(e);
+                14
+            }));
+            dr = dr.min(nanos_per_request(20_000, request, |r| {
+                drop(r);
+                14
+            }));
+        }
+        println!("drop environ {de:.1} drop request {dr:.1}");
     }
     println!();
     println!("summary: hello, one request at a time, inputs built outside the measurement");

@@ -176,6 +176,15 @@ impl Body {
 }
 
 impl Body {
+    /// The data of a body in memory (see [`in_memory_len`](Body::in_memory_len)); nothing for
+    /// any other.
+    pub(crate) fn into_full_bytes(self) -> Bytes {
+        match self.kind {
+            Kind::Full(data) => data,
+            _ => Bytes::new(),
+        }
+    }
+
     /// The length of what is left of the body when all of it is in memory (an empty or a full
     /// body): polling it then never waits, never fails and never starts the response.
     pub(crate) fn in_memory_len(&self) -> Option<u64> {

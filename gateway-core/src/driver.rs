@@ -462,6 +462,64 @@ impl ResponseBody {
             .is_none_or(|body| body.in_memory_len().is_some())
     }
 
+    /// The whole body as one chunk, when all it has left is at most one chunk of data in
+    /// memory, which its Content-Length (if any) allows exactly, and no trailers: most bodies of
+    /// apps that return their output whole. A server then sends the chunk as it is, with no
+    /// further polling, and may let go of what it held for the app (its request slot, its
+    /// thread). Any other body comes back unchanged, to be polled frame by frame.
+    ///
+    /// ```
+    /// use gateway_core::{driver, Body, Environ, StartResponse};
+    /// use http::{HeaderMap, StatusCode};
+    ///
+    /// let whole = |_: Environ, start: StartResponse| {
+    ///     let _ = start.start(StatusCode::OK, HeaderMap::new());
+    ///     "hello"
+    /// };
+    /// let response = gateway_core::block_on(driver::call(&whole, Environ::new()));
+    /// assert_eq!(response.into_body().try_into_bytes().unwrap(), "hello");
+    ///
+    /// let chunked = |_: Environ, start: StartResponse| {
+    ///     let _ = start.start(StatusCode::OK, HeaderMap::new());
+    ///     Body::from_chunks(["a", "b"])
+    /// };
+    /// let response = gateway_core::block_on(driver::call(&chunked, Environ::new()));
+    /// assert!(response.into_body().try_into_bytes().is_err());
+    /// ```
+    // The body comes back by value: boxing it would cost the allocation this saves.
+    #[allow(clippy::result_large_err)]
+    pub fn try_into_bytes(mut self) -> Result<Bytes, Self> {
+        if self.done {
+            return Ok(Bytes::new());
+        }
+        let rest = match &self.body {
+            None => 0,
+            Some(body) => match body.in_memory_len() {
+                Some(len) => len,
+                None => return Err(self),
+            },
+        };
+        // Written data and the first chunk are never empty.
+        let chunks = self.queue.len() + usize::from(self.first.is_some()) + usize::from(rest > 0);
+        let len = self
+            .queue
+            .iter()
+            .chain(&self.first)
+            .map(Bytes::len)
+            .sum::<usize>() as u64
+            + rest;
+        if chunks > 1 || self.trailers.is_some() || self.remaining.is_some_and(|n| n != len) {
+            return Err(self);
+        }
+        Ok(
+            match (self.queue.pop_front(), self.first.take(), self.body.take()) {
+                (Some(data), _, _) | (None, Some(data), _) => data,
+                (None, None, Some(body)) => body.into_full_bytes(),
+                (None, None, None) => Bytes::new(),
+            },
+        )
+    }
+
     /// How many body bytes were yielded so far.
     pub fn bytes_sent(&self) -> u64 {
         self.sent
@@ -635,6 +693,112 @@ impl http_body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_on;
+    use http::Method;
+
+    /// The response body of an app that starts with `headers` (and `write`s `written`), then
+    /// returns `body`, for a request of `method`.
+    fn body_of(
+        method: Method,
+        headers: &[(&'static str, &'static str)],
+        written: &'static [&'static str],
+        body: fn() -> Body,
+    ) -> ResponseBody {
+        let app = move |_: Environ, start: StartResponse| {
+            let map = headers
+                .iter()
+                .map(|&(n, v)| (n.parse().unwrap(), HeaderValue::from_static(v)))
+                .collect();
+            let mut writer = start.start(StatusCode::OK, map).unwrap();
+            for data in written {
+                writer.write(*data).unwrap();
+            }
+            body()
+        };
+        let mut environ = Environ::new();
+        environ.set("REQUEST_METHOD", method.to_string());
+        block_on(call(&app, environ)).into_body()
+    }
+
+    #[test]
+    fn whole_bodies_come_out_as_one_chunk_and_others_stay_bodies() {
+        let whole: [(&str, ResponseBody, &[u8]); 6] = [
+            (
+                "full",
+                body_of(Method::GET, &[], &[], || "hello".into()),
+                b"hello",
+            ),
+            ("empty", body_of(Method::GET, &[], &[], Body::empty), b""),
+            (
+                "full, its length declared",
+                body_of(Method::GET, &[("content-length", "5")], &[], || {
+                    "hello".into()
+                }),
+                b"hello",
+            ),
+            (
+                "one write, then nothing",
+                body_of(Method::GET, &[], &["hello"], Body::empty),
+                b"hello",
+            ),
+            (
+                "HEAD",
+                body_of(Method::HEAD, &[("content-length", "5")], &[], || {
+                    "hello".into()
+                }),
+                b"",
+            ),
+            (
+                "lazy, ended before the head",
+                body_of(Method::GET, &[], &[], || {
+                    Body::from_future(async { Ok(Body::from("hello")) })
+                }),
+                b"hello",
+            ),
+        ];
+        for (case, body, expected) in whole {
+            assert_eq!(body.try_into_bytes().expect(case), expected, "{case}");
+        }
+        let streamed: [(&str, ResponseBody); 5] = [
+            (
+                "chunks",
+                body_of(Method::GET, &[], &[], || Body::from_chunks(["a", "b"])),
+            ),
+            (
+                "a write, then a body",
+                body_of(Method::GET, &[], &["a"], || "b".into()),
+            ),
+            (
+                "two writes",
+                body_of(Method::GET, &[], &["a", "b"], Body::empty),
+            ),
+            (
+                "shorter than declared",
+                body_of(Method::GET, &[("content-length", "9")], &[], || {
+                    "hello".into()
+                }),
+            ),
+            (
+                "longer than declared",
+                body_of(Method::GET, &[("content-length", "2")], &[], || {
+                    "hello".into()
+                }),
+            ),
+        ];
+        for (case, body) in streamed {
+            let body = match body.try_into_bytes() {
+                Ok(data) => panic!("{case}: taken whole as {data:?}"),
+                Err(body) => body,
+            };
+            // Given back untouched: it still yields what it yields, errors included.
+            let polled = block_on(http_body_util::BodyExt::collect(body));
+            match case {
+                "shorter than declared" => assert!(polled.is_err(), "{case}"),
+                "longer than declared" => assert_eq!(polled.unwrap().to_bytes(), "he"),
+                _ => assert_eq!(polled.unwrap().to_bytes(), "ab", "{case}"),
+            }
+        }
+    }
 
     #[test]
     fn length_values_are_the_decimal_numbers() {

@@ -32,14 +32,14 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use bytes::Bytes;
+use gateway_core::App;
 use gateway_core::convert::{ServerContext, environ_from_request};
-use gateway_core::{App, Body};
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::runtime::{BodyGuard, Listener, Runtime, Shutdown, serve_connections};
+use crate::runtime::{BodyGuard, Listener, Responding, Runtime, Shutdown, serve_connections};
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
 /// accepting, lets the connections finish their requests (idle keep-alive connections close at
@@ -78,10 +78,11 @@ pub async fn serve<A: App + 'static>(
         context.server_software = Some(Bytes::from_static(config.server_software.as_bytes()));
         context.multithread = config.blocking;
         context.errors = Some(runtime.errors().clone());
-        // One reference-counted piece of state per connection, cloned once per request.
-        let connection_state = Arc::new((runtime.clone(), context));
-        let service =
-            hyper::service::service_fn(move |request| handle(connection_state.clone(), request));
+        let connection_state = (runtime.clone(), context);
+        let service = hyper::service::service_fn(move |request| {
+            let response = handle(&connection_state, request);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
         let builder = builder.clone();
         let stop = stop.clone();
         async move {
@@ -105,20 +106,22 @@ pub async fn serve<A: App + 'static>(
     .await
 }
 
-async fn handle<A: App + 'static>(
-    connection: Arc<(Runtime<A>, ServerContext)>,
+/// Builds the environ of `request` and starts the app on it; the returned future is the
+/// response.
+fn handle<A: App + 'static>(
+    connection: &(Runtime<A>, ServerContext),
     request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let (runtime, context) = &*connection;
+) -> Responding {
+    let (runtime, context) = connection;
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs): no limit to apply.
         let environ = environ_from_request(request, context);
-        return Ok(runtime.respond(environ, BodyGuard::none()).await);
+        return runtime.respond(environ, BodyGuard::none());
     }
     let (parts, body) = request.into_parts();
     let (body, guard) = runtime.guard_body(body);
     let environ = environ_from_request(Request::from_parts(parts, body), context);
-    Ok(runtime.respond(environ, guard).await)
+    runtime.respond(environ, guard)
 }
 
 /// The number of headers hyper accepts when `max_headers` is not set.

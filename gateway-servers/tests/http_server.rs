@@ -399,6 +399,47 @@ fn the_request_limit_answers_503() {
 }
 
 #[test]
+fn a_whole_body_leaves_the_request_limit_while_it_is_sent() {
+    // With room for one request, a client that does not read its 8 MiB answer holds the
+    // connection but not the request slot: the app is done, the answer is in memory.
+    for blocking in [true, false] {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        let app = move |environ: Environ, start: StartResponse| {
+            let _ = start.start(StatusCode::OK, HeaderMap::new());
+            if environ.path_info() == b"/big" {
+                count.fetch_add(1, Ordering::SeqCst);
+                return Body::from(vec![b'x'; 8 << 20]);
+            }
+            Body::from("small")
+        };
+        let mut config = config();
+        config.max_requests = 1;
+        config.blocking = blocking;
+        let server = Server::start(app, config);
+        let mut unread = server.connect();
+        unread
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answered.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The slot goes back just after the app returns: allow a moment for that.
+        let mut reply = request(&server, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n");
+        while reply.status == 503 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            reply = request(&server, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        assert_eq!((blocking, reply.status), (blocking, 200));
+        assert_eq!(reply.body, b"small");
+        // The first client still gets all of its answer.
+        let big = read_reply(&mut unread, &mut BytesMut::new(), "GET");
+        assert_eq!(big.body.len(), 8 << 20, "blocking: {blocking}");
+    }
+}
+
+#[test]
 fn a_blocking_app_does_not_stall_other_connections() {
     let app = |environ: Environ, start: StartResponse| {
         if environ.path_info() == b"/slow" {

@@ -31,7 +31,7 @@ pub use listener::{
     Bind, BoundSocket, Connection, Listener, ParseBindError, Stream, inherited_fd0,
     is_listening_socket,
 };
-pub use request::{BodyGuard, GuardedBody, plain_response};
+pub use request::{BodyGuard, GuardedBody, Responding, plain_response};
 pub use shutdown::Shutdown;
 pub use workers::{
     DRAIN_GRACE, Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker,
@@ -188,25 +188,26 @@ impl<A: App + 'static> Runtime<A> {
         &self.errors
     }
 
-    /// Runs the app for one request: `None` when the server is at its request limit (answer
+    /// Starts the app on one request: `None` when the server is at its request limit (answer
     /// 503). A blocking app runs on the worker pool, its call and every poll of its body (a
     /// body may block too), and its frames reach the connection through a bounded channel; a
-    /// non-blocking app runs here. Either way the driver enforces the contract, and dropping
-    /// the returned body (the client went away) drops the app's body within one frame.
-    pub async fn run_app(&self, environ: Environ) -> Option<AppResponse> {
+    /// non-blocking app is called here, at once. Either way the driver enforces the contract,
+    /// and dropping the response body (the client went away) drops the app's body within one
+    /// frame. A body that is whole in memory when the head is decided is sent as it is, and
+    /// the request leaves the request limit then.
+    pub fn run_app(&self, environ: Environ) -> Option<AppRun> {
         let permit = RequestLimit::acquire(&self.requests)?;
         let permit = RequestPermit {
             _in_flight: workers::request_started(&environ),
             _permit: permit,
         };
         if !self.config.blocking {
-            let response = driver::call(&*self.app, environ).await;
-            let (parts, body) = response.into_parts();
-            let body = gateway_core::Body::new(Permitted {
-                body,
-                _permit: permit,
+            return Some(AppRun {
+                state: AppRunState::Direct {
+                    response: driver::call(&*self.app, environ),
+                    permit: Some(permit),
+                },
             });
-            return Some(Response::from_parts(parts, body));
         }
         let app = self.app.clone();
         let (head_tx, head_rx) = oneshot::channel();
@@ -226,29 +227,107 @@ impl<A: App + 'static> Runtime<A> {
                 return;
             };
             let (parts, body) = response.into_parts();
-            if body.is_buffered() {
+            let body = match body.try_into_bytes() {
+                Ok(data) => Ok(gateway_core::Body::full(data)),
                 // Nothing left that could block: the connection sends it itself.
-                let body = Permitted {
+                Err(body) if body.is_buffered() => Ok(gateway_core::Body::new(Permitted {
                     body,
                     _permit: permit,
-                };
-                let _ = head_tx.send((parts, Some(body)));
-                return;
-            }
-            let _permit = permit;
-            if head_tx.send((parts, None)).is_ok() {
-                pump(body, &frame_tx);
+                })),
+                Err(body) => Err((body, permit)),
+            };
+            match body {
+                Ok(body) => {
+                    let _ = head_tx.send((parts, Some(body)));
+                }
+                Err((body, _permit)) => {
+                    if head_tx.send((parts, None)).is_ok() {
+                        pump(body, &frame_tx);
+                    }
+                }
             }
         });
-        let (parts, buffered) = head_rx.await.ok()?;
-        let body = match buffered {
-            Some(body) => gateway_core::Body::new(body),
-            None => gateway_core::Body::new(PooledBody {
-                frames: frame_rx,
-                done: false,
-            }),
-        };
-        Some(Response::from_parts(parts, body))
+        Some(AppRun {
+            state: AppRunState::Pooled {
+                head: head_rx,
+                frames: Some(frame_rx),
+            },
+        })
+    }
+}
+
+/// An app at work on a request: resolves to its response. Made by [`Runtime::run_app`].
+#[must_use = "a response does nothing unless polled"]
+pub struct AppRun {
+    state: AppRunState,
+}
+
+// The large variant is the one of non-blocking apps, made for every request: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum AppRunState {
+    /// A non-blocking app, run by the driver on this task.
+    Direct {
+        response: driver::ResponseFuture,
+        permit: Option<RequestPermit>,
+    },
+    /// A blocking app on the worker pool: its head comes back through `head`, with its body if
+    /// that is in memory, else its frames come through `frames`.
+    Pooled {
+        head: oneshot::Receiver<(http::response::Parts, Option<gateway_core::Body>)>,
+        frames: Option<mpsc::Receiver<Result<Frame<Bytes>, BoxError>>>,
+    },
+}
+
+impl std::fmt::Debug for AppRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pooled = matches!(self.state, AppRunState::Pooled { .. });
+        f.debug_struct("AppRun")
+            .field("pooled", &pooled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for AppRun {
+    type Output = AppResponse;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<AppResponse> {
+        match &mut self.state {
+            AppRunState::Direct { response, permit } => {
+                let response = std::task::ready!(std::pin::Pin::new(response).poll(cx));
+                let (parts, body) = response.into_parts();
+                let body = match body.try_into_bytes() {
+                    Ok(data) => gateway_core::Body::full(data),
+                    Err(body) => gateway_core::Body::new(Permitted {
+                        body,
+                        _permit: permit.take().expect("an app run resolves once"),
+                    }),
+                };
+                Poll::Ready(Response::from_parts(parts, body))
+            }
+            AppRunState::Pooled { head, frames } => {
+                let (parts, body) = match std::task::ready!(std::pin::Pin::new(head).poll(cx)) {
+                    Ok(head) => head,
+                    // The worker ended without a head: only when the app's thread died
+                    // outside the driver, which catches the app's panics.
+                    Err(_) => {
+                        tracing::error!("the worker running the app ended without a response");
+                        let response =
+                            request::plain_response(http::StatusCode::INTERNAL_SERVER_ERROR, false);
+                        return Poll::Ready(response);
+                    }
+                };
+                let body = body.unwrap_or_else(|| {
+                    gateway_core::Body::new(PooledBody {
+                        frames: frames.take().expect("an app run resolves once"),
+                        done: false,
+                    })
+                });
+                Poll::Ready(Response::from_parts(parts, body))
+            }
+        }
     }
 }
 

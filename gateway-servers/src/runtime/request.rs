@@ -14,8 +14,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
 
-use super::Runtime;
 use super::stats::{self, Limit, Record};
+use super::{AppRun, Runtime};
 
 /// Nothing went wrong with the body yet.
 const BODY_OK: u8 = 0;
@@ -166,43 +166,98 @@ impl<A: App + 'static> Runtime<A> {
     /// Answers a request: 413 at once when its declared length is over the limit, 503 when the
     /// server is at its request limit, else the app's response (413 or 408 instead of the
     /// driver's 500 when the app failed because its body broke a limit), with a `Server`
-    /// header unless the app set one.
+    /// header unless the app set one. The app starts at once (see [`Runtime::run_app`]); the
+    /// returned future resolves to the response.
     /// With `--stats` or `--access-log`, the request is counted, timed and logged until its
     /// response body ends or is dropped.
-    pub async fn respond(&self, environ: Environ, guard: BodyGuard) -> Response<Body> {
-        match Record::start(&environ) {
-            None => self.respond_unrecorded(environ, guard).await,
-            Some(record) => record.attach(self.respond_unrecorded(environ, guard).await),
-        }
-    }
-
-    async fn respond_unrecorded(&self, environ: Environ, guard: BodyGuard) -> Response<Body> {
+    pub fn respond(&self, environ: Environ, guard: BodyGuard) -> Responding {
         let config = self.config();
-        let software = config.server_software;
+        let record = Record::start(&environ);
+        let mut responding = Responding {
+            run: None,
+            ready: None,
+            guard,
+            software: config.server_software,
+            max_body_size: config.max_body_size,
+            record,
+        };
         if environ
             .content_length()
             .is_some_and(|n| n > config.max_body_size)
         {
             tracing::info!(limit = config.max_body_size, "request body too large: 413");
             stats::count(Limit::PayloadTooLarge);
-            return with_server(
-                software,
-                plain_response(StatusCode::PAYLOAD_TOO_LARGE, true),
-            );
+            responding.ready = Some(plain_response(StatusCode::PAYLOAD_TOO_LARGE, true));
+            return responding;
         }
-        let Some(response) = self.run_app(environ).await else {
-            tracing::warn!(limit = config.max_requests, "request limit reached: 503");
-            stats::count(Limit::ServiceUnavailable);
-            let mut response = plain_response(StatusCode::SERVICE_UNAVAILABLE, false);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return with_server(software, response);
+        match self.run_app(environ) {
+            Some(run) => responding.run = Some(run),
+            None => {
+                tracing::warn!(limit = config.max_requests, "request limit reached: 503");
+                stats::count(Limit::ServiceUnavailable);
+                let mut response = plain_response(StatusCode::SERVICE_UNAVAILABLE, false);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                responding.ready = Some(response);
+            }
+        }
+        responding
+    }
+}
+
+/// A request being answered: resolves to its response. Made by [`Runtime::respond`].
+#[must_use = "a response does nothing unless polled"]
+pub struct Responding {
+    /// The app at work, unless the server answered itself.
+    run: Option<AppRun>,
+    /// The server's own answer (413, 503).
+    ready: Option<Response<Body>>,
+    guard: BodyGuard,
+    software: &'static str,
+    max_body_size: u64,
+    record: Option<Record>,
+}
+
+impl std::fmt::Debug for Responding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responding")
+            .field("run", &self.run)
+            .field("ready", &self.ready.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for Responding {
+    type Output = Response<Body>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        let this = &mut *self;
+        let response = match (&mut this.ready, &mut this.run) {
+            (Some(_), _) => this.ready.take().expect("checked"),
+            (None, Some(run)) => {
+                let response = std::task::ready!(Pin::new(run).poll(cx));
+                this.run = None;
+                this.checked(response)
+            }
+            (None, None) => panic!("Responding polled after it completed"),
         };
+        let response = with_server(this.software, response);
+        Poll::Ready(match this.record.take() {
+            None => response,
+            Some(record) => record.attach(response),
+        })
+    }
+}
+
+impl Responding {
+    /// The app's response, or 413 or 408 in place of the driver's 500 when the app failed
+    /// because its body broke a limit.
+    fn checked(&self, response: Response<Body>) -> Response<Body> {
         let failed = driver::failure(&response).is_some();
-        let response = match guard.outcome() {
+        match self.guard.outcome() {
             BODY_TOO_LARGE if failed => {
-                tracing::info!(limit = config.max_body_size, "request body too large: 413");
+                tracing::info!(limit = self.max_body_size, "request body too large: 413");
                 stats::count(Limit::PayloadTooLarge);
                 plain_response(StatusCode::PAYLOAD_TOO_LARGE, true)
             }
@@ -212,8 +267,7 @@ impl<A: App + 'static> Runtime<A> {
                 plain_response(StatusCode::REQUEST_TIMEOUT, true)
             }
             _ => response,
-        };
-        with_server(software, response)
+        }
     }
 }
 
