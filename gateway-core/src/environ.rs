@@ -146,6 +146,7 @@ impl Environ {
     // ----- meta-variables -----
 
     /// The value of a meta-variable, as bytes.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.vars
             .iter()
@@ -231,6 +232,7 @@ impl Environ {
 
     /// Adds a meta-variable that the caller knows is not set yet: no search for an earlier
     /// value, for servers that build an environ from names that cannot repeat.
+    #[inline]
     pub(crate) fn push_new(&mut self, name: Bytes, value: Bytes) {
         debug_assert!(
             !self.vars.iter().any(|(n, _)| *n == name),
@@ -299,11 +301,13 @@ impl Environ {
     }
 
     /// `SCRIPT_NAME`: where the app is mounted (`""` at the root).
+    #[inline]
     pub fn script_name(&self) -> &[u8] {
         self.get("SCRIPT_NAME").unwrap_or(b"")
     }
 
     /// `PATH_INFO`: the rest of the path, percent-decoded once (`""` or starting with `/`).
+    #[inline]
     pub fn path_info(&self) -> &[u8] {
         self.get("PATH_INFO").unwrap_or(b"")
     }
