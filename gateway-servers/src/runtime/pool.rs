@@ -2,11 +2,13 @@
 //! queue, and as few wake-ups as keep every queued request moving.
 //!
 //! tokio's `spawn_blocking` wakes (or starts) a thread for every call, so a server under load
-//! pays a thread switch or two per request. Here a job is queued, and a sleeping thread is
-//! woken only when no thread is awake and looking at the queue; a thread that takes a job while
-//! more wait wakes the next one, so a job that blocks for seconds never holds up the jobs
-//! behind it (as long as threads are left). Under load, one awake thread takes job after job
-//! with no switch between them.
+//! pays a thread switch or two per request. Here a job is queued, and a thread is woken only
+//! once the runtime's thread has polled every task that is ready (the requests that came in
+//! together), and only when no thread is awake and looking at the queue: one thread switch
+//! then serves the whole batch. While jobs wait, a watcher on the runtime checks every
+//! [`STALL`] that some job started: when none did (every awake thread is held by its job), it
+//! wakes or starts one more thread, so a job that blocks for seconds holds up the jobs behind
+//! it for one or two `STALL`s at most (as long as threads are left).
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -18,6 +20,9 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// How long a thread waits for work before it ends.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long queued jobs may wait while no job starts before the pool wakes one more thread.
+pub(crate) const STALL: Duration = Duration::from_millis(1);
 
 /// The pool. Dropping it lets its threads finish their jobs and end.
 #[derive(Debug)]
@@ -44,6 +49,12 @@ struct State {
     sleeping: usize,
     /// Wake-ups sent and not yet taken by a sleeping thread.
     wakeups: usize,
+    /// A task on the runtime will make sure a thread looks at the queue.
+    flush_pending: bool,
+    /// The watcher runs.
+    watched: bool,
+    /// Jobs started so far (wrapping), for the watcher.
+    started: u64,
     closed: bool,
 }
 
@@ -75,11 +86,49 @@ impl Pool {
         }
     }
 
-    /// Runs `job` on a thread of the pool. A job that panics ends only itself.
+    /// Runs `job` on a thread of the pool. A job that panics ends only itself. Call it inside
+    /// a tokio runtime with its timer: the runtime runs the tasks that wake the pool's threads
+    /// (see the [module documentation](self)).
     pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
         let mut state = self.shared.lock();
         state.queue.push_back(Box::new(job));
-        Shared::wake_one_if_none_looking(&self.shared, &mut state);
+        if state.flush_pending {
+            return;
+        }
+        state.flush_pending = true;
+        drop(state);
+        tokio::spawn(flush(self.shared.clone()));
+    }
+}
+
+/// Once the tasks that are ready now have been polled (and have queued their jobs), makes sure
+/// a thread looks at the queue, and that the watcher runs while jobs wait.
+async fn flush(shared: Arc<Shared>) {
+    tokio::task::yield_now().await;
+    let mut state = shared.lock();
+    state.flush_pending = false;
+    Shared::wake_one_if_none_looking(&shared, &mut state);
+    if !state.queue.is_empty() && !state.watched {
+        state.watched = true;
+        tokio::spawn(watch(shared.clone()));
+    }
+}
+
+/// Every [`STALL`] while jobs wait: if no job started since the last look, every awake thread
+/// is held by its job; wakes or starts another.
+async fn watch(shared: Arc<Shared>) {
+    let mut started = shared.lock().started;
+    loop {
+        tokio::time::sleep(STALL).await;
+        let mut state = shared.lock();
+        if state.queue.is_empty() || state.closed {
+            state.watched = false;
+            return;
+        }
+        if state.started == started {
+            Shared::wake_one_if_none_looking(&shared, &mut state);
+        }
+        started = state.started;
     }
 }
 
@@ -133,8 +182,7 @@ impl Shared {
         loop {
             if let Some(job) = state.queue.pop_front() {
                 state.looking -= 1;
-                // More waiting: another thread looks, in case this job blocks for long.
-                Shared::wake_one_if_none_looking(&self, &mut state);
+                state.started = state.started.wrapping_add(1);
                 drop(state);
                 // The driver catches the app's panics; this keeps the thread for anything else.
                 let _ = catch_unwind(AssertUnwindSafe(job));
@@ -172,8 +220,19 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Instant;
 
+    /// A runtime for the pool's wake-up tasks, as the server's.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn every_job_runs() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let pool = Pool::new(4);
         let (tx, rx) = mpsc::channel();
         for n in 0..1000 {
@@ -187,6 +246,8 @@ mod tests {
 
     #[test]
     fn a_blocked_job_does_not_hold_up_the_next() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let pool = Pool::new(4);
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel();
@@ -204,6 +265,8 @@ mod tests {
 
     #[test]
     fn no_more_threads_than_the_limit_run_at_once() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let pool = Pool::new(3);
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
@@ -228,13 +291,17 @@ mod tests {
 
     #[test]
     fn jobs_from_many_threads_all_run_while_threads_come_and_go() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         // Short idle timeout: threads retire and start all the time, racing the spawns.
         let pool = Arc::new(Pool::with_idle_timeout(4, Duration::from_millis(2)));
         let done = Arc::new(AtomicUsize::new(0));
         let producers: Vec<_> = (0..4u64)
             .map(|p| {
                 let (pool, done) = (pool.clone(), done.clone());
+                let runtime = runtime.handle().clone();
                 std::thread::spawn(move || {
+                    let _entered = runtime.enter();
                     for n in 0..500u64 {
                         let done = done.clone();
                         pool.spawn(move || {
@@ -268,6 +335,8 @@ mod tests {
 
     #[test]
     fn a_panicking_job_leaves_the_pool_working() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let pool = Pool::new(1);
         pool.spawn(|| panic!("job failed"));
         let (tx, rx) = mpsc::channel();
@@ -277,6 +346,8 @@ mod tests {
 
     #[test]
     fn threads_end_when_the_pool_is_dropped() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let pool = Pool::new(2);
         let (tx, rx) = mpsc::channel();
         pool.spawn(move || tx.send(()).unwrap());
