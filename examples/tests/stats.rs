@@ -297,10 +297,11 @@ fn recycles_and_harakiri_kills_are_counted_across_worker_exits() {
         Duration::from_secs(10),
         || server.log().contains("master: worker exited"),
     );
-    // A request whose body never comes: the app waits, harakiri kills its worker.
+    // A request whose body never comes: the app waits, harakiri kills its worker (the body is
+    // longer than `--body-buffer-size`, so it streams to the app).
     let mut stuck = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stuck
-        .write_all(b"POST /stuck HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .write_all(b"POST /stuck HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
     let mut metrics = HashMap::new();
     wait_until("a harakiri counted", Duration::from_secs(10), || {

@@ -434,10 +434,11 @@ fn ttin_and_ttou_change_the_number_of_workers() {
 fn harakiri_kills_the_worker_of_a_stuck_request_and_logs_the_request() {
     let server = Server::start(&["--workers", "1", "--harakiri", "1"]);
     let before = server.wait_workers(1);
-    // The body never comes: the app waits for it.
+    // The body never comes: the app waits for it (a body longer than `--body-buffer-size`
+    // streams to the app; a shorter one would be awaited before the app runs).
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stream
-        .write_all(b"POST /stuck/here HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+        .write_all(b"POST /stuck/here HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -23,6 +23,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,9 +33,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use bytes::Bytes;
-use gateway_core::App;
 use gateway_core::convert::{ServerContext, environ_from_request};
-use http::Request;
+use gateway_core::{App, Body};
+use http::{Request, Response, header};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -107,21 +109,54 @@ pub async fn serve<A: App + 'static>(
 }
 
 /// Builds the environ of `request` and starts the app on it; the returned future is the
-/// response.
+/// response. A short body of a declared length, for a blocking app, is read whole first (see
+/// [`Config::body_buffer_size`](crate::runtime::Config::body_buffer_size)).
 fn handle<A: App + 'static>(
     connection: &(Runtime<A>, ServerContext),
     request: Request<Incoming>,
-) -> Responding {
+) -> Handling {
     let (runtime, context) = connection;
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs): no limit to apply.
         let environ = environ_from_request(request, context);
-        return runtime.respond(environ, BodyGuard::none());
+        return Handling::Now(runtime.respond(environ, BodyGuard::none()));
     }
+    let buffered = http_body::Body::size_hint(request.body())
+        .exact()
+        .filter(|&n| runtime.buffers_body(n) && !request.headers().contains_key(header::EXPECT));
     let (parts, body) = request.into_parts();
     let (body, guard) = runtime.guard_body(body);
-    let environ = environ_from_request(Request::from_parts(parts, body), context);
-    runtime.respond(environ, guard)
+    let Some(length) = buffered else {
+        let environ = environ_from_request(Request::from_parts(parts, body), context);
+        return Handling::Now(runtime.respond(environ, guard));
+    };
+    // The input is set once the body is read.
+    let environ = environ_from_request(Request::from_parts(parts, Empty::<Bytes>::new()), context);
+    let runtime = runtime.clone();
+    Handling::Buffering(Box::pin(async move {
+        runtime
+            .respond_after_body(environ, body, guard, length)
+            .await
+    }))
+}
+
+/// The response to a request: started at once, or after its body was read whole.
+// The large variant is the common one: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Handling {
+    Now(Responding),
+    Buffering(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+impl Future for Handling {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match self.get_mut() {
+            Handling::Now(responding) => Pin::new(responding).poll(cx),
+            Handling::Buffering(future) => future.as_mut().poll(cx),
+        }
+    }
 }
 
 /// The number of headers hyper accepts when `max_headers` is not set.

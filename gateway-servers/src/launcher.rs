@@ -66,6 +66,10 @@ pub struct LauncherArgs {
     /// Largest request body in bytes (larger gets 413).
     #[arg(long, default_value_t = Config::default().max_body_size)]
     pub max_body_size: u64,
+    /// Request bodies up to this many bytes, of a declared length, are read whole before a
+    /// blocking app is called (0: never; longer bodies stream to the app).
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().body_buffer_size)]
+    pub body_buffer_size: u64,
     /// Seconds a client may take to send a request head.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
     pub header_timeout: f64,
@@ -183,6 +187,7 @@ impl LauncherArgs {
             max_head_size: self.max_head_size,
             max_headers: self.max_headers,
             max_body_size: self.max_body_size,
+            body_buffer_size: self.body_buffer_size,
             header_read_timeout: seconds(self.header_timeout, "header-timeout")?,
             body_read_timeout: seconds(self.body_timeout, "body-timeout")?,
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
@@ -509,6 +514,8 @@ mod tests {
             "4",
             "--max-body-size",
             "10",
+            "--body-buffer-size",
+            "0",
             "--header-timeout",
             "1.5",
             "--socket-mode",
@@ -519,6 +526,7 @@ mod tests {
         let config = args.config().unwrap();
         assert_eq!(config.threads, 4);
         assert_eq!(config.max_body_size, 10);
+        assert_eq!(config.body_buffer_size, 0);
         assert_eq!(config.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(args.socket_mode, Some(0o600));
     }

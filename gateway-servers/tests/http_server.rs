@@ -399,6 +399,75 @@ fn the_request_limit_answers_503() {
 }
 
 #[test]
+fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
+    // (body_buffer_size, Expect header, body length) and whether the app is called before the
+    // body is complete.
+    let cases: [(u64, &str, usize, bool); 5] = [
+        (1024, "", 10, false),
+        (1024, "", 1024, false),
+        (1024, "", 1025, true),
+        (0, "", 10, true),
+        (1024, "Expect: 100-continue\r\n", 10, true),
+    ];
+    for (buffer, expect, length, called_early) in cases {
+        let entered = Arc::new(AtomicUsize::new(0));
+        let count = entered.clone();
+        let app = move |environ: Environ, start: StartResponse| {
+            count.fetch_add(1, Ordering::SeqCst);
+            echo(environ, start)
+        };
+        let mut config = config();
+        config.body_buffer_size = buffer;
+        let server = Server::start(app, config);
+        let mut stream = server.connect();
+        let head =
+            format!("POST /b HTTP/1.1\r\nHost: x\r\n{expect}Content-Length: {length}\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let body = vec![b'y'; length];
+        stream.write_all(&body[..length - 1]).unwrap();
+        // The app is called early within moments, or not at all before the last byte.
+        let deadline =
+            Instant::now() + Duration::from_millis(if called_early { 5000 } else { 300 });
+        while entered.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let case = format!("buffer {buffer}, {expect:?}, {length} bytes");
+        assert_eq!(entered.load(Ordering::SeqCst) == 1, called_early, "{case}");
+        stream.write_all(&body[length - 1..]).unwrap();
+        let mut buf = BytesMut::new();
+        let mut reply = read_reply(&mut stream, &mut buf, "POST");
+        if !expect.is_empty() {
+            assert_eq!(reply.status, 100, "{case}");
+            reply = read_reply(&mut stream, &mut buf, "POST");
+        }
+        assert_eq!(reply.status, 200, "{case}");
+        assert!(reply.body.ends_with(&body), "{case}");
+        assert_eq!(entered.load(Ordering::SeqCst), 1, "{case}");
+    }
+}
+
+#[test]
+fn a_short_body_that_breaks_a_limit_is_answered_without_the_app() {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let count = entered.clone();
+    let app = move |environ: Environ, start: StartResponse| {
+        count.fetch_add(1, Ordering::SeqCst);
+        echo(environ, start)
+    };
+    let mut config = config();
+    config.body_read_timeout = Duration::from_millis(200);
+    let server = Server::start(app, config);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+    assert_eq!(reply.status, 408);
+    assert!(reply.header("server").is_some());
+    assert_eq!(entered.load(Ordering::SeqCst), 0, "the app never ran");
+}
+
+#[test]
 fn a_whole_body_leaves_the_request_limit_while_it_is_sent() {
     // With room for one request, a client that does not read its 8 MiB answer holds the
     // connection but not the request slot: the app is done, the answer is in memory.

@@ -31,7 +31,7 @@ use super::codec::{self, Role, StreamKind};
 use super::protocol::{Connection, Event, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{body_framing, bound_input, try_environ_from_params};
-use crate::runtime::{Listener, Runtime, Shutdown, Stream, serve_connections};
+use crate::runtime::{Listener, Runtime, Shutdown, Stream, serve_connections, write_all_bufs};
 
 /// Record batches a request may have queued for the connection's writer.
 const OUTPUT_QUEUE: usize = 16;
@@ -210,8 +210,16 @@ async fn handle<A: App + 'static>(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
     let writer_task = tokio::spawn(async move {
+        let mut batch = Vec::new();
         while let Some(bytes) = out_rx.recv().await {
-            writer.write_all(&bytes).await?;
+            batch.push(bytes);
+            // Let the tasks that are ready now add theirs (a response's END_REQUEST follows
+            // its STDOUT at once): what is queued then goes out in one write.
+            tokio::task::yield_now().await;
+            while let Ok(more) = out_rx.try_recv() {
+                batch.push(more);
+            }
+            write_all_bufs(&mut writer, &mut batch).await?;
             writer.flush().await?;
         }
         writer.shutdown().await
@@ -356,8 +364,21 @@ fn start_request<A: App + 'static>(
     // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
     // well-defined end (Apache streams chunked bodies this way). An Authorizer has no body
     // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
+    // A short body of a declared length, for a blocking app, is read whole first (see
+    // `Config::body_buffer_size`).
+    let buffered = match framing {
+        crate::params::BodyFraming::Length(n) if role == Role::Responder => {
+            runtime.buffers_body(n).then_some(n)
+        }
+        _ => None,
+    };
+    let mut unread = None;
     let input = match framing {
         _ if role == Role::Authorizer => Input::empty(),
+        _ if buffered.is_some() => {
+            unread = Some(body);
+            Input::empty()
+        }
         crate::params::BodyFraming::Length(_) => bound_input(Input::from_body(body), framing),
         _ => Input::from_body(body),
     };
@@ -390,7 +411,14 @@ fn start_request<A: App + 'static>(
     }
     let runtime = runtime.clone();
     let task = tokio::spawn(async move {
-        let response = runtime.respond(environ, guard).await;
+        let response = match (unread, buffered) {
+            (Some(body), Some(length)) => {
+                runtime
+                    .respond_after_body(environ, body, guard, length)
+                    .await
+            }
+            _ => runtime.respond(environ, guard).await,
+        };
         let status = send_response(request_id, role, response, &out).await;
         let _ = done.send((request_id, status));
     });

@@ -12,6 +12,7 @@ mod request;
 mod shutdown;
 pub mod stats;
 mod workers;
+mod write;
 
 use std::future::Future as _;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use shutdown::Shutdown;
 pub use workers::{
     DRAIN_GRACE, Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker,
 };
+pub(crate) use write::write_all_bufs;
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a
 /// server behind a reverse proxy, and a launcher flag of the same name.
@@ -59,6 +61,11 @@ pub struct Config {
     pub max_headers: usize,
     /// The largest request body, in bytes (default 1 GiB); past it, 413.
     pub max_body_size: u64,
+    /// Request bodies up to this many bytes, with their length declared (and no
+    /// `Expect: 100-continue`), are read whole before a blocking app is called, so that the
+    /// app on the worker pool reads them from memory rather than waiting on the connection
+    /// chunk by chunk (default 64 KiB; 0 turns this off). Longer or unsized bodies stream.
+    pub body_buffer_size: u64,
     /// How long a client may take to send a request head (default 30 s).
     pub header_read_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
@@ -79,6 +86,7 @@ impl Default for Config {
             max_head_size: 64 * 1024,
             max_headers: 100,
             max_body_size: 1 << 30,
+            body_buffer_size: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),

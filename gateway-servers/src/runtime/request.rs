@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway_core::{App, Body, BoxError, Environ, driver};
+use gateway_core::{App, Body, BoxError, Environ, Input, driver};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
@@ -119,6 +119,41 @@ where
     }
 }
 
+/// The first `length` bytes of `body`, or fewer if it ends sooner; nothing past them is read
+/// (a body read from the connection itself has no end of its own).
+async fn read_up_to<B>(mut body: B, length: u64) -> Result<Bytes, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read = 0u64;
+    while read < length {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break,
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read += data.len() as u64;
+                    chunks.push(data);
+                }
+            }
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut joined = bytes::BytesMut::with_capacity(read as usize);
+            for chunk in chunks {
+                joined.extend_from_slice(&chunk);
+            }
+            joined.freeze()
+        }
+    })
+}
+
 /// A short plain-text answer of the server itself; `close` asks the client to close the
 /// connection (the request body was not read).
 pub fn plain_response(status: StatusCode, close: bool) -> Response<Body> {
@@ -206,6 +241,64 @@ impl<A: App + 'static> Runtime<A> {
     }
 }
 
+impl<A: App + 'static> Runtime<A> {
+    /// Whether a request body of `length` bytes is read whole before the app is called: when
+    /// the app blocks and the body is not empty and at most
+    /// [`Config::body_buffer_size`](super::Config::body_buffer_size) (and the body size
+    /// limit).
+    pub(crate) fn buffers_body(&self, length: u64) -> bool {
+        let config = self.config();
+        config.blocking && length > 0 && length <= config.body_buffer_size.min(config.max_body_size)
+    }
+
+    /// Reads `body` whole, then answers as [`respond`](Runtime::respond) does, with the body
+    /// as the environ's input (the app reads it from memory, on the worker pool, without
+    /// waiting on the connection chunk by chunk). `length` is the declared length: a shorter
+    /// body fails the app's read as a streamed one would. When reading breaks a limit the
+    /// answer is 413 or 408 (400 when the client or the web server gave up), and the app is
+    /// not called.
+    pub(crate) async fn respond_after_body<B>(
+        &self,
+        mut environ: Environ,
+        body: GuardedBody<B>,
+        guard: BodyGuard,
+        length: u64,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        match read_up_to(body, length).await {
+            Ok(data) => {
+                environ.set_input(Input::from_bytes(data).with_limit(length));
+                self.respond(environ, guard).await
+            }
+            Err(error) => {
+                tracing::debug!(%error, "request body not read whole");
+                let response = guard
+                    .limit_response(self.config().max_body_size)
+                    .unwrap_or_else(|| plain_response(StatusCode::BAD_REQUEST, true));
+                self.answer(&environ, response).await
+            }
+        }
+    }
+
+    /// The server's own answer to the request of `environ`, without calling the app: sent as
+    /// [`respond`](Runtime::respond) sends the app's (a `Server` header, counted and logged
+    /// with `--stats` or `--access-log`).
+    pub(crate) fn answer(&self, environ: &Environ, response: Response<Body>) -> Responding {
+        let config = self.config();
+        Responding {
+            run: None,
+            ready: Some(response),
+            guard: BodyGuard::none(),
+            software: config.server_software,
+            max_body_size: config.max_body_size,
+            record: Record::start(environ),
+        }
+    }
+}
+
 /// A request being answered: resolves to its response. Made by [`Runtime::respond`].
 #[must_use = "a response does nothing unless polled"]
 pub struct Responding {
@@ -254,19 +347,31 @@ impl Responding {
     /// The app's response, or 413 or 408 in place of the driver's 500 when the app failed
     /// because its body broke a limit.
     fn checked(&self, response: Response<Body>) -> Response<Body> {
-        let failed = driver::failure(&response).is_some();
-        match self.guard.outcome() {
-            BODY_TOO_LARGE if failed => {
-                tracing::info!(limit = self.max_body_size, "request body too large: 413");
+        if driver::failure(&response).is_none() {
+            return response;
+        }
+        self.guard
+            .limit_response(self.max_body_size)
+            .unwrap_or(response)
+    }
+}
+
+impl BodyGuard {
+    /// The answer when reading the body failed on a limit: 413 past `max_body_size`, 408 past
+    /// the body read timeout; `None` when no limit was broken.
+    pub(crate) fn limit_response(&self, max_body_size: u64) -> Option<Response<Body>> {
+        match self.outcome() {
+            BODY_TOO_LARGE => {
+                tracing::info!(limit = max_body_size, "request body too large: 413");
                 stats::count(Limit::PayloadTooLarge);
-                plain_response(StatusCode::PAYLOAD_TOO_LARGE, true)
+                Some(plain_response(StatusCode::PAYLOAD_TOO_LARGE, true))
             }
-            BODY_TOO_SLOW if failed => {
+            BODY_TOO_SLOW => {
                 tracing::info!("request body too slow: 408");
                 stats::count(Limit::RequestTimeout);
-                plain_response(StatusCode::REQUEST_TIMEOUT, true)
+                Some(plain_response(StatusCode::REQUEST_TIMEOUT, true))
             }
-            _ => response,
+            _ => None,
         }
     }
 }

@@ -21,7 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf};
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
 use crate::params::{BodyFraming, body_framing, bound_input, try_environ_from_params};
-use crate::runtime::{Listener, Runtime, Shutdown, Stream, plain_response, serve_connections};
+use crate::runtime::{
+    Listener, Runtime, Shutdown, Stream, plain_response, serve_connections, write_all_bufs,
+};
 
 /// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
 /// for the requests in progress (within the config's `shutdown_timeout`). Vars blocks larger
@@ -155,13 +157,22 @@ async fn handle<A: App + 'static>(
         chunked: (framing == BodyFraming::UntilEnd).then(ChunkedDecoder::new),
         eof: false,
     });
-    environ.set_input(bound_input(Input::from_body(body), framing));
     environ.set_errors(runtime.errors().clone());
     environ.set_multithread(config.blocking);
     if let Some(peer) = peer {
         environ.set_peer_addr(Some(peer));
     }
-    let response = runtime.respond(environ, guard).await;
+    // A short body of a declared length, for a blocking app, is read whole first (see
+    // `Config::body_buffer_size`).
+    let response = match framing {
+        BodyFraming::Length(n) if runtime.buffers_body(n) => {
+            runtime.respond_after_body(environ, body, guard, n).await
+        }
+        _ => {
+            environ.set_input(bound_input(Input::from_body(body), framing));
+            runtime.respond(environ, guard).await
+        }
+    };
     send(&mut writer, response).await
 }
 
@@ -173,9 +184,28 @@ async fn send(
     let (parts, mut body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
     crate::cgi::write_head(&mut head, parts.status, &parts.headers, Some("HTTP/1.1"))?;
-    writer.write_all(&head).await?;
+    // The head leaves with the first chunk when that is ready now (a body in memory): one
+    // write, and one read for the web server.
+    let mut bufs = vec![Bytes::from(head)];
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+    let mut ended = false;
+    match first {
+        Poll::Ready(Some(Ok(frame))) => bufs.extend(frame.into_data().ok()),
+        Poll::Ready(Some(Err(error))) => {
+            tracing::warn!(%error, "response aborted");
+            ended = true;
+        }
+        Poll::Ready(None) => ended = true,
+        Poll::Pending => {}
+    }
+    write_all_bufs(writer, &mut bufs).await?;
     writer.flush().await?;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+    while !ended {
+        let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        else {
+            ended = true;
+            continue;
+        };
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
@@ -185,7 +215,7 @@ async fn send(
             }
             Err(error) => {
                 tracing::warn!(%error, "response aborted");
-                break;
+                ended = true;
             }
         }
     }
