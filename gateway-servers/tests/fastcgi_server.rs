@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -571,4 +571,42 @@ fn a_graceful_stop_closes_idle_kept_connections_at_once_and_finishes_running_req
     let answers = busy.answers(&[1]);
     assert!(text(&answers[&1].stdout).ends_with("done"));
     assert!(busy.record().is_none(), "closed after its last response");
+}
+
+#[test]
+fn a_short_body_is_read_whole_before_the_app_runs_and_a_truncated_one_fails_its_read() {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let count = entered.clone();
+    let app = move |environ: Environ, start: StartResponse| {
+        count.fetch_add(1, Ordering::SeqCst);
+        echo(environ, start)
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, PARAMS, None);
+    codec::encode_stream(&mut wire, StreamKind::Stdin, 1, b"hel");
+    peer.send(&wire);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        0,
+        "called before its body came"
+    );
+    let mut wire = BytesMut::new();
+    codec::encode_stream(&mut wire, StreamKind::Stdin, 1, b"lo");
+    codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 1);
+    peer.send(&wire);
+    let answers = peer.answers(&[1]);
+    assert!(text(&answers[&1].stdout).ends_with("|hello"));
+    assert_eq!(entered.load(Ordering::SeqCst), 1);
+
+    // STDIN ends 2 bytes short of CONTENT_LENGTH: the app's read fails, as it would streamed.
+    let mut wire = BytesMut::new();
+    request(&mut wire, 2, Role::Responder, true, PARAMS, Some(b"abc"));
+    peer.send(&wire);
+    let answers = peer.answers(&[2]);
+    let stdout = text(&answers[&2].stdout);
+    assert!(stdout.starts_with("Status: 500"), "{stdout}");
+    assert!(text(&answers[&2].stderr).contains("ended after 3 of 5 bytes"));
 }

@@ -64,7 +64,7 @@ pub struct Config {
     /// Request bodies up to this many bytes, with their length declared (and no
     /// `Expect: 100-continue`), are read whole before a blocking app is called, so that the
     /// app on the worker pool reads them from memory rather than waiting on the connection
-    /// chunk by chunk (default 64 KiB; 0 turns this off). Longer or unsized bodies stream.
+    /// chunk by chunk (default 16 KiB; 0 turns this off). Longer or unsized bodies stream.
     pub body_buffer_size: u64,
     /// How long a client may take to send a request head (default 30 s).
     pub header_read_timeout: Duration,
@@ -86,7 +86,7 @@ impl Default for Config {
             max_head_size: 64 * 1024,
             max_headers: 100,
             max_body_size: 1 << 30,
-            body_buffer_size: 64 * 1024,
+            body_buffer_size: 16 * 1024,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! What every network adapter does with a request once it has an environ: the body limits
 //! (size, read timeout), the request limit, and the answers they give (413, 408, 503).
 
+use std::collections::VecDeque;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -119,14 +120,15 @@ where
     }
 }
 
-/// The first `length` bytes of `body`, or fewer if it ends sooner; nothing past them is read
-/// (a body read from the connection itself has no end of its own).
-async fn read_up_to<B>(mut body: B, length: u64) -> Result<Bytes, BoxError>
+/// The first `length` bytes of `body`, or fewer if it ends sooner, as the chunks they came in
+/// (not copied into one buffer: a fresh buffer per request costs page faults); nothing past
+/// them is read (a body read from the connection itself has no end of its own).
+async fn read_up_to<B>(mut body: B, length: u64) -> Result<ReadBody, BoxError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut chunks = VecDeque::new();
     let mut read = 0u64;
     while read < length {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -136,22 +138,35 @@ where
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     read += data.len() as u64;
-                    chunks.push(data);
+                    chunks.push_back(data);
                 }
             }
         }
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => {
-            let mut joined = bytes::BytesMut::with_capacity(read as usize);
-            for chunk in chunks {
-                joined.extend_from_slice(&chunk);
-            }
-            joined.freeze()
-        }
-    })
+    Ok(ReadBody(chunks))
+}
+
+/// A request body read before the app was called: its chunks, in order.
+struct ReadBody(VecDeque<Bytes>);
+
+impl http_body::Body for ReadBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|d| d.len() as u64).sum())
+    }
 }
 
 /// A short plain-text answer of the server itself; `close` asks the client to close the
@@ -270,7 +285,7 @@ impl<A: App + 'static> Runtime<A> {
     {
         match read_up_to(body, length).await {
             Ok(data) => {
-                environ.set_input(Input::from_bytes(data).with_limit(length));
+                environ.set_input(Input::from_body(data).with_limit(length));
                 self.respond(environ, guard).await
             }
             Err(error) => {
