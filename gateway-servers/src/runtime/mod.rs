@@ -318,8 +318,9 @@ impl std::future::Future for AppRun {
             AppRunState::Pooled { head, frames } => {
                 let (parts, body) = match std::task::ready!(std::pin::Pin::new(head).poll(cx)) {
                     Ok(head) => head,
-                    // The worker ended without a head: only when the app's thread died
-                    // outside the driver, which catches the app's panics.
+                    // The job ended without a head: the pool dropped it unrun (it was
+                    // shutting down), or the job failed outside the driver (which catches the
+                    // app's panics).
                     Err(_) => {
                         tracing::error!("the worker running the app ended without a response");
                         let response =

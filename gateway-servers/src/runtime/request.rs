@@ -319,7 +319,7 @@ impl<A: App + 'static> Runtime<A> {
 pub struct Responding {
     /// The app at work, unless the server answered itself.
     run: Option<AppRun>,
-    /// The server's own answer (413, 503).
+    /// The server's own answer (400, 408, 413, 503).
     ready: Option<Response<Body>>,
     guard: BodyGuard,
     software: &'static str,
