@@ -366,17 +366,13 @@ fn start_request<A: App + 'static>(
     // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
     // A short body of a declared length, for a blocking app, is read whole first (see
     // `Config::body_buffer_size`).
-    let buffered = match framing {
-        crate::params::BodyFraming::Length(n) if role == Role::Responder => {
-            runtime.buffers_body(n).then_some(n)
-        }
-        _ => None,
-    };
-    let mut unread = None;
+    let mut read_first = None;
     let input = match framing {
         _ if role == Role::Authorizer => Input::empty(),
-        _ if buffered.is_some() => {
-            unread = Some(body);
+        crate::params::BodyFraming::Length(n)
+            if role == Role::Responder && runtime.buffers_body(n) =>
+        {
+            read_first = Some((body, n));
             Input::empty()
         }
         crate::params::BodyFraming::Length(_) => bound_input(Input::from_body(body), framing),
@@ -411,13 +407,13 @@ fn start_request<A: App + 'static>(
     }
     let runtime = runtime.clone();
     let task = tokio::spawn(async move {
-        let response = match (unread, buffered) {
-            (Some(body), Some(length)) => {
+        let response = match read_first {
+            Some((body, length)) => {
                 runtime
                     .respond_after_body(environ, body, guard, length)
                     .await
             }
-            _ => runtime.respond(environ, guard).await,
+            None => runtime.respond(environ, guard).await,
         };
         let status = send_response(request_id, role, response, &out).await;
         let _ = done.send((request_id, status));
