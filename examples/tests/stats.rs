@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -292,17 +292,29 @@ fn recycles_and_harakiri_kills_are_counted_across_worker_exits() {
         );
         assert!(reply.starts_with(b"HTTP/1.1 200 "));
     }
-    wait_until(
-        "the recycled worker replaced",
-        Duration::from_secs(10),
-        || server.log().contains("master: worker exited"),
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("master: worker exited") {
+        // The log says where a slow retirement stands.
+        assert!(
+            Instant::now() < deadline,
+            "the recycled worker not replaced in time; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A request whose body never comes: the app waits, harakiri kills its worker (the body is
     // longer than `--body-buffer-size`, so it streams to the app).
     let mut stuck = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stuck
         .write_all(b"POST /stuck HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
+    // The master reports the kill after it has released the killed worker's counters: until
+    // then that worker still shows, with its request in flight.
+    wait_until(
+        "the master's report of the kill",
+        Duration::from_secs(10),
+        || server.log().contains("status=signal: 9 (SIGKILL)"),
+    );
     let mut metrics = HashMap::new();
     wait_until("a harakiri counted", Duration::from_secs(10), || {
         metrics = server.metrics();
