@@ -86,9 +86,10 @@ impl Pool {
         }
     }
 
-    /// Runs `job` on a thread of the pool. A job that panics ends only itself. Call it inside
-    /// a tokio runtime with its timer: the runtime runs the tasks that wake the pool's threads
-    /// (see the [module documentation](self)).
+    /// Runs `job` on a thread of the pool. A job that panics ends only itself. Called inside a
+    /// tokio runtime with its timer, the runtime runs the tasks that wake the pool's threads
+    /// (see the [module documentation](self)); called outside one, a thread is woken at once
+    /// and no watcher runs.
     pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
         let mut state = self.shared.lock();
         state.queue.push_back(Box::new(job));
@@ -97,36 +98,68 @@ impl Pool {
         }
         state.flush_pending = true;
         drop(state);
-        tokio::spawn(flush(self.shared.clone()));
+        let flush = Flush(self.shared.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(after_ready_tasks(flush))),
+            Err(_) => drop(flush),
+        }
     }
 }
 
-/// Once the tasks that are ready now have been polled (and have queued their jobs), makes sure
-/// a thread looks at the queue, and that the watcher runs while jobs wait.
-async fn flush(shared: Arc<Shared>) {
+/// Drops `flush` once the tasks that are ready now have been polled (and have queued their
+/// jobs).
+async fn after_ready_tasks(flush: Flush) {
     tokio::task::yield_now().await;
-    let mut state = shared.lock();
-    state.flush_pending = false;
-    Shared::wake_one_if_none_looking(&shared, &mut state);
-    if !state.queue.is_empty() && !state.watched {
+    drop(flush);
+}
+
+/// A wake-up owed to the queue. Dropping it makes sure a thread looks at the queue, and that
+/// the watcher runs while jobs wait: in the drop, so that it happens even when the runtime
+/// drops the task that held it unrun (it was shutting down), and no job is left waiting for a
+/// wake-up that never comes.
+struct Flush(Arc<Shared>);
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        let mut state = shared.lock();
+        state.flush_pending = false;
+        Shared::wake_one_if_none_looking(shared, &mut state);
+        let runtime = tokio::runtime::Handle::try_current();
+        if state.queue.is_empty() || state.watched || runtime.is_err() {
+            return;
+        }
         state.watched = true;
-        tokio::spawn(watch(shared.clone()));
+        drop(state);
+        // Not under the lock: a runtime that is shutting down drops the task at once.
+        if let Ok(runtime) = runtime {
+            drop(runtime.spawn(watch(Watching(shared.clone()))));
+        }
+    }
+}
+
+/// The watcher's mark in the pool's state, cleared however the watcher ends.
+struct Watching(Arc<Shared>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.lock().watched = false;
     }
 }
 
 /// Every [`STALL`] while jobs wait: if no job started since the last look, every awake thread
 /// is held by its job; wakes or starts another.
-async fn watch(shared: Arc<Shared>) {
+async fn watch(watching: Watching) {
+    let shared = &watching.0;
     let mut started = shared.lock().started;
     loop {
         tokio::time::sleep(STALL).await;
         let mut state = shared.lock();
         if state.queue.is_empty() || state.closed {
-            state.watched = false;
             return;
         }
         if state.started == started {
-            Shared::wake_one_if_none_looking(&shared, &mut state);
+            Shared::wake_one_if_none_looking(shared, &mut state);
         }
         started = state.started;
     }
@@ -331,6 +364,28 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_job_queued_as_the_runtime_shuts_down_still_gets_a_thread() {
+        let pool = Pool::new(2);
+        let (tx, rx) = mpsc::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        {
+            let _entered = runtime.enter();
+            // The task that owes the wake-up is spawned, but nothing drives this runtime.
+            pool.spawn(move || tx.send(()).unwrap());
+        }
+        drop(runtime);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the job ran once its wake-up task was dropped");
+        // Outside any runtime, a job gets a thread at once.
+        let (tx, rx) = mpsc::channel();
+        pool.spawn(move || tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }
 
     #[test]
