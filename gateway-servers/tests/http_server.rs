@@ -156,6 +156,17 @@ fn echo(mut environ: Environ, start: StartResponse) -> Body {
     Body::from(answer)
 }
 
+/// `echo`, and how many times it was called.
+fn counted_echo() -> (Arc<AtomicUsize>, impl App + 'static) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
+    let app = move |environ: Environ, start: StartResponse| {
+        count.fetch_add(1, Ordering::SeqCst);
+        echo(environ, start)
+    };
+    (calls, app)
+}
+
 fn config() -> Config {
     Config::default()
 }
@@ -413,12 +424,7 @@ fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
         (1024, "Expect: 100-continue\r\n", 10, true),
     ];
     for (buffer, expect, length, called_early) in cases {
-        let entered = Arc::new(AtomicUsize::new(0));
-        let count = entered.clone();
-        let app = move |environ: Environ, start: StartResponse| {
-            count.fetch_add(1, Ordering::SeqCst);
-            echo(environ, start)
-        };
+        let (entered, app) = counted_echo();
         let mut config = config();
         config.body_buffer_size = buffer;
         let server = Server::start(app, config);
@@ -451,12 +457,7 @@ fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
 
 #[test]
 fn a_short_body_that_breaks_a_limit_is_answered_without_the_app() {
-    let entered = Arc::new(AtomicUsize::new(0));
-    let count = entered.clone();
-    let app = move |environ: Environ, start: StartResponse| {
-        count.fetch_add(1, Ordering::SeqCst);
-        echo(environ, start)
-    };
+    let (entered, app) = counted_echo();
     let mut config = config();
     config.body_read_timeout = Duration::from_millis(200);
     let server = Server::start(app, config);
