@@ -274,7 +274,17 @@ impl ResponseFuture {
             mut headers,
             written,
         } = head;
-        if self
+        let mut first = first;
+        if let Some(len) = self.body.as_ref().and_then(Body::in_memory_len)
+            && (len == 0 || first.is_none())
+        {
+            // The rest of the body is in memory: it gives up its data now (no later poll of
+            // it can fail, wait or start the response), and it is closed.
+            let data = self.body.take().map(Body::into_full_bytes);
+            if len > 0 {
+                first = data.map(Frame::data);
+            }
+        } else if self
             .body
             .as_ref()
             .is_some_and(http_body::Body::is_end_stream)
@@ -333,7 +343,9 @@ impl ResponseFuture {
         self.body = None;
         let mut response = Response::new(body);
         *response.status_mut() = status;
-        *response.headers_mut() = headers;
+        // The map `Response::new` made is empty and holds no memory (`HeaderMap::new` does
+        // not allocate): forgetting it saves the drop of a map with nothing in it.
+        std::mem::forget(std::mem::replace(response.headers_mut(), headers));
         response
     }
 
