@@ -437,6 +437,10 @@ fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Resul
         .thread_name("gateway")
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    // A connection accepted as the shutdown begins may hold a request not read yet: the drain
+    // waits for its first bytes as long as its head may take, within half the shutdown time
+    // (the other half is for the requests in progress, once the drain is over).
+    let drain_grace = config.header_read_timeout.min(config.shutdown_timeout / 2);
     let served = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         let server = Runtime::new(app, config);
@@ -481,9 +485,9 @@ fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Resul
             tokio::spawn(stats::serve(listener, shutdown.clone()));
         }
         if crate::runtime::is_worker() {
-            serve_as_worker(&shutdown)?;
+            serve_as_worker(&shutdown, drain_grace)?;
         } else {
-            shutdown.on_signals()?;
+            shutdown.on_signals(drain_grace)?;
         }
         for task in tasks {
             task.await.map_err(std::io::Error::other)??;

@@ -34,9 +34,7 @@ pub use listener::{
 };
 pub use request::{BodyGuard, GuardedBody, Responding, plain_response};
 pub use shutdown::Shutdown;
-pub use workers::{
-    DRAIN_GRACE, Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker,
-};
+pub use workers::{Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker};
 pub(crate) use write::write_all_bufs;
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a

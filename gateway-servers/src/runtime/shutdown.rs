@@ -88,7 +88,8 @@ impl Shutdown {
     /// which a connection closes once its request in progress is answered. Without the wait, a
     /// connection accepted an instant before, whose request is in the socket but not read yet,
     /// would count as idle and be closed unanswered. Connections still silent after `grace`
-    /// count as idle.
+    /// count as idle. The launcher gives its `header_read_timeout` (after which such a connection
+    /// would be closed anyway), within half its `shutdown_timeout`.
     pub async fn drain(&self, grace: Duration) {
         self.stop_accepting();
         let mut unread = self.unread.subscribe();
@@ -143,9 +144,10 @@ impl Shutdown {
         self.reached(IMMEDIATE).await;
     }
 
-    /// Listens for SIGTERM and SIGINT (in a task of the current tokio runtime): the first asks
-    /// for a graceful shutdown, the second for an immediate one.
-    pub fn on_signals(&self) -> std::io::Result<()> {
+    /// Listens for SIGTERM and SIGINT (in a task of the current tokio runtime): the first
+    /// [drains](Shutdown::drain) (with `drain_grace`, usually the config's
+    /// `header_read_timeout`), the second asks for an immediate shutdown.
+    pub fn on_signals(&self, drain_grace: Duration) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -162,7 +164,11 @@ impl Shutdown {
                     tracing::info!(
                         "shutting down: finishing requests in progress (signal again to stop at once)"
                     );
-                    shutdown.graceful();
+                    // The drain ends early on the second signal (an immediate shutdown).
+                    tokio::spawn({
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.drain(drain_grace).await }
+                    });
                 } else {
                     tracing::warn!("stopping at once");
                     shutdown.immediate();

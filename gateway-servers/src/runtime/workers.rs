@@ -78,10 +78,6 @@ impl Supervision {
     }
 }
 
-/// How long a draining worker waits for the connections it accepted to send their first bytes
-/// (see [`Shutdown::drain`]).
-pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
-
 /// How long past its deadline the master lets a stopping worker exit by itself before SIGKILL.
 const KILL_MARGIN: Duration = Duration::from_secs(1);
 
@@ -650,11 +646,11 @@ pub fn is_worker() -> bool {
 }
 
 /// In a worker, inside its runtime, once its servers are started: handles the worker's
-/// signals (SIGTERM: [`Shutdown::drain`]; SIGINT, SIGQUIT: an immediate shutdown), retires it
-/// (a drain) when it reaches its request limit or its memory bound, starts the watchdog of
-/// `--harakiri` and `--max-rss`, and tells the master it serves. Does nothing in a process that
-/// is not a worker.
-pub fn serve_as_worker(shutdown: &Shutdown) -> io::Result<()> {
+/// signals (SIGTERM: [`Shutdown::drain`] with `drain_grace`, usually the config's
+/// `header_read_timeout`; SIGINT, SIGQUIT: an immediate shutdown), retires it (a drain) when it
+/// reaches its request limit or its memory bound, starts the watchdog of `--harakiri` and
+/// `--max-rss`, and tells the master it serves. Does nothing in a process that is not a worker.
+pub fn serve_as_worker(shutdown: &Shutdown, drain_grace: Duration) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let Some(state) = WORKER.get() else {
         return Ok(());
@@ -684,7 +680,7 @@ pub fn serve_as_worker(shutdown: &Shutdown) -> io::Result<()> {
             tokio::select! {
                 // Then the servers return once their connections are done; a fast signal
                 // still stops the worker at once.
-                () = shutdown.drain(DRAIN_GRACE) => tokio::select! {
+                () = shutdown.drain(drain_grace) => tokio::select! {
                     _ = int.recv() => {}
                     _ = quit.recv() => {}
                 },
