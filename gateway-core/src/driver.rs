@@ -339,6 +339,12 @@ impl ResponseFuture {
                 Some(Err(frame)) => body.trailers = frame.into_trailers().ok().map(Box::new),
                 None => {}
             }
+            if let (Some(declared), None) = (remaining, &body.body) {
+                // The whole body is known now: when it is longer than declared, the
+                // connection is marked before the head goes out, so a server can say so in it.
+                let known = body.queue.iter().chain(&body.first).map(Bytes::len);
+                body.must_close = known.sum::<usize>() as u64 > declared;
+            }
         }
         self.body = None;
         let mut response = Response::new(body);
@@ -460,8 +466,10 @@ impl ResponseBody {
         }
     }
 
-    /// Whether the connection must not be reused after this response: the app's body was
-    /// longer than its `Content-Length` and was cut.
+    /// Whether the connection must not be reused after this response: the app's body is
+    /// longer than its `Content-Length` and is cut there. Known with the head when the whole
+    /// body was in memory then (a server can still answer `Connection: close`), else once the
+    /// body is cut.
     pub fn must_close(&self) -> bool {
         self.must_close
     }

@@ -338,6 +338,42 @@ fn rule_65_no_body_for_1xx_204_304() {
 }
 
 #[test]
+fn rule_61_a_body_in_memory_too_long_marks_the_connection_with_the_head() {
+    for (body, declared, marked, sent) in [
+        ("hello world", "5", true, &b"hello"[..]),
+        ("hello", "5", false, b"hello"),
+        ("hel", "5", false, b"hel"),
+        ("", "0", false, b""),
+    ] {
+        let app = move |_: Environ, s: StartResponse| {
+            let _ = s.start(StatusCode::OK, headers(&[("content-length", declared)]));
+            body
+        };
+        let (response, _) = run(&app, "GET");
+        assert_eq!(
+            response.body().must_close(),
+            marked,
+            "{body:?} as {declared}"
+        );
+        let (data, error, must_close) = drain(response);
+        assert_eq!(data, sent);
+        assert_eq!(must_close, marked);
+        assert_eq!(
+            error.is_some(),
+            body.len() < 5 && declared == "5",
+            "{body:?}"
+        );
+    }
+    // A HEAD response sends no body, so nothing is cut.
+    let app = |_: Environ, s: StartResponse| {
+        let _ = s.start(StatusCode::OK, headers(&[("content-length", "5")]));
+        "hello world"
+    };
+    let (response, _) = run(&app, "HEAD");
+    assert!(!response.body().must_close());
+}
+
+#[test]
 fn rule_61_a_longer_body_is_cut_and_the_connection_marked() {
     let (body, dropped) = tracked(Body::from_chunks(["abc", "defgh", "ijk"]));
     let body = Mutex::new(Some(body));

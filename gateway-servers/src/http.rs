@@ -35,13 +35,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::Bytes;
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body};
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::runtime::{BodyGuard, Listener, Responding, Runtime, Shutdown, serve_connections};
+use crate::runtime::{
+    BodyGuard, Listener, MustClose, Responding, Runtime, Shutdown, serve_connections,
+};
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
 /// accepting, lets the connections finish their requests (idle keep-alive connections close at
@@ -83,7 +85,7 @@ pub async fn serve<A: App + 'static>(
         let connection_state = (runtime.clone(), context);
         let service = hyper::service::service_fn(move |request| {
             let response = handle(&connection_state, request);
-            async move { Ok::<_, Infallible>(response.await) }
+            async move { Ok::<_, Infallible>(closing_if_cut(response.await)) }
         });
         let builder = builder.clone();
         let stop = stop.clone();
@@ -106,6 +108,17 @@ pub async fn serve<A: App + 'static>(
         }
     })
     .await
+}
+
+/// Adds `Connection: close` to a response whose body will be cut at its `Content-Length`, so
+/// the client does not reuse the connection (hyper closes it after the response).
+fn closing_if_cut(mut response: Response<Body>) -> Response<Body> {
+    if response.extensions().get::<MustClose>().is_some() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Builds the environ of `request` and starts the app on it; the returned future is the

@@ -561,6 +561,43 @@ fn a_panic_is_a_500_for_that_request_only() {
     assert_eq!(read_reply(&mut stream, &mut buf, "GET").body, b"fine");
 }
 
+#[test]
+fn a_body_longer_than_its_length_is_cut_and_the_connection_closed() {
+    let app = |environ: Environ, start: StartResponse| {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        let _ = start.start(StatusCode::OK, headers);
+        match environ.path_info() {
+            b"/long" => Body::from("hello world"),
+            _ => Body::from("fine!"),
+        }
+    };
+    for blocking in [true, false] {
+        let mut config = config();
+        config.blocking = blocking;
+        let server = Server::start(app, config);
+        let mut stream = server.connect();
+        let mut buf = BytesMut::new();
+        for _ in 0..2 {
+            stream
+                .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let reply = read_reply(&mut stream, &mut buf, "GET");
+            assert_eq!(reply.body, b"fine!");
+            assert_eq!(reply.header("connection"), None, "blocking: {blocking}");
+        }
+        stream
+            .write_all(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let reply = read_reply(&mut stream, &mut buf, "GET");
+        assert_eq!(reply.body, b"hello");
+        assert_eq!(reply.header("connection"), Some("close"));
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty() && buf.is_empty(), "nothing past the cut");
+    }
+}
+
 struct DropFlag(Arc<AtomicBool>);
 
 impl Drop for DropFlag {

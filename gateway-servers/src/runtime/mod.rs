@@ -232,7 +232,7 @@ impl<A: App + 'static> Runtime<A> {
             let Some(response) = response else {
                 return;
             };
-            let (parts, body) = response.into_parts();
+            let (parts, body) = into_parts(response);
             let body = match body.try_into_bytes() {
                 Ok(data) => Ok(gateway_core::Body::full(data)),
                 // Nothing left that could block: the connection sends it itself.
@@ -303,7 +303,7 @@ impl std::future::Future for AppRun {
         match &mut self.state {
             AppRunState::Direct { response, permit } => {
                 let response = std::task::ready!(std::pin::Pin::new(response).poll(cx));
-                let (parts, body) = response.into_parts();
+                let (parts, body) = into_parts(response);
                 let body = match body.try_into_bytes() {
                     Ok(data) => gateway_core::Body::full(data),
                     Err(body) => gateway_core::Body::new(Permitted {
@@ -336,6 +336,23 @@ impl std::future::Future for AppRun {
             }
         }
     }
+}
+
+/// Marks a response whose connection must not be reused: its body is longer than its
+/// `Content-Length` and will be cut there (see [`ResponseBody::must_close`]). The HTTP server
+/// then answers `Connection: close`; FastCGI and uwsgi, whose framing does not rest on the
+/// `Content-Length`, keep their connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MustClose;
+
+/// Splits the driver's response, marking it with [`MustClose`] when its head already says
+/// that the body will be cut.
+fn into_parts(response: Response<ResponseBody>) -> (http::response::Parts, ResponseBody) {
+    let (mut parts, body) = response.into_parts();
+    if body.must_close() {
+        parts.extensions.insert(MustClose);
+    }
+    (parts, body)
 }
 
 /// Sends the frames of `body` through `frames`, blocking this worker while the connection is
