@@ -217,7 +217,6 @@ impl<A: App + 'static> Runtime<A> {
         }
         let app = self.app.clone();
         let (head_tx, head_rx) = oneshot::channel();
-        let (frame_tx, frame_rx) = mpsc::channel(4);
         self.requests.pool.spawn(move || {
             let mut head_tx = head_tx;
             let mut response = std::pin::pin!(driver::call(&*app, environ));
@@ -244,20 +243,24 @@ impl<A: App + 'static> Runtime<A> {
             };
             match body {
                 Ok(body) => {
-                    let _ = head_tx.send((parts, Some(body)));
+                    let _ = head_tx.send((parts, body));
                 }
                 Err((body, _permit)) => {
-                    if head_tx.send((parts, None)).is_ok() {
+                    // Only a body that may block is pumped through a channel, made now (most
+                    // responses never need one).
+                    let (frame_tx, frames) = mpsc::channel(4);
+                    let pooled = gateway_core::Body::new(PooledBody {
+                        frames,
+                        done: false,
+                    });
+                    if head_tx.send((parts, pooled)).is_ok() {
                         pump(body, &frame_tx);
                     }
                 }
             }
         });
         Some(AppRun {
-            state: AppRunState::Pooled {
-                head: head_rx,
-                frames: Some(frame_rx),
-            },
+            state: AppRunState::Pooled { head: head_rx },
         })
     }
 }
@@ -276,11 +279,10 @@ enum AppRunState {
         response: driver::ResponseFuture,
         permit: Option<RequestPermit>,
     },
-    /// A blocking app on the worker pool: its head comes back through `head`, with its body if
-    /// that is in memory, else its frames come through `frames`.
+    /// A blocking app on the worker pool: its head comes back through `head`, with its body:
+    /// the data when it is in memory, else a [`PooledBody`] its frames come through.
     Pooled {
-        head: oneshot::Receiver<(http::response::Parts, Option<gateway_core::Body>)>,
-        frames: Option<mpsc::Receiver<Result<Frame<Bytes>, BoxError>>>,
+        head: oneshot::Receiver<(http::response::Parts, gateway_core::Body)>,
     },
 }
 
@@ -313,7 +315,7 @@ impl std::future::Future for AppRun {
                 };
                 Poll::Ready(Response::from_parts(parts, body))
             }
-            AppRunState::Pooled { head, frames } => {
+            AppRunState::Pooled { head } => {
                 let (parts, body) = match std::task::ready!(std::pin::Pin::new(head).poll(cx)) {
                     Ok(head) => head,
                     // The job ended without a head: the pool dropped it unrun (it was
@@ -326,12 +328,6 @@ impl std::future::Future for AppRun {
                         return Poll::Ready(response);
                     }
                 };
-                let body = body.unwrap_or_else(|| {
-                    gateway_core::Body::new(PooledBody {
-                        frames: frames.take().expect("an app run resolves once"),
-                        done: false,
-                    })
-                });
                 Poll::Ready(Response::from_parts(parts, body))
             }
         }
