@@ -224,8 +224,7 @@ impl<A: App + 'static> Runtime<A> {
         let config = self.config();
         let record = Record::start(&environ);
         let mut responding = Responding {
-            run: None,
-            ready: None,
+            state: Answer::Done,
             guard,
             software: config.server_software,
             max_body_size: config.max_body_size,
@@ -237,11 +236,11 @@ impl<A: App + 'static> Runtime<A> {
         {
             tracing::info!(limit = config.max_body_size, "request body too large: 413");
             stats::count(Limit::PayloadTooLarge);
-            responding.ready = Some(plain_response(StatusCode::PAYLOAD_TOO_LARGE, true));
+            responding.state = Answer::Ready(plain_response(StatusCode::PAYLOAD_TOO_LARGE, true));
             return responding;
         }
         match self.run_app(environ) {
-            Some(run) => responding.run = Some(run),
+            Some(run) => responding.state = Answer::Run(run),
             None => {
                 tracing::warn!(limit = config.max_requests, "request limit reached: 503");
                 stats::count(Limit::ServiceUnavailable);
@@ -249,7 +248,7 @@ impl<A: App + 'static> Runtime<A> {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                responding.ready = Some(response);
+                responding.state = Answer::Ready(response);
             }
         }
         responding
@@ -304,8 +303,7 @@ impl<A: App + 'static> Runtime<A> {
     pub(crate) fn answer(&self, environ: &Environ, response: Response<Body>) -> Responding {
         let config = self.config();
         Responding {
-            run: None,
-            ready: Some(response),
+            state: Answer::Ready(response),
             guard: BodyGuard::none(),
             software: config.server_software,
             max_body_size: config.max_body_size,
@@ -314,13 +312,31 @@ impl<A: App + 'static> Runtime<A> {
     }
 }
 
+/// Who answers a request. One enum, not two options: [`Responding`] is moved on each await of
+/// every request, and the app's run and the server's answer are never both there.
+enum Answer {
+    /// The app at work.
+    Run(AppRun),
+    /// The server's own answer (400, 408, 413, 503).
+    Ready(Response<Body>),
+    /// The answer was given.
+    Done,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Run(run) => f.debug_tuple("Run").field(run).finish(),
+            Answer::Ready(response) => f.debug_tuple("Ready").field(&response.status()).finish(),
+            Answer::Done => f.write_str("Done"),
+        }
+    }
+}
+
 /// A request being answered: resolves to its response. Made by [`Runtime::respond`].
 #[must_use = "a response does nothing unless polled"]
 pub struct Responding {
-    /// The app at work, unless the server answered itself.
-    run: Option<AppRun>,
-    /// The server's own answer (400, 408, 413, 503).
-    ready: Option<Response<Body>>,
+    state: Answer,
     guard: BodyGuard,
     software: &'static str,
     max_body_size: u64,
@@ -330,8 +346,7 @@ pub struct Responding {
 impl std::fmt::Debug for Responding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Responding")
-            .field("run", &self.run)
-            .field("ready", &self.ready.is_some())
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -341,14 +356,17 @@ impl std::future::Future for Responding {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
         let this = &mut *self;
-        let response = match (&mut this.ready, &mut this.run) {
-            (Some(_), _) => this.ready.take().expect("checked"),
-            (None, Some(run)) => {
+        let response = match &mut this.state {
+            Answer::Run(run) => {
                 let response = std::task::ready!(Pin::new(run).poll(cx));
-                this.run = None;
+                this.state = Answer::Done;
                 this.checked(response)
             }
-            (None, None) => panic!("Responding polled after it completed"),
+            Answer::Ready(_) => match std::mem::replace(&mut this.state, Answer::Done) {
+                Answer::Ready(response) => response,
+                _ => unreachable!("matched Ready above"),
+            },
+            Answer::Done => panic!("Responding polled after it completed"),
         };
         let response = with_server(this.software, response);
         Poll::Ready(match this.record.take() {
