@@ -610,3 +610,33 @@ fn a_short_body_is_read_whole_before_the_app_runs_and_a_truncated_one_fails_its_
     assert!(stdout.starts_with("Status: 500"), "{stdout}");
     assert!(text(&answers[&2].stderr).contains("ended after 3 of 5 bytes"));
 }
+
+#[test]
+fn a_stdin_that_ends_with_the_params_and_one_that_comes_later_are_read_alike() {
+    let server = Server::start(echo, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut get: Vec<(&str, &str)> = PARAMS.to_vec();
+    get.retain(|(name, _)| *name != "CONTENT_LENGTH");
+    // No length, and STDIN ends in the same write as the params (nginx's GET): an empty body.
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, &get, Some(b""));
+    peer.send(&wire);
+    assert!(text(&peer.answers(&[1])[&1].stdout).ends_with("|"));
+    // No length, and the body comes in later writes: streamed to its empty record.
+    let mut wire = BytesMut::new();
+    request(&mut wire, 2, Role::Responder, true, &get, None);
+    peer.send(&wire);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut wire = BytesMut::new();
+    codec::encode_stream(&mut wire, StreamKind::Stdin, 2, b"later");
+    codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 2);
+    peer.send(&wire);
+    assert!(text(&peer.answers(&[2])[&2].stdout).ends_with("|later"));
+    // A declared length, and STDIN ends at once: the read fails, short by the whole length.
+    let mut wire = BytesMut::new();
+    request(&mut wire, 3, Role::Responder, true, PARAMS, Some(b""));
+    peer.send(&wire);
+    let answers = peer.answers(&[3]);
+    assert!(text(&answers[&3].stdout).starts_with("Status: 500"));
+    assert!(text(&answers[&3].stderr).contains("ended after 0 of 5 bytes"));
+}

@@ -27,11 +27,13 @@ use http_body::{Body as _, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::codec::{self, Role, StreamKind};
+use super::codec::{self, Header, RecordType, Role, StreamKind};
 use super::protocol::{Connection, Event, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{body_framing, bound_input, try_environ_from_params};
-use crate::runtime::{Listener, Runtime, Shutdown, Stream, serve_connections, write_all_bufs};
+use crate::runtime::{
+    BodyGuard, Listener, Runtime, Shutdown, Stream, serve_connections, write_all_bufs,
+};
 
 /// Record batches a request may have queued for the connection's writer.
 const OUTPUT_QUEUE: usize = 16;
@@ -293,8 +295,9 @@ async fn handle<A: App + 'static>(
                             if let Some(prefix) = &mount {
                                 crate::params::mount(&mut environ, prefix.as_bytes());
                             }
+                            let body_ended = stdin_ends_next(&buf, request_id);
                             let request = start_request(
-                                &runtime, request_id, role, environ, peer, out_tx.clone(), done_tx.clone(),
+                                &runtime, request_id, role, environ, body_ended, peer, out_tx.clone(), done_tx.clone(),
                             );
                             running.insert(request_id, request);
                         }
@@ -348,35 +351,70 @@ async fn handle<A: App + 'static>(
     writer_task.await.map_err(io::Error::other)?
 }
 
+/// Whether `buf` starts with the record that ends the STDIN of `request_id` at once: the
+/// request has no body (nginx sends it with the params of every GET). Peeked, not consumed.
+fn stdin_ends_next(buf: &[u8], request_id: u16) -> bool {
+    Header::parse(buf).is_some_and(|header| {
+        header.version == codec::VERSION_1
+            && header.record_type == RecordType::Stdin
+            && header.request_id == request_id
+            && header.content_length == 0
+    })
+}
+
+// One argument more than clippy's limit: each is a different thing the request needs.
+#[allow(clippy::too_many_arguments)]
 fn start_request<A: App + 'static>(
     runtime: &Runtime<A>,
     request_id: u16,
     role: Role,
     mut environ: gateway_core::Environ,
+    body_ended: bool,
     peer: Option<std::net::SocketAddr>,
     out: mpsc::Sender<Bytes>,
     done: mpsc::UnboundedSender<(u16, u32)>,
 ) -> Running {
     environ.set("FCGI_ROLE", role.name());
-    let (stdin_tx, stdin_rx) = mpsc::channel(INPUT_QUEUE);
     let framing = body_framing(&environ);
-    let (body, guard) = runtime.guard_body(ChannelBody { records: stdin_rx });
+    // A request known to have no body (its STDIN ends with the params, and it declares no
+    // length that the end would fall short of) gets no channel for one: most requests.
+    let no_body = role == Role::Authorizer
+        || (body_ended
+            && matches!(
+                framing,
+                crate::params::BodyFraming::None | crate::params::BodyFraming::Length(0)
+            ));
+    let (stdin_tx, stdin_rx) = if no_body {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        (Some(tx), Some(rx))
+    };
+    let (body, guard) = match stdin_rx {
+        Some(records) => {
+            let (body, guard) = runtime.guard_body(ChannelBody { records });
+            (Some(body), guard)
+        }
+        None => (None, BodyGuard::none()),
+    };
     // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
     // well-defined end (Apache streams chunked bodies this way). An Authorizer has no body
     // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
     // A short body of a declared length, for a blocking app, is read whole first (see
     // `Config::body_buffer_size`).
     let mut read_first = None;
-    let input = match framing {
-        _ if role == Role::Authorizer => Input::empty(),
-        crate::params::BodyFraming::Length(n)
+    let input = match (body, framing) {
+        (None, _) => Input::empty(),
+        (Some(body), crate::params::BodyFraming::Length(n))
             if role == Role::Responder && runtime.buffers_body(n) =>
         {
             read_first = Some((body, n));
             Input::empty()
         }
-        crate::params::BodyFraming::Length(_) => bound_input(Input::from_body(body), framing),
-        _ => Input::from_body(body),
+        (Some(body), crate::params::BodyFraming::Length(_)) => {
+            bound_input(Input::from_body(body), framing)
+        }
+        (Some(body), _) => Input::from_body(body),
     };
     environ.set_input(input);
     let (data_tx, data) = if role == Role::Filter {
@@ -419,7 +457,7 @@ fn start_request<A: App + 'static>(
         let _ = done.send((request_id, status));
     });
     Running {
-        stdin: Some(stdin_tx),
+        stdin: stdin_tx,
         data: data_tx,
         task,
     }
