@@ -70,7 +70,8 @@ pub struct LauncherArgs {
     /// blocking app is called (0: never; longer bodies stream to the app).
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().body_buffer_size)]
     pub body_buffer_size: u64,
-    /// Seconds a client may take to send a request head.
+    /// Seconds a client may take to send a request head (on a kept-alive connection, the idle
+    /// time before the next head counts too).
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
     pub header_timeout: f64,
     /// Seconds a client may go without sending body bytes the app waits for (then 408).

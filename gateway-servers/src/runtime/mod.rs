@@ -64,7 +64,9 @@ pub struct Config {
     /// app on the worker pool reads them from memory rather than waiting on the connection
     /// chunk by chunk (default 16 KiB; 0 turns this off). Longer or unsized bodies stream.
     pub body_buffer_size: u64,
-    /// How long a client may take to send a request head (default 30 s).
+    /// How long a client may take to send a request head (default 30 s). On a kept-alive HTTP/1
+    /// connection the idle time before the next head counts too (hyper's timer, which runs from
+    /// the end of a response, gets one second more).
     pub header_read_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
