@@ -42,7 +42,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::runtime::{
-    BodyGuard, Listener, MustClose, Responding, Runtime, Shutdown, serve_connections,
+    BodyGuard, Config, Listener, MustClose, Responding, Runtime, Shutdown, serve_connections,
 };
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
@@ -58,10 +58,7 @@ pub async fn serve<A: App + 'static>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        // The first head of a connection gets its 408 from `FirstHead`, at the timeout; hyper's
-        // own timer (which closes without an answer) is the backstop, a second later, and what
-        // bounds the later heads of a kept-alive connection.
-        .header_read_timeout(config.header_read_timeout + HYPER_HEAD_GRACE)
+        .header_read_timeout(hyper_head_timeout(&config))
         .max_buf_size(config.max_head_size.max(8192));
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         // Set, hyper sizes its header array for each request on the heap; its default is an
@@ -175,8 +172,24 @@ impl Future for Handling {
 /// The number of headers hyper accepts when `max_headers` is not set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// How much longer hyper's header timer runs than `FirstHead`'s.
+/// How much longer hyper's header timer runs than `FirstHead`'s, at least, when the keep-alive
+/// timeout does not make it shorter.
 const HYPER_HEAD_GRACE: Duration = Duration::from_secs(1);
+
+/// hyper's head timer runs from the start of a connection, and from the end of each response
+/// to the end of the next head, and closes without an answer: it is the keep-alive timeout.
+/// The first head gets its 408 from `FirstHead` at the header timeout, so hyper's timer runs at
+/// least a second longer than that, unless the keep-alive timeout is the shorter of the two
+/// (then it bounds the first head too, as documented on the config).
+fn hyper_head_timeout(config: &Config) -> Duration {
+    if config.keep_alive_timeout < config.header_read_timeout {
+        config.keep_alive_timeout
+    } else {
+        config
+            .keep_alive_timeout
+            .max(config.header_read_timeout + HYPER_HEAD_GRACE)
+    }
+}
 
 /// The answer to a client whose first head did not arrive in time.
 const REQUEST_TIMEOUT: &[u8] =

@@ -70,10 +70,13 @@ pub struct LauncherArgs {
     /// blocking app is called (0: never; longer bodies stream to the app).
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().body_buffer_size)]
     pub body_buffer_size: u64,
-    /// Seconds a client may take to send a request head (on a kept-alive connection, the idle
-    /// time before the next head counts too).
+    /// Seconds a client may take to send the first request head of a connection (then 408).
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
     pub header_timeout: f64,
+    /// Seconds an HTTP connection kept alive may wait for its next request (to the end of its
+    /// head); then it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = Config::default().keep_alive_timeout.as_secs_f64())]
+    pub keep_alive_timeout: f64,
     /// Seconds a client may go without sending body bytes the app waits for (then 408).
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().body_read_timeout.as_secs_f64())]
     pub body_timeout: f64,
@@ -190,6 +193,7 @@ impl LauncherArgs {
             max_body_size: self.max_body_size,
             body_buffer_size: self.body_buffer_size,
             header_read_timeout: seconds(self.header_timeout, "header-timeout")?,
+            keep_alive_timeout: seconds(self.keep_alive_timeout, "keep-alive-timeout")?,
             body_read_timeout: seconds(self.body_timeout, "body-timeout")?,
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
             blocking: !self.non_blocking,
@@ -523,6 +527,8 @@ mod tests {
             "0",
             "--header-timeout",
             "1.5",
+            "--keep-alive-timeout",
+            "5",
             "--socket-mode",
             "600",
         ])
@@ -533,6 +539,7 @@ mod tests {
         assert_eq!(config.max_body_size, 10);
         assert_eq!(config.body_buffer_size, 0);
         assert_eq!(config.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(config.keep_alive_timeout, Duration::from_secs(5));
         assert_eq!(args.socket_mode, Some(0o600));
     }
 

@@ -364,6 +364,50 @@ fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
 }
 
 #[test]
+fn the_keep_alive_timeout_closes_idle_connections_longer_or_shorter_than_the_head_timeout() {
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Longer than the head timeout: a connection idle past the head timeout still serves.
+    let mut config = config();
+    config.header_read_timeout = Duration::from_millis(300);
+    config.keep_alive_timeout = Duration::from_millis(2500);
+    let server = Server::start(echo, config);
+    let mut stream = server.connect();
+    stream.write_all(get).unwrap();
+    assert_eq!(
+        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1800));
+    stream.write_all(get).unwrap();
+    assert_eq!(
+        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
+        200
+    );
+    // Past the keep-alive timeout it is closed, without an answer.
+    std::thread::sleep(Duration::from_millis(3200));
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // Shorter than the head timeout: closed after it, though the head timeout is not over.
+    let mut config = self::config();
+    config.header_read_timeout = Duration::from_secs(3);
+    config.keep_alive_timeout = Duration::from_millis(400);
+    let server = Server::start(echo, config);
+    let mut stream = server.connect();
+    stream.write_all(get).unwrap();
+    assert_eq!(
+        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = stream.write_all(get);
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
+#[test]
 fn the_request_limit_answers_503() {
     let release = Arc::new(AtomicBool::new(false));
     let entered = Arc::new(AtomicUsize::new(0));

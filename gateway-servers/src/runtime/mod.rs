@@ -64,10 +64,16 @@ pub struct Config {
     /// app on the worker pool reads them from memory rather than waiting on the connection
     /// chunk by chunk (default 16 KiB; 0 turns this off). Longer or unsized bodies stream.
     pub body_buffer_size: u64,
-    /// How long a client may take to send a request head (default 30 s). On a kept-alive HTTP/1
-    /// connection the idle time before the next head counts too (hyper's timer, which runs from
-    /// the end of a response, gets one second more).
+    /// How long a client may take to send the first request head of a connection (default
+    /// 30 s); past it, 408 if the head started, else the connection is closed.
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1 connection kept alive may wait for its next request: from the end of
+    /// a response to the end of the next head (default 75 s, nginx's: longer than the 60 s
+    /// after which common load balancers drop idle connections, so that they close first).
+    /// Past it the connection is closed. Shorter than `header_read_timeout`, it bounds a
+    /// connection's first head too (closed then, without a 408); at most a second longer, it
+    /// is taken as a second longer (the 408 of a late first head goes out first).
+    pub keep_alive_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
     /// How long shutdown waits for requests in progress (default 30 s).
@@ -88,6 +94,7 @@ impl Default for Config {
             max_body_size: 1 << 30,
             body_buffer_size: 16 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
