@@ -30,12 +30,14 @@ use std::time::Duration;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use bytes::Bytes;
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body};
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -72,6 +74,7 @@ pub async fn serve<A: App + 'static>(
     let builder = Arc::new(builder);
     let stop = shutdown.clone();
     let header_read_timeout = config.header_read_timeout;
+    let keep_alive_timeout = config.keep_alive_timeout;
     serve_connections(listener, &config, shutdown, move |connection| {
         let mut context = ServerContext::default();
         context.peer_addr = connection.peer;
@@ -80,9 +83,16 @@ pub async fn serve<A: App + 'static>(
         context.multithread = config.blocking;
         context.errors = Some(runtime.errors().clone());
         let connection_state = (runtime.clone(), context);
+        let streams = Arc::new(Streams::new());
+        let service_streams = streams.clone();
         let service = hyper::service::service_fn(move |request| {
+            let stream = (request.version() == Version::HTTP_2).then(|| service_streams.open());
             let response = handle(&connection_state, request);
-            async move { Ok::<_, Infallible>(closing_if_cut(response.await)) }
+            async move {
+                let response = closing_if_cut(response.await);
+                drop(stream);
+                Ok::<_, Infallible>(response)
+            }
         });
         let builder = builder.clone();
         let stop = stop.clone();
@@ -90,11 +100,23 @@ pub async fn serve<A: App + 'static>(
             let io = TokioIo::new(FirstHead::new(connection.stream, header_read_timeout));
             let connection = builder.serve_connection_with_upgrades(io, service);
             let mut connection = std::pin::pin!(connection);
+            let idle = IdleH2 {
+                streams: &streams,
+                timeout: keep_alive_timeout,
+                timer: None,
+            };
+            // Biased: the idle watch is polled after the connection, whose polls change it.
             let result = tokio::select! {
+                biased;
                 result = connection.as_mut() => result,
                 () = stop.wait_graceful() => {
                     // Finish the request in progress, then close (idle keep-alive
                     // connections close at once).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = idle => {
+                    tracing::debug!("HTTP/2 connection idle past the keep-alive timeout: closing");
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -105,6 +127,98 @@ pub async fn serve<A: App + 'static>(
         }
     })
     .await
+}
+
+/// The HTTP/2 requests of a connection, for its keep-alive timeout. hyper closes an idle HTTP/1
+/// connection itself (its head timer), but keeps an HTTP/2 connection with no request open for
+/// as long as the client does; [`IdleH2`] closes it (`GOAWAY`) once no request has been open for
+/// the keep-alive timeout. Everything here changes inside the connection's own task (hyper
+/// calls the service and drops its futures while the connection is polled), so no waker is
+/// needed: the connection's task looks again after each poll of the connection.
+#[derive(Debug)]
+struct Streams {
+    /// HTTP/2 requests in progress (until their response head).
+    open: AtomicUsize,
+    /// Whether the connection served HTTP/2: an HTTP/1 connection never runs the timer.
+    http2: AtomicBool,
+    /// When the last request ended, in microseconds since `epoch`, plus one (0: none yet).
+    last_end: AtomicU64,
+    epoch: Instant,
+}
+
+impl Streams {
+    fn new() -> Self {
+        Streams {
+            open: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+            last_end: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Counts an HTTP/2 request as open until the returned guard is dropped.
+    fn open(self: &Arc<Self>) -> OpenStream {
+        self.http2.store(true, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.clone())
+    }
+
+    /// When the connection goes idle for `timeout`: `None` while a request is open (or none
+    /// ever was).
+    fn idle_at(&self, timeout: Duration) -> Option<Instant> {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        match self.last_end.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(self.epoch + Duration::from_micros(micros - 1) + timeout),
+        }
+    }
+}
+
+/// An open HTTP/2 request of a connection (see [`Streams`]).
+struct OpenStream(Arc<Streams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let micros = u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.0.last_end.store(micros + 1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once an HTTP/2 connection has had no request open for the keep-alive timeout.
+/// Polled right after the connection (a `biased` select), which is where its state changes; on
+/// an HTTP/1 connection a poll is one load.
+struct IdleH2<'a> {
+    streams: &'a Streams,
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Future for IdleH2<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.streams.http2.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        let Some(at) = self.streams.idle_at(self.timeout) else {
+            self.timer = None;
+            return Poll::Pending;
+        };
+        let at = tokio::time::Instant::from_std(at);
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        timer.as_mut().poll(cx)
+    }
 }
 
 /// Adds `Connection: close` to a response whose body will be cut at its `Content-Length`, so

@@ -73,8 +73,8 @@ pub struct LauncherArgs {
     /// Seconds a client may take to send the first request head of a connection (then 408).
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
     pub header_timeout: f64,
-    /// Seconds an HTTP connection kept alive may wait for its next request (to the end of its
-    /// head); then it is closed.
+    /// Seconds an HTTP connection kept alive may wait for its next request (HTTP/1: to the end
+    /// of its head); then it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().keep_alive_timeout.as_secs_f64())]
     pub keep_alive_timeout: f64,
     /// Seconds a client may go without sending body bytes the app waits for (then 408).

@@ -765,6 +765,46 @@ fn http2_with_prior_knowledge() {
 }
 
 #[test]
+fn an_idle_http2_connection_is_closed_at_the_keep_alive_timeout() {
+    // `/slow` answers after longer than the keep-alive timeout: a request open is not idle.
+    let app = |environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/slow" {
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("ok")
+    };
+    let mut config = config();
+    config.keep_alive_timeout = Duration::from_millis(400);
+    let server = Server::start(app, config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let connection = tokio::spawn(connection);
+        for path in ["/slow", "/fast"] {
+            let request = http::Request::get(format!("http://localhost{path}"))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+        }
+        // Then nothing: the server says GOAWAY and the connection ends.
+        let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
+    });
+}
+
+#[test]
 fn the_environs_the_server_builds_pass_the_validator() {
     let validator = gateway_testkit::Validator::new(gateway_testkit::Mode::Strict);
     let report = validator.report();

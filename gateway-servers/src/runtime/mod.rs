@@ -67,10 +67,11 @@ pub struct Config {
     /// How long a client may take to send the first request head of a connection (default
     /// 30 s); past it, 408 if the head started, else the connection is closed.
     pub header_read_timeout: Duration,
-    /// How long an HTTP/1 connection kept alive may wait for its next request: from the end of
-    /// a response to the end of the next head (default 75 s, nginx's: longer than the 60 s
-    /// after which common load balancers drop idle connections, so that they close first).
-    /// Past it the connection is closed. Shorter than `header_read_timeout`, it bounds a
+    /// How long an HTTP connection kept alive may wait for its next request (default 75 s,
+    /// nginx's: longer than the 60 s after which common load balancers drop idle connections,
+    /// so that they close first). HTTP/1: from the end of a response to the end of the next
+    /// head, then the connection is closed; HTTP/2: from the last response head while no
+    /// request is open, then `GOAWAY`. Shorter than `header_read_timeout`, it bounds a
     /// connection's first head too (closed then, without a 408); at most a second longer, it
     /// is taken as a second longer (the 408 of a late first head goes out first).
     pub keep_alive_timeout: Duration,
