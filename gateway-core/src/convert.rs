@@ -130,6 +130,9 @@ where
 {
     let (parts, body) = request.into_parts();
     let mut environ = Environ::with_capacity(14 + parts.headers.keys_len());
+    // Every byte copied from the request goes into one buffer, and each variable is a slice
+    // of it: one allocation per request instead of one per value.
+    let mut copies = Copies::for_request(&parts);
     // Every name below is set once (header names are distinct, lower case, and those with `_`
     // are dropped, so no two map to one variable): `push_new` skips the search for a
     // previous value.
@@ -147,7 +150,7 @@ where
         }
         Some(pq) if pq.as_str() == "*" => (Bytes::new(), Bytes::new(), Bytes::from_static(b"*")),
         Some(pq) => {
-            let target = Bytes::copy_from_slice(pq.as_str().as_bytes());
+            let target = copies.copy(pq.as_str().as_bytes());
             // The first `?` starts the query; an empty path (`http://host?q`) is `/`.
             let split = target
                 .iter()
@@ -188,7 +191,7 @@ where
     let (host_name, host_port) = host.map(split_host).unwrap_or((&b""[..], None));
     let server_name = match &context.server_name {
         Some(name) => name.clone(),
-        None if !host_name.is_empty() => Bytes::copy_from_slice(host_name),
+        None if !host_name.is_empty() => copies.copy(host_name),
         None => match context.local_addr {
             Some(addr) => ip_text(addr.ip()),
             None => Bytes::from_static(b"localhost"),
@@ -214,13 +217,17 @@ where
     }
 
     let mut content_length = None;
-    for name in parts.headers.keys() {
+    // The values of one name come one after another: each name is looked at once.
+    let mut headers = parts.headers.iter().peekable();
+    while let Some((name, value)) = headers.next() {
         let name_str = name.as_str();
+        let more = std::iter::from_fn(|| headers.next_if(|(next, _)| *next == name));
         if name_str.contains('_') || name == "proxy" {
+            more.for_each(drop);
             continue;
         }
         let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-        let value = join_values(&parts.headers, name, separator);
+        let value = copies.join(value, more.map(|(_, v)| v), separator);
         if name == header::CONTENT_LENGTH {
             content_length = crate::environ::parse_digits(&value);
         }
@@ -230,7 +237,7 @@ where
         if let Some(authority) = parts.uri.authority() {
             environ.push_new(
                 Bytes::from_static(b"HTTP_HOST"),
-                Bytes::copy_from_slice(authority.as_str().as_bytes()),
+                copies.copy(authority.as_str().as_bytes()),
             );
         }
     }
@@ -443,18 +450,45 @@ pub fn split_host(host: &[u8]) -> (&[u8], Option<u16>) {
     }
 }
 
-fn join_values(headers: &HeaderMap, name: &HeaderName, separator: &[u8]) -> Bytes {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next().map(HeaderValue::as_bytes).unwrap_or_default();
-    let Some(second) = values.next() else {
-        return Bytes::copy_from_slice(first);
-    };
-    let mut joined = BytesMut::from(first);
-    for value in std::iter::once(second).chain(values) {
-        joined.extend_from_slice(separator);
-        joined.extend_from_slice(value.as_bytes());
+/// The bytes an environ copies from a request, in one buffer sized for all of them.
+struct Copies(BytesMut);
+
+impl Copies {
+    /// Room for the target, the authority (twice: a host name and `HTTP_HOST`) and every
+    /// header value with a separator.
+    fn for_request(parts: &http::request::Parts) -> Self {
+        let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+        let authority = parts.uri.authority().map_or(0, |a| a.as_str().len());
+        let host = parts.headers.get(header::HOST).map_or(0, HeaderValue::len);
+        let values: usize = parts.headers.values().map(|v| v.len() + 2).sum();
+        Copies(BytesMut::with_capacity(
+            target + 2 * authority + host + values,
+        ))
     }
-    joined.freeze()
+
+    /// A copy of `data`, sharing the buffer.
+    fn copy(&mut self, data: &[u8]) -> Bytes {
+        if data.is_empty() {
+            return Bytes::new();
+        }
+        self.0.extend_from_slice(data);
+        self.0.split().freeze()
+    }
+
+    /// `first` and the `more` values of the same header, joined by `separator`.
+    fn join<'a>(
+        &mut self,
+        first: &HeaderValue,
+        more: impl Iterator<Item = &'a HeaderValue>,
+        separator: &[u8],
+    ) -> Bytes {
+        self.0.extend_from_slice(first.as_bytes());
+        for value in more {
+            self.0.extend_from_slice(separator);
+            self.0.extend_from_slice(value.as_bytes());
+        }
+        self.0.split().freeze()
+    }
 }
 
 /// Decodes `%XX` escapes once, as CGI's `PATH_INFO` is decoded; a `%` not followed by two hex
@@ -581,6 +615,9 @@ mod tests {
             .header("cookie", "y=2")
             .header("x_forwarded_for", "spoof")
             .header("proxy", "http://evil")
+            .header("x_forwarded_for", "again")
+            .header("proxy", "again")
+            .header("x-after", "kept")
             .header("content-type", "text/plain")
             .header("content-length", "3")
             .header("host", "[::1]:8443")
@@ -591,6 +628,8 @@ mod tests {
         assert_eq!(env.get("HTTP_COOKIE"), Some(&b"x=1; y=2"[..]));
         assert!(!env.contains("HTTP_X_FORWARDED_FOR"));
         assert!(!env.contains("HTTP_PROXY"));
+        assert_eq!(env.get("HTTP_X_AFTER"), Some(&b"kept"[..]));
+        assert_eq!(env.get("HTTP_HOST"), Some(&b"[::1]:8443"[..]));
         assert!(!env.contains("HTTP_CONTENT_TYPE"));
         assert!(!env.contains("HTTP_CONTENT_LENGTH"));
         assert_eq!(env.content_type(), Some(&b"text/plain"[..]));
