@@ -366,45 +366,35 @@ fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
 #[test]
 fn the_keep_alive_timeout_closes_idle_connections_longer_or_shorter_than_the_head_timeout() {
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    // Longer than the head timeout: a connection idle past the head timeout still serves.
-    let mut config = config();
-    config.header_read_timeout = Duration::from_millis(300);
-    config.keep_alive_timeout = Duration::from_millis(2500);
-    let server = Server::start(echo, config);
-    let mut stream = server.connect();
-    stream.write_all(get).unwrap();
-    assert_eq!(
-        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
-        200
-    );
-    std::thread::sleep(Duration::from_millis(1800));
-    stream.write_all(get).unwrap();
-    assert_eq!(
-        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
-        200
-    );
-    // Past the keep-alive timeout it is closed, without an answer.
-    std::thread::sleep(Duration::from_millis(3200));
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
-
-    // Shorter than the head timeout: closed after it, though the head timeout is not over.
-    let mut config = self::config();
-    config.header_read_timeout = Duration::from_secs(3);
-    config.keep_alive_timeout = Duration::from_millis(400);
-    let server = Server::start(echo, config);
-    let mut stream = server.connect();
-    stream.write_all(get).unwrap();
-    assert_eq!(
-        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
-        200
-    );
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = stream.write_all(get);
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let ms = Duration::from_millis;
+    // (head timeout, keep-alive timeout, an idle time the connection outlives, an idle time
+    // after which it is gone, without an answer). Longer than the head timeout, the keep-alive
+    // timeout keeps a connection past it; shorter, it closes one before it.
+    for (head, keep_alive, outlived, closed) in [
+        (ms(300), ms(2500), Some(ms(1800)), ms(3200)),
+        (ms(3000), ms(400), None, ms(1200)),
+    ] {
+        let mut config = config();
+        config.header_read_timeout = head;
+        config.keep_alive_timeout = keep_alive;
+        let server = Server::start(echo, config);
+        let mut stream = server.connect();
+        let ask = |stream: &mut TcpStream| {
+            stream.write_all(get).unwrap();
+            let reply = read_reply(stream, &mut BytesMut::new(), "GET");
+            assert_eq!(reply.status, 200, "{head:?} {keep_alive:?}");
+        };
+        ask(&mut stream);
+        if let Some(idle) = outlived {
+            std::thread::sleep(idle);
+            ask(&mut stream);
+        }
+        std::thread::sleep(closed);
+        let _ = stream.write_all(get);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
 }
 
 #[test]
