@@ -132,9 +132,10 @@ pub async fn serve<A: App + 'static>(
 /// The HTTP/2 requests of a connection, for its keep-alive timeout. hyper closes an idle HTTP/1
 /// connection itself (its head timer), but keeps an HTTP/2 connection with no request open for
 /// as long as the client does; [`IdleH2`] closes it (`GOAWAY`) once no request has been open for
-/// the keep-alive timeout. Everything here changes inside the connection's own task (hyper
-/// calls the service and drops its futures while the connection is polled), so no waker is
-/// needed: the connection's task looks again after each poll of the connection.
+/// the keep-alive timeout. hyper calls the service in the connection's task, and a request's
+/// end (its future runs in a task of its own under HTTP/2) is followed by a poll of the
+/// connection, which sends the response: the watch, polled right after the connection, sees
+/// every change without a waker of its own.
 #[derive(Debug)]
 struct Streams {
     /// HTTP/2 requests in progress (until their response head).
@@ -166,10 +167,10 @@ impl Streams {
     /// When the connection goes idle for `timeout`: `None` while a request is open (or none
     /// ever was).
     fn idle_at(&self, timeout: Duration) -> Option<Instant> {
-        if self.open.load(Ordering::Relaxed) > 0 {
+        if self.open.load(Ordering::Acquire) > 0 {
             return None;
         }
-        match self.last_end.load(Ordering::Relaxed) {
+        match self.last_end.load(Ordering::Acquire) {
             0 => None,
             micros => Some(self.epoch + Duration::from_micros(micros - 1) + timeout),
         }
@@ -182,14 +183,14 @@ struct OpenStream(Arc<Streams>);
 impl Drop for OpenStream {
     fn drop(&mut self) {
         let micros = u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
-        self.0.last_end.store(micros + 1, Ordering::Relaxed);
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_end.store(micros + 1, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::Release);
     }
 }
 
 /// Resolves once an HTTP/2 connection has had no request open for the keep-alive timeout.
-/// Polled right after the connection (a `biased` select), which is where its state changes; on
-/// an HTTP/1 connection a poll is one load.
+/// Polled right after the connection (a `biased` select; see [`Streams`]); on an HTTP/1
+/// connection a poll is one load.
 struct IdleH2<'a> {
     streams: &'a Streams,
     timeout: Duration,
