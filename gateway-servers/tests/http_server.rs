@@ -171,6 +171,34 @@ fn config() -> Config {
     Config::default()
 }
 
+/// An app that answers `ok`, after `delay` for `/slow`: a blocking app beside quick requests.
+fn slow_on_slow_path(delay: Duration) -> impl App + 'static {
+    move |environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/slow" {
+            std::thread::sleep(delay);
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("ok")
+    }
+}
+
+/// An HTTP/2 client connection with prior knowledge to `addr`, its connection task spawned.
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
 #[test]
 fn keep_alive_and_pipelining() {
     let server = Server::start(echo, config());
@@ -544,14 +572,7 @@ fn a_whole_body_leaves_the_request_limit_while_it_is_sent() {
 
 #[test]
 fn a_blocking_app_does_not_stall_other_connections() {
-    let app = |environ: Environ, start: StartResponse| {
-        if environ.path_info() == b"/slow" {
-            std::thread::sleep(Duration::from_secs(2));
-        }
-        let _ = start.start(StatusCode::OK, HeaderMap::new());
-        Body::from("ok")
-    };
-    let server = Server::start(app, config());
+    let server = Server::start(slow_on_slow_path(Duration::from_secs(2)), config());
     let mut slow = server.connect();
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -726,14 +747,7 @@ fn http2_with_prior_knowledge() {
         .unwrap();
     let addr = server.0.addr;
     let (status, protocol, body) = runtime.block_on(async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(connection);
+        let (mut sender, _connection) = h2_connect(addr).await;
         let request = http::Request::post("http://localhost/h2")
             .body(http_body_util::Full::new(Bytes::from("two")))
             .unwrap();
@@ -757,33 +771,19 @@ fn http2_with_prior_knowledge() {
 #[test]
 fn an_idle_http2_connection_is_closed_at_the_keep_alive_timeout() {
     // `/slow` answers after longer than the keep-alive timeout: a request open is not idle.
-    let app = |environ: Environ, start: StartResponse| {
-        if environ.path_info() == b"/slow" {
-            std::thread::sleep(Duration::from_millis(800));
-        }
-        let _ = start.start(StatusCode::OK, HeaderMap::new());
-        Body::from("ok")
-    };
     let mut config = config();
     config.keep_alive_timeout = Duration::from_millis(400);
-    let server = Server::start(app, config);
+    let server = Server::start(slow_on_slow_path(Duration::from_millis(800)), config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let addr = server.0.addr;
     runtime.block_on(async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let connection = tokio::spawn(connection);
+        let (mut sender, connection) = h2_connect(addr).await;
         for path in ["/slow", "/fast"] {
             let request = http::Request::get(format!("http://localhost{path}"))
-                .body(http_body_util::Empty::<Bytes>::new())
+                .body(http_body_util::Full::new(Bytes::new()))
                 .unwrap();
             let response = sender.send_request(request).await.unwrap();
             assert_eq!(response.status(), 200, "{path}");
