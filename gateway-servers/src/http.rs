@@ -37,14 +37,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::Bytes;
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body};
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 
 use crate::runtime::{
-    BodyGuard, Config, Listener, MustClose, Responding, Runtime, Shutdown, serve_connections,
+    BodyGuard, Config, Listener, MustClose, Responding, Runtime, Shutdown, Stream,
+    serve_connections,
 };
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
@@ -56,172 +57,409 @@ pub async fn serve<A: App + 'static>(
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let config = runtime.config().clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(hyper_head_timeout(&config))
         .max_buf_size(config.max_head_size.max(8192));
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         // Set, hyper sizes its header array for each request on the heap; its default is an
         // array on the stack.
-        builder.http1().max_headers(config.max_headers);
+        http1.max_headers(config.max_headers);
     }
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    let builders = Arc::new((http1, http2));
     let stop = shutdown.clone();
-    let header_read_timeout = config.header_read_timeout;
-    let keep_alive_timeout = config.keep_alive_timeout;
+    let timeouts = Timeouts {
+        header: config.header_read_timeout,
+        keep_alive: config.keep_alive_timeout,
+    };
     serve_connections(listener, &config, shutdown, move |connection| {
+        let accepted = Instant::now();
         let mut context = ServerContext::default();
         context.peer_addr = connection.peer;
         context.local_addr = connection.local;
         context.server_software = Some(Bytes::from_static(config.server_software.as_bytes()));
         context.multithread = config.blocking;
         context.errors = Some(runtime.errors().clone());
-        let connection_state = (runtime.clone(), context);
-        let streams = Arc::new(Streams::new());
-        let service_streams = streams.clone();
+        let connection_state = Arc::new((runtime.clone(), context));
+        let activity = Arc::new(Activity::new());
+        let service_activity = activity.clone();
         let service = hyper::service::service_fn(move |request| {
-            let stream = (request.version() == Version::HTTP_2).then(|| service_streams.open());
+            let open = service_activity.open();
             let response = handle(&connection_state, request);
             async move {
                 let response = closing_if_cut(response.await);
-                drop(stream);
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
             }
         });
-        let builder = builder.clone();
+        let builders = builders.clone();
         let stop = stop.clone();
         async move {
-            let io = TokioIo::new(FirstHead::new(connection.stream, header_read_timeout));
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            let mut connection = std::pin::pin!(connection);
-            let idle = IdleH2 {
-                streams: &streams,
-                timeout: keep_alive_timeout,
-                timer: None,
+            let mut stream = connection.stream;
+            let Some(first) = first_bytes(&mut stream, accepted + timeouts.header, &stop).await
+            else {
+                tracing::debug!("connection closed before its first request");
+                return;
             };
-            // Biased: the idle watch is polled after the connection, whose polls change it.
-            let result = tokio::select! {
-                biased;
-                result = connection.as_mut() => result,
-                () = stop.wait_graceful() => {
-                    // Finish the request in progress, then close (idle keep-alive
-                    // connections close at once).
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-                () = idle => {
-                    tracing::debug!("HTTP/2 connection idle past the keep-alive timeout: closing");
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(error = %error, "connection ended with an error");
+            let http2 = first.starts_with(HTTP2_PREFACE);
+            let io = HyperIo::new(stream, first, accepted + timeouts.header, activity.clone());
+            if http2 {
+                serve_http2(&builders.1, io, service, &activity, timeouts, &stop).await;
+            } else {
+                serve_http1(&builders.0, io, service, &activity, timeouts, &stop).await;
             }
         }
     })
     .await
 }
 
-/// The HTTP/2 requests of a connection, for its keep-alive timeout. hyper closes an idle HTTP/1
-/// connection itself (its head timer), but keeps an HTTP/2 connection with no request open for
-/// as long as the client does; [`IdleH2`] closes it (`GOAWAY`) once no request has been open for
-/// the keep-alive timeout. hyper calls the service in the connection's task, and a request's
-/// end (its future runs in a task of its own under HTTP/2) is followed by a poll of the
-/// connection, which sends the response: the watch, polled right after the connection, sees
-/// every change without a waker of its own.
-#[derive(Debug)]
-struct Streams {
-    /// HTTP/2 requests in progress (until their response head).
-    open: AtomicUsize,
-    /// Whether the connection served HTTP/2: an HTTP/1 connection never runs the timer.
-    http2: AtomicBool,
-    /// When the last request ended, in microseconds since `epoch`, plus one (0: none yet).
-    last_end: AtomicU64,
-    epoch: Instant,
+/// The timeouts of an HTTP connection, from the config.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    keep_alive: Duration,
 }
 
-impl Streams {
+/// The bytes with which an HTTP/2 client with prior knowledge opens a connection.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long an HTTP/1 connection stays idle (no request open, nothing left to write) before it
+/// gives hyper's buffers back: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for
+/// as long as a connection lives, so an idle connection is taken from hyper ("parked") and
+/// handed to a new hyper connection when its next bytes arrive, as nginx frees its buffers
+/// between the requests of a connection. Short enough that a server with thousands of idle
+/// clients holds little more than their sockets; long enough that a client sending requests
+/// back to back never pays for a new hyper connection.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// The first bytes of a connection, read before hyper has it (so a connection that sends
+/// nothing holds no buffer): enough to tell HTTP/2's preface from an HTTP/1 head. `None` when
+/// nothing came before `until`, or the connection ended, or the server stops.
+async fn first_bytes(
+    stream: &mut Box<dyn Stream>,
+    until: Instant,
+    stop: &Shutdown,
+) -> Option<Bytes> {
+    let mut bytes = next_bytes(stream, until, stop).await?;
+    while bytes.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&bytes) {
+        let more = next_bytes(stream, until, stop).await?;
+        bytes = [bytes, more].concat().into();
+    }
+    Some(bytes)
+}
+
+/// The next bytes a connection without hyper (new or parked) sends: `None` at its end, at
+/// `until`, or when the server stops (an idle connection closes then).
+async fn next_bytes(
+    stream: &mut Box<dyn Stream>,
+    until: Instant,
+    stop: &Shutdown,
+) -> Option<Bytes> {
+    tokio::select! {
+        biased;
+        bytes = ReadSome(stream) => bytes.ok().filter(|bytes| !bytes.is_empty()),
+        () = tokio::time::sleep_until(until.into()) => None,
+        () = stop.wait_graceful() => None,
+    }
+}
+
+/// Reads what a stream has (up to 4 KiB) into a buffer of that size, made only once the bytes
+/// are there: a connection waiting here holds no buffer.
+struct ReadSome<'a>(&'a mut Box<dyn Stream>);
+
+impl Future for ReadSome<'_> {
+    type Output = io::Result<Bytes>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let mut space = [0u8; 4096];
+        let mut buf = ReadBuf::new(&mut space);
+        std::task::ready!(Pin::new(&mut **self.0).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled())))
+    }
+}
+
+/// Serves an HTTP/1 connection, parking it whenever it stays idle for [`PARK_AFTER`]: hyper's
+/// connection is taken apart (its unread bytes kept), and a new one serves the next request
+/// when it comes, with the same service. A parked connection closes at the keep-alive timeout.
+async fn serve_http1<S>(
+    builder: &http1::Builder,
+    io: HyperIo,
+    service: S,
+    activity: &Arc<Activity>,
+    timeouts: Timeouts,
+    stop: &Shutdown,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut io = io;
+    let mut service = service;
+    let mut idle = IdleWatch::new(activity, PARK_AFTER);
+    loop {
+        let mut connection = Box::new(builder.serve_connection(TokioIo::new(io), service));
+        // Biased: the idle watch is polled after the connection, whose polls change it.
+        let parts = loop {
+            tokio::select! {
+                biased;
+                result = Pin::new(&mut *connection) => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = stop.wait_graceful() => {
+                    // Finish the request in progress, then close.
+                    Pin::new(&mut *connection).graceful_shutdown();
+                    if let Err(error) = (&mut *connection).await {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = &mut idle => {
+                    // A response hyper could not write whole yet is in its buffer: not idle.
+                    if !activity.write_blocked.load(Ordering::Relaxed) {
+                        break connection.into_parts();
+                    }
+                    idle.retry();
+                }
+            }
+        };
+        service = parts.service;
+        let (mut stream, unread) = parts.io.into_inner().into_parts();
+        // (The match drops hyper's read buffer when it is empty: an empty `Bytes` of it still
+        // holds its memory.)
+        let unread = match (parts.read_buf, unread) {
+            (read, unread) if read.is_empty() && unread.is_empty() => None,
+            (read, unread) if unread.is_empty() => Some(read),
+            (read, unread) if read.is_empty() => Some(unread),
+            (read, unread) => Some([read, unread].concat().into()),
+        };
+        let pending = match unread {
+            // The start of a head that is still coming: served at once by a new hyper
+            // connection (the watch waits for the next request's end before it fires again).
+            Some(unread) => unread,
+            None => {
+                // Parked: nothing held but the socket and the service, until the next bytes.
+                idle.release();
+                let until = activity.last_end() + timeouts.keep_alive;
+                match next_bytes(&mut stream, until, stop).await {
+                    Some(bytes) => bytes,
+                    None => return,
+                }
+            }
+        };
+        io = HyperIo::new(
+            stream,
+            pending,
+            Instant::now() + timeouts.header,
+            activity.clone(),
+        );
+    }
+}
+
+/// Serves an HTTP/2 connection; once no request has been open for the keep-alive timeout, it
+/// sends `GOAWAY` and closes (hyper keeps an idle HTTP/2 connection for as long as the client
+/// does).
+async fn serve_http2<S>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: HyperIo,
+    service: S,
+    activity: &Activity,
+    timeouts: Timeouts,
+    stop: &Shutdown,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+    let idle = IdleWatch::new(activity, timeouts.keep_alive);
+    // Biased: the idle watch is polled after the connection, whose polls change it.
+    let result = tokio::select! {
+        biased;
+        result = connection.as_mut() => result,
+        () = stop.wait_graceful() => {
+            // Finish the requests in progress, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = idle => {
+            tracing::debug!("HTTP/2 connection idle past the keep-alive timeout: closing");
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "connection ended with an error");
+    }
+}
+
+/// What the requests of a connection are doing, for its idle watch ([`IdleWatch`]): how many
+/// are open (from the service's call to the end of the response body), when the last one
+/// ended, and whether a write waits on the peer. hyper calls the service in the connection's
+/// task, and a request's end (under HTTP/2, in a task of its own) is followed by a poll of the
+/// connection, to send the rest of the response: the watch, polled right after the
+/// connection, sees every change without a waker of its own.
+#[derive(Debug)]
+struct Activity {
+    /// Requests in progress.
+    open: AtomicUsize,
+    /// When the last request ended (or the connection started), in microseconds since `epoch`.
+    last_end: AtomicU64,
+    epoch: Instant,
+    /// Whether the last write hyper tried waits for the peer to read.
+    write_blocked: AtomicBool,
+}
+
+impl Activity {
     fn new() -> Self {
-        Streams {
+        Activity {
             open: AtomicUsize::new(0),
-            http2: AtomicBool::new(false),
             last_end: AtomicU64::new(0),
             epoch: Instant::now(),
+            write_blocked: AtomicBool::new(false),
         }
     }
 
-    /// Counts an HTTP/2 request as open until the returned guard is dropped.
-    fn open(self: &Arc<Self>) -> OpenStream {
-        self.http2.store(true, Ordering::Relaxed);
+    /// Counts a request as open until the returned guard is dropped.
+    fn open(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::Relaxed);
-        OpenStream(self.clone())
+        OpenRequest(self.clone())
     }
 
-    /// When the connection goes idle for `timeout`: `None` while a request is open (or none
-    /// ever was).
-    fn idle_at(&self, timeout: Duration) -> Option<Instant> {
+    /// When the connection went idle, in microseconds since `epoch`: `None` while a request
+    /// is open.
+    fn idle_since(&self) -> Option<u64> {
         if self.open.load(Ordering::Acquire) > 0 {
             return None;
         }
-        match self.last_end.load(Ordering::Acquire) {
-            0 => None,
-            micros => Some(self.epoch + Duration::from_micros(micros - 1) + timeout),
-        }
+        Some(self.last_end.load(Ordering::Acquire))
+    }
+
+    /// When the last request ended (or the connection started).
+    fn last_end(&self) -> Instant {
+        self.at(self.last_end.load(Ordering::Acquire))
+    }
+
+    fn at(&self, micros: u64) -> Instant {
+        self.epoch + Duration::from_micros(micros)
     }
 }
 
-/// An open HTTP/2 request of a connection (see [`Streams`]).
-struct OpenStream(Arc<Streams>);
+/// An open request of a connection (see [`Activity`]), carried by its response body.
+#[derive(Debug)]
+struct OpenRequest(Arc<Activity>);
 
-impl Drop for OpenStream {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
-        let micros = u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
-        self.0.last_end.store(micros + 1, Ordering::Release);
+        let micros = u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.0.last_end.store(micros, Ordering::Release);
         self.0.open.fetch_sub(1, Ordering::Release);
     }
 }
 
-/// Resolves once an HTTP/2 connection has had no request open for the keep-alive timeout.
-/// Polled right after the connection (a `biased` select; see [`Streams`]); on an HTTP/1
-/// connection a poll is one load.
-struct IdleH2<'a> {
-    streams: &'a Streams,
-    timeout: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Future for IdleH2<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.streams.http2.load(Ordering::Relaxed) {
-            return Poll::Pending;
-        }
-        let Some(at) = self.streams.idle_at(self.timeout) else {
-            self.timer = None;
-            return Poll::Pending;
-        };
-        let at = tokio::time::Instant::from_std(at);
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
-                }
-                timer
-            }
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
-        };
-        timer.as_mut().poll(cx)
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request open (see [`Activity`]) until hyper drops it,
+    /// after its last frame or when the client went away.
+    struct Tracked {
+        #[pin]
+        body: Body,
+        _open: OpenRequest,
     }
 }
 
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Resolves once a connection has had no request open for a time (from the end of the last
+/// one, or from its start), then not again until another request has ended. Polled right
+/// after the connection (a `biased` select; see [`Activity`]). The timer is set for the first
+/// idle time and moved on only when it fires early, so a busy connection moves it once per
+/// such time, not once per request.
+struct IdleWatch<'a> {
+    activity: &'a Activity,
+    after: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The idle time it last resolved for.
+    fired: Option<u64>,
+    /// When the idle time counts from, at the earliest (set to try again later).
+    not_before: Option<Instant>,
+}
+
+impl<'a> IdleWatch<'a> {
+    fn new(activity: &'a Activity, after: Duration) -> Self {
+        IdleWatch {
+            activity,
+            after,
+            timer: None,
+            fired: None,
+            not_before: None,
+        }
+    }
+
+    /// Resolves again once the connection has stayed idle for the time from now.
+    fn retry(&mut self) {
+        self.fired = None;
+        self.not_before = Some(Instant::now());
+    }
+
+    /// Gives the timer back, while the connection waits for its next request without hyper.
+    fn release(&mut self) {
+        self.timer = None;
+    }
+}
+
+impl Future for IdleWatch<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(since) = this.activity.idle_since() else {
+            return Poll::Pending;
+        };
+        if this.fired == Some(since) {
+            return Poll::Pending;
+        }
+        let from = this.activity.at(since);
+        let from = this
+            .not_before
+            .map_or(from, |not_before| from.max(not_before));
+        let at = tokio::time::Instant::from_std(from + this.after);
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= at {
+                this.fired = Some(since);
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(at);
+        }
+    }
+}
 /// Adds `Connection: close` to a response whose body will be cut at its `Content-Length`, so
 /// the client does not reuse the connection (hyper closes it after the response).
 fn closing_if_cut(mut response: Response<Body>) -> Response<Body> {
@@ -287,54 +525,78 @@ impl Future for Handling {
 /// The number of headers hyper accepts when `max_headers` is not set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// How much longer hyper's header timer runs than `FirstHead`'s, at least, when the keep-alive
+/// How much longer hyper's head timer runs than [`HyperIo`]'s, at least, when the keep-alive
 /// timeout does not make it shorter.
 const HYPER_HEAD_GRACE: Duration = Duration::from_secs(1);
 
-/// hyper's head timer runs from the start of a connection, and from the end of each response
-/// to the end of the next head, and closes without an answer: it is the keep-alive timeout.
-/// The first head gets its 408 from `FirstHead` at the header timeout, so hyper's timer runs at
-/// least a second longer than that, unless the keep-alive timeout is the shorter of the two
-/// (then it bounds the first head too, as documented on the config).
+/// hyper's head timer runs from the start of its connection, and from the end of each response
+/// to the end of the next head, and closes without an answer. [`HyperIo`] answers a late head
+/// with a 408 at the header timeout, and an idle connection is parked long before either, so
+/// hyper's timer runs a second past the header timeout: it closes the connections still idle
+/// in hyper then (one whose client does not read its response), and bounds a head begun
+/// before the connection was parked. A keep-alive timeout shorter than the header timeout
+/// bounds every head instead (as documented on the config).
 fn hyper_head_timeout(config: &Config) -> Duration {
-    if config.keep_alive_timeout < config.header_read_timeout {
-        config.keep_alive_timeout
-    } else {
-        config
-            .keep_alive_timeout
-            .max(config.header_read_timeout + HYPER_HEAD_GRACE)
-    }
+    config
+        .keep_alive_timeout
+        .min(config.header_read_timeout + HYPER_HEAD_GRACE)
 }
 
-/// The answer to a client whose first head did not arrive in time.
+/// The answer to a client whose head did not arrive in time.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
-/// A connection whose first request head must arrive within a time: past it, a client that
-/// started a head gets a 408 and the connection ends (hyper, on its own, closes without an
-/// answer); a connection on which nothing came is closed without one, as nginx does (browsers
-/// open connections ahead of need, and an answer there would be taken for the next request's).
-/// Watching stops at the end of the first head (a blank line), so nothing is ever written into
-/// a response.
-struct FirstHead<S> {
-    inner: S,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    end: HeadEnd,
-    /// Whether any byte arrived.
-    started: bool,
+/// A connection's stream as a hyper connection sees it. The bytes read before hyper had the
+/// stream come first. The head they begin must end before a deadline: past it, the client gets
+/// a 408 and the connection ends (hyper, on its own, closes without an answer); watching stops
+/// at the end of that head (a blank line), so nothing is ever written into a response. And
+/// whether a write waits for the peer is told to the connection's [`Activity`]: an idle
+/// connection is parked only when nothing is left to write.
+struct HyperIo {
+    stream: Box<dyn Stream>,
+    /// Bytes read before hyper had the stream, not yet given to it.
+    pending: Bytes,
+    /// The head being watched, until its end.
+    head: Option<HeadWatch>,
     /// Bytes of the 408 already written, once the time is up.
     answered: Option<usize>,
+    activity: Arc<Activity>,
 }
 
-impl<S> FirstHead<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
-        FirstHead {
-            inner,
-            timer: Some(Box::pin(tokio::time::sleep(timeout))),
-            end: HeadEnd::default(),
-            started: false,
+/// A head that must end before `deadline`; the timer is made only if a read has to wait for it.
+struct HeadWatch {
+    deadline: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    end: HeadEnd,
+}
+
+impl HyperIo {
+    /// The stream, with `pending` (read from it already, not empty) to come first; the head
+    /// `pending` begins must end before `deadline`.
+    fn new(
+        stream: Box<dyn Stream>,
+        pending: Bytes,
+        deadline: Instant,
+        activity: Arc<Activity>,
+    ) -> Self {
+        let mut end = HeadEnd::default();
+        let head = (!end.scan(&pending)).then_some(HeadWatch {
+            deadline,
+            timer: None,
+            end,
+        });
+        HyperIo {
+            stream,
+            pending,
+            head,
             answered: None,
+            activity,
         }
+    }
+
+    /// The stream, and the bytes read from it that hyper has not taken yet.
+    fn into_parts(self) -> (Box<dyn Stream>, Bytes) {
+        (self.stream, self.pending)
     }
 }
 
@@ -363,7 +625,7 @@ impl HeadEnd {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstHead<S> {
+impl AsyncRead for HyperIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -374,7 +636,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstHead<S> {
             // Time is up: finish writing the 408, then the connection reads as ended.
             let mut written = written;
             while written < REQUEST_TIMEOUT.len() {
-                match Pin::new(&mut this.inner).poll_write(cx, &REQUEST_TIMEOUT[written..]) {
+                match Pin::new(&mut this.stream).poll_write(cx, &REQUEST_TIMEOUT[written..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Pending => {
@@ -384,54 +646,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstHead<S> {
                 }
             }
             this.answered = Some(REQUEST_TIMEOUT.len());
-            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            let _ = Pin::new(&mut this.stream).poll_flush(cx);
             return Poll::Ready(Ok(()));
         }
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let Some(head) = this.head.as_mut() else {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        };
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.timer.is_none() {
-            return result;
-        }
-        if let Poll::Ready(Ok(())) = &result {
-            let new = &buf.filled()[before..];
-            this.started |= !new.is_empty();
-            if this.end.scan(new) {
-                this.timer = None;
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        match &result {
+            Poll::Ready(Ok(())) => {
+                if head.end.scan(&buf.filled()[before..]) {
+                    this.head = None;
+                }
+                return result;
             }
-            return result;
+            Poll::Ready(Err(_)) => return result,
+            Poll::Pending => {}
         }
-        if let Some(timer) = this.timer.as_mut()
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            this.timer = None;
-            if !this.started {
-                tracing::debug!("no request within the head timeout: closing");
-                return Poll::Ready(Ok(()));
-            }
-            this.answered = Some(0);
-            tracing::info!("request head not received in time: 408");
-            crate::runtime::stats::count(crate::runtime::stats::Limit::RequestTimeout);
-            return Pin::new(&mut *this).poll_read(cx, buf);
+        let deadline = head.deadline;
+        let timer = head
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        result
+        this.head = None;
+        this.answered = Some(0);
+        tracing::info!("request head not received in time: 408");
+        crate::runtime::stats::count(crate::runtime::stats::Limit::RequestTimeout);
+        Pin::new(&mut *this).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstHead<S> {
+impl AsyncWrite for HyperIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let result = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.activity
+            .write_blocked
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -439,11 +710,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstHead<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity
+            .write_blocked
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 }
 

@@ -70,11 +70,12 @@ pub struct LauncherArgs {
     /// blocking app is called (0: never; longer bodies stream to the app).
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().body_buffer_size)]
     pub body_buffer_size: u64,
-    /// Seconds a client may take to send the first request head of a connection (then 408).
+    /// Seconds a client may take to send a request head (then 408): the first of a connection
+    /// from its start, a later one from its first byte.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
     pub header_timeout: f64,
-    /// Seconds an HTTP connection kept alive may wait for its next request (HTTP/1: to the end
-    /// of its head); then it is closed.
+    /// Seconds an HTTP connection kept alive may wait for its next request (HTTP/1: for its
+    /// first byte); then it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().keep_alive_timeout.as_secs_f64())]
     pub keep_alive_timeout: f64,
     /// Seconds a client may go without sending body bytes the app waits for (then 408).

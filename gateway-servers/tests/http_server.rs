@@ -425,6 +425,86 @@ fn the_keep_alive_timeout_closes_idle_connections_longer_or_shorter_than_the_hea
     }
 }
 
+/// An idle HTTP/1 connection gives hyper's buffers back after a moment and is served by a new
+/// hyper connection when its next bytes come: what it was doing then must not matter.
+#[test]
+fn an_idle_connection_taken_from_hyper_and_back_loses_nothing() {
+    let idle = Duration::from_millis(400);
+    let mut config = config();
+    config.header_read_timeout = Duration::from_millis(700);
+    let server = Server::start(echo, config);
+
+    // Requests after an idle time, on the same connection.
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    for path in ["/one", "/two", "/three"] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let reply = read_reply(&mut stream, &mut buf, "GET");
+        assert_eq!(reply.body, format!("GET {path} ").as_bytes());
+        std::thread::sleep(idle);
+    }
+
+    // A second head begun with the first and finished after the idle time.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHo")
+        .unwrap();
+    let mut buf = BytesMut::new();
+    assert_eq!(read_reply(&mut stream, &mut buf, "GET").body, b"GET /a ");
+    std::thread::sleep(idle);
+    stream
+        .write_all(b"st: x\r\nContent-Length: 4\r\n\r\nbody")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut stream, &mut buf, "POST").body,
+        b"POST /b body"
+    );
+
+    // A response larger than the socket buffers, which the client reads only after the idle
+    // time: hyper still holds the rest of it, so the connection stays with hyper.
+    let mut stream = server.connect();
+    let body = vec![b'z'; 8 << 20];
+    let head = format!(
+        "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    std::thread::sleep(idle);
+    let mut buf = BytesMut::new();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(reply.body.len(), b"POST /big ".len() + body.len());
+    assert!(reply.body.ends_with(&body));
+    stream
+        .write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut stream, &mut buf, "GET").body,
+        b"GET /after "
+    );
+
+    // A later head that starts after the idle time has the header timeout, and its 408.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
+        200
+    );
+    std::thread::sleep(idle);
+    // (The keep-alive timeout, 75 s, is past the client's 10 s read timeout.)
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest:?}"
+    );
+}
+
 #[test]
 fn the_request_limit_answers_503() {
     let release = Arc::new(AtomicBool::new(false));

@@ -62,10 +62,9 @@ where
             stream: connection.stream,
             unread: Some(shutdown.unread_connection()),
         });
-        let task = handle(connection);
-        tokio::spawn(async move {
-            task.await;
-            drop(permit);
+        tokio::spawn(Holding {
+            task: handle(connection),
+            _permit: permit,
         });
     }
     drop(listener);
@@ -82,6 +81,25 @@ where
         () = shutdown.wait_immediate() => {}
     }
     Ok(())
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task, holding its place under the connection limit until it ends. (An
+    /// `async` block awaiting the task would keep the task twice in its state: the size of
+    /// every connection, idle ones included.)
+    struct Holding<F> {
+        #[pin]
+        task: F,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Holding<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().task.poll(cx)
+    }
 }
 
 /// A connection's stream that counts as unread until its first read completes, and whose

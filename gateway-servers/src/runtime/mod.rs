@@ -64,16 +64,18 @@ pub struct Config {
     /// app on the worker pool reads them from memory rather than waiting on the connection
     /// chunk by chunk (default 16 KiB; 0 turns this off). Longer or unsized bodies stream.
     pub body_buffer_size: u64,
-    /// How long a client may take to send the first request head of a connection (default
-    /// 30 s); past it, 408 if the head started, else the connection is closed.
+    /// How long a client may take to send a request head (default 30 s): the first of a
+    /// connection from the connection's start, a later one from its first byte (HTTP: a head
+    /// begun within 100 ms of the previous response, from that response's end, plus a second,
+    /// and closed without a 408). Past it, 408 if the head started, else the connection is
+    /// closed.
     pub header_read_timeout: Duration,
     /// How long an HTTP connection kept alive may wait for its next request (default 75 s,
     /// nginx's: longer than the 60 s after which common load balancers drop idle connections,
-    /// so that they close first). HTTP/1: from the end of a response to the end of the next
-    /// head, then the connection is closed; HTTP/2: from the last response head while no
-    /// request is open, then `GOAWAY`. Shorter than `header_read_timeout`, it bounds a
-    /// connection's first head too (closed then, without a 408); at most a second longer, it
-    /// is taken as a second longer (the 408 of a late first head goes out first).
+    /// so that they close first). HTTP/1: from the end of a response to the first byte of the
+    /// next request, then the connection is closed; HTTP/2: from the end of the last response
+    /// while no request is open, then `GOAWAY`. Shorter than `header_read_timeout`, it bounds
+    /// every head too (closed then, without a 408).
     pub keep_alive_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
