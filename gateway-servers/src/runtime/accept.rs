@@ -63,7 +63,7 @@ where
             unread: Some(shutdown.unread_connection()),
         });
         tokio::spawn(Holding {
-            task: handle(connection),
+            task: Box::pin(handle(connection)),
             _permit: permit,
         });
     }
