@@ -226,20 +226,27 @@ pub fn write_head(
     let reason = status.canonical_reason().unwrap_or("Unknown");
     match nph {
         Some(protocol) => {
-            write!(out, "{protocol} {} {reason}\r\n", status.as_u16())?;
-            if !headers.contains_key(http::header::DATE) {
-                write!(
-                    out,
-                    "Date: {}\r\n",
-                    httpdate::fmt_http_date(SystemTime::now())
-                )?;
-            }
-            if !headers.contains_key(http::header::SERVER) {
-                write!(out, "Server: gateway/{}\r\n", env!("CARGO_PKG_VERSION"))?;
-            }
-            out.write_all(b"Connection: close\r\n")?;
+            out.write_all(protocol.as_bytes())?;
+            out.write_all(b" ")?;
         }
-        None => write!(out, "Status: {} {reason}\r\n", status.as_u16())?,
+        None => out.write_all(b"Status: ")?,
+    }
+    out.write_all(status.as_str().as_bytes())?;
+    out.write_all(b" ")?;
+    out.write_all(reason.as_bytes())?;
+    out.write_all(b"\r\n")?;
+    if nph.is_some() {
+        if !headers.contains_key(http::header::DATE) {
+            out.write_all(b"Date: ")?;
+            with_http_date(|date| out.write_all(date))?;
+            out.write_all(b"\r\n")?;
+        }
+        if !headers.contains_key(http::header::SERVER) {
+            out.write_all(
+                concat!("Server: gateway/", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
+            )?;
+        }
+        out.write_all(b"Connection: close\r\n")?;
     }
     for (name, value) in headers {
         out.write_all(name.as_str().as_bytes())?;
@@ -248,6 +255,38 @@ pub fn write_head(
         out.write_all(b"\r\n")?;
     }
     out.write_all(b"\r\n")
+}
+
+/// Calls `f` with the current time as an HTTP date (`Tue, 01 Dec 2026 15:04:05 GMT`), formatted
+/// once a second per thread rather than for every response.
+fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    /// The second last formatted, and its date.
+    struct Cached {
+        second: u64,
+        date: [u8; 29],
+    }
+    thread_local! {
+        static CACHED: std::cell::RefCell<Cached> = const {
+            std::cell::RefCell::new(Cached { second: u64::MAX, date: [0; 29] })
+        };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.second != second {
+            let date = httpdate::fmt_http_date(now);
+            if let Ok(date) = <[u8; 29]>::try_from(date.as_bytes()) {
+                *cached = Cached { second, date };
+            } else {
+                // Years past 9999 are longer; not cached.
+                return f(date.as_bytes());
+            }
+        }
+        f(&cached.date)
+    })
 }
 
 /// Writes a response made by the [driver] to `out`: the head (see
@@ -424,6 +463,21 @@ pub fn parse_response_head(src: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cached_date_is_the_current_one() {
+        for _ in 0..3 {
+            let date = with_http_date(|date| String::from_utf8(date.to_vec()).unwrap());
+            let parsed = httpdate::parse_http_date(&date).unwrap();
+            let now = SystemTime::now();
+            let behind = now.duration_since(parsed).unwrap();
+            assert!(
+                behind < std::time::Duration::from_secs(2),
+                "{date} at {now:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(600));
+        }
+    }
 
     #[test]
     fn response_heads_by_table() {
