@@ -52,40 +52,131 @@ pub enum BodyFraming {
 /// assert_eq!(environ.url_scheme(), gateway_core::UrlScheme::Https);
 /// ```
 pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> Environ {
+    let mut seen = Seen::default();
     let mut environ = Environ::with_capacity(32);
-    environ.set_all(vars.into_iter().filter(|(name, _)| !name.is_empty()));
-    for name in ["CONTENT_LENGTH", "CONTENT_TYPE"] {
-        if environ.get(name).is_some_and(<[u8]>::is_empty) {
+    environ.set_all(
+        vars.into_iter()
+            .filter(|(name, value)| seen.keep(name, value)),
+    );
+    for (state, name) in [
+        (seen.content_length, "CONTENT_LENGTH"),
+        (seen.content_type, "CONTENT_TYPE"),
+    ] {
+        if state == Emptied::Later {
             environ.remove(name);
         }
     }
-    for name in ["HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY"] {
-        environ.remove(name);
-    }
-    if !environ.contains("QUERY_STRING") {
+    if !seen.query_string {
         environ.set("QUERY_STRING", Bytes::new());
     }
-    let (script, path) = (environ.script_name(), environ.path_info());
     // Already in shape (the usual case), the path is not copied.
-    let in_shape = !script.ends_with(b"/")
-        && (path.starts_with(b"/") || (path.is_empty() && !script.is_empty()))
-        && environ.contains("SCRIPT_NAME")
-        && environ.contains("PATH_INFO");
+    let in_shape = match (seen.script_name, seen.path_info) {
+        (Some(script), Some(path)) => {
+            !script.ends_with_slash && (path.starts_with_slash || (path.empty && !script.empty))
+        }
+        _ => false,
+    };
     if !in_shape {
         normalize_path(&mut environ);
     }
-    let https = environ
-        .get("HTTPS")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
-        || environ
-            .get("REQUEST_SCHEME")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
-    if https {
+    if seen.https || seen.scheme_https {
         environ.set_url_scheme(UrlScheme::Https);
     }
-    fill_required(&mut environ);
+    if seen.required != Seen::ALL_REQUIRED {
+        fill_required(&mut environ);
+    }
     environ.set_input_terminated(true);
     environ
+}
+
+/// What [`environ_from_params`] needs to know of the variables, noted as they go by, so that
+/// it looks none of them up again in the usual case. A repeated name counts by its last value.
+#[derive(Debug, Default)]
+struct Seen {
+    content_length: Emptied,
+    content_type: Emptied,
+    query_string: bool,
+    script_name: Option<PathShape>,
+    path_info: Option<PathShape>,
+    /// `HTTPS` is `on` or `1`.
+    https: bool,
+    /// `REQUEST_SCHEME` is `https`.
+    scheme_https: bool,
+    /// Which of the variables `fill_required` gives a value are there and not empty.
+    required: u8,
+}
+
+/// Where a variable that is removed when empty (`CONTENT_LENGTH`, `CONTENT_TYPE`) stands: an
+/// empty value is left out as it comes, and one that replaces a value kept before has that
+/// value removed at the end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Emptied {
+    /// No value kept.
+    #[default]
+    Nothing,
+    /// A value kept, and the last one is not empty.
+    Kept,
+    /// A value kept, and the last one is empty: the kept one goes.
+    Later,
+}
+
+/// What `environ_from_params` checks of `SCRIPT_NAME` and `PATH_INFO`.
+#[derive(Debug, Clone, Copy)]
+struct PathShape {
+    empty: bool,
+    starts_with_slash: bool,
+    ends_with_slash: bool,
+}
+
+impl Seen {
+    const REQUEST_METHOD: u8 = 1;
+    const SERVER_PROTOCOL: u8 = 2;
+    const SERVER_NAME: u8 = 4;
+    const SERVER_PORT: u8 = 8;
+    const ALL_REQUIRED: u8 = 15;
+
+    /// Notes a variable; false for one that is left out.
+    fn keep(&mut self, name: &[u8], value: &[u8]) -> bool {
+        let shape = || PathShape {
+            empty: value.is_empty(),
+            starts_with_slash: value.starts_with(b"/"),
+            ends_with_slash: value.ends_with(b"/"),
+        };
+        let mut required = |bit: u8| {
+            if value.is_empty() {
+                self.required &= !bit;
+            } else {
+                self.required |= bit;
+            }
+        };
+        match name {
+            // nginx's duplicates of the content headers, and httpoxy.
+            b"" | b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" | b"HTTP_PROXY" => return false,
+            b"CONTENT_LENGTH" => return Self::unless_empty(&mut self.content_length, value),
+            b"CONTENT_TYPE" => return Self::unless_empty(&mut self.content_type, value),
+            b"QUERY_STRING" => self.query_string = true,
+            b"SCRIPT_NAME" => self.script_name = Some(shape()),
+            b"PATH_INFO" => self.path_info = Some(shape()),
+            b"HTTPS" => self.https = value.eq_ignore_ascii_case(b"on") || value == b"1",
+            b"REQUEST_SCHEME" => self.scheme_https = value.eq_ignore_ascii_case(b"https"),
+            b"REQUEST_METHOD" => required(Self::REQUEST_METHOD),
+            b"SERVER_PROTOCOL" => required(Self::SERVER_PROTOCOL),
+            b"SERVER_NAME" => required(Self::SERVER_NAME),
+            b"SERVER_PORT" => required(Self::SERVER_PORT),
+            _ => {}
+        }
+        true
+    }
+
+    /// Keeps a value that is removed when empty, unless it is empty.
+    fn unless_empty(state: &mut Emptied, value: &[u8]) -> bool {
+        *state = match (value.is_empty(), *state) {
+            (false, _) => Emptied::Kept,
+            (true, Emptied::Nothing) => Emptied::Nothing,
+            (true, Emptied::Kept | Emptied::Later) => Emptied::Later,
+        };
+        !value.is_empty()
+    }
 }
 
 /// [`environ_from_params`] for variables decoded from the wire, where a decoder may fail part
@@ -231,6 +322,68 @@ pub fn bound_input(input: Input, framing: BodyFraming) -> Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules of [`environ_from_params`] applied one at a time, by lookups: the model the
+    /// single pass is checked against.
+    fn by_lookups(vars: &[(Bytes, Bytes)]) -> Environ {
+        let mut environ = Environ::new();
+        for (name, value) in vars.iter().filter(|(name, _)| !name.is_empty()) {
+            environ.set(name.clone(), value.clone());
+        }
+        for name in ["CONTENT_LENGTH", "CONTENT_TYPE"] {
+            if environ.get(name).is_some_and(<[u8]>::is_empty) {
+                environ.remove(name);
+            }
+        }
+        for name in ["HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY"] {
+            environ.remove(name);
+        }
+        if !environ.contains("QUERY_STRING") {
+            environ.set("QUERY_STRING", Bytes::new());
+        }
+        normalize_path(&mut environ);
+        let https = environ
+            .get("HTTPS")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
+            || environ
+                .get("REQUEST_SCHEME")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
+        if https {
+            environ.set_url_scheme(UrlScheme::Https);
+        }
+        fill_required(&mut environ);
+        environ
+    }
+
+    proptest::proptest! {
+        /// The single pass gives what the rules one by one give, whatever the front end sends
+        /// (names repeated, values empty, paths out of shape). The order of the variables may
+        /// differ when an empty value came before the one kept, so they are compared sorted.
+        #[test]
+        fn environ_from_params_is_its_rules_one_by_one(vars in proptest::collection::vec((
+            proptest::sample::select(&[
+                "", "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY",
+                "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "HTTPS", "REQUEST_SCHEME",
+                "REQUEST_METHOD", "SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST",
+                "SERVER_ADDR", "HTTP_X",
+            ][..]),
+            proptest::sample::select(&["", "/", "/a", "a/", "/a/", "on", "1", "HTTPS", "GET", "x:81", "5"][..]),
+        ), 0..24)) {
+            let vars: Vec<(Bytes, Bytes)> = vars
+                .into_iter()
+                .map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes())))
+                .collect();
+            let expected = by_lookups(&vars);
+            let environ = environ_from_params(vars);
+            let sorted = |environ: &Environ| {
+                let mut vars: Vec<_> = environ.vars().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+                vars.sort();
+                vars
+            };
+            proptest::prop_assert_eq!(sorted(&environ), sorted(&expected));
+            proptest::prop_assert_eq!(environ.url_scheme(), expected.url_scheme());
+        }
+    }
 
     fn environ(vars: &[(&'static str, &'static str)]) -> Environ {
         environ_from_params(vars.iter().map(|(n, v)| {
