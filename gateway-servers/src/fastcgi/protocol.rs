@@ -31,7 +31,6 @@
 //! assert!(matches!(events[..], [Event::Request { request_id: 1, role: Role::Responder, .. }]));
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
@@ -191,11 +190,41 @@ enum State {
     Running,
 }
 
+/// A map keyed by request id. The default hasher (SipHash, built for keys chosen to collide)
+/// cost more than the rest of a map's work per request here; a connection holds a bounded
+/// number of ids (`max_requests_per_connection`), and one multiplication, which maps distinct
+/// ids to distinct hashes, spreads them well enough.
+pub(crate) type IdMap<V> =
+    std::collections::HashMap<u16, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`]: a request id times an odd constant.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(ID_HASH_FACTOR);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = (self.0 ^ u64::from(id)).wrapping_mul(ID_HASH_FACTOR);
+    }
+}
+
+/// 2^64 divided by the golden ratio, odd.
+const ID_HASH_FACTOR: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// The FastCGI state of one connection (see the [module documentation](self)).
 #[derive(Debug)]
 pub struct Connection {
     settings: Settings,
-    requests: HashMap<u16, State>,
+    requests: IdMap<State>,
     /// Whether the connection is to be closed once its requests end (a request without
     /// `FCGI_KEEP_CONN`).
     close_after: bool,
@@ -206,7 +235,7 @@ impl Connection {
     pub fn new(settings: Settings) -> Self {
         Connection {
             settings,
-            requests: HashMap::new(),
+            requests: IdMap::default(),
             close_after: false,
         }
     }

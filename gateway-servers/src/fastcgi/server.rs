@@ -15,7 +15,6 @@
 //! connection from any other address is closed at once. [`serve_with`] takes them, and every
 //! other setting, from its [`Options`].
 
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::codec::{self, Header, RecordType, Role, StreamKind};
-use super::protocol::{Connection, Event, Settings};
+use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{body_framing, bound_input, try_environ_from_params};
 use crate::runtime::{
@@ -228,7 +227,7 @@ async fn handle<A: App + 'static>(
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, u32)>();
     let mut connection = Connection::new(settings);
-    let mut running: HashMap<u16, Running> = HashMap::new();
+    let mut running: IdMap<Running> = IdMap::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut reading = true;
     let mut stopping = false;
