@@ -70,14 +70,13 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
         environ.set("QUERY_STRING", Bytes::new());
     }
     // Already in shape (the usual case), the path is not copied.
-    let in_shape = match (seen.script_name, seen.path_info) {
-        (Some(script), Some(path)) => {
-            !script.ends_with_slash && (path.starts_with_slash || (path.empty && !script.empty))
-        }
-        _ => false,
-    };
-    if !in_shape {
-        normalize_path(&mut environ);
+    match (seen.script_name, seen.path_info) {
+        (Some(script), Some(path))
+            if !script.ends_with_slash
+                && (path.starts_with_slash || (path.empty && !script.empty)) => {}
+        // nginx's uwsgi: the whole path in `PATH_INFO`, no `SCRIPT_NAME`.
+        (None, Some(path)) if path.starts_with_slash => environ.set("SCRIPT_NAME", Bytes::new()),
+        _ => normalize_path(&mut environ),
     }
     if seen.https || seen.scheme_https {
         environ.set_url_scheme(UrlScheme::Https);
