@@ -40,7 +40,12 @@ pub(crate) struct UnreadGuard(Arc<watch::Sender<usize>>);
 
 impl Drop for UnreadGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        // Only the drain waits on the count, for zero: other changes wake nobody (waking
+        // costs a lock per shard of the channel's notifier, for every connection).
+        self.0.send_if_modified(|n| {
+            *n -= 1;
+            *n == 0
+        });
     }
 }
 
@@ -109,7 +114,10 @@ impl Shutdown {
 
     /// Counts an accepted connection as unread until the guard is dropped.
     pub(crate) fn unread_connection(&self) -> UnreadGuard {
-        self.unread.send_modify(|n| *n += 1);
+        self.unread.send_if_modified(|n| {
+            *n += 1;
+            false
+        });
         UnreadGuard(self.unread.clone())
     }
 
