@@ -299,39 +299,46 @@ fn roles_the_app_does_not_play_get_unknown_role() {
 
 #[test]
 fn abort_drops_the_response_and_ends_the_request() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    struct Flag(Arc<AtomicBool>);
-    impl Drop for Flag {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
+    // A request with a body runs in a task of its own; one without, in the connection's.
+    let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
+    for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
         }
+        let flag = dropped.clone();
+        let app = move |_: Environ, start: StartResponse| {
+            let guard = Flag(flag.clone());
+            let _ = start.start(StatusCode::OK, HeaderMap::new());
+            Body::from_future(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(Body::empty())
+            })
+        };
+        let server = Server::start(app, Roles::RESPONDER);
+        let mut peer = server.connect();
+        let mut wire = BytesMut::new();
+        request(&mut wire, 1, Role::Responder, true, params, Some(stdin));
+        peer.send(&wire);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut wire = BytesMut::new();
+        codec::encode_abort_request(&mut wire, 1);
+        peer.send(&wire);
+        let answer = &peer.answers(&[1])[&1];
+        assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the app's body was dropped ({params:?})"
+        );
     }
-    let flag = dropped.clone();
-    let app = move |_: Environ, start: StartResponse| {
-        let guard = Flag(flag.clone());
-        let _ = start.start(StatusCode::OK, HeaderMap::new());
-        Body::from_future(async move {
-            let _guard = guard;
-            std::future::pending::<()>().await;
-            Ok(Body::empty())
-        })
-    };
-    let server = Server::start(app, Roles::RESPONDER);
-    let mut peer = server.connect();
-    let mut wire = BytesMut::new();
-    request(&mut wire, 1, Role::Responder, true, PARAMS, Some(b"hello"));
-    peer.send(&wire);
-    std::thread::sleep(Duration::from_millis(100));
-    let mut wire = BytesMut::new();
-    codec::encode_abort_request(&mut wire, 1);
-    peer.send(&wire);
-    let answer = &peer.answers(&[1])[&1];
-    assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(dropped.load(Ordering::SeqCst), "the app's body was dropped");
 }
 
 #[test]

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use futures_util::future::{AbortHandle, Abortable, abortable};
+use futures_util::stream::FuturesUnordered;
 use gateway_core::{App, ErrorSink, ErrorStream, Input};
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -168,11 +171,38 @@ impl ErrorSink for StderrSink {
     }
 }
 
+/// A request of a connection at work: the channels its body and data go through, and where it
+/// runs.
 struct Running {
     stdin: Option<mpsc::Sender<Bytes>>,
     data: Option<mpsc::Sender<Bytes>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Task,
 }
+
+/// Where a request runs. One that reads a body from the connection runs in a task of its own,
+/// so that the connection's task can wait on a full body channel while the request (a
+/// non-blocking app reads its body in its response future) drains it. Any other (most
+/// requests: nginx sends a GET's params and the end of its STDIN together) is polled by the
+/// connection's task, among its others: no task, no channel back, and no wake of another task
+/// per request.
+enum Task {
+    Spawned(tokio::task::JoinHandle<()>),
+    Inline(AbortHandle),
+}
+
+impl Task {
+    /// Drops the request's response, and with it the app's body (its close runs).
+    fn abort(&self) {
+        match self {
+            Task::Spawned(task) => task.abort(),
+            Task::Inline(handle) => handle.abort(),
+        }
+    }
+}
+
+/// A request's work, from its call to its last STDOUT record: its id and the app status for
+/// `FCGI_END_REQUEST` (see [`send_response`]).
+type RequestFuture = Pin<Box<dyn Future<Output = (u16, u32)> + Send>>;
 
 /// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
 /// scripted bytes of a test (`gateway_testkit::scripted`). `peer` becomes the request's
@@ -226,6 +256,7 @@ async fn handle<A: App + 'static>(
         writer.shutdown().await
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, u32)>();
+    let mut inline = FuturesUnordered::<Abortable<RequestFuture>>::new();
     let mut connection = Connection::new(settings);
     let mut running: IdMap<Running> = IdMap::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -295,10 +326,20 @@ async fn handle<A: App + 'static>(
                                 crate::params::mount(&mut environ, prefix.as_bytes());
                             }
                             let body_ended = stdin_ends_next(&buf, request_id);
-                            let request = start_request(
-                                &runtime, request_id, role, environ, body_ended, peer, out_tx.clone(), done_tx.clone(),
+                            let (stdin, data, work) = start_request(
+                                &runtime, request_id, role, environ, body_ended, peer, out_tx.clone(),
                             );
-                            running.insert(request_id, request);
+                            let task = if stdin.is_none() && data.is_none() {
+                                let (work, handle) = abortable(work);
+                                inline.push(work);
+                                Task::Inline(handle)
+                            } else {
+                                let done = done_tx.clone();
+                                Task::Spawned(tokio::spawn(async move {
+                                    let _ = done.send(work.await);
+                                }))
+                            };
+                            running.insert(request_id, Running { stdin, data, task });
                         }
                         Some(Event::Stdin { request_id, data }) => {
                             let sender = running.get(&request_id).and_then(|r| r.stdin.clone());
@@ -332,6 +373,17 @@ async fn handle<A: App + 'static>(
                     }
                 }
             }
+            Some(done) = inline.next(), if !inline.is_empty() => {
+                // An aborted request was ended when its abort came.
+                let Ok((request_id, app_status)) = done else { continue };
+                if running.remove(&request_id).is_some() {
+                    let mut out = BytesMut::new();
+                    connection.end_request(request_id, app_status, &mut out);
+                    if out_tx.send(out.freeze()).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
             Some((request_id, app_status)) = done_rx.recv() => {
                 if running.remove(&request_id).is_some() {
                     let mut out = BytesMut::new();
@@ -361,8 +413,8 @@ fn stdin_ends_next(buf: &[u8], request_id: u16) -> bool {
     })
 }
 
-// One argument more than clippy's limit: each is a different thing the request needs.
-#[allow(clippy::too_many_arguments)]
+/// Prepares a request: the senders of its body and data channels (`None` where it has none),
+/// and its work, to be run by the caller.
 fn start_request<A: App + 'static>(
     runtime: &Runtime<A>,
     request_id: u16,
@@ -371,8 +423,11 @@ fn start_request<A: App + 'static>(
     body_ended: bool,
     peer: Option<std::net::SocketAddr>,
     out: mpsc::Sender<Bytes>,
-    done: mpsc::UnboundedSender<(u16, u32)>,
-) -> Running {
+) -> (
+    Option<mpsc::Sender<Bytes>>,
+    Option<mpsc::Sender<Bytes>>,
+    RequestFuture,
+) {
     environ.set("FCGI_ROLE", role.name());
     let framing = body_framing(&environ);
     // A request known to have no body (its STDIN ends with the params, and it declares no
@@ -443,7 +498,7 @@ fn start_request<A: App + 'static>(
         environ.set_peer_addr(Some(peer));
     }
     let runtime = runtime.clone();
-    let task = tokio::spawn(async move {
+    let work = Box::pin(async move {
         let response = match read_first {
             Some((body, length)) => {
                 runtime
@@ -452,14 +507,12 @@ fn start_request<A: App + 'static>(
             }
             None => runtime.respond(environ, guard).await,
         };
-        let status = send_response(request_id, role, response, &out).await;
-        let _ = done.send((request_id, status));
+        (
+            request_id,
+            send_response(request_id, role, response, &out).await,
+        )
     });
-    Running {
-        stdin: stdin_tx,
-        data: data_tx,
-        task,
-    }
+    (stdin_tx, data_tx, work)
 }
 
 /// Sends a response as STDOUT records: the `Status:` head, then each body frame. Returns the
