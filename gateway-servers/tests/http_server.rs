@@ -860,6 +860,8 @@ fn an_idle_http2_connection_is_closed_at_the_keep_alive_timeout() {
         .unwrap();
     let addr = server.0.addr;
     runtime.block_on(async move {
+        // A connection that never sends a request is idle from its start.
+        let (_unused, silent) = h2_connect(addr).await;
         let (mut sender, connection) = h2_connect(addr).await;
         for path in ["/slow", "/fast"] {
             let request = http::Request::get(format!("http://localhost{path}"))
@@ -871,6 +873,11 @@ fn an_idle_http2_connection_is_closed_at_the_keep_alive_timeout() {
         // Then nothing: the server says GOAWAY and the connection ends.
         let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
         assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
+        let ended = tokio::time::timeout(Duration::from_secs(5), silent).await;
+        assert!(
+            ended.is_ok(),
+            "the HTTP/2 connection without a request is still open"
+        );
     });
 }
 
