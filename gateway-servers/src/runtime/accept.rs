@@ -62,6 +62,8 @@ where
             stream: connection.stream,
             unread: Some(shutdown.unread_connection()),
         });
+        // Boxed: tokio moves a task's future several times on its way into the task, and a
+        // connection's future is a few KiB.
         tokio::spawn(Holding {
             task: Box::pin(handle(connection)),
             _permit: permit,
