@@ -79,13 +79,28 @@ impl WebServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = WebServer {
+        let mut server = WebServer {
             child: Some(child),
             port,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            // A server that could not listen exits with an error: whatever answers on the port
+            // is not it. (A launcher that starts a daemon and exits with success is fine.)
+            let exited = server.child.as_mut().map(|c| c.try_wait());
+            if let Some(Ok(Some(status))) = exited
+                && !status.success()
+            {
+                panic!(
+                    "{program} exited ({status}) instead of listening on {port}: {}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            if listening {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "{program} did not start: {}",
@@ -142,13 +157,37 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A port nothing listens on now.
+/// A port nothing listens on now, and that no other test of this run was given. The tests run
+/// in processes of their own, in parallel, so the kernel's choice for a socket bound to port 0
+/// is reserved with a file in a directory they share: two tests once got the same port, the
+/// second's nginx could not listen on it, and its requests went to the first test's server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let reserved = std::env::temp_dir().join("gateway-test-ports");
+    let _ = std::fs::create_dir_all(&reserved);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let file = reserved.join(port.to_string());
+        // A reservation older than an hour is from an earlier run.
+        let stale = std::fs::metadata(&file)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if stale {
+            let _ = std::fs::remove_file(&file);
+        }
+        let fresh = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file);
+        if fresh.is_ok() {
+            return port;
+        }
+    }
 }
 
 /// What curl got: the status, the headers (lower-cased names) and the body.
