@@ -158,19 +158,25 @@ pub fn stop(child: &mut Child) {
 }
 
 /// A port nothing listens on now, and that no other test of this run was given. The tests run
-/// in processes of their own, in parallel, so the kernel's choice for a socket bound to port 0
-/// is reserved with a file in a directory they share: two tests once got the same port, the
-/// second's nginx could not listen on it, and its requests went to the first test's server.
+/// in processes of their own, in parallel, and a server started by a test binds its port some
+/// time after this returns. So the port is taken below the kernel's ephemeral range (where no
+/// socket bound to port 0 and no outgoing connection can take it in between), and reserved with
+/// a file in a directory the tests share. Kernel-chosen ports collided twice in CI: another
+/// test's server answered on this test's port.
 /// Reservations older than ten minutes (the whole suite takes two) are from earlier runs.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    /// Below Linux's default ephemeral range (32768-60999).
+    const PORTS: std::ops::Range<u16> = 20_000..32_768;
     let reserved = std::env::temp_dir().join("gateway-test-ports");
     let _ = std::fs::create_dir_all(&reserved);
-    for attempt in 0.. {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    let random = RandomState::new();
+    for attempt in 0u64.. {
+        let span = u64::from(PORTS.end - PORTS.start);
+        let port = PORTS.start + (random.hash_one(attempt) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         let file = reserved.join(port.to_string());
         let stale = std::fs::metadata(&file)
             .and_then(|meta| meta.modified())
@@ -184,8 +190,8 @@ pub fn free_port() -> u16 {
             .write(true)
             .create_new(true)
             .open(&file);
-        // (Should the directory be unusable or full, the port goes unreserved.)
-        if fresh.is_ok() || attempt >= 100 {
+        // (Should the directory be unusable, the port goes unreserved.)
+        if fresh.is_ok() || attempt >= 1000 {
             return port;
         }
     }
