@@ -433,31 +433,31 @@ fn an_idle_connection_taken_from_hyper_and_back_loses_nothing() {
     let mut config = config();
     config.header_read_timeout = Duration::from_millis(700);
     let server = Server::start(echo, config);
+    // Sends `raw` (a request, or its end) and reads the reply.
+    let ask = |stream: &mut TcpStream, buf: &mut BytesMut, raw: &[u8], method: &str| {
+        stream.write_all(raw).unwrap();
+        read_reply(stream, buf, method)
+    };
 
     // Requests after an idle time, on the same connection.
     let mut stream = server.connect();
     let mut buf = BytesMut::new();
     for path in ["/one", "/two", "/three"] {
         let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        let reply = read_reply(&mut stream, &mut buf, "GET");
+        let reply = ask(&mut stream, &mut buf, head.as_bytes(), "GET");
         assert_eq!(reply.body, format!("GET {path} ").as_bytes());
         std::thread::sleep(idle);
     }
 
     // A second head begun with the first and finished after the idle time.
     let mut stream = server.connect();
-    stream
-        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHo")
-        .unwrap();
     let mut buf = BytesMut::new();
-    assert_eq!(read_reply(&mut stream, &mut buf, "GET").body, b"GET /a ");
+    let first = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHo";
+    assert_eq!(ask(&mut stream, &mut buf, first, "GET").body, b"GET /a ");
     std::thread::sleep(idle);
-    stream
-        .write_all(b"st: x\r\nContent-Length: 4\r\n\r\nbody")
-        .unwrap();
+    let rest = b"st: x\r\nContent-Length: 4\r\n\r\nbody";
     assert_eq!(
-        read_reply(&mut stream, &mut buf, "POST").body,
+        ask(&mut stream, &mut buf, rest, "POST").body,
         b"POST /b body"
     );
 
@@ -476,21 +476,17 @@ fn an_idle_connection_taken_from_hyper_and_back_loses_nothing() {
     let reply = read_reply(&mut stream, &mut buf, "POST");
     assert_eq!(reply.body.len(), b"POST /big ".len() + body.len());
     assert!(reply.body.ends_with(&body));
-    stream
-        .write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let after = b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_eq!(
-        read_reply(&mut stream, &mut buf, "GET").body,
+        ask(&mut stream, &mut buf, after, "GET").body,
         b"GET /after "
     );
 
     // A later head that starts after the idle time has the header timeout, and its 408.
     let mut stream = server.connect();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_eq!(
-        read_reply(&mut stream, &mut BytesMut::new(), "GET").status,
+        ask(&mut stream, &mut BytesMut::new(), get, "GET").status,
         200
     );
     std::thread::sleep(idle);
