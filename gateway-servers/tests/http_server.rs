@@ -115,6 +115,18 @@ fn fill(stream: &mut TcpStream, buf: &mut BytesMut) {
     buf.extend_from_slice(&chunk[..n]);
 }
 
+/// Sends the start of a head and no more: the server answers 408 and closes.
+fn head_never_ends_408(stream: &mut TcpStream) {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest:?}"
+    );
+}
+
 fn request(server: &Server, raw: &str) -> Reply {
     let mut stream = server.connect();
     stream.write_all(raw.as_bytes()).unwrap();
@@ -358,14 +370,7 @@ fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
 
     // A head that never ends: 408, then the connection closes.
     let mut stream = server.connect();
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(
-        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-        "{rest:?}"
-    );
+    head_never_ends_408(&mut stream);
 
     // No byte at all: closed without an answer (as nginx does: an unused connection).
     let mut stream = server.connect();
@@ -491,14 +496,7 @@ fn an_idle_connection_taken_from_hyper_and_back_loses_nothing() {
     );
     std::thread::sleep(idle);
     // (The keep-alive timeout, 75 s, is past the client's 10 s read timeout.)
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(
-        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-        "{rest:?}"
-    );
+    head_never_ends_408(&mut stream);
 }
 
 #[test]
