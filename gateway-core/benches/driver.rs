@@ -8,7 +8,8 @@
 //!
 //! With `DRIVER_COUNT=1` it runs 20,000 requests each way and nothing else, for an instruction
 //! count that machine noise does not blur: `valgrind --tool=callgrind
-//! --toggle-collect=driver::through_driver` on the bench binary (or `through_tower`).
+//! --toggle-collect=driver::through_driver` on the bench binary (or `through_tower`). With
+//! `DRIVER_PROFILE=driver` (or `tower`) it runs one side for five seconds, for `perf record`.
 #![allow(unsafe_code)]
 #![allow(missing_docs)]
 
@@ -176,6 +177,17 @@ fn nanos_per_request<I>(n: usize, make: impl Fn() -> I, run: impl Fn(I) -> usize
 }
 
 fn main() {
+    if let Some(which) = std::env::var_os("DRIVER_PROFILE") {
+        let started = Instant::now();
+        while started.elapsed().as_secs() < 5 {
+            if which == "tower" {
+                black_box(nanos_per_request(64_000, request, through_tower));
+            } else {
+                black_box(nanos_per_request(64_000, environ, through_driver));
+            }
+        }
+        return;
+    }
     if std::env::var_os("DRIVER_COUNT").is_some() {
         allocations_per_request(20_000, environ, through_driver);
         allocations_per_request(20_000, request, through_tower);
