@@ -8,7 +8,8 @@
 # under callgrind with instrumentation off, warms it with 1,000 keep-alive GETs from ab, counts
 # REQUESTS more (default 5,000, 10 connections), and prints the instructions per request of the
 # whole server process (every thread). Compare two builds with runs of each, interleaved; the
-# figure moves by about 1% between runs. Needs valgrind and ab (apache2-utils).
+# figure moves by about 1% between runs. With KEEP=DIR, the callgrind output is left in DIR for
+# callgrind_annotate. Needs valgrind and ab (apache2-utils).
 set -euo pipefail
 BIN=$1
 N=${2:-5000}
@@ -16,7 +17,9 @@ shift $(( $# >= 2 ? 2 : 1 ))
 [ "${1:-}" = "--" ] && shift
 FLAGS=("$@")
 [ ${#FLAGS[@]} -eq 0 ] && FLAGS=(--non-blocking)
-OUT=$(mktemp -d)
+OUT=${KEEP:-$(mktemp -d)}
+mkdir -p "$OUT"
+rm -f "$OUT"/cg.out*
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" --instr-atstart=no \
     "$BIN" --http 127.0.0.1:18090 "${FLAGS[@]}" >/dev/null 2>"$OUT/stderr" &
 PID=$!
@@ -35,4 +38,4 @@ kill -9 "$PID" 2>/dev/null || true
 wait "$PID" 2>/dev/null || true
 TOTAL=$(cat "$OUT"/cg.out* | awk '/^(summary|totals):/ { s += $2 } END { print s }')
 echo "instructions per request: $((TOTAL / N))"
-rm -rf "$OUT"
+[ -n "${KEEP:-}" ] || rm -rf "$OUT"

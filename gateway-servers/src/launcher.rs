@@ -101,6 +101,13 @@ pub struct LauncherArgs {
     /// default.
     #[arg(long, default_value_t = crate::uwsgi::codec::MAX_VARS_SIZE)]
     pub uwsgi_max_vars: usize,
+    /// Seconds a FastCGI or uwsgi TCP connection may wait for its first bytes before the
+    /// server accepts it (Linux's TCP_DEFER_ACCEPT, as nginx's `listen ... deferred`): a web
+    /// server sends its request as soon as it connects, and a connection accepted with its
+    /// request in hand saves a read and a wake-up. 0 accepts at once. HTTP listeners always
+    /// accept at once (browsers open connections ahead of use).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub defer_accept: f64,
     /// Permissions of Unix socket files, in octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
@@ -339,6 +346,10 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         Ok(supervision) => supervision,
         Err(message) => return usage_error(&message),
     };
+    let defer_accept = match seconds(args.defer_accept, "defer-accept") {
+        Ok(wait) => wait,
+        Err(message) => return usage_error(&message),
+    };
     // Every socket is bound here, before any runtime (and, with workers, before the fork).
     let mut sockets = Vec::new();
     let wanted = binds
@@ -347,7 +358,13 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         .chain(fastcgi.iter().map(|bind| (Protocol::FastCgi, bind)))
         .chain(args.uwsgi.iter().map(|bind| (Protocol::Uwsgi, bind)));
     for (protocol, bind) in wanted {
-        match BoundSocket::bind(bind, args.socket_mode) {
+        let bound = BoundSocket::bind(bind, args.socket_mode).and_then(|socket| {
+            if protocol != Protocol::Http {
+                socket.defer_accept(defer_accept)?;
+            }
+            Ok(socket)
+        });
+        match bound {
             Ok(socket) => sockets.push((protocol, bind.clone(), socket)),
             Err(error) => {
                 eprintln!("error: cannot listen on {bind}: {error}");
@@ -418,7 +435,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http,
     FastCgi,

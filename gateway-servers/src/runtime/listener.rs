@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -109,14 +111,32 @@ pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// A listening socket.
+/// A listening socket of a runtime (TCP, or a Unix socket whose file is removed when the
+/// listener is dropped).
 #[derive(Debug)]
-pub enum Listener {
-    /// TCP.
-    Tcp(TcpListener),
-    /// A Unix socket; its file is removed when the listener is dropped.
+pub struct Listener {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Tcp {
+        listener: TcpListener,
+        /// The address the connections arrive at, when the socket is bound to one address (not
+        /// to every address of the host): each connection's local address without a
+        /// `getsockname` call.
+        local: Option<SocketAddr>,
+        /// Whether accepted sockets come with `TCP_NODELAY` set (Linux copies it from the
+        /// listening socket, where it is set): [`NODELAY_UNKNOWN`] until the first connection
+        /// tells.
+        nodelay: AtomicU8,
+    },
     Unix(UnixListener, Option<PathBuf>),
 }
+
+const NODELAY_UNKNOWN: u8 = 0;
+const NODELAY_INHERITED: u8 = 1;
+const NODELAY_SET_EACH: u8 = 2;
 
 /// A listening socket opened outside any runtime: what the launcher binds before it starts a
 /// runtime or forks worker processes. Each runtime (each worker process) makes its own
@@ -220,6 +240,27 @@ impl BoundSocket {
         })
     }
 
+    /// Hands connections to `accept` only once their first bytes arrived, or after `wait` (Linux's
+    /// `TCP_DEFER_ACCEPT`, rounded up to whole seconds; zero turns it off). For a protocol whose
+    /// client speaks first, at once (a web server speaking FastCGI or uwsgi), this saves a read
+    /// that finds nothing and a wake-up per connection; nginx's `listen ... deferred` does the
+    /// same. A client that connects and stays silent is accepted after `wait` (from then the
+    /// header timeout runs), and meanwhile does not count as a connection. Does nothing on a
+    /// Unix socket.
+    pub fn defer_accept(&self, wait: Duration) -> io::Result<()> {
+        if self.unix {
+            return Ok(());
+        }
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+        setsockopt_int(
+            self.fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            seconds,
+        )
+    }
+
     /// A listener on this socket for the current tokio runtime (a duplicate of the descriptor:
     /// dropping the listener leaves the socket open here, and its file in place).
     pub fn listener(&self) -> io::Result<Listener> {
@@ -227,11 +268,23 @@ impl BoundSocket {
         if self.unix {
             let std = std::os::unix::net::UnixListener::from(fd);
             std.set_nonblocking(true)?;
-            Ok(Listener::Unix(UnixListener::from_std(std)?, None))
+            Ok(Listener {
+                kind: Kind::Unix(UnixListener::from_std(std)?, None),
+            })
         } else {
+            // Set on the listening socket, TCP_NODELAY comes with each accepted one, which
+            // saves a system call per connection (checked on the first; see `accept`).
+            let _ = setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
             let std = std::net::TcpListener::from(fd);
             std.set_nonblocking(true)?;
-            Ok(Listener::Tcp(TcpListener::from_std(std)?))
+            let local = std.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+            Ok(Listener {
+                kind: Kind::Tcp {
+                    listener: TcpListener::from_std(std)?,
+                    local,
+                    nodelay: AtomicU8::new(NODELAY_UNKNOWN),
+                },
+            })
         }
     }
 
@@ -239,7 +292,7 @@ impl BoundSocket {
     /// is then removed when the listener is dropped).
     pub fn into_listener(mut self) -> io::Result<Listener> {
         let mut listener = self.listener()?;
-        if let Listener::Unix(_, path) = &mut listener {
+        if let Kind::Unix(_, path) = &mut listener.kind {
             *path = self.path.take();
         }
         Ok(listener)
@@ -263,26 +316,40 @@ impl Listener {
 
     /// The local address of a TCP listener.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Listener::Tcp(listener) => listener.local_addr().ok(),
-            Listener::Unix(..) => None,
+        match &self.kind {
+            Kind::Tcp { listener, .. } => listener.local_addr().ok(),
+            Kind::Unix(..) => None,
         }
     }
 
-    /// Waits for the next connection.
+    /// Waits for the next connection. A TCP connection gets `TCP_NODELAY`: a response's last
+    /// small write must not wait for the acknowledgement of the one before.
     pub async fn accept(&self) -> io::Result<Connection> {
-        match self {
-            Listener::Tcp(listener) => {
+        match &self.kind {
+            Kind::Tcp {
+                listener,
+                local,
+                nodelay,
+            } => {
                 let (stream, peer) = listener.accept().await?;
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().ok();
+                match nodelay.load(Ordering::Relaxed) {
+                    NODELAY_INHERITED => {}
+                    NODELAY_UNKNOWN if stream.nodelay().unwrap_or(false) => {
+                        nodelay.store(NODELAY_INHERITED, Ordering::Relaxed);
+                    }
+                    _ => {
+                        nodelay.store(NODELAY_SET_EACH, Ordering::Relaxed);
+                        let _ = stream.set_nodelay(true);
+                    }
+                }
+                let local = local.or_else(|| stream.local_addr().ok());
                 Ok(Connection {
                     stream: Box::new(stream),
                     peer: Some(peer),
                     local,
                 })
             }
-            Listener::Unix(listener, _) => {
+            Kind::Unix(listener, _) => {
                 let (stream, _) = listener.accept().await?;
                 Ok(Connection {
                     stream: Box::new(stream),
@@ -296,7 +363,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, Some(path)) = self {
+        if let Kind::Unix(_, Some(path)) = &self.kind {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -317,6 +384,30 @@ fn getsockopt_int(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
         )
     };
     (result == 0).then_some(value)
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int for reads of the length passed; an invalid `fd` or
+    // option makes the call fail, which is checked.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether `fd` is a socket in the listening state.
@@ -368,6 +459,77 @@ mod tests {
         assert!(is_listening_socket(socket.as_raw_fd()));
         let stream = std::net::TcpStream::connect(socket.local_addr().unwrap()).unwrap();
         assert!(!is_listening_socket(stream.as_raw_fd()));
+    }
+
+    #[tokio::test]
+    async fn tcp_connections_get_nodelay_and_the_local_address_without_asking_each() {
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let Kind::Tcp { local, nodelay, .. } = &listener.kind else {
+            panic!("a TCP listener")
+        };
+        assert_eq!(
+            *local,
+            Some(addr),
+            "bound to one address: it is every connection's"
+        );
+        assert_eq!(nodelay.load(Ordering::Relaxed), NODELAY_UNKNOWN);
+        for _ in 0..2 {
+            let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let connection = listener.accept().await.unwrap();
+            assert_eq!(connection.local, Some(addr));
+            // Linux copies TCP_NODELAY from the listening socket to each accepted one.
+            assert_eq!(nodelay.load(Ordering::Relaxed), NODELAY_INHERITED);
+        }
+
+        let any = Listener::bind(&"0.0.0.0:0".parse().unwrap(), None).unwrap();
+        let port = any.local_addr().unwrap().port();
+        let Kind::Tcp { local, .. } = &any.kind else {
+            panic!("a TCP listener")
+        };
+        assert_eq!(*local, None, "bound to every address: asked per connection");
+        let _client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let connection = any.accept().await.unwrap();
+        assert_eq!(connection.local, Some(([127, 0, 0, 1], port).into()));
+    }
+
+    #[tokio::test]
+    async fn with_deferred_accept_a_connection_comes_once_it_has_sent_bytes() {
+        let socket = BoundSocket::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+        socket.defer_accept(Duration::from_secs(5)).unwrap();
+        let listener = socket.listener().unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The silent client connects first; without the deferral it would be accepted first.
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut speaking = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut speaking, b"request")
+            .await
+            .unwrap();
+        let connection = tokio::time::timeout(Duration::from_secs(4), listener.accept())
+            .await
+            .expect("the speaking client is accepted at once")
+            .unwrap();
+        assert_eq!(connection.peer, Some(speaking.local_addr().unwrap()));
+        assert_ne!(connection.peer, Some(silent.local_addr().unwrap()));
+        let mut read = [0; 7];
+        let mut stream = connection.stream;
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut read)
+            .await
+            .unwrap();
+        assert_eq!(&read, b"request");
+        // Turned off, a silent connection is accepted at once.
+        let socket = BoundSocket::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+        socket.defer_accept(Duration::ZERO).unwrap();
+        let listener = socket.listener().unwrap();
+        let _silent = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(4), listener.accept())
+            .await
+            .expect("accepted at once")
+            .unwrap();
     }
 
     #[tokio::test]

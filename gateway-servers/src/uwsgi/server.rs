@@ -16,13 +16,14 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Input};
 use http_body::{Body as _, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
 use crate::params::{BodyFraming, body_framing, bound_input, try_environ_from_params};
 use crate::runtime::{
-    Listener, Runtime, Shutdown, Stream, plain_response, serve_connections, write_all_bufs,
+    BodyGuard, Listener, Runtime, Shutdown, Stream, plain_response, serve_connections,
+    write_all_bufs,
 };
 
 /// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
@@ -51,7 +52,7 @@ pub async fn serve<A: App + 'static>(
 
 /// Reads until a whole packet is in `buf`: `None` if the peer closed first.
 async fn read_packet(
-    reader: &mut ReadHalf<Box<dyn Stream>>,
+    reader: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     limit: usize,
 ) -> io::Result<Result<Option<codec::Packet>, DecodeError>> {
@@ -86,11 +87,11 @@ async fn handle<A: App + 'static>(
     max_vars_size: usize,
 ) -> io::Result<()> {
     let config = runtime.config().clone();
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut stream = stream;
     let mut buf = BytesMut::with_capacity(8192);
     let packet = match tokio::time::timeout(
         config.header_read_timeout,
-        read_packet(&mut reader, &mut buf, max_vars_size),
+        read_packet(&mut stream, &mut buf, max_vars_size),
     )
     .await
     {
@@ -111,14 +112,14 @@ async fn handle<A: App + 'static>(
                 }
                 _ => http::StatusCode::BAD_REQUEST,
             };
-            return send(&mut writer, plain_response(status, true)).await;
+            return send(&mut stream, plain_response(status, true)).await;
         }
     };
     if packet.modifier1 == MODIFIER_PING {
         let mut pong = BytesMut::new();
         codec::encode_pong(&mut pong);
-        writer.write_all(&pong).await?;
-        return writer.shutdown().await;
+        stream.write_all(&pong).await?;
+        return stream.flush().await;
     }
     if packet.modifier1 != MODIFIER_WSGI && packet.modifier1 != MODIFIER_WSGI_MANAGE_PATH_INFO {
         tracing::warn!(
@@ -127,7 +128,7 @@ async fn handle<A: App + 'static>(
             "unsupported uwsgi modifier: 501"
         );
         return send(
-            &mut writer,
+            &mut stream,
             plain_response(http::StatusCode::NOT_IMPLEMENTED, true),
         )
         .await;
@@ -137,7 +138,7 @@ async fn handle<A: App + 'static>(
         Err(error) => {
             tracing::warn!(%error, "bad uwsgi vars");
             return send(
-                &mut writer,
+                &mut stream,
                 plain_response(http::StatusCode::BAD_REQUEST, true),
             )
             .await;
@@ -151,17 +152,24 @@ async fn handle<A: App + 'static>(
         }
     }
     let framing = body_framing(&environ);
+    environ.set_errors(runtime.errors().clone());
+    environ.set_multithread(config.blocking);
+    if let Some(peer) = peer {
+        environ.set_peer_addr(Some(peer));
+    }
+    if matches!(framing, BodyFraming::Length(0) | BodyFraming::None) {
+        // No body: the connection is not split between the body's reader and the response's
+        // writer, and the response's end is the connection's (dropping the stream closes it).
+        let response = runtime.respond(environ, BodyGuard::none()).await;
+        return send(&mut stream, response).await;
+    }
+    let (reader, mut writer) = tokio::io::split(stream);
     let (body, guard) = runtime.guard_body(SocketBody {
         reader,
         buf,
         chunked: (framing == BodyFraming::UntilEnd).then(ChunkedDecoder::new),
         eof: false,
     });
-    environ.set_errors(runtime.errors().clone());
-    environ.set_multithread(config.blocking);
-    if let Some(peer) = peer {
-        environ.set_peer_addr(Some(peer));
-    }
     // A short body of a declared length, for a blocking app, is read whole first (see
     // `Config::body_buffer_size`).
     let response = match framing {
@@ -173,12 +181,15 @@ async fn handle<A: App + 'static>(
             runtime.respond(environ, guard).await
         }
     };
-    send(&mut writer, response).await
+    send(&mut writer, response).await?;
+    // The body's reader may outlive this (an app that kept its input): the web server learns
+    // that the response ended from this, not from the close.
+    writer.shutdown().await
 }
 
-/// Writes a whole HTTP/1.1 response, streaming its body, then closes the connection.
+/// Writes a whole HTTP/1.1 response, streaming its body. The connection's close ends it.
 async fn send(
-    writer: &mut tokio::io::WriteHalf<Box<dyn Stream>>,
+    writer: &mut (impl AsyncWrite + Unpin),
     response: http::Response<gateway_core::Body>,
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
@@ -219,7 +230,7 @@ async fn send(
             }
         }
     }
-    writer.shutdown().await
+    Ok(())
 }
 
 /// The request body, read from the connection after the packet: raw, or de-chunked.
