@@ -246,7 +246,7 @@ async fn handle<A: App + 'static>(
             batch.push(bytes);
             // Let the tasks that are ready now add theirs (a response's END_REQUEST follows
             // its STDOUT at once): what is queued then goes out in one write.
-            tokio::task::yield_now().await;
+            crate::runtime::yield_to_ready_tasks().await;
             while let Ok(more) = out_rx.try_recv() {
                 batch.push(more);
             }

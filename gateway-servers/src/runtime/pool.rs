@@ -109,7 +109,7 @@ impl Pool {
 /// Drops `flush` once the tasks that are ready now have been polled (and have queued their
 /// jobs).
 async fn after_ready_tasks(flush: Flush) {
-    tokio::task::yield_now().await;
+    crate::runtime::yield_to_ready_tasks().await;
     drop(flush);
 }
 
