@@ -12,8 +12,11 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
+
+use super::tcp::{self, LazyTcp};
 
 /// Where to listen: `HOST:PORT` (IPv4 or `[IPv6]`), `unix:PATH`, `fd:N` (an inherited
 /// listening socket), or `systemd` (the first socket of systemd socket activation).
@@ -121,7 +124,13 @@ pub struct Listener {
 #[derive(Debug)]
 enum Kind {
     Tcp {
-        listener: TcpListener,
+        /// Accepted from with `accept4`, so that a connection joins the event loop only when
+        /// it has to (see `deferred`).
+        listener: AsyncFd<std::net::TcpListener>,
+        /// The socket defers accept until a connection's first bytes: each connection is a
+        /// [`LazyTcp`], registered with the event loop only once it has to wait (many never
+        /// do). Else it is registered at once: its first read would most likely wait.
+        deferred: bool,
         /// The address the connections arrive at, when the socket is bound to one address (not
         /// to every address of the host): each connection's local address without a
         /// `getsockname` call.
@@ -244,7 +253,9 @@ impl BoundSocket {
     /// `TCP_DEFER_ACCEPT`, rounded up to whole seconds; zero turns it off). For a protocol whose
     /// client speaks first, at once (a web server speaking FastCGI or uwsgi), this saves a read
     /// that finds nothing and a wake-up per connection; nginx's `listen ... deferred` does the
-    /// same. A client that connects and stays silent is accepted after `wait` (from then the
+    /// same. A [`Listener`] made from the socket afterwards then leaves each connection out of
+    /// the event loop until a read or a write has to wait: a request answered at once costs no
+    /// registration. A client that connects and stays silent is accepted after `wait` (from then the
     /// header timeout runs), and meanwhile does not count as a connection. Does nothing on a
     /// Unix socket.
     pub fn defer_accept(&self, wait: Duration) -> io::Result<()> {
@@ -275,12 +286,20 @@ impl BoundSocket {
             // Set on the listening socket, TCP_NODELAY comes with each accepted one, which
             // saves a system call per connection (checked on the first; see `accept`).
             let _ = setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+            let deferred =
+                getsockopt_int_at(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT)
+                    .is_some_and(|seconds| seconds > 0);
             let std = std::net::TcpListener::from(fd);
             std.set_nonblocking(true)?;
             let local = std.local_addr().ok().filter(|a| !a.ip().is_unspecified());
             Ok(Listener {
                 kind: Kind::Tcp {
-                    listener: TcpListener::from_std(std)?,
+                    // SAFETY: the listener owns its descriptor, open until it is dropped (after
+                    // the registration), and always reports that same descriptor.
+                    listener: unsafe {
+                        AsyncFd::register_with_interest(std, tokio::io::Interest::READABLE)?
+                    },
+                    deferred,
                     local,
                     nodelay: AtomicU8::new(NODELAY_UNKNOWN),
                 },
@@ -317,7 +336,7 @@ impl Listener {
     /// The local address of a TCP listener.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.kind {
-            Kind::Tcp { listener, .. } => listener.local_addr().ok(),
+            Kind::Tcp { listener, .. } => listener.get_ref().local_addr().ok(),
             Kind::Unix(..) => None,
         }
     }
@@ -328,10 +347,16 @@ impl Listener {
         match &self.kind {
             Kind::Tcp {
                 listener,
+                deferred,
                 local,
                 nodelay,
             } => {
-                let (stream, peer) = listener.accept().await?;
+                let (stream, peer) = loop {
+                    let mut ready = listener.readable().await?;
+                    if let Ok(accepted) = ready.try_io(|listener| tcp::accept(listener.get_ref())) {
+                        break accepted?;
+                    }
+                };
                 match nodelay.load(Ordering::Relaxed) {
                     NODELAY_INHERITED => {}
                     NODELAY_UNKNOWN if stream.nodelay().unwrap_or(false) => {
@@ -343,8 +368,13 @@ impl Listener {
                     }
                 }
                 let local = local.or_else(|| stream.local_addr().ok());
+                let stream: Box<dyn Stream> = if *deferred {
+                    Box::new(LazyTcp::new(stream))
+                } else {
+                    Box::new(tokio::net::TcpStream::from_std(stream)?)
+                };
                 Ok(Connection {
-                    stream: Box::new(stream),
+                    stream,
                     peer: Some(peer),
                     local,
                 })
@@ -370,6 +400,10 @@ impl Drop for Listener {
 }
 
 fn getsockopt_int(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    getsockopt_int_at(fd, libc::SOL_SOCKET, option)
+}
+
+fn getsockopt_int_at(fd: RawFd, level: libc::c_int, option: libc::c_int) -> Option<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes of a c_int and a socklen_t, as the call
@@ -377,7 +411,7 @@ fn getsockopt_int(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
     let result = unsafe {
         libc::getsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             option,
             (&mut value as *mut libc::c_int).cast(),
             &mut len,

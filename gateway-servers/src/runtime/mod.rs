@@ -11,6 +11,7 @@ mod pool;
 mod request;
 mod shutdown;
 pub mod stats;
+mod tcp;
 mod workers;
 mod write;
 
