@@ -249,15 +249,15 @@ impl BoundSocket {
         })
     }
 
-    /// Hands connections to `accept` only once their first bytes arrived, or after `wait` (Linux's
-    /// `TCP_DEFER_ACCEPT`, rounded up to whole seconds; zero turns it off). For a protocol whose
-    /// client speaks first, at once (a web server speaking FastCGI or uwsgi), this saves a read
-    /// that finds nothing and a wake-up per connection; nginx's `listen ... deferred` does the
-    /// same. A [`Listener`] made from the socket afterwards then leaves each connection out of
-    /// the event loop until a read or a write has to wait: a request answered at once costs no
-    /// registration. A client that connects and stays silent is accepted after `wait` (from then the
-    /// header timeout runs), and meanwhile does not count as a connection. Does nothing on a
-    /// Unix socket.
+    /// Hands connections to `accept` only once their first bytes arrived, or after `wait`
+    /// (Linux's `TCP_DEFER_ACCEPT`, rounded up to whole seconds; zero turns it off). For a
+    /// protocol whose client speaks first, at once (a web server speaking FastCGI or uwsgi),
+    /// this saves a read that finds nothing and a wake-up per connection; nginx's
+    /// `listen ... deferred` does the same. A [`Listener`] made from the socket afterwards
+    /// leaves each connection out of the event loop until a read or a write has to wait: a
+    /// request answered at once costs no registration. A client that connects and stays silent
+    /// is accepted after `wait` (from then the header timeout runs), and meanwhile does not
+    /// count as a connection. Does nothing on a Unix socket.
     pub fn defer_accept(&self, wait: Duration) -> io::Result<()> {
         if self.unix {
             return Ok(());
