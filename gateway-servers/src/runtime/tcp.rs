@@ -129,6 +129,23 @@ impl LazyTcp {
             }
         }
     }
+
+    /// One read or write with `buf`: `plain` on the socket while it is not registered, else
+    /// (or when it would block, after registering) `registered` on the registered stream.
+    fn poll_io<B, T>(
+        &mut self,
+        mut buf: B,
+        mut plain: impl FnMut(&std::net::TcpStream, &mut B) -> io::Result<T>,
+        registered: impl FnOnce(Pin<&mut tokio::net::TcpStream>, B) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some(result) = self.try_plain(|stream| plain(stream, &mut buf)) {
+            return Poll::Ready(result);
+        }
+        match self.registered() {
+            Ok(stream) => registered(Pin::new(stream), buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
 }
 
 /// Reads into the unfilled part of `buf` from the socket, without initialising it first.
@@ -161,14 +178,11 @@ impl AsyncRead for LazyTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(result) = this.try_plain(|stream| recv(stream, buf)) {
-            return Poll::Ready(result);
-        }
-        match this.registered() {
-            Ok(stream) => Pin::new(stream).poll_read(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().poll_io(
+            buf,
+            |stream, buf| recv(stream, buf),
+            |stream, buf| stream.poll_read(cx, buf),
+        )
     }
 }
 
@@ -178,14 +192,11 @@ impl AsyncWrite for LazyTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(result) = this.try_plain(|mut stream| stream.write(buf)) {
-            return Poll::Ready(result);
-        }
-        match this.registered() {
-            Ok(stream) => Pin::new(stream).poll_write(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().poll_io(
+            buf,
+            |mut stream, buf| stream.write(buf),
+            |stream, buf| stream.poll_write(cx, buf),
+        )
     }
 
     fn poll_write_vectored(
@@ -193,14 +204,11 @@ impl AsyncWrite for LazyTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(result) = this.try_plain(|mut stream| stream.write_vectored(bufs)) {
-            return Poll::Ready(result);
-        }
-        match this.registered() {
-            Ok(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().poll_io(
+            bufs,
+            |mut stream, bufs| stream.write_vectored(bufs),
+            |stream, bufs| stream.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
