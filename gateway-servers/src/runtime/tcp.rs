@@ -112,10 +112,10 @@ impl LazyTcp {
         }
     }
 
-    /// Runs `op` on the socket while it is not registered; `None` when it would block (and
-    /// from then on the stream is registered).
+    /// Runs `op` on the socket while it is not registered (retried when interrupted); `None`
+    /// when the stream is registered or `op` would block (the caller then registers it).
     fn try_plain<T>(
-        &mut self,
+        &self,
         mut op: impl FnMut(&std::net::TcpStream) -> io::Result<T>,
     ) -> Option<io::Result<T>> {
         let State::Plain(stream) = &self.state else {
