@@ -647,3 +647,65 @@ fn a_stdin_that_ends_with_the_params_and_one_that_comes_later_are_read_alike() {
     assert!(text(&answers[&3].stdout).starts_with("Status: 500"));
     assert!(text(&answers[&3].stderr).contains("ended after 0 of 5 bytes"));
 }
+
+#[test]
+fn a_request_that_waits_to_read_its_body_holds_back_its_connection_only_and_loses_nothing() {
+    // The app of `/wait` reads nothing until the test lets it; every other path is `echo`.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(std::sync::Mutex::new(released));
+    let app = move |environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/wait" {
+            let _ = released.lock().unwrap().recv();
+        }
+        echo(environ, start)
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    // 200 STDIN records of 1,000 bytes: far more than a request's body queue holds, so the
+    // server stops reading this connection until the app reads.
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let length = body.len().to_string();
+    let mut waiting = PARAMS.to_vec();
+    waiting.retain(|(name, _)| !matches!(*name, "PATH_INFO" | "CONTENT_LENGTH"));
+    waiting.extend([("PATH_INFO", "/wait"), ("CONTENT_LENGTH", length.as_str())]);
+    let mut wire = BytesMut::new();
+    codec::encode_begin_request(&mut wire, 1, Role::Responder, true);
+    let mut block = BytesMut::new();
+    for (name, value) in &waiting {
+        codec::encode_pair(&mut block, name.as_bytes(), value.as_bytes());
+    }
+    codec::encode_stream(&mut wire, StreamKind::Params, 1, &block);
+    codec::encode_end_of_stream(&mut wire, StreamKind::Params, 1);
+    for chunk in body.chunks(1000) {
+        codec::encode_stream(&mut wire, StreamKind::Stdin, 1, chunk);
+    }
+    codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 1);
+    // A second request on the same connection, behind the first one's body.
+    request(&mut wire, 2, Role::Responder, true, PARAMS, Some(b"two.."));
+    let mut held = server.connect();
+    let mut writer = held.stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || writer.write_all(&wire).unwrap());
+
+    // Another connection is answered while the first waits.
+    let mut other = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, false, PARAMS, Some(b"other"));
+    other.send(&wire);
+    assert!(text(&other.answers(&[1])[&1].stdout).ends_with("|other"));
+
+    release.send(()).unwrap();
+    sending.join().unwrap();
+    let answers = held.answers(&[1, 2]);
+    let first = &answers[&1].stdout;
+    let at = first
+        .windows(6)
+        .position(|w| w == b"/wait|")
+        .expect("the echo")
+        + 6;
+    assert_eq!(
+        first[at..],
+        body[..],
+        "the whole body reached the app, in order"
+    );
+    assert_eq!(answers[&1].end, Some((0, ProtocolStatus::RequestComplete)));
+    assert!(text(&answers[&2].stdout).ends_with("|two.."));
+}

@@ -1,14 +1,17 @@
 //! The FastCGI server: the connection loop over [`Connection`].
 //!
-//! A connection's records are decoded as they arrive; the protocol answers management records
-//! and refusals itself; each request whose params are complete runs as a task of its own (so a
-//! slow request never holds back the others on a multiplexed connection), reading its body
-//! from a bounded per-request channel and writing its response as `FCGI_STDOUT` records, a
-//! `Status:` line first (nginx and Apache handle an HTTP status line differently), then
-//! `FCGI_END_REQUEST`. `wsgi.errors` goes out as `FCGI_STDERR` records, so app errors land in
-//! the web server's error log. `FCGI_ABORT_REQUEST` drops the app's response (its body's
-//! `close()`) and ends the request. The connection closes after a request without
-//! `FCGI_KEEP_CONN`, as the web server asked.
+//! One task per connection reads and decodes its records, and writes everything that goes
+//! back. The protocol answers management records and refusals itself. A request whose params
+//! are complete runs among the connection's work: polled by the connection's task when it has
+//! no body to read (most requests: nginx sends a GET's params and the end of its STDIN
+//! together), which then writes its response at once; in a task of its own when it reads a
+//! body, from a bounded per-request channel (so a slow request holds back at most its own
+//! connection, once its channel is full, and never the server). Responses go out as
+//! `FCGI_STDOUT` records, a `Status:` line first (nginx and Apache handle an HTTP status line
+//! differently), then `FCGI_END_REQUEST`. `wsgi.errors` goes out as `FCGI_STDERR` records, so
+//! app errors land in the web server's error log. `FCGI_ABORT_REQUEST` drops the app's
+//! response (its body's `close()`) and ends the request. The connection closes after a
+//! request without `FCGI_KEEP_CONN`, as the web server asked.
 //!
 //! [`serve`] takes the addresses of the web servers allowed to connect from the environment
 //! variable `FCGI_WEB_SERVER_ADDRS` (see [`web_server_addrs`](super::web_server_addrs)); a TCP
@@ -34,7 +37,7 @@ use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{body_framing, bound_input, try_environ_from_params};
 use crate::runtime::{
-    BodyGuard, Listener, Runtime, Shutdown, Stream, serve_connections, write_all_bufs,
+    BodyGuard, Listener, Runtime, Shutdown, Stream, poll_write_bufs, serve_connections,
 };
 
 /// Record batches a request may have queued for the connection's writer.
@@ -129,6 +132,14 @@ pub async fn serve_with<A: App + 'static>(
     .await
 }
 
+/// What requests queue for their connection: records, and the end of a request that runs in
+/// a task of its own, queued after its last records so that its `FCGI_END_REQUEST` follows
+/// them.
+enum Out {
+    Records(Bytes),
+    End { request_id: u16, app_status: u32 },
+}
+
 /// A request body fed by the connection's reader.
 struct ChannelBody {
     records: mpsc::Receiver<Bytes>,
@@ -158,15 +169,16 @@ impl http_body::Body for ChannelBody {
 /// connection's queue full go to the server's log instead.
 struct StderrSink {
     request_id: u16,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Out>,
 }
 
 impl ErrorSink for StderrSink {
     fn write_message(&self, message: &[u8]) {
         let mut records = BytesMut::new();
         codec::encode_stream(&mut records, StreamKind::Stderr, self.request_id, message);
-        if self.out.try_send(records.freeze()).is_err() {
-            tracing::warn!(target: "gateway::errors", "{}", String::from_utf8_lossy(message).trim_end());
+        if self.out.try_send(Out::Records(records.freeze())).is_err() {
+            let line = String::from_utf8_lossy(message);
+            tracing::warn!(target: "gateway::errors", "{}", line.trim_end());
         }
     }
 }
@@ -180,11 +192,11 @@ struct Running {
 }
 
 /// Where a request runs. One that reads a body from the connection runs in a task of its own,
-/// so that the connection's task can wait on a full body channel while the request (a
+/// so that the connection's task can wait for room in its body channel while the request (a
 /// non-blocking app reads its body in its response future) drains it. Any other (most
 /// requests: nginx sends a GET's params and the end of its STDIN together) is polled by the
-/// connection's task, among its others: no task, no channel back, and no wake of another task
-/// per request.
+/// connection's task, among its others, which then writes the response itself: no task, no
+/// channel, and no wake of another task per request.
 enum Task {
     Spawned(tokio::task::JoinHandle<()>),
     Inline(AbortHandle),
@@ -200,9 +212,125 @@ impl Task {
     }
 }
 
-/// A request's work, from its call to its last STDOUT record: its id and the app status for
-/// `FCGI_END_REQUEST` (see [`send_response`]).
-type RequestFuture = Pin<Box<dyn Future<Output = (u16, u32)> + Send>>;
+/// What a request polled by the connection's task gives back.
+enum Outcome {
+    /// The app's response: the connection sends its head and what of its body is ready.
+    Response(Role, http::Response<gateway_core::Body>),
+    /// The rest of a response sent through the queue; the app status for `FCGI_END_REQUEST`.
+    Ended(u32),
+}
+
+/// A request polled by the connection's task.
+type InlineFuture = Pin<Box<dyn Future<Output = (u16, Outcome)> + Send>>;
+
+/// Bytes of output waiting for the connection above which it stops reading records, and stops
+/// taking records from its requests' queue (which then holds their tasks back).
+const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// Room kept free in the read buffer before each read.
+const READ_SPACE: usize = 4 * 1024;
+
+/// Output waiting for the connection, in the order it goes out.
+#[derive(Default)]
+struct Output {
+    bufs: Vec<Bytes>,
+    unflushed: bool,
+}
+
+impl Output {
+    fn len(&self) -> usize {
+        self.bufs.iter().map(Bytes::len).sum()
+    }
+
+    fn is_pending(&self) -> bool {
+        !self.bufs.is_empty() || self.unflushed
+    }
+
+    /// Writes and flushes what is waiting, as far as the stream takes it now.
+    fn poll_write(
+        &mut self,
+        mut stream: Pin<&mut dyn Stream>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.bufs.is_empty() {
+            self.unflushed = true;
+            std::task::ready!(poll_write_bufs(stream.as_mut(), &mut self.bufs, cx))?;
+        }
+        if self.unflushed {
+            std::task::ready!(stream.poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What the connection's reads and writes came to.
+enum Io {
+    /// Bytes read (0 at the end of the stream).
+    Read(usize),
+    /// Everything waiting was written, and reading is not allowed now: the loop looks again.
+    Written,
+}
+
+/// Writes what waits in `output`; then, when `read`, reads into `buf`. Ready when it read, or
+/// when it wrote everything and may not read (so the loop can look again): a write that
+/// leaves nothing more to do wakes nobody.
+fn poll_io(
+    stream: &mut Box<dyn Stream>,
+    output: &mut Output,
+    buf: &mut BytesMut,
+    read: bool,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Io>> {
+    if output.is_pending() {
+        match output.poll_write(Pin::new(&mut **stream), cx) {
+            Poll::Ready(Ok(())) if !read => return Poll::Ready(Ok(Io::Written)),
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Ready(Ok(())) | Poll::Pending => {}
+        }
+    }
+    if !read {
+        return Poll::Pending;
+    }
+    if buf.capacity() - buf.len() < READ_SPACE {
+        buf.reserve(16 * 1024);
+    }
+    let read = std::pin::pin!(stream.read_buf(buf)).poll(cx);
+    read.map_ok(Io::Read)
+}
+
+/// A body record that found its request's channel full: reading waits until it is taken.
+struct Held {
+    sender: mpsc::Sender<Bytes>,
+    data: Bytes,
+}
+
+/// Waits for room for the held record (never, when there is none).
+async fn room_for(
+    held: Option<&Held>,
+) -> Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>> {
+    match held {
+        Some(held) => held.sender.clone().reserve_owned().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why a connection is closed at once.
+struct Close;
+
+/// One connection's state, apart from its stream and read buffer.
+struct Session<A: App + 'static> {
+    runtime: Runtime<A>,
+    peer: Option<std::net::SocketAddr>,
+    mount: Option<Arc<str>>,
+    connection: Connection,
+    running: IdMap<Running>,
+    inline: FuturesUnordered<Abortable<InlineFuture>>,
+    output: Output,
+    out_tx: mpsc::Sender<Out>,
+    out_rx: mpsc::Receiver<Out>,
+    held: Option<Held>,
+}
 
 /// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
 /// scripted bytes of a test (`gateway_testkit::scripted`). `peer` becomes the request's
@@ -226,39 +354,32 @@ pub async fn serve_connection<A: App + 'static>(
     .await
 }
 
-/// Serves one connection. With `stop`, a graceful shutdown closes the connection as soon as no
-/// request is running on it: at once when it is idle (a web server keeps connections open with
-/// `FCGI_KEEP_CONN`, and a shutdown must not wait for it to close them), else after the last
-/// response.
+/// Serves one connection in one task: it reads and decodes the records, polls the requests
+/// that need no task of their own, and writes every response. With `stop`, a graceful
+/// shutdown closes the connection as soon as no request is running on it: at once when it is
+/// idle (a web server keeps connections open with `FCGI_KEEP_CONN`, and a shutdown must not
+/// wait for it to close them), else after the last response.
 async fn handle<A: App + 'static>(
     runtime: Runtime<A>,
-    stream: Box<dyn Stream>,
+    mut stream: Box<dyn Stream>,
     peer: Option<std::net::SocketAddr>,
     settings: Settings,
     mount: Option<Arc<str>>,
     stop: Option<Shutdown>,
 ) -> io::Result<()> {
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
-    let writer_task = tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while let Some(bytes) = out_rx.recv().await {
-            batch.push(bytes);
-            // Let the tasks that are ready now add theirs (a response's END_REQUEST follows
-            // its STDOUT at once): what is queued then goes out in one write.
-            crate::runtime::yield_to_ready_tasks().await;
-            while let Ok(more) = out_rx.try_recv() {
-                batch.push(more);
-            }
-            write_all_bufs(&mut writer, &mut batch).await?;
-            writer.flush().await?;
-        }
-        writer.shutdown().await
-    });
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, u32)>();
-    let mut inline = FuturesUnordered::<Abortable<RequestFuture>>::new();
-    let mut connection = Connection::new(settings);
-    let mut running: IdMap<Running> = IdMap::default();
+    let (out_tx, out_rx) = mpsc::channel::<Out>(OUTPUT_QUEUE);
+    let mut this = Session {
+        runtime,
+        peer,
+        mount,
+        connection: Connection::new(settings),
+        running: IdMap::default(),
+        inline: FuturesUnordered::new(),
+        output: Output::default(),
+        out_tx,
+        out_rx,
+        held: None,
+    };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut reading = true;
     let mut stopping = false;
@@ -270,136 +391,246 @@ async fn handle<A: App + 'static>(
     };
     let mut graceful = std::pin::pin!(graceful);
     loop {
-        if connection.should_close() {
-            break;
+        if this.receive(&mut buf).is_err() {
+            return Ok(());
         }
-        if !reading && running.is_empty() {
-            break;
-        }
-        if stopping && running.is_empty() && connection.open_requests() == 0 {
+        this.take_queued(false);
+        if this.connection.should_close()
+            || (!reading && this.running.is_empty())
             // Idle (no request begun, not even partly received): close now.
+            || (stopping && this.running.is_empty() && this.connection.open_requests() == 0)
+        {
             break;
         }
+        let can_read = reading && this.held.is_none() && this.output.len() < OUTPUT_LIMIT;
+        let can_take = this.output.len() < OUTPUT_LIMIT;
         tokio::select! {
-            () = graceful.as_mut(), if !stopping => {
-                stopping = true;
-                continue;
+            biased;
+            () = graceful.as_mut(), if !stopping => stopping = true,
+            Some(done) = this.inline.next(), if !this.inline.is_empty() => {
+                // An aborted request was ended when its abort came.
+                if let Ok((request_id, outcome)) = done {
+                    this.inline_done(request_id, outcome).await;
+                }
             }
-            read = reader.read_buf(&mut buf), if reading => {
-                if read? == 0 {
+            Some(out) = this.out_rx.recv(), if can_take => this.queued(out),
+            room = room_for(this.held.as_ref()), if this.held.is_some() => {
+                let held = this.held.take().expect("a held record");
+                // No room ever: the request dropped its body.
+                if let Ok(permit) = room {
+                    permit.send(held.data);
+                }
+            }
+            io = std::future::poll_fn(|cx| {
+                poll_io(&mut stream, &mut this.output, &mut buf, can_read, cx)
+            }) => {
+                if let Io::Read(0) = io? {
                     reading = false;
                     // The web server is gone: the bodies still being read end in an error.
-                    for request in running.values_mut() {
+                    this.held = None;
+                    for request in this.running.values_mut() {
                         request.stdin = None;
                         request.data = None;
                     }
-                    continue;
-                }
-                loop {
-                    let record = match codec::decode_record(&mut buf) {
-                        Ok(Some(record)) => record,
-                        Ok(None) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "bad FastCGI record: closing the connection");
-                            return Ok(());
-                        }
-                    };
-                    let mut out = BytesMut::new();
-                    let event = match connection.receive(record, runtime.has_capacity(), &mut out) {
-                        Ok(event) => event,
-                        Err(error) => {
-                            tracing::warn!(%error, "FastCGI protocol error: closing the connection");
-                            return Ok(());
-                        }
-                    };
-                    if !out.is_empty() && out_tx.send(out.freeze()).await.is_err() {
-                        return Ok(());
-                    }
-                    match event {
-                        None => {}
-                        Some(Event::Request { request_id, role, params, .. }) => {
-                            let Ok(mut environ) = try_environ_from_params(params) else {
-                                tracing::warn!("bad FastCGI params: closing the connection");
-                                return Ok(());
-                            };
-                            if let Some(prefix) = &mount {
-                                crate::params::mount(&mut environ, prefix.as_bytes());
-                            }
-                            let body_ended = stdin_ends_next(&buf, request_id);
-                            let (stdin, data, work) = start_request(
-                                &runtime, request_id, role, environ, body_ended, peer, out_tx.clone(),
-                            );
-                            let task = if stdin.is_none() && data.is_none() {
-                                let (work, handle) = abortable(work);
-                                inline.push(work);
-                                Task::Inline(handle)
-                            } else {
-                                let done = done_tx.clone();
-                                Task::Spawned(tokio::spawn(async move {
-                                    let _ = done.send(work.await);
-                                }))
-                            };
-                            running.insert(request_id, Running { stdin, data, task });
-                        }
-                        Some(Event::Stdin { request_id, data }) => {
-                            let sender = running.get(&request_id).and_then(|r| r.stdin.clone());
-                            if let Some(sender) = sender {
-                                // Bounded: a request that does not read its body holds back
-                                // this connection's reading, not the server.
-                                let _ = sender.send(data.clone()).await;
-                            }
-                            if data.is_empty() {
-                                if let Some(r) = running.get_mut(&request_id) { r.stdin = None; }
-                            }
-                        }
-                        Some(Event::Data { request_id, data }) => {
-                            let sender = running.get(&request_id).and_then(|r| r.data.clone());
-                            if let Some(sender) = sender {
-                                let _ = sender.send(data.clone()).await;
-                            }
-                            if data.is_empty() {
-                                if let Some(r) = running.get_mut(&request_id) { r.data = None; }
-                            }
-                        }
-                        Some(Event::Abort { request_id }) => {
-                            if let Some(request) = running.remove(&request_id) {
-                                request.task.abort();
-                                tracing::info!(request_id, "request aborted by the web server");
-                            }
-                            let mut out = BytesMut::new();
-                            connection.end_request(request_id, 0, &mut out);
-                            let _ = out_tx.send(out.freeze()).await;
-                        }
-                    }
-                }
-            }
-            Some(done) = inline.next(), if !inline.is_empty() => {
-                // An aborted request was ended when its abort came.
-                let Ok((request_id, app_status)) = done else { continue };
-                if running.remove(&request_id).is_some() {
-                    let mut out = BytesMut::new();
-                    connection.end_request(request_id, app_status, &mut out);
-                    if out_tx.send(out.freeze()).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            Some((request_id, app_status)) = done_rx.recv() => {
-                if running.remove(&request_id).is_some() {
-                    let mut out = BytesMut::new();
-                    connection.end_request(request_id, app_status, &mut out);
-                    if out_tx.send(out.freeze()).await.is_err() {
-                        return Ok(());
-                    }
                 }
             }
         }
     }
-    drop(out_tx);
-    for (_, request) in running {
+    // What the requests queued goes out; then the connection closes.
+    for (_, request) in std::mem::take(&mut this.running) {
         request.task.abort();
     }
-    writer_task.await.map_err(io::Error::other)?
+    this.take_queued(true);
+    std::future::poll_fn(|cx| this.output.poll_write(Pin::new(&mut *stream), cx)).await?;
+    stream.shutdown().await
+}
+
+impl<A: App + 'static> Session<A> {
+    /// Decodes and handles the records in `buf`, until it holds no whole record or a body
+    /// record must wait for room. An error closes the connection.
+    fn receive(&mut self, buf: &mut BytesMut) -> Result<(), Close> {
+        while self.held.is_none() {
+            let record = match codec::decode_record(buf) {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "bad FastCGI record: closing the connection");
+                    return Err(Close);
+                }
+            };
+            let mut out = BytesMut::new();
+            let event = match self
+                .connection
+                .receive(record, self.runtime.has_capacity(), &mut out)
+            {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(%error, "FastCGI protocol error: closing the connection");
+                    return Err(Close);
+                }
+            };
+            if !out.is_empty() {
+                self.output.bufs.push(out.freeze());
+            }
+            match event {
+                None => {}
+                Some(Event::Request {
+                    request_id,
+                    role,
+                    params,
+                    ..
+                }) => {
+                    let Ok(mut environ) = try_environ_from_params(params) else {
+                        tracing::warn!("bad FastCGI params: closing the connection");
+                        return Err(Close);
+                    };
+                    if let Some(prefix) = &self.mount {
+                        crate::params::mount(&mut environ, prefix.as_bytes());
+                    }
+                    let body_ended = stdin_ends_next(buf, request_id);
+                    let (stdin, data, respond) = start_request(
+                        &self.runtime,
+                        request_id,
+                        role,
+                        environ,
+                        body_ended,
+                        self.peer,
+                        &self.out_tx,
+                    );
+                    let task = if stdin.is_none() && data.is_none() {
+                        let work: InlineFuture = Box::pin(async move {
+                            (request_id, Outcome::Response(role, respond.await))
+                        });
+                        let (work, handle) = abortable(work);
+                        self.inline.push(work);
+                        Task::Inline(handle)
+                    } else {
+                        let out = self.out_tx.clone();
+                        Task::Spawned(tokio::spawn(async move {
+                            let app_status =
+                                send_response(request_id, role, respond.await, &out).await;
+                            let _ = out
+                                .send(Out::End {
+                                    request_id,
+                                    app_status,
+                                })
+                                .await;
+                        }))
+                    };
+                    self.running
+                        .insert(request_id, Running { stdin, data, task });
+                }
+                Some(Event::Stdin { request_id, data }) => {
+                    let request = self.running.get_mut(&request_id);
+                    let sender = request.and_then(|r| {
+                        if data.is_empty() {
+                            r.stdin.take()
+                        } else {
+                            r.stdin.clone()
+                        }
+                    });
+                    self.feed(sender, data);
+                }
+                Some(Event::Data { request_id, data }) => {
+                    let request = self.running.get_mut(&request_id);
+                    let sender = request.and_then(|r| {
+                        if data.is_empty() {
+                            r.data.take()
+                        } else {
+                            r.data.clone()
+                        }
+                    });
+                    self.feed(sender, data);
+                }
+                Some(Event::Abort { request_id }) => {
+                    if let Some(request) = self.running.remove(&request_id) {
+                        request.task.abort();
+                        tracing::info!(request_id, "request aborted by the web server");
+                    }
+                    self.take_queued(true);
+                    let mut out = BytesMut::new();
+                    self.connection.end_request(request_id, 0, &mut out);
+                    self.output.bufs.push(out.freeze());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a body record to its request; one that finds the channel full is held, and
+    /// reading waits for the request to take it (a request that does not read its body holds
+    /// back this connection's reading, not the server).
+    fn feed(&mut self, sender: Option<mpsc::Sender<Bytes>>, data: Bytes) {
+        let Some(sender) = sender else { return };
+        if let Err(mpsc::error::TrySendError::Full(data)) = sender.try_send(data) {
+            self.held = Some(Held { sender, data });
+        }
+    }
+
+    /// Moves what the requests' tasks queued into the output: while the output is below its
+    /// limit, or, with `all`, everything queued now (before an `FCGI_END_REQUEST` that must
+    /// follow it).
+    fn take_queued(&mut self, all: bool) {
+        while all || self.output.len() < OUTPUT_LIMIT {
+            match self.out_rx.try_recv() {
+                Ok(out) => self.queued(out),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn queued(&mut self, out: Out) {
+        match out {
+            Out::Records(records) => self.output.bufs.push(records),
+            Out::End {
+                request_id,
+                app_status,
+            } => self.end(request_id, app_status),
+        }
+    }
+
+    /// Ends a request that ran to its end (one aborted was ended when its abort came).
+    fn end(&mut self, request_id: u16, app_status: u32) {
+        if self.running.remove(&request_id).is_some() {
+            let mut out = BytesMut::new();
+            self.connection
+                .end_request(request_id, app_status, &mut out);
+            self.output.bufs.push(out.freeze());
+        }
+    }
+
+    /// A request polled by this task is done with a step: its response is here (the head and
+    /// what of the body is ready go out, and a body that streams on is polled here as well),
+    /// or the rest of its body was sent.
+    async fn inline_done(&mut self, request_id: u16, outcome: Outcome) {
+        let (role, response) = match outcome {
+            Outcome::Ended(app_status) => {
+                self.take_queued(true);
+                self.end(request_id, app_status);
+                return;
+            }
+            Outcome::Response(role, response) => (role, response),
+        };
+        let (records, rest) = begin_response(request_id, role, response).await;
+        // Its `wsgi.errors` lines, queued while it ran, go first.
+        self.take_queued(true);
+        self.output.bufs.push(records);
+        match rest {
+            Rest::More(mut body) => {
+                let out = self.out_tx.clone();
+                let rest: InlineFuture = Box::pin(async move {
+                    let app_status = send_frames(request_id, &mut body, &out).await;
+                    (request_id, Outcome::Ended(app_status))
+                });
+                let (rest, handle) = abortable(rest);
+                if let Some(request) = self.running.get_mut(&request_id) {
+                    request.task = Task::Inline(handle);
+                }
+                self.inline.push(rest);
+            }
+            rest => self.end(request_id, rest.app_status()),
+        }
+    }
 }
 
 /// Whether `buf` starts with the record that ends the STDIN of `request_id` at once: the
@@ -414,7 +645,7 @@ fn stdin_ends_next(buf: &[u8], request_id: u16) -> bool {
 }
 
 /// Prepares a request: the senders of its body and data channels (`None` where it has none),
-/// and its work, to be run by the caller.
+/// and the future of its response, to be run by the caller.
 fn start_request<A: App + 'static>(
     runtime: &Runtime<A>,
     request_id: u16,
@@ -422,11 +653,11 @@ fn start_request<A: App + 'static>(
     mut environ: gateway_core::Environ,
     body_ended: bool,
     peer: Option<std::net::SocketAddr>,
-    out: mpsc::Sender<Bytes>,
+    out: &mpsc::Sender<Out>,
 ) -> (
     Option<mpsc::Sender<Bytes>>,
     Option<mpsc::Sender<Bytes>>,
-    RequestFuture,
+    impl Future<Output = http::Response<gateway_core::Body>> + Send + 'static,
 ) {
     environ.set("FCGI_ROLE", role.name());
     let framing = body_framing(&environ);
@@ -498,72 +729,126 @@ fn start_request<A: App + 'static>(
         environ.set_peer_addr(Some(peer));
     }
     let runtime = runtime.clone();
-    let work = Box::pin(async move {
-        let response = match read_first {
+    let respond = async move {
+        match read_first {
             Some((body, length)) => {
                 runtime
                     .respond_after_body(environ, body, guard, length)
                     .await
             }
             None => runtime.respond(environ, guard).await,
-        };
-        (
-            request_id,
-            send_response(request_id, role, response, &out).await,
-        )
-    });
-    (stdin_tx, data_tx, work)
+        }
+    };
+    (stdin_tx, data_tx, respond)
 }
 
-/// Sends a response as STDOUT records: the `Status:` head, then each body frame. Returns the
-/// app status for `FCGI_END_REQUEST`: 0, or 1 when the response was cut short.
-async fn send_response(
+/// What is left of a response once [`begin_response`] has taken what was ready.
+enum Rest {
+    /// Nothing: the body ended.
+    Ended,
+    /// The body failed (or the head could not be written): the response is cut short.
+    Failed,
+    /// The body, with more to come.
+    More(gateway_core::Body),
+}
+
+impl Rest {
+    /// The app status of `FCGI_END_REQUEST` for a response that ends here.
+    fn app_status(&self) -> u32 {
+        match self {
+            Rest::Failed => 1,
+            Rest::Ended | Rest::More(_) => 0,
+        }
+    }
+}
+
+/// The STDOUT records of a response's head and of what of its body is ready now (the head
+/// leaves with the first chunk: one record rather than two, and Apache's mod_authnz_fcgi only
+/// passes a denying Authorizer's body to the client when it arrives in the record that ends
+/// the head), and what is left of it.
+async fn begin_response(
     request_id: u16,
     role: Role,
     response: http::Response<gateway_core::Body>,
-    out: &mpsc::Sender<Bytes>,
-) -> u32 {
+) -> (Bytes, Rest) {
     let (parts, mut body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
     if crate::cgi::write_head(&mut head, parts.status, &parts.headers, None).is_err() {
-        return 1;
+        return (Bytes::new(), Rest::Failed);
     }
     if role == Role::Authorizer {
         variable_names(&mut head);
     }
-    // The head leaves with the first chunk when that is ready now (a full body): one STDOUT
-    // record rather than two, and Apache's mod_authnz_fcgi only passes a denying Authorizer's
-    // body to the client when it arrives in the record that ends the head.
-    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
-    let mut ended = false;
-    match first {
-        Poll::Ready(Some(Ok(frame))) => {
-            if let Some(data) = frame.data_ref() {
-                head.extend_from_slice(data);
-            }
-        }
-        Poll::Ready(Some(Err(error))) => {
-            tracing::warn!(%error, request_id, "response aborted");
-            return 1;
-        }
-        Poll::Ready(None) => ended = true,
-        Poll::Pending => {}
-    }
     let mut records = BytesMut::new();
-    codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
-    if out.send(records.freeze()).await.is_err() {
+    let mut head = Some(head);
+    let rest = loop {
+        if records.len() >= OUTPUT_LIMIT {
+            break Rest::More(body);
+        }
+        let frame =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let data = match frame {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Poll::Ready(Some(Err(error))) => {
+                tracing::warn!(%error, request_id, "response aborted");
+                break Rest::Failed;
+            }
+            Poll::Ready(None) => break Rest::Ended,
+            Poll::Pending => break Rest::More(body),
+        };
+        match head.take() {
+            Some(mut head) => {
+                head.extend_from_slice(&data);
+                codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
+            }
+            None if !data.is_empty() => {
+                codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &data);
+            }
+            None => {}
+        }
+    };
+    if let Some(head) = head {
+        codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
+    }
+    (records.freeze(), rest)
+}
+
+/// Sends a response as STDOUT records through the connection's queue: the `Status:` head,
+/// then each body frame. Returns the app status for `FCGI_END_REQUEST`: 0, or 1 when the
+/// response was cut short.
+async fn send_response(
+    request_id: u16,
+    role: Role,
+    response: http::Response<gateway_core::Body>,
+    out: &mpsc::Sender<Out>,
+) -> u32 {
+    let (records, rest) = begin_response(request_id, role, response).await;
+    if !records.is_empty() && out.send(Out::Records(records)).await.is_err() {
         return 1;
     }
-    if ended {
-        return 0;
+    match rest {
+        Rest::More(mut body) => send_frames(request_id, &mut body, out).await,
+        rest => rest.app_status(),
     }
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+}
+
+/// Sends the rest of a response body, each frame as STDOUT records as it comes. Returns the
+/// app status for `FCGI_END_REQUEST`.
+async fn send_frames(
+    request_id: u16,
+    body: &mut gateway_core::Body,
+    out: &mpsc::Sender<Out>,
+) -> u32 {
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
                     let mut records = BytesMut::new();
                     codec::encode_stream(&mut records, StreamKind::Stdout, request_id, data);
-                    if out.send(records.freeze()).await.is_err() {
+                    if out.send(Out::Records(records.freeze())).await.is_err() {
                         return 1;
                     }
                 }

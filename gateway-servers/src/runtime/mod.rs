@@ -36,7 +36,7 @@ pub use listener::{
 pub use request::{BodyGuard, GuardedBody, Responding, plain_response};
 pub use shutdown::Shutdown;
 pub use workers::{Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker};
-pub(crate) use write::write_all_bufs;
+pub(crate) use write::{poll_write_bufs, write_all_bufs};
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a
 /// server behind a reverse proxy, and a launcher flag of the same name.

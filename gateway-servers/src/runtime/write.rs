@@ -3,9 +3,11 @@
 //! body, a FastCGI response and its `END_REQUEST`) reaches the peer in one piece.
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 /// The most buffers given to one vectored write.
 const MAX_SLICES: usize = 16;
@@ -16,18 +18,36 @@ pub(crate) async fn write_all_bufs<W>(writer: &mut W, bufs: &mut Vec<Bytes>) -> 
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
+    std::future::poll_fn(|cx| poll_write_bufs(Pin::new(&mut *writer), bufs, cx)).await
+}
+
+/// Writes `bufs` as far as the stream takes them now, removing what was written: ready once
+/// every byte is out, pending (with the rest left in `bufs`) when the stream cannot take more.
+pub(crate) fn poll_write_bufs<W>(
+    mut writer: Pin<&mut W>,
+    bufs: &mut Vec<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>>
+where
+    W: AsyncWrite + ?Sized,
+{
     bufs.retain(|b| !b.is_empty());
     let mut first = 0;
-    while first < bufs.len() {
+    let result = loop {
+        if first == bufs.len() {
+            break Poll::Ready(Ok(()));
+        }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let count = bufs.len().saturating_sub(first).min(MAX_SLICES);
+        let count = (bufs.len() - first).min(MAX_SLICES);
         for (slice, buf) in slices.iter_mut().zip(&bufs[first..first + count]) {
             *slice = IoSlice::new(buf);
         }
-        let mut written = writer.write_vectored(&slices[..count]).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        let mut written = match writer.as_mut().poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
+            Poll::Pending => break Poll::Pending,
+        };
         while written > 0 {
             let buf = &mut bufs[first];
             let n = written.min(buf.len());
@@ -37,16 +57,14 @@ where
                 first += 1;
             }
         }
-    }
-    bufs.clear();
-    Ok(())
+    };
+    bufs.drain(..first);
+    result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
     /// A stream that takes at most `step` bytes per write, vectored or not.
     struct Trickle {
