@@ -64,7 +64,7 @@ use gateway_core::{App, Environ, ErrorStream, Input, driver};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Body as _;
 
-use crate::params::{body_framing, bound_input, environ_from_params};
+use crate::params::{bound_input, framed_environ_from_params};
 
 /// The size of the buffer in front of stdout: a response whose head and body fit in it leaves
 /// the process in one `write`.
@@ -145,8 +145,7 @@ pub fn environ_from_cgi(
     vars: impl IntoIterator<Item = (Bytes, Bytes)>,
     stdin: impl io::Read + Send + 'static,
 ) -> Environ {
-    let mut environ = environ_from_params(vars);
-    let framing = body_framing(&environ);
+    let (mut environ, framing) = framed_environ_from_params(vars);
     environ.set_input(bound_input(Input::from_reader(stdin), framing));
     environ.set_errors(ErrorStream::stderr());
     environ.set_run_once(true);

@@ -52,6 +52,25 @@ pub enum BodyFraming {
 /// assert_eq!(environ.url_scheme(), gateway_core::UrlScheme::Https);
 /// ```
 pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> Environ {
+    framed_environ_from_params(vars).0
+}
+
+/// [`environ_from_params`], and how the request's body arrives: what [`body_framing`] says of
+/// the environ, found as the variables go by rather than looked up afterwards.
+///
+/// ```
+/// use bytes::Bytes;
+/// use gateway_servers::params::{BodyFraming, body_framing, framed_environ_from_params};
+///
+/// let vars = [("CONTENT_LENGTH", ""), ("HTTP_TRANSFER_ENCODING", "chunked")];
+/// let (environ, framing) =
+///     framed_environ_from_params(vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v))));
+/// assert_eq!(framing, BodyFraming::UntilEnd);
+/// assert_eq!(framing, body_framing(&environ));
+/// ```
+pub fn framed_environ_from_params(
+    vars: impl IntoIterator<Item = (Bytes, Bytes)>,
+) -> (Environ, BodyFraming) {
     let mut seen = Seen::default();
     let mut environ = Environ::with_capacity(32);
     environ.set_all(
@@ -85,7 +104,18 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
         fill_required(&mut environ);
     }
     environ.set_input_terminated(true);
-    environ
+    // A kept `CONTENT_LENGTH` is the environ's (the lookup finds it); without one, only
+    // `Transfer-Encoding` can tell, and it was noted as it went by.
+    let length = match seen.content_length {
+        Emptied::Kept => environ.content_length(),
+        Emptied::Nothing | Emptied::Later => None,
+    };
+    let framing = match length {
+        Some(length) => BodyFraming::Length(length),
+        None if seen.chunked => BodyFraming::UntilEnd,
+        None => BodyFraming::None,
+    };
+    (environ, framing)
 }
 
 /// What [`environ_from_params`] needs to know of the variables, noted as they go by, so that
@@ -101,6 +131,8 @@ struct Seen {
     https: bool,
     /// `REQUEST_SCHEME` is `https`.
     scheme_https: bool,
+    /// `HTTP_TRANSFER_ENCODING` names `chunked`.
+    chunked: bool,
     /// Which of the variables `fill_required` gives a value are there and not empty.
     required: u8,
 }
@@ -158,6 +190,7 @@ impl Seen {
             b"PATH_INFO" => self.path_info = Some(shape()),
             b"HTTPS" => self.https = value.eq_ignore_ascii_case(b"on") || value == b"1",
             b"REQUEST_SCHEME" => self.scheme_https = value.eq_ignore_ascii_case(b"https"),
+            b"HTTP_TRANSFER_ENCODING" => self.chunked = names_chunked(value),
             b"REQUEST_METHOD" => required(Self::REQUEST_METHOD),
             b"SERVER_PROTOCOL" => required(Self::SERVER_PROTOCOL),
             b"SERVER_NAME" => required(Self::SERVER_NAME),
@@ -183,14 +216,22 @@ impl Seen {
 pub fn try_environ_from_params<E>(
     vars: impl IntoIterator<Item = Result<(Bytes, Bytes), E>>,
 ) -> Result<Environ, E> {
+    try_framed_environ_from_params(vars).map(|(environ, _)| environ)
+}
+
+/// [`framed_environ_from_params`] for variables decoded from the wire: the first error is
+/// returned instead of an environ.
+pub fn try_framed_environ_from_params<E>(
+    vars: impl IntoIterator<Item = Result<(Bytes, Bytes), E>>,
+) -> Result<(Environ, BodyFraming), E> {
     let mut failed = None;
-    let environ = environ_from_params(
+    let framed = framed_environ_from_params(
         vars.into_iter()
             .map_while(|var| var.map_err(|error| failed = Some(error)).ok()),
     );
     match failed {
         Some(error) => Err(error),
-        None => Ok(environ),
+        None => Ok(framed),
     }
 }
 
@@ -297,16 +338,21 @@ pub fn body_framing(environ: &Environ) -> BodyFraming {
     if let Some(length) = environ.content_length() {
         return BodyFraming::Length(length);
     }
-    let chunked = environ.get("HTTP_TRANSFER_ENCODING").is_some_and(|te| {
-        String::from_utf8_lossy(te)
-            .split(',')
-            .any(|c| c.trim().eq_ignore_ascii_case("chunked"))
-    });
-    if chunked {
+    if environ
+        .get("HTTP_TRANSFER_ENCODING")
+        .is_some_and(names_chunked)
+    {
         BodyFraming::UntilEnd
     } else {
         BodyFraming::None
     }
+}
+
+/// Whether a `Transfer-Encoding` value names `chunked`.
+fn names_chunked(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Bounds an input by the request's framing: `CONTENT_LENGTH` bytes, to its end, or nothing.
@@ -356,7 +402,8 @@ mod tests {
 
     proptest::proptest! {
         /// The single pass gives what the rules one by one give, whatever the front end sends
-        /// (names repeated, values empty, paths out of shape). The order of the variables may
+        /// (names repeated, values empty, paths out of shape), and the body's framing that the
+        /// environ it gives says. The order of the variables may
         /// differ when an empty value came before the one kept, so they are compared sorted.
         #[test]
         fn environ_from_params_is_its_rules_one_by_one(vars in proptest::collection::vec((
@@ -364,16 +411,20 @@ mod tests {
                 "", "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY",
                 "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "HTTPS", "REQUEST_SCHEME",
                 "REQUEST_METHOD", "SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST",
-                "SERVER_ADDR", "HTTP_X",
+                "SERVER_ADDR", "HTTP_X", "HTTP_TRANSFER_ENCODING",
             ][..]),
-            proptest::sample::select(&["", "/", "/a", "a/", "/a/", "on", "1", "HTTPS", "GET", "x:81", "5"][..]),
+            proptest::sample::select(&[
+                "", "/", "/a", "a/", "/a/", "on", "1", "HTTPS", "GET", "x:81", "5", "chunked",
+                "gzip, Chunked", "12x",
+            ][..]),
         ), 0..24)) {
             let vars: Vec<(Bytes, Bytes)> = vars
                 .into_iter()
                 .map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes())))
                 .collect();
             let expected = by_lookups(&vars);
-            let environ = environ_from_params(vars);
+            let (environ, framing) = framed_environ_from_params(vars);
+            proptest::prop_assert_eq!(framing, body_framing(&expected));
             let sorted = |environ: &Environ| {
                 let mut vars: Vec<_> = environ.vars().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
                 vars.sort();

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use super::codec::{self, Header, RecordType, Role, StreamKind};
 use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
-use crate::params::{body_framing, bound_input, try_environ_from_params};
+use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
 use crate::runtime::{
     BodyGuard, Listener, Runtime, Shutdown, Stream, poll_write_bufs, serve_connections,
 };
@@ -480,7 +480,7 @@ impl<A: App + 'static> Session<A> {
                     params,
                     ..
                 }) => {
-                    let Ok(mut environ) = try_environ_from_params(params) else {
+                    let Ok((mut environ, framing)) = try_framed_environ_from_params(params) else {
                         tracing::warn!("bad FastCGI params: closing the connection");
                         return Err(Close);
                     };
@@ -488,15 +488,8 @@ impl<A: App + 'static> Session<A> {
                         crate::params::mount(&mut environ, prefix.as_bytes());
                     }
                     let body_ended = stdin_ends_next(buf, request_id);
-                    let (stdin, data, respond) = start_request(
-                        &self.runtime,
-                        request_id,
-                        role,
-                        environ,
-                        body_ended,
-                        self.peer,
-                        &self.out_tx,
-                    );
+                    let (stdin, data, respond) =
+                        self.start_request(request_id, role, environ, framing, body_ended);
                     let task = if stdin.is_none() && data.is_none() {
                         let work: InlineFuture = Box::pin(async move {
                             (request_id, Outcome::Response(role, respond.await))
@@ -599,6 +592,97 @@ impl<A: App + 'static> Session<A> {
         }
     }
 
+    /// Prepares a request: the senders of its body and data channels (`None` where it has none),
+    /// and the future of its response, to be run by the caller.
+    fn start_request(
+        &self,
+        request_id: u16,
+        role: Role,
+        mut environ: gateway_core::Environ,
+        framing: BodyFraming,
+        body_ended: bool,
+    ) -> (
+        Option<mpsc::Sender<Bytes>>,
+        Option<mpsc::Sender<Bytes>>,
+        impl Future<Output = http::Response<gateway_core::Body>> + Send + 'static,
+    ) {
+        let (runtime, peer, out) = (&self.runtime, self.peer, &self.out_tx);
+        environ.set("FCGI_ROLE", role.name());
+        // A request known to have no body (its STDIN ends with the params, and it declares no
+        // length that the end would fall short of) gets no channel for one: most requests.
+        let no_body = role == Role::Authorizer
+            || (body_ended && matches!(framing, BodyFraming::None | BodyFraming::Length(0)));
+        let (stdin_tx, stdin_rx) = if no_body {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+            (Some(tx), Some(rx))
+        };
+        let (body, guard) = match stdin_rx {
+            Some(records) => {
+                let (body, guard) = runtime.guard_body(ChannelBody { records });
+                (Some(body), guard)
+            }
+            None => (None, BodyGuard::none()),
+        };
+        // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
+        // well-defined end (Apache streams chunked bodies this way). An Authorizer has no body
+        // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
+        // A short body of a declared length, for a blocking app, is read whole first (see
+        // `Config::body_buffer_size`).
+        let mut read_first = None;
+        let input = match (body, framing) {
+            (None, _) => Input::empty(),
+            (Some(body), BodyFraming::Length(n))
+                if role == Role::Responder && runtime.buffers_body(n) =>
+            {
+                read_first = Some((body, n));
+                Input::empty()
+            }
+            (Some(body), BodyFraming::Length(_)) => bound_input(Input::from_body(body), framing),
+            (Some(body), _) => Input::from_body(body),
+        };
+        environ.set_input(input);
+        let (data_tx, data) = if role == Role::Filter {
+            let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+            let mut data = Input::from_body(ChannelBody { records: rx });
+            if let Some(length) = environ
+                .get_str("FCGI_DATA_LENGTH")
+                .and_then(|l| l.parse::<u64>().ok())
+            {
+                data = data.with_limit(length);
+            }
+            (Some(tx), Some(data))
+        } else {
+            (None, None)
+        };
+        if let Some(data) = data {
+            environ
+                .extensions_mut()
+                .insert(FilterData(Arc::new(std::sync::Mutex::new(Some(data)))));
+        }
+        environ.set_errors(ErrorStream::new(StderrSink {
+            request_id,
+            out: out.clone(),
+        }));
+        environ.set_multithread(runtime.config().blocking);
+        if let Some(peer) = peer {
+            environ.set_peer_addr(Some(peer));
+        }
+        let runtime = runtime.clone();
+        let respond = async move {
+            match read_first {
+                Some((body, length)) => {
+                    runtime
+                        .respond_after_body(environ, body, guard, length)
+                        .await
+                }
+                None => runtime.respond(environ, guard).await,
+            }
+        };
+        (stdin_tx, data_tx, respond)
+    }
+
     /// A request polled by this task is done with a step: its response is here (the head and
     /// what of the body is ready go out, and a body that streams on is polled here as well),
     /// or the rest of its body was sent.
@@ -642,104 +726,6 @@ fn stdin_ends_next(buf: &[u8], request_id: u16) -> bool {
             && header.request_id == request_id
             && header.content_length == 0
     })
-}
-
-/// Prepares a request: the senders of its body and data channels (`None` where it has none),
-/// and the future of its response, to be run by the caller.
-fn start_request<A: App + 'static>(
-    runtime: &Runtime<A>,
-    request_id: u16,
-    role: Role,
-    mut environ: gateway_core::Environ,
-    body_ended: bool,
-    peer: Option<std::net::SocketAddr>,
-    out: &mpsc::Sender<Out>,
-) -> (
-    Option<mpsc::Sender<Bytes>>,
-    Option<mpsc::Sender<Bytes>>,
-    impl Future<Output = http::Response<gateway_core::Body>> + Send + 'static,
-) {
-    environ.set("FCGI_ROLE", role.name());
-    let framing = body_framing(&environ);
-    // A request known to have no body (its STDIN ends with the params, and it declares no
-    // length that the end would fall short of) gets no channel for one: most requests.
-    let no_body = role == Role::Authorizer
-        || (body_ended
-            && matches!(
-                framing,
-                crate::params::BodyFraming::None | crate::params::BodyFraming::Length(0)
-            ));
-    let (stdin_tx, stdin_rx) = if no_body {
-        (None, None)
-    } else {
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        (Some(tx), Some(rx))
-    };
-    let (body, guard) = match stdin_rx {
-        Some(records) => {
-            let (body, guard) = runtime.guard_body(ChannelBody { records });
-            (Some(body), guard)
-        }
-        None => (None, BodyGuard::none()),
-    };
-    // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
-    // well-defined end (Apache streams chunked bodies this way). An Authorizer has no body
-    // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
-    // A short body of a declared length, for a blocking app, is read whole first (see
-    // `Config::body_buffer_size`).
-    let mut read_first = None;
-    let input = match (body, framing) {
-        (None, _) => Input::empty(),
-        (Some(body), crate::params::BodyFraming::Length(n))
-            if role == Role::Responder && runtime.buffers_body(n) =>
-        {
-            read_first = Some((body, n));
-            Input::empty()
-        }
-        (Some(body), crate::params::BodyFraming::Length(_)) => {
-            bound_input(Input::from_body(body), framing)
-        }
-        (Some(body), _) => Input::from_body(body),
-    };
-    environ.set_input(input);
-    let (data_tx, data) = if role == Role::Filter {
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        let mut data = Input::from_body(ChannelBody { records: rx });
-        if let Some(length) = environ
-            .get_str("FCGI_DATA_LENGTH")
-            .and_then(|l| l.parse::<u64>().ok())
-        {
-            data = data.with_limit(length);
-        }
-        (Some(tx), Some(data))
-    } else {
-        (None, None)
-    };
-    if let Some(data) = data {
-        environ
-            .extensions_mut()
-            .insert(FilterData(Arc::new(std::sync::Mutex::new(Some(data)))));
-    }
-    environ.set_errors(ErrorStream::new(StderrSink {
-        request_id,
-        out: out.clone(),
-    }));
-    environ.set_multithread(runtime.config().blocking);
-    if let Some(peer) = peer {
-        environ.set_peer_addr(Some(peer));
-    }
-    let runtime = runtime.clone();
-    let respond = async move {
-        match read_first {
-            Some((body, length)) => {
-                runtime
-                    .respond_after_body(environ, body, guard, length)
-                    .await
-            }
-            None => runtime.respond(environ, guard).await,
-        }
-    };
-    (stdin_tx, data_tx, respond)
 }
 
 /// What is left of a response once [`begin_response`] has taken what was ready.

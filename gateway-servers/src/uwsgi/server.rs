@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, Rea
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
-use crate::params::{BodyFraming, body_framing, bound_input, try_environ_from_params};
+use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
 use crate::runtime::{
     BodyGuard, Listener, Runtime, Shutdown, Stream, plain_response, serve_connections,
     write_all_bufs,
@@ -133,8 +133,8 @@ async fn handle<A: App + 'static>(
         )
         .await;
     }
-    let mut environ = match try_environ_from_params(packet.vars()) {
-        Ok(environ) => environ,
+    let (mut environ, framing) = match try_framed_environ_from_params(packet.vars()) {
+        Ok(framed) => framed,
         Err(error) => {
             tracing::warn!(%error, "bad uwsgi vars");
             return send(
@@ -151,7 +151,6 @@ async fn handle<A: App + 'static>(
             environ.set("PATH_INFO", rest);
         }
     }
-    let framing = body_framing(&environ);
     environ.set_errors(runtime.errors().clone());
     environ.set_multithread(config.blocking);
     if let Some(peer) = peer {
