@@ -283,6 +283,10 @@ impl fmt::Debug for Input {
     }
 }
 
+/// The most [`Input`]'s `read_to_end` reserves at once for a declared length: a larger body
+/// grows the buffer as it arrives, so a length that lies costs no memory before its bytes do.
+const RESERVE_AT_ONCE: u64 = 1 << 20;
+
 impl Read for Input {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
@@ -293,6 +297,35 @@ impl Read for Input {
         out[..n].copy_from_slice(&available[..n]);
         self.consume(n);
         Ok(n)
+    }
+
+    /// Appends each chunk as it comes: unlike the default, which reads into spare capacity it
+    /// must first fill with zeros, every byte is written once.
+    fn read_to_end(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
+        let start = out.len();
+        if let Some(remaining) = self.remaining_limit() {
+            out.reserve(remaining.min(RESERVE_AT_ONCE) as usize);
+        }
+        loop {
+            let available = self.fill_buf()?;
+            if available.is_empty() {
+                return Ok(out.len() - start);
+            }
+            let n = available.len();
+            out.extend_from_slice(available);
+            self.consume(n);
+        }
+    }
+
+    /// As [`read_to_end`](Read::read_to_end); fails with [`io::ErrorKind::InvalidData`] (and
+    /// appends nothing) when the bytes are not UTF-8.
+    fn read_to_string(&mut self, out: &mut String) -> io::Result<usize> {
+        let mut bytes = Vec::new();
+        self.read_to_end(&mut bytes)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "request body is not UTF-8"))?;
+        out.push_str(&text);
+        Ok(text.len())
     }
 }
 
@@ -411,6 +444,27 @@ mod tests {
         let err = input.read_to_end(&mut Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("3 of 10"), "{err}");
+    }
+
+    #[test]
+    fn read_to_end_appends_what_came_and_keeps_it_when_the_body_is_cut_short() {
+        let mut all = b">".to_vec();
+        let read = chunked(&["ab", "cd", "e"]).read_to_end(&mut all).unwrap();
+        assert_eq!((read, &all[..]), (5, &b">abcde"[..]));
+        let mut some = Vec::new();
+        let err = chunked(&["ab", "cd"])
+            .with_limit(9)
+            .read_to_end(&mut some)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(some, b"abcd");
+        let mut text = String::from("kept");
+        let mut bad = Input::from_bytes(&b"\xff\xfe"[..]);
+        let err = bad.read_to_string(&mut text).unwrap_err();
+        assert_eq!(
+            (err.kind(), text.as_str()),
+            (io::ErrorKind::InvalidData, "kept")
+        );
     }
 
     #[test]
