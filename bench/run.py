@@ -468,6 +468,11 @@ def uwsgi_python(socket_kind, port):
         port=port)
 
 
+def uwsgi_floor(port):
+    return Server("uwsgi floor", [os.path.join(PEER_BIN, "uwsgi_floor"), "127.0.0.1:%d" % port],
+                  port=port)
+
+
 def c_pool(port):
     return Server("libfcgi pool", [os.path.join(PEER_BIN, "fcgi_pool"),
                                    "127.0.0.1:%d" % port, str(POOL)], port=port)
@@ -671,8 +676,14 @@ def section_uwsgi():
          ("hello",)),
         ("uWSGI + Python", lambda p: uwsgi_python("uwsgi-socket", p)),
         ("gunicorn --protocol uwsgi + Python", lambda p: gunicorn(p, "uwsgi")),
+        (UWSGI_FLOOR, uwsgi_floor),
     ]
     return run_behind(uwsgi_location, peers)
+
+
+# A C program that only accepts, reads, writes and closes (bench/peers/uwsgi_floor.c): the
+# most requests a second any uwsgi server could answer behind this nginx on this core.
+UWSGI_FLOOR = "(floor) C: accept, read, write, close; no app"
 
 
 def section_cgi():
@@ -1220,7 +1231,11 @@ def write_report(results, started, finished, load_start, load_end):
           "have no uwsgi mode; the gunicorn installed here (%s) has one again "
           "(`--protocol uwsgi`, the `gunicorn/uwsgi/` package), so it is measured. The last "
           "row, for the target of issue 5, is our FastCGI server behind the same nginx with "
-          "keep-alive off, from the FastCGI tables.\n" % dict(versions()).get("gunicorn", "?"))
+          "keep-alive off, from the FastCGI tables. The row before it is a floor: a C program "
+          "(`bench/peers/uwsgi_floor.c`) that accepts, reads the packet, writes a fixed answer "
+          "(or the body back) and closes, one blocking call after another, with no environ and "
+          "no app; no server can answer more requests a second than it does here.\n"
+          % dict(versions()).get("gunicorn", "?"))
         for workload in ("hello", "echo"):
             w("### %s\n" % workload)
             extra = []
@@ -1234,9 +1249,12 @@ def write_report(results, started, finished, load_start, load_end):
             mine, uwsgi = find(rows[workload], "gateway"), find(rows[workload], "uWSGI")
             if mine and uwsgi:
                 r = ratio(mine["rps"], uwsgi["rps"])
+                floor = find(rows[workload], "(floor)")
+                reach = ("; the floor itself %.2fx" % ratio(floor["rps"], uwsgi["rps"])
+                         if floor else "")
                 targets.append(("uwsgi %s ≥ 1.2x uWSGI+Python, p99 no worse" % workload,
                                 "%.2fx; p99 %.2f vs %.2f ms" % (r, mine["p99"], uwsgi["p99"])
-                                + non_blocking(rows[workload], "gateway uwsgi", uwsgi),
+                                + non_blocking(rows[workload], "gateway uwsgi", uwsgi) + reach,
                                 r >= 1.2 and mine["p99"] <= uwsgi["p99"]))
             if mine and extra:
                 r = ratio(mine["rps"], extra[0]["rps"])

@@ -52,6 +52,7 @@ cargo build --release -q --manifest-path bench/peers/hyper/Cargo.toml --target-d
   go build -o "$PEER_BIN/go-peer" .)
 gcc -O2 -o "$PEER_BIN/fcgi_pool" bench/peers/fcgi_pool.c -lfcgi
 gcc -O2 -o "$PEER_BIN/hello_cgi" bench/peers/hello_cgi.c
+gcc -O2 -o "$PEER_BIN/uwsgi_floor" bench/peers/uwsgi_floor.c
 
 # 5,000 idle connections and 50 busy ones need more descriptors than the usual 1,024.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
