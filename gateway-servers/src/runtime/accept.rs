@@ -35,17 +35,29 @@ where
     // nothing unread between the accept and the count (it did, and closed such a connection
     // with its request unread: the client saw a reset).
     let accepting = shutdown.unread_connection();
+    // One wait for the stop, made once and polled only when there is nothing to accept; while
+    // connections keep coming, the check at the top of the loop sees the stop.
+    let stop = shutdown.wait_stop_accepting();
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+        if shutdown.is_not_accepting() {
+            break;
+        }
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                biased;
+                () = stop.as_mut() => break,
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
             },
-            () = shutdown.wait_stop_accepting() => break,
         };
         let connection = tokio::select! {
+            biased;
             accepted = listener.accept() => accepted,
-            () = shutdown.wait_stop_accepting() => break,
+            () = stop.as_mut() => break,
         };
         let mut connection = match connection {
             Ok(connection) => connection,

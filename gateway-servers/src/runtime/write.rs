@@ -58,7 +58,11 @@ where
             }
         }
     };
-    bufs.drain(..first);
+    if first == bufs.len() {
+        bufs.clear();
+    } else {
+        bufs.drain(..first);
+    }
     result
 }
 

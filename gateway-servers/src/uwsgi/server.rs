@@ -89,17 +89,20 @@ async fn handle<A: App + 'static>(
     let config = runtime.config().clone();
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(8192);
-    let packet = match tokio::time::timeout(
-        config.header_read_timeout,
-        read_packet(&mut stream, &mut buf, max_vars_size),
-    )
-    .await
-    {
-        Err(_) => {
-            tracing::info!("uwsgi packet not received in time: closing");
-            return Ok(());
+    let packet = {
+        let read = read_packet(&mut stream, &mut buf, max_vars_size);
+        let mut read = std::pin::pin!(read);
+        // A connection accepted with its packet in hand (deferred accept) needs no timer.
+        match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(read) => read?,
+            Poll::Pending => match tokio::time::timeout(config.header_read_timeout, read).await {
+                Err(_) => {
+                    tracing::info!("uwsgi packet not received in time: closing");
+                    return Ok(());
+                }
+                Ok(read) => read?,
+            },
         }
-        Ok(read) => read?,
     };
     let packet = match packet {
         Ok(Some(packet)) => packet,
@@ -196,7 +199,8 @@ async fn send(
     crate::cgi::write_head(&mut head, parts.status, &parts.headers, Some("HTTP/1.1"))?;
     // The head leaves with the first chunk when that is ready now (a body in memory): one
     // write, and one read for the web server.
-    let mut bufs = vec![Bytes::from(head)];
+    let mut bufs = Vec::with_capacity(2);
+    bufs.push(Bytes::from(head));
     let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     let mut ended = false;
     match first {
