@@ -105,7 +105,8 @@ pub fn run<A: App>(app: A) -> ExitCode {
 
 /// Builds the environ of a CGI request from its meta-variables and its stdin.
 ///
-/// - the variables are normalised as every front end's are ([`environ_from_params`]): empty
+/// - the variables are normalised as every front end's are
+///   ([`environ_from_params`](crate::params::environ_from_params)): empty
 ///   `CONTENT_LENGTH`/`CONTENT_TYPE` (nginx) removed, `HTTP_CONTENT_LENGTH`/`HTTP_CONTENT_TYPE`
 ///   and `HTTP_PROXY` (httpoxy) dropped, `QUERY_STRING` always present, `HTTPS=on` making the
 ///   scheme `https`; the others, `REQUEST_URI` included, are kept as the server gave them;

@@ -402,9 +402,9 @@ mod tests {
 
     proptest::proptest! {
         /// The single pass gives what the rules one by one give, whatever the front end sends
-        /// (names repeated, values empty, paths out of shape), and the body's framing that the
-        /// environ it gives says. The order of the variables may
-        /// differ when an empty value came before the one kept, so they are compared sorted.
+        /// (names repeated, values empty, paths out of shape), with the body's framing that
+        /// environ has. The order of the variables may differ when an empty value came before
+        /// the one kept, so they are compared sorted.
         #[test]
         fn environ_from_params_is_its_rules_one_by_one(vars in proptest::collection::vec((
             proptest::sample::select(&[

@@ -70,12 +70,15 @@ where
 mod tests {
     use super::*;
 
-    /// A stream that takes at most `step` bytes per write, vectored or not.
+    /// A stream that takes at most `step` bytes per write, vectored or not; with `stall`, every
+    /// other vectored write is pending first (and wakes its task at once).
     struct Trickle {
         step: usize,
         vectored: bool,
         got: Vec<u8>,
         writes: usize,
+        stall: bool,
+        stalled: bool,
     }
 
     impl AsyncWrite for Trickle {
@@ -95,6 +98,13 @@ mod tests {
             cx: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
+            if self.stall {
+                self.stalled = !self.stalled;
+                if self.stalled {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
             if !self.vectored {
                 // What tokio's default does: the first buffer that is not empty.
                 let first = bufs
@@ -135,21 +145,24 @@ mod tests {
             .map(|i| Bytes::from(vec![i; usize::from(i % 7)]))
             .collect();
         let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
-        for vectored in [true, false] {
+        for (vectored, stall) in [(true, false), (false, false), (true, true)] {
             for step in [1, 2, 3, 5, 8, 64, 1000] {
                 let mut stream = Trickle {
                     step,
                     vectored,
                     got: Vec::new(),
                     writes: 0,
+                    stall,
+                    stalled: false,
                 };
                 let mut bufs = parts.clone();
                 gateway_core::block_on(write_all_bufs(&mut stream, &mut bufs)).unwrap();
-                assert_eq!(stream.got, expected, "step {step}, vectored {vectored}");
+                let case = format!("step {step}, vectored {vectored}, stall {stall}");
+                assert_eq!(stream.got, expected, "{case}");
                 assert!(bufs.is_empty());
                 if vectored && step == 1000 {
                     // 34 non-empty buffers, 16 to a write.
-                    assert_eq!(stream.writes, 3);
+                    assert_eq!(stream.writes, 3, "{case}");
                 }
             }
         }
