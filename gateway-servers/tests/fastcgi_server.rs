@@ -709,3 +709,59 @@ fn a_request_that_waits_to_read_its_body_holds_back_its_connection_only_and_lose
     assert_eq!(answers[&1].end, Some((0, ProtocolStatus::RequestComplete)));
     assert!(text(&answers[&2].stdout).ends_with("|two.."));
 }
+
+#[test]
+fn a_web_server_that_stops_reading_holds_back_the_response_not_the_server() {
+    // 48 MiB of response in 64 KiB chunks, made only as they are taken.
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 768;
+    let made = Arc::new(AtomicUsize::new(0));
+    let counter = made.clone();
+    let app = move |environ: Environ, start: StartResponse| {
+        if environ.path_info() != b"/big" {
+            return echo(environ, start);
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        let counter = counter.clone();
+        Body::from_chunks((0..CHUNKS).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Bytes::from(vec![(i % 251) as u8; CHUNK])
+        }))
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut slow = server.connect();
+    let mut params = PARAMS.to_vec();
+    params.retain(|(name, _)| !matches!(*name, "PATH_INFO" | "CONTENT_LENGTH"));
+    params.push(("PATH_INFO", "/big"));
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, &params, Some(b""));
+    slow.send(&wire);
+
+    // While it reads nothing, another connection is answered, and the app is not drained into
+    // memory: only what the socket buffers and the server's bounded queues hold is made.
+    let mut other = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, false, PARAMS, Some(b"other"));
+    other.send(&wire);
+    assert!(text(&other.answers(&[1])[&1].stdout).ends_with("|other"));
+    std::thread::sleep(Duration::from_millis(300));
+    let early = made.load(Ordering::SeqCst);
+    assert!(
+        early < CHUNKS / 2,
+        "{early} of {CHUNKS} chunks made while nothing was read"
+    );
+
+    // Then every byte arrives, in order.
+    let answers = slow.answers(&[1]);
+    let stdout = &answers[&1].stdout;
+    let body_at = stdout.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &stdout[body_at..];
+    assert_eq!(body.len(), CHUNK * CHUNKS);
+    assert!(
+        body.chunks(CHUNK)
+            .enumerate()
+            .all(|(i, chunk)| chunk.iter().all(|&b| b == (i % 251) as u8))
+    );
+    assert_eq!(answers[&1].end, Some((0, ProtocolStatus::RequestComplete)));
+    assert_eq!(made.load(Ordering::SeqCst), CHUNKS);
+}
