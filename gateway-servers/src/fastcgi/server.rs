@@ -40,7 +40,7 @@ use crate::runtime::{
     BodyGuard, Listener, Runtime, Shutdown, Stream, poll_write_bufs, serve_connections,
 };
 
-/// Record batches a request may have queued for the connection's writer.
+/// Record batches (and ends) the requests' tasks may have queued for their connection.
 const OUTPUT_QUEUE: usize = 16;
 /// Input records a request may have queued before reading stops for the connection.
 const INPUT_QUEUE: usize = 32;
