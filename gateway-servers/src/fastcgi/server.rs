@@ -514,26 +514,10 @@ impl<A: App + 'static> Session<A> {
                         .insert(request_id, Running { stdin, data, task });
                 }
                 Some(Event::Stdin { request_id, data }) => {
-                    let request = self.running.get_mut(&request_id);
-                    let sender = request.and_then(|r| {
-                        if data.is_empty() {
-                            r.stdin.take()
-                        } else {
-                            r.stdin.clone()
-                        }
-                    });
-                    self.feed(sender, data);
+                    self.feed(request_id, data, |request| &mut request.stdin);
                 }
                 Some(Event::Data { request_id, data }) => {
-                    let request = self.running.get_mut(&request_id);
-                    let sender = request.and_then(|r| {
-                        if data.is_empty() {
-                            r.data.take()
-                        } else {
-                            r.data.clone()
-                        }
-                    });
-                    self.feed(sender, data);
+                    self.feed(request_id, data, |request| &mut request.data);
                 }
                 Some(Event::Abort { request_id }) => {
                     if let Some(request) = self.running.remove(&request_id) {
@@ -553,7 +537,24 @@ impl<A: App + 'static> Session<A> {
     /// Gives a body record to its request; one that finds the channel full is held, and
     /// reading waits for the request to take it (a request that does not read its body holds
     /// back this connection's reading, not the server).
-    fn feed(&mut self, sender: Option<mpsc::Sender<Bytes>>, data: Bytes) {
+    ///
+    /// `channel` picks the request's STDIN or DATA channel; the empty record that ends the
+    /// stream is the last one it takes.
+    fn feed(
+        &mut self,
+        request_id: u16,
+        data: Bytes,
+        channel: impl FnOnce(&mut Running) -> &mut Option<mpsc::Sender<Bytes>>,
+    ) {
+        let Some(request) = self.running.get_mut(&request_id) else {
+            return;
+        };
+        let channel = channel(request);
+        let sender = if data.is_empty() {
+            channel.take()
+        } else {
+            channel.clone()
+        };
         let Some(sender) = sender else { return };
         if let Err(mpsc::error::TrySendError::Full(data)) = sender.try_send(data) {
             self.held = Some(Held { sender, data });
