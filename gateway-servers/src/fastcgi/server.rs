@@ -402,8 +402,8 @@ async fn handle<A: App + 'static>(
         {
             break;
         }
-        let can_read = reading && this.held.is_none() && this.output.len() < OUTPUT_LIMIT;
         let can_take = this.output.len() < OUTPUT_LIMIT;
+        let can_read = reading && this.held.is_none() && can_take;
         tokio::select! {
             biased;
             () = graceful.as_mut(), if !stopping => stopping = true,
