@@ -6,7 +6,8 @@ Started by scripts/bench.sh, which installs the peers and builds everything firs
 library only. Settings (environment):
 
   BENCH_DURATION     seconds of each measured run (10)
-  BENCH_REPEATS      measured runs of each case; the table shows the median and the spread (3)
+  BENCH_REPEATS      measured runs of each case, in rounds that load every case of a table
+                     once; the table shows the median and the spread (3)
   BENCH_WARMUP       seconds of load before the measured runs of each case (2)
   BENCH_CONNECTIONS  concurrent connections of the load generator (50)
   BENCH_POOL         processes of the C libfcgi pool and of PHP-FPM (BENCH_CONNECTIONS)
@@ -248,8 +249,8 @@ def wrk(port, workload, seconds, connections):
     return result
 
 
-def check(port, workload):
-    """One request by hand: the answer must be the hello or the echoed body."""
+def check(port, workload, path="/"):
+    """One request by hand: the answer must be the hello (of `path`) or the echoed body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         if workload == "echo":
@@ -261,7 +262,7 @@ def check(port, workload):
                 return "echo answered %d with %d bytes (want 200, %d bytes)" % (
                     response.status, len(got), len(body))
         else:
-            conn.request("GET", "/")
+            conn.request("GET", path)
             response = conn.getresponse()
             got = response.read()
             if response.status != 200 or got != HELLO:
@@ -273,31 +274,95 @@ def check(port, workload):
     return None
 
 
-def measure(name, port, workload, servers, connections=None):
-    """Warm-up, then REPEATS runs of DURATION seconds; CPU of `servers[0]` (the app server)
-    and of the others (the front end) over the measured runs, peak RSS of `servers[0]`."""
-    connections = connections or CONNECTIONS
-    problem = check(port, workload)
-    if problem:
-        log("%s %s: %s" % (name, workload, problem))
-        return {"name": name, "failed": problem}
-    if WARMUP > 0:
-        wrk(port, workload, WARMUP, connections)
-    runs = []
-    for _ in range(REPEATS):
-        cpu_before = [s.cpu() for s in servers]
-        started = time.time()
-        result = wrk(port, workload, DURATION, connections)
-        wall = time.time() - started
-        cpu_after = [s.cpu() for s in servers]
-        result["cpu"] = [(a - b) / wall * 100 for a, b in zip(cpu_after, cpu_before)]
-        runs.append(result)
-    row = summarize(name, runs)
-    row["peak_rss_kib"] = servers[0].peak_rss_kib() if servers[0] else 0
-    log("%-34s %-5s %10.0f req/s  p50 %.2f ms  p99 %.2f ms  cpu %s  rss %d KiB  errors %d" % (
-        name, workload, row["rps"], row["p50"], row["p99"],
-        "/".join("%.0f%%" % c for c in row["cpu"]), row["peak_rss_kib"], row["errors"]))
-    return row
+def one_run(port, workload, servers, connections=None):
+    """One measured run of DURATION seconds: wrk's figures, and the CPU of each of `servers`
+    over it (the app server first, then the front end)."""
+    cpu_before = [s.cpu() for s in servers]
+    started = time.time()
+    result = wrk(port, workload, DURATION, connections or CONNECTIONS)
+    wall = time.time() - started
+    cpu_after = [s.cpu() for s in servers]
+    result["cpu"] = [(a - b) / wall * 100 for a, b in zip(cpu_after, cpu_before)]
+    return result
+
+
+def run_cases(cases, workloads=("hello", "echo")):
+    """Measures each case for each workload, in turns: for one workload, every case is started
+    (fresh processes), checked by hand and warmed up, then each of the REPEATS rounds runs
+    every case once, so a drift of the machine over minutes falls on all of them alike.
+
+    A case is (name, launch, workloads or None); `launch()` starts its processes and returns
+    (port to load, [app server, front end...]). Returns {workload: [row, ...]} in the cases'
+    order; a case that failed to start or answered wrongly has a row with "failed"."""
+    rows = {w: [] for w in workloads}
+    for workload in workloads:
+        slots = []  # per case: a failed row, or [name, port, servers, runs]
+        started = []
+        try:
+            for name, launch, only in cases:
+                if only and workload not in only:
+                    continue
+                try:
+                    port, servers = launch()
+                except Exception as error:  # noqa: BLE001 - any failure is the row's
+                    log("%s: %s" % (name, error))
+                    slots.append({"name": name, "failed": str(error)})
+                    continue
+                started.append(servers)
+                problem = check(port, workload)
+                if problem:
+                    log("%s %s: %s" % (name, workload, problem))
+                    slots.append({"name": name, "failed": problem})
+                    continue
+                slots.append([name, port, servers, []])
+            live = [slot for slot in slots if isinstance(slot, list)]
+            if WARMUP > 0:
+                for _, port, _, _ in live:
+                    wrk(port, workload, WARMUP, CONNECTIONS)
+            for _ in range(REPEATS):
+                for _, port, servers, runs in live:
+                    runs.append(one_run(port, workload, servers))
+            for slot in slots:
+                if isinstance(slot, dict):
+                    rows[workload].append(slot)
+                    continue
+                name, _, servers, runs = slot
+                row = summarize(name, runs)
+                row["peak_rss_kib"] = servers[0].peak_rss_kib()
+                log("%-34s %-5s %10.0f req/s  p50 %.2f ms  p99 %.2f ms  cpu %s  rss %d KiB  "
+                    "errors %d" % (name, workload, row["rps"], row["p50"], row["p99"],
+                                   "/".join("%.0f%%" % c for c in row["cpu"]),
+                                   row["peak_rss_kib"], row["errors"]))
+                rows[workload].append(row)
+        finally:
+            for servers in started:
+                for server in reversed(servers):
+                    server.stop()
+    return rows
+
+
+def direct(name, start, workloads=None):
+    """A case of `run_cases`: the peer `start(port)` loaded directly."""
+    def launch():
+        port = free_port()
+        return port, [start(port)]
+    return (name, launch, workloads)
+
+
+def behind(front, name, start, workloads=None):
+    """A case of `run_cases`: the peer `start(port)` behind the nginx that
+    `front(backend_port)` -> (location, upstream) describes."""
+    def launch():
+        port = free_port()
+        backend = start(port)
+        location, upstream = front(port)
+        try:
+            proxy, proxy_port = nginx(name, location, upstream)
+        except Exception:
+            backend.stop()
+            raise
+        return proxy_port, [backend, proxy]
+    return (name, launch, workloads)
 
 
 def summarize(name, runs):
@@ -512,54 +577,6 @@ def flup(port):
 # The sections. Each returns a table: {"title", "rows", ...}.
 
 
-def run_direct(peers, workloads=("hello", "echo")):
-    """Each peer alone on a port, measured for each workload (a fresh process each)."""
-    rows = {w: [] for w in workloads}
-    for peer in peers:
-        name, start = peer[:2]
-        for workload in peer[2] if len(peer) > 2 else workloads:
-            port = free_port()
-            try:
-                server = start(port)
-            except Exception as error:  # noqa: BLE001
-                log("%s: %s" % (name, error))
-                rows[workload].append({"name": name, "failed": str(error)})
-                continue
-            try:
-                rows[workload].append(measure(name, port, workload, [server]))
-            finally:
-                server.stop()
-    return rows
-
-
-def run_behind(front, peers, workloads=("hello", "echo")):
-    """Each peer behind a front end made by `front(backend_port)` -> (location, upstream)."""
-    rows = {w: [] for w in workloads}
-    for peer in peers:
-        name, start = peer[:2]
-        for workload in peer[2] if len(peer) > 2 else workloads:
-            port = free_port()
-            try:
-                backend = start(port)
-            except Exception as error:  # noqa: BLE001
-                log("%s: %s" % (name, error))
-                rows[workload].append({"name": name, "failed": str(error)})
-                continue
-            location, upstream = front(port)
-            try:
-                proxy, proxy_port = nginx(name, location, upstream)
-            except Exception as error:  # noqa: BLE001
-                backend.stop()
-                rows[workload].append({"name": name, "failed": str(error)})
-                continue
-            try:
-                rows[workload].append(measure(name, proxy_port, workload, [backend, proxy]))
-            finally:
-                proxy.stop()
-                backend.stop()
-    return rows
-
-
 # The app on the event loop (`--non-blocking`) instead of the worker pool: hello only, since
 # the echo reads its body with a blocking read, which needs the worker pool.
 NON_BLOCKING = " (--non-blocking)"
@@ -575,16 +592,16 @@ def section_http():
         ("gunicorn gthread + Python", lambda p: gunicorn(p)),
         ("uWSGI http11-socket + Python", lambda p: uwsgi_python("http11-socket", p)),
     ]
-    return run_direct(peers)
+    return run_cases([direct(*peer) for peer in peers])
 
 
 def section_ceiling():
     location = '      default_type text/plain;\n      return 200 "Hello, world!\\n";\n'
-    server, port = nginx("alone", location)
-    try:
-        return {"hello": [measure("nginx alone (return 200)", port, "hello", [server])]}
-    finally:
-        server.stop()
+
+    def launch():
+        server, port = nginx("alone", location)
+        return port, [server]
+    return run_cases([("nginx alone (return 200)", launch, None)], ("hello",))
 
 
 def idle_rss(name, start):
@@ -660,12 +677,11 @@ def section_fastcgi():
     result = {}
     for keep in (True, False):
         mode = "on" if keep else "off"
-        rows = run_behind(lambda p, keep=keep: fastcgi_location(p, keep), fastcgi_peers())
-        proxied = run_behind(lambda p, keep=keep: proxy_location(p, keep),
-                             [("nginx HTTP proxy -> gateway HTTP", lambda p: ours("http", p))])
-        for workload in rows:
-            rows[workload] += proxied[workload]
-        result[mode] = rows
+        cases = [behind(lambda p, keep=keep: fastcgi_location(p, keep), *peer)
+                 for peer in fastcgi_peers()]
+        cases.append(behind(lambda p, keep=keep: proxy_location(p, keep),
+                            "nginx HTTP proxy -> gateway HTTP", lambda p: ours("http", p)))
+        result[mode] = run_cases(cases)
     return result
 
 
@@ -678,7 +694,7 @@ def section_uwsgi():
         ("gunicorn --protocol uwsgi + Python", lambda p: gunicorn(p, "uwsgi")),
         (UWSGI_FLOOR, uwsgi_floor),
     ]
-    return run_behind(uwsgi_location, peers)
+    return run_cases([behind(uwsgi_location, *peer) for peer in peers])
 
 
 # A C program that only accepts, reads, writes and closes (bench/peers/uwsgi_floor.c): the
@@ -707,49 +723,53 @@ def section_cgi():
             'server.errorlog = "{d}/error.log"\nserver.modules = ("mod_cgi")\n'
             'cgi.assign = (".cgi" => "")\n'.format(d=directory, port=port))
     server = Server("lighttpd", ["/usr/sbin/lighttpd", "-D", "-f", config], port=port)
-    rows = []
+    # The programs in turns, as in `run_cases`: each round runs every program once.
+    runs = {}
     try:
         for name, file, _ in scripts:
-            rows.append(measure_cgi(name, port, "/" + file, server))
+            problem = check(port, "hello", "/" + file)
+            runs[name] = {"name": name, "failed": problem} if problem else []
+        for _ in range(REPEATS):
+            for name, file, _ in scripts:
+                if isinstance(runs[name], list):
+                    runs[name].append(cgi_run(port, "/" + file, server))
     finally:
         server.stop()
+    rows = []
+    for name, _, _ in scripts:
+        if isinstance(runs[name], dict):
+            rows.append(runs[name])
+            continue
+        row = summarize(name, runs[name])
+        row["ms_per_request"] = 1000.0 / row["rps"] if row["rps"] else float("nan")
+        row["peak_rss_kib"] = 0
+        log("cgi %-30s %.3f ms/request (%.0f req/s), cpu %.0f%%" % (
+            name, row["ms_per_request"], row["rps"], row["cpu"][0]))
+        rows.append(row)
     return rows
 
 
-def measure_cgi(name, port, path, server):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path)
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    if response.status != 200 or body != HELLO:
-        return {"name": name, "failed": "answered %d %r" % (response.status, body[:80])}
+def cgi_run(port, path, server):
+    """One measured run: wrk, one connection, DURATION seconds; CPU of lighttpd and the
+    programs it waited for."""
     lua = os.path.join(WORK, "cgi-%s.lua" % path.strip("/").replace(".", "-"))
     with open(lua, "w") as f:
         f.write('wrk.path = "%s"\n' % path)
-    runs = []
-    for connections in [1] * REPEATS:
-        cpu_before = server.cpu()
-        started = time.time()
-        out = subprocess.run(
-            ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c%d" % connections,
-             "-d%.0fs" % DURATION, "--latency", "-s", lua, "http://127.0.0.1:%d%s" % (port, path)],
-            capture_output=True, text=True).stdout
-        wall = time.time() - started
-        result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
-        for pct in ("50", "99"):
-            m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m)\s*$" % pct, out, re.M)
-            result["p" + pct] = parse_duration(m.group(1), m.group(2)) if m else float("nan")
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        result["errors"] = int(m.group(1)) if m else 0
-        result["cpu"] = [(server.cpu() - cpu_before) / wall * 100]
-        runs.append(result)
-    row = summarize(name, runs)
-    row["ms_per_request"] = 1000.0 / row["rps"] if row["rps"] else float("nan")
-    row["peak_rss_kib"] = 0
-    log("cgi %-30s %.3f ms/request (%.0f req/s), cpu %.0f%%" % (
-        name, row["ms_per_request"], row["rps"], row["cpu"][0]))
-    return row
+    cpu_before = server.cpu()
+    started = time.time()
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c1", "-d%.0fs" % DURATION, "--latency",
+         "-s", lua, "http://127.0.0.1:%d%s" % (port, path)],
+        capture_output=True, text=True).stdout
+    wall = time.time() - started
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m)\s*$" % pct, out, re.M)
+        result["p" + pct] = parse_duration(m.group(1), m.group(2)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = int(m.group(1)) if m else 0
+    result["cpu"] = [(server.cpu() - cpu_before) / wall * 100]
+    return result
 
 
 def run_cargo_bench(package, bench, criterion=True):
@@ -1088,6 +1108,9 @@ def write_report(results, started, finished, load_start, load_end):
                                        "" if SERVER_CORES == 1 else "s"))
     w("- Each case: a fresh server, one request checked by hand (the hello bytes, or the "
       "64 KiB body echoed back byte for byte), %.0f s of warm-up, then %d runs of %.0f s. "
+      "The cases of a table run in turns: all are started and warmed up, then each round "
+      "loads every case once, so a drift of the shared machine over the minutes of a table "
+      "falls on all of its rows alike instead of on the last ones. "
       "Tables give the median requests/s with the spread (min–max, and half of it as a "
       "percentage of the median), the median p50 and p99 latency, the median CPU (percent of "
       "one core, for every process of the server's session: the larger of utime+stime from "
