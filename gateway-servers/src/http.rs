@@ -37,14 +37,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::Bytes;
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body};
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::runtime::{
-    BodyGuard, Config, Listener, MustClose, Responding, Runtime, Shutdown, Stream,
+    BodyGuard, Config, Lingering, Listener, MustClose, Responding, Runtime, Shutdown, Stream,
     serve_connections,
 };
 
@@ -90,7 +90,7 @@ pub async fn serve<A: App + 'static>(
         let service_activity = activity.clone();
         let service = hyper::service::service_fn(move |request| {
             let open = service_activity.open();
-            let response = handle(&connection_state, request);
+            let response = handle(&connection_state, request, &service_activity);
             async move {
                 let response = closing_if_cut(response.await);
                 Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
@@ -393,6 +393,34 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// A request body that keeps its request open (see [`Activity`]) for as long as it is there:
+/// with the app, or read to its end after the app left it (see [`Lingering`]). A connection is
+/// never parked in the middle of a body.
+struct RequestBody {
+    body: Incoming,
+    _open: OpenRequest,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Resolves once a connection has had no request open for a time (from the end of the last
 /// one, or from its start), then not again until another request has ended. Polled right
 /// after the connection (a `biased` select; see [`Activity`]). The timer is set for the first
@@ -474,9 +502,16 @@ fn closing_if_cut(mut response: Response<Body>) -> Response<Body> {
 /// Builds the environ of `request` and starts the app on it; the returned future is the
 /// response. A short body of a declared length, for a blocking app, is read whole first (see
 /// [`Config::body_buffer_size`](crate::runtime::Config::body_buffer_size)).
+///
+/// What the app leaves unread of an HTTP/1 request body is read to its end after it (see
+/// [`Lingering`]): the client may be sending it still, and hyper keeps the connection alive
+/// once the body has ended. Not under HTTP/2, where a stream's unread body is refused by a
+/// reset of that stream alone, nor with `Expect: 100-continue`, where reading the body would
+/// ask the client to send what the app did not want (hyper closes the connection instead).
 fn handle<A: App + 'static>(
     connection: &(Runtime<A>, ServerContext),
     request: Request<Incoming>,
+    activity: &Arc<Activity>,
 ) -> Handling {
     let (runtime, context) = connection;
     if http_body::Body::is_end_stream(request.body()) {
@@ -484,10 +519,17 @@ fn handle<A: App + 'static>(
         let environ = environ_from_request(request, context);
         return Handling::Now(runtime.respond(environ, BodyGuard::none()));
     }
+    let expects = request.headers().contains_key(header::EXPECT);
     let buffered = http_body::Body::size_hint(request.body())
         .exact()
-        .filter(|&n| runtime.buffers_body(n) && !request.headers().contains_key(header::EXPECT));
+        .filter(|&n| runtime.buffers_body(n) && !expects);
     let (parts, body) = request.into_parts();
+    let linger = parts.version < Version::HTTP_2 && !expects;
+    let body = RequestBody {
+        body,
+        _open: activity.open(),
+    };
+    let body = Lingering::new(body, linger, runtime.config().linger_timeout);
     let (body, guard) = runtime.guard_body(body);
     let Some(length) = buffered else {
         let environ = environ_from_request(Request::from_parts(parts, body), context);

@@ -81,6 +81,11 @@ pub struct LauncherArgs {
     /// Seconds a client may go without sending body bytes the app waits for (then 408).
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().body_read_timeout.as_secs_f64())]
     pub body_timeout: f64,
+    /// Seconds the server goes on reading a request body the app left unread, after the
+    /// response, so that a client that sends the whole body first can read the answer (0: close
+    /// at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = Config::default().linger_timeout.as_secs_f64())]
+    pub linger_timeout: f64,
     /// Seconds shutdown waits for requests in progress.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
     pub shutdown_timeout: f64,
@@ -203,6 +208,7 @@ impl LauncherArgs {
             header_read_timeout: seconds(self.header_timeout, "header-timeout")?,
             keep_alive_timeout: seconds(self.keep_alive_timeout, "keep-alive-timeout")?,
             body_read_timeout: seconds(self.body_timeout, "body-timeout")?,
+            linger_timeout: seconds(self.linger_timeout, "linger-timeout")?,
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
             blocking: !self.non_blocking,
             ..Config::default()

@@ -337,6 +337,89 @@ fn body_limits_answer_413() {
     assert_eq!(reply.status, 200);
 }
 
+/// 8 MiB: more than loopback's socket buffers hold, so a client that writes it all before it
+/// reads (as nginx's `proxy_pass` does) meets a closed connection unless the server reads it.
+const LARGE: usize = 8 << 20;
+
+/// `echo` under `/echo`; elsewhere an answer that does not read the body.
+fn refuses_but_echo(environ: Environ, start: StartResponse) -> Body {
+    if environ.path_info() == b"/echo" {
+        return echo(environ, start);
+    }
+    let _ = start.start(StatusCode::FORBIDDEN, HeaderMap::new());
+    Body::from("no")
+}
+
+#[test]
+fn a_body_left_unread_is_read_after_the_answer_and_the_connection_kept() {
+    let mut config = config();
+    config.max_body_size = LARGE as u64;
+    let server = Server::start(refuses_but_echo, config);
+    let body = vec![b'x'; LARGE];
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    for _ in 0..2 {
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {LARGE}\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let reply = read_reply(&mut stream, &mut buf, "POST");
+        assert_eq!((reply.status, &reply.body[..]), (403, &b"no"[..]));
+        assert_eq!(reply.header("connection"), None, "kept alive");
+    }
+    // The same connection serves the next request.
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(reply.body, b"POST /echo hi");
+
+    // A chunked body.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    stream
+        .write_all(format!("{LARGE:x}\r\n").as_bytes())
+        .unwrap();
+    stream.write_all(&body).unwrap();
+    stream.write_all(b"\r\n0\r\n\r\n").unwrap();
+    let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+    assert_eq!(reply.status, 403);
+
+    // The server's own 413 for a declared length over the limit reaches the client too.
+    let mut stream = server.connect();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        LARGE + 1
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    stream.write_all(b"x").unwrap();
+    let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+    assert_eq!(reply.status, 413);
+}
+
+#[test]
+fn lingering_over_an_unread_body_stops_at_the_linger_timeout() {
+    let mut config = config();
+    config.linger_timeout = Duration::from_millis(300);
+    let server = Server::start(refuses_but_echo, config);
+    let mut stream = server.connect();
+    // A body that never comes whole: the answer arrives, and the connection closes after the
+    // linger timeout (the read timeout, 10 s, would fail the read otherwise).
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nsome")
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(reply.status, 403);
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => assert!(buf.is_empty() && rest.is_empty(), "{rest:?}"),
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+}
+
 #[test]
 fn head_limits_answer_431() {
     let mut config = config();

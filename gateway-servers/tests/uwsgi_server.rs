@@ -152,6 +152,42 @@ fn ping_unknown_modifiers_and_limits() {
     assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
 }
 
+/// An app that answers without reading its body.
+fn refuses(_: Environ, start: StartResponse) -> Body {
+    let _ = start.start(StatusCode::FORBIDDEN, HeaderMap::new());
+    Body::from("no\n")
+}
+
+/// 8 MiB: more than loopback's socket buffers hold, so a client that writes it all before it
+/// reads (as nginx does) meets a closed connection unless the server reads it.
+const LARGE: usize = 8 << 20;
+
+#[test]
+fn a_body_left_unread_is_read_after_the_answer_so_a_client_that_sends_it_first_gets_it() {
+    let server = Server::start(refuses, codec::MAX_VARS_SIZE);
+    let body = vec![b'x'; LARGE];
+    let length = LARGE.to_string();
+    let vars = nginx_vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", &length)]);
+    for _ in 0..2 {
+        let reply = server.request(0, &vars, &body);
+        assert!(reply.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nno\n"), "{reply}");
+    }
+    // The server's own refusal too, with the same load behind the packet.
+    let reply = server.request(5, &vars, &body);
+    assert!(reply.starts_with("HTTP/1.1 501 "), "{reply}");
+    // A raw chunked body.
+    let vars = nginx_vars(&[
+        ("REQUEST_METHOD", "POST"),
+        ("HTTP_TRANSFER_ENCODING", "chunked"),
+    ]);
+    let mut chunked = format!("{LARGE:x}\r\n").into_bytes();
+    chunked.extend_from_slice(&body);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let reply = server.request(0, &vars, &chunked);
+    assert!(reply.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{reply}");
+}
+
 #[test]
 fn streaming_responses() {
     let app = |_: Environ, start: StartResponse| {

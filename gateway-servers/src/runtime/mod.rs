@@ -6,6 +6,7 @@
 //! request limit and runs blocking apps on the pool.
 
 mod accept;
+mod linger;
 mod listener;
 mod pool;
 mod request;
@@ -29,6 +30,7 @@ use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, oneshot};
 
 pub use accept::serve_connections;
+pub(crate) use linger::{Lingering, discard};
 pub use listener::{
     Bind, BoundSocket, Connection, Listener, ParseBindError, Stream, inherited_fd0,
     is_listening_socket,
@@ -80,6 +82,12 @@ pub struct Config {
     pub keep_alive_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
+    /// How long, after a response, the server goes on reading and discarding a request body
+    /// the app left unread (HTTP/1 and uwsgi; default 5 s, 0 turns it off). A client that
+    /// sends its whole body before it reads the answer (nginx's `proxy_pass` and `uwsgi_pass`
+    /// do) would otherwise meet a closed connection and lose the answer (nginx turns it into
+    /// a 502). Past it, the connection is closed.
+    pub linger_timeout: Duration,
     /// How long shutdown waits for requests in progress (default 30 s).
     pub shutdown_timeout: Duration,
     /// `SERVER_SOFTWARE` and the `Server` header.
@@ -100,6 +108,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(75),
             body_read_timeout: Duration::from_secs(60),
+            linger_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
         }

@@ -16,14 +16,14 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Input};
 use http_body::{Body as _, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
 use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
 use crate::runtime::{
-    BodyGuard, Listener, Runtime, Shutdown, Stream, plain_response, serve_connections,
-    write_all_bufs,
+    BodyGuard, Config, Lingering, Listener, Runtime, Shutdown, Stream, discard, plain_response,
+    serve_connections, write_all_bufs,
 };
 
 /// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
@@ -115,7 +115,7 @@ async fn handle<A: App + 'static>(
                 }
                 _ => http::StatusCode::BAD_REQUEST,
             };
-            return send(&mut stream, plain_response(status, true)).await;
+            return refuse(stream, plain_response(status, true), &config).await;
         }
     };
     if packet.modifier1 == MODIFIER_PING {
@@ -130,9 +130,10 @@ async fn handle<A: App + 'static>(
             modifier2 = packet.modifier2,
             "unsupported uwsgi modifier: 501"
         );
-        return send(
-            &mut stream,
+        return refuse(
+            stream,
             plain_response(http::StatusCode::NOT_IMPLEMENTED, true),
+            &config,
         )
         .await;
     }
@@ -140,9 +141,10 @@ async fn handle<A: App + 'static>(
         Ok(framed) => framed,
         Err(error) => {
             tracing::warn!(%error, "bad uwsgi vars");
-            return send(
-                &mut stream,
+            return refuse(
+                stream,
                 plain_response(http::StatusCode::BAD_REQUEST, true),
+                &config,
             )
             .await;
         }
@@ -166,12 +168,11 @@ async fn handle<A: App + 'static>(
         return send(&mut stream, response).await;
     }
     let (reader, mut writer) = tokio::io::split(stream);
-    let (body, guard) = runtime.guard_body(SocketBody {
-        reader,
-        buf,
-        chunked: (framing == BodyFraming::UntilEnd).then(ChunkedDecoder::new),
-        eof: false,
-    });
+    let body = SocketBody::new(reader, buf, framing);
+    // What the app leaves unread of the body is read after it: the web server may be sending
+    // it still, and would meet a reset instead of reading the response.
+    let body = Lingering::new(body, true, config.linger_timeout);
+    let (body, guard) = runtime.guard_body(body);
     // A short body of a declared length, for a blocking app, is read whole first (see
     // `Config::body_buffer_size`).
     let response = match framing {
@@ -184,9 +185,24 @@ async fn handle<A: App + 'static>(
         }
     };
     send(&mut writer, response).await?;
-    // The body's reader may outlive this (an app that kept its input): the web server learns
-    // that the response ended from this, not from the close.
+    // The body's reader may outlive this (an app that kept its input, a body read to its end
+    // after the app): the web server learns that the response ended from this, not from the
+    // close.
     writer.shutdown().await
+}
+
+/// Sends the server's own answer to a request it did not read (a bad packet, an unknown
+/// modifier), ends the response, then reads what the web server still sends until it closes
+/// (within the linger timeout), so that it reads the answer rather than meeting a reset.
+async fn refuse(
+    mut stream: Box<dyn Stream>,
+    response: http::Response<gateway_core::Body>,
+    config: &Config,
+) -> io::Result<()> {
+    send(&mut stream, response).await?;
+    stream.shutdown().await?;
+    discard(SocketBody::until_close(stream), config.linger_timeout).await;
+    Ok(())
 }
 
 /// Writes a whole HTTP/1.1 response, streaming its body. The connection's close ends it.
@@ -236,15 +252,48 @@ async fn send(
     Ok(())
 }
 
-/// The request body, read from the connection after the packet: raw, or de-chunked.
-struct SocketBody {
-    reader: ReadHalf<Box<dyn Stream>>,
+/// The request body, read from the connection after the packet: `CONTENT_LENGTH` bytes, or
+/// de-chunked, or (for what is read only to be dropped) whatever comes until the peer closes.
+/// Nothing past the body is read.
+struct SocketBody<R> {
+    reader: R,
     buf: BytesMut,
     chunked: Option<ChunkedDecoder>,
+    /// The bytes of a body of declared length still to come.
+    left: Option<u64>,
     eof: bool,
 }
 
-impl http_body::Body for SocketBody {
+impl<R> SocketBody<R> {
+    /// The body of a request framed as `framing`; `buf` holds its first bytes, read with the
+    /// packet.
+    fn new(reader: R, buf: BytesMut, framing: BodyFraming) -> Self {
+        SocketBody {
+            reader,
+            buf,
+            chunked: (framing == BodyFraming::UntilEnd).then(ChunkedDecoder::new),
+            left: match framing {
+                BodyFraming::Length(n) => Some(n),
+                BodyFraming::None => Some(0),
+                BodyFraming::UntilEnd => None,
+            },
+            eof: false,
+        }
+    }
+
+    /// Whatever the peer sends until it closes.
+    fn until_close(reader: R) -> Self {
+        SocketBody {
+            reader,
+            buf: BytesMut::new(),
+            chunked: None,
+            left: None,
+            eof: false,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> http_body::Body for SocketBody<R> {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -266,8 +315,18 @@ impl http_body::Body for SocketBody {
                         ))));
                     }
                 },
+                None if this.left == Some(0) => return Poll::Ready(None),
                 None if !this.buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+                    let data = match &mut this.left {
+                        Some(left) => {
+                            let take = usize::try_from(*left)
+                                .map_or(this.buf.len(), |left| left.min(this.buf.len()));
+                            *left -= take as u64;
+                            this.buf.split_to(take).freeze()
+                        }
+                        None => this.buf.split().freeze(),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 None => {}
             }
@@ -293,5 +352,9 @@ impl http_body::Body for SocketBody {
                 }
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == Some(0) || self.chunked.as_ref().is_some_and(ChunkedDecoder::is_done)
     }
 }
