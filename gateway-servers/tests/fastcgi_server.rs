@@ -202,6 +202,40 @@ fn a_responder_request_then_the_connection_closes() {
 }
 
 #[test]
+fn a_body_left_unread_is_read_until_the_web_server_closes_so_it_gets_the_answer() {
+    // An app that answers without reading its body.
+    let refuses = |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::FORBIDDEN, HeaderMap::new());
+        Body::from("no")
+    };
+    let server = Server::start(refuses, Roles::RESPONDER);
+    // 8 MiB: more than loopback's socket buffers hold, so a web server that sends it all
+    // before it reads (as nginx does) meets a closed connection unless the server reads it.
+    let body = vec![b'x'; 8 << 20];
+    let length = body.len().to_string();
+    let mut params = PARAMS.to_vec();
+    params.retain(|(name, _)| *name != "CONTENT_LENGTH");
+    params.push(("CONTENT_LENGTH", &length));
+    // Alone on its connection; and kept, then a request after it on the same connection.
+    for ids in [&[1][..], &[1, 2]] {
+        let mut peer = server.connect();
+        let mut wire = BytesMut::new();
+        for &id in ids {
+            let keep = id < ids.len() as u16;
+            request(&mut wire, id, Role::Responder, keep, &params, Some(&body));
+        }
+        peer.send(&wire);
+        let answers = peer.answers(ids);
+        for id in ids {
+            let stdout = text(&answers[id].stdout);
+            assert!(stdout.starts_with("Status: 403 Forbidden\r\n"), "{stdout}");
+            assert_eq!(answers[id].end, Some((0, ProtocolStatus::RequestComplete)));
+        }
+        // The web server closes once it has its answers (the server waits for that).
+    }
+}
+
+#[test]
 fn keep_conn_and_multiplexed_interleaved_requests() {
     let server = Server::start(echo, Roles::RESPONDER);
     let mut peer = server.connect();

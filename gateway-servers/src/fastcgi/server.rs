@@ -37,7 +37,8 @@ use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
 use crate::runtime::{
-    BodyGuard, Listener, Runtime, Shutdown, Stream, poll_write_bufs, serve_connections,
+    BodyGuard, Listener, Runtime, Shutdown, Stream, poll_write_bufs, read_until_close,
+    serve_connections,
 };
 
 /// Record batches (and ends) the requests' tasks may have queued for their connection.
@@ -330,6 +331,9 @@ struct Session<A: App + 'static> {
     out_tx: mpsc::Sender<Out>,
     out_rx: mpsc::Receiver<Out>,
     held: Option<Held>,
+    /// Whether a request ended before its body (or data) stream did: the web server may still
+    /// be sending it when the connection is to close.
+    unread_input: bool,
 }
 
 /// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
@@ -379,6 +383,7 @@ async fn handle<A: App + 'static>(
         out_tx,
         out_rx,
         held: None,
+        unread_input: false,
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut reading = true;
@@ -442,7 +447,15 @@ async fn handle<A: App + 'static>(
     }
     this.take_queued(true);
     std::future::poll_fn(|cx| this.output.poll_write(Pin::new(&mut *stream), cx)).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    if reading && this.unread_input && this.connection.should_close() {
+        // A request without `FCGI_KEEP_CONN` was answered before its body was all sent: the
+        // web server may be sending the rest, and would meet a reset instead of reading the
+        // answer (nginx then answers 502). It closes once it has read the answer. (Not when
+        // the server stops: a web server keeps an idle connection open.)
+        read_until_close(&mut stream, this.runtime.config().linger_timeout).await;
+    }
+    Ok(())
 }
 
 impl<A: App + 'static> Session<A> {
@@ -585,7 +598,8 @@ impl<A: App + 'static> Session<A> {
 
     /// Ends a request that ran to its end (one aborted was ended when its abort came).
     fn end(&mut self, request_id: u16, app_status: u32) {
-        if self.running.remove(&request_id).is_some() {
+        if let Some(request) = self.running.remove(&request_id) {
+            self.unread_input |= request.stdin.is_some() || request.data.is_some();
             let mut out = BytesMut::new();
             self.connection
                 .end_request(request_id, app_status, &mut out);

@@ -12,9 +12,13 @@
 //! its own, for at most [`Config::linger_timeout`](super::Config::linger_timeout), as nginx
 //! (`lingering_close`) and Apache (its lingering close) do for their clients. The connection
 //! closes after that (uwsgi), or is kept alive (HTTP/1: hyper waits for the body's end before
-//! the next request, where it would close the connection with the body unread). FastCGI needs
-//! none of this: its connection goes on being read for the other requests, and the records of
-//! an ended request are dropped as they come.
+//! the next request, where it would close the connection with the body unread).
+//!
+//! FastCGI needs no such body: a kept connection goes on being read for the other requests,
+//! and the records of an ended request are dropped as they come. A connection closed after its
+//! request (no `FCGI_KEEP_CONN`, nginx's default), and the uwsgi server's own refusals, end
+//! with [`read_until_close`] instead: the server shuts its sending down, then reads what the web
+//! server still sends until it closes, which it does once it has the answer.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -23,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// A request body that, dropped before its end, is read to its end in a task of its own (see
 /// the [module](self)).
@@ -103,7 +108,7 @@ impl<B> Drop for Lingering<B> {
 }
 
 /// Reads `body` to its end and drops what it reads, for at most `within`.
-pub(crate) async fn discard<B: Body<Data = Bytes> + Unpin>(mut body: B, within: Duration) {
+async fn discard<B: Body<Data = Bytes> + Unpin>(mut body: B, within: Duration) {
     let mut timer = std::pin::pin!(tokio::time::sleep(within));
     let mut discarded = 0u64;
     let how = std::future::poll_fn(|cx| {
@@ -126,6 +131,35 @@ pub(crate) async fn discard<B: Body<Data = Bytes> + Unpin>(mut body: B, within: 
     })
     .await;
     tracing::debug!(bytes = discarded, "request body left unread: {how}");
+}
+
+/// Reads what the peer still sends until it closes (or the read fails), for at most `within`,
+/// dropping it: after the server's last answer on a connection and the end of its own sending
+/// (a shutdown of the write side), so that a peer still sending a request reads the answer and
+/// closes, rather than meeting a reset.
+pub(crate) async fn read_until_close(reader: &mut (impl AsyncRead + Unpin), within: Duration) {
+    let mut timer = std::pin::pin!(tokio::time::sleep(within));
+    let mut space = vec![0u8; 16 * 1024];
+    let mut discarded = 0u64;
+    let how = std::future::poll_fn(|cx| {
+        loop {
+            let mut buf = ReadBuf::new(&mut space);
+            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready("closed by the peer");
+                }
+                Poll::Ready(Ok(())) => discarded += buf.filled().len() as u64,
+                Poll::Ready(Err(_)) => return Poll::Ready("reading failed"),
+                Poll::Pending => break,
+            }
+        }
+        timer
+            .as_mut()
+            .poll(cx)
+            .map(|()| "not closed within the linger timeout")
+    })
+    .await;
+    tracing::debug!(bytes = discarded, "read after the last answer: {how}");
 }
 
 #[cfg(test)]
@@ -234,5 +268,27 @@ mod tests {
             waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reading_until_close_ends_at_the_close_or_the_linger_timeout() {
+        use tokio::io::AsyncWriteExt as _;
+        // The peer sends, then closes: the read ends at the close, long before the timeout.
+        let (mut ours, mut peer) = tokio::io::duplex(64);
+        let started = tokio::time::Instant::now();
+        let sending = tokio::spawn(async move {
+            for _ in 0..100 {
+                peer.write_all(&[7; 50]).await.unwrap();
+            }
+        });
+        read_until_close(&mut ours, Duration::from_secs(60)).await;
+        sending.await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // A peer that never closes: the read gives up at the timeout.
+        let (mut ours, _peer) = tokio::io::duplex(64);
+        let started = tokio::time::Instant::now();
+        read_until_close(&mut ours, Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 }

@@ -30,7 +30,7 @@ use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, oneshot};
 
 pub use accept::serve_connections;
-pub(crate) use linger::{Lingering, discard};
+pub(crate) use linger::{Lingering, read_until_close};
 pub use listener::{
     Bind, BoundSocket, Connection, Listener, ParseBindError, Stream, inherited_fd0,
     is_listening_socket,
@@ -83,7 +83,7 @@ pub struct Config {
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
     /// How long, after a response, the server goes on reading and discarding a request body
-    /// the app left unread (HTTP/1 and uwsgi; default 5 s, 0 turns it off). A client that
+    /// the app left unread (default 5 s, 0 turns it off). A client that
     /// sends its whole body before it reads the answer (nginx's `proxy_pass` and `uwsgi_pass`
     /// do) would otherwise meet a closed connection and lose the answer (nginx turns it into
     /// a 502). Past it, the connection is closed.

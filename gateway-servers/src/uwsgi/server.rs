@@ -16,14 +16,14 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Input};
 use http_body::{Body as _, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
 use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
 use crate::runtime::{
-    BodyGuard, Config, Lingering, Listener, Runtime, Shutdown, Stream, discard, plain_response,
-    serve_connections, write_all_bufs,
+    BodyGuard, Config, Lingering, Listener, Runtime, Shutdown, Stream, plain_response,
+    read_until_close, serve_connections, write_all_bufs,
 };
 
 /// Serves `runtime`'s app over uwsgi on `listener` until `shutdown` asks to stop; then waits
@@ -201,7 +201,7 @@ async fn refuse(
 ) -> io::Result<()> {
     send(&mut stream, response).await?;
     stream.shutdown().await?;
-    discard(SocketBody::until_close(stream), config.linger_timeout).await;
+    read_until_close(&mut stream, config.linger_timeout).await;
     Ok(())
 }
 
@@ -253,10 +253,9 @@ async fn send(
 }
 
 /// The request body, read from the connection after the packet: `CONTENT_LENGTH` bytes, or
-/// de-chunked, or (for what is read only to be dropped) whatever comes until the peer closes.
-/// Nothing past the body is read.
-struct SocketBody<R> {
-    reader: R,
+/// de-chunked. Nothing past the body is read.
+struct SocketBody {
+    reader: ReadHalf<Box<dyn Stream>>,
     buf: BytesMut,
     chunked: Option<ChunkedDecoder>,
     /// The bytes of a body of declared length still to come.
@@ -264,10 +263,10 @@ struct SocketBody<R> {
     eof: bool,
 }
 
-impl<R> SocketBody<R> {
+impl SocketBody {
     /// The body of a request framed as `framing`; `buf` holds its first bytes, read with the
     /// packet.
-    fn new(reader: R, buf: BytesMut, framing: BodyFraming) -> Self {
+    fn new(reader: ReadHalf<Box<dyn Stream>>, buf: BytesMut, framing: BodyFraming) -> Self {
         SocketBody {
             reader,
             buf,
@@ -280,20 +279,9 @@ impl<R> SocketBody<R> {
             eof: false,
         }
     }
-
-    /// Whatever the peer sends until it closes.
-    fn until_close(reader: R) -> Self {
-        SocketBody {
-            reader,
-            buf: BytesMut::new(),
-            chunked: None,
-            left: None,
-            eof: false,
-        }
-    }
 }
 
-impl<R: AsyncRead + Unpin> http_body::Body for SocketBody<R> {
+impl http_body::Body for SocketBody {
     type Data = Bytes;
     type Error = io::Error;
 
