@@ -109,18 +109,57 @@ impl<B> Drop for Lingering<B> {
 
 /// Reads `body` to its end and drops what it reads, for at most `within`.
 async fn discard<B: Body<Data = Bytes> + Unpin>(mut body: B, within: Duration) {
+    let (bytes, how) = drop_until_end(
+        |cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                Poll::Ready(Some(Ok(frame.data_ref().map_or(0, Bytes::len))))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        },
+        within,
+    )
+    .await;
+    tracing::debug!(bytes, "request body left unread: {how}");
+}
+
+/// Reads what the peer still sends until it closes (or the read fails), for at most `within`,
+/// dropping it: after the server's last answer on a connection and the end of its own sending
+/// (a shutdown of the write side), so that a peer still sending a request reads the answer and
+/// closes, rather than meeting a reset.
+pub(crate) async fn read_until_close(reader: &mut (impl AsyncRead + Unpin), within: Duration) {
+    let mut space = vec![0u8; 16 * 1024];
+    let (bytes, how) = drop_until_end(
+        |cx| {
+            let mut buf = ReadBuf::new(&mut space);
+            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(None),
+                Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(buf.filled().len()))),
+                Poll::Ready(Err(_)) => Poll::Ready(Some(Err(()))),
+                Poll::Pending => Poll::Pending,
+            }
+        },
+        within,
+    )
+    .await;
+    tracing::debug!(bytes, "read after the last answer: {how}");
+}
+
+/// Polls `next` (the length of each chunk read; `None` at the end) until the end, a failure or
+/// `within`, dropping what it reads: how many bytes, and how it ended.
+async fn drop_until_end(
+    mut next: impl FnMut(&mut Context<'_>) -> Poll<Option<Result<usize, ()>>>,
+    within: Duration,
+) -> (u64, &'static str) {
     let mut timer = std::pin::pin!(tokio::time::sleep(within));
-    let mut discarded = 0u64;
+    let mut dropped = 0u64;
     let how = std::future::poll_fn(|cx| {
         loop {
-            match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        discarded += data.len() as u64;
-                    }
-                }
-                Poll::Ready(Some(Err(_))) => return Poll::Ready("reading it failed"),
-                Poll::Ready(None) => return Poll::Ready("read to its end and discarded"),
+            match next(cx) {
+                Poll::Ready(Some(Ok(len))) => dropped += len as u64,
+                Poll::Ready(Some(Err(()))) => return Poll::Ready("reading failed"),
+                Poll::Ready(None) => return Poll::Ready("read to its end"),
                 Poll::Pending => break,
             }
         }
@@ -130,36 +169,7 @@ async fn discard<B: Body<Data = Bytes> + Unpin>(mut body: B, within: Duration) {
             .map(|()| "not at its end within the linger timeout")
     })
     .await;
-    tracing::debug!(bytes = discarded, "request body left unread: {how}");
-}
-
-/// Reads what the peer still sends until it closes (or the read fails), for at most `within`,
-/// dropping it: after the server's last answer on a connection and the end of its own sending
-/// (a shutdown of the write side), so that a peer still sending a request reads the answer and
-/// closes, rather than meeting a reset.
-pub(crate) async fn read_until_close(reader: &mut (impl AsyncRead + Unpin), within: Duration) {
-    let mut timer = std::pin::pin!(tokio::time::sleep(within));
-    let mut space = vec![0u8; 16 * 1024];
-    let mut discarded = 0u64;
-    let how = std::future::poll_fn(|cx| {
-        loop {
-            let mut buf = ReadBuf::new(&mut space);
-            match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                    return Poll::Ready("closed by the peer");
-                }
-                Poll::Ready(Ok(())) => discarded += buf.filled().len() as u64,
-                Poll::Ready(Err(_)) => return Poll::Ready("reading failed"),
-                Poll::Pending => break,
-            }
-        }
-        timer
-            .as_mut()
-            .poll(cx)
-            .map(|()| "not closed within the linger timeout")
-    })
-    .await;
-    tracing::debug!(bytes = discarded, "read after the last answer: {how}");
+    (dropped, how)
 }
 
 #[cfg(test)]

@@ -82,11 +82,11 @@ pub struct Config {
     pub keep_alive_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
-    /// How long, after a response, the server goes on reading and discarding a request body
-    /// the app left unread (default 5 s, 0 turns it off). A client that
-    /// sends its whole body before it reads the answer (nginx's `proxy_pass` and `uwsgi_pass`
-    /// do) would otherwise meet a closed connection and lose the answer (nginx turns it into
-    /// a 502). Past it, the connection is closed.
+    /// How long the server goes on reading, and dropping, a request body the app left unread
+    /// (default 5 s; 0 turns it off). A client that sends its whole body before it reads the
+    /// answer (nginx's `proxy_pass`, `uwsgi_pass` and `fastcgi_pass` do) would otherwise meet
+    /// a closed connection and lose the answer (nginx turns it into a 502). Past it, the
+    /// connection is closed.
     pub linger_timeout: Duration,
     /// How long shutdown waits for requests in progress (default 30 s).
     pub shutdown_timeout: Duration,
