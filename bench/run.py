@@ -694,7 +694,14 @@ def section_uwsgi():
         ("gunicorn --protocol uwsgi + Python", lambda p: gunicorn(p, "uwsgi")),
         (UWSGI_FLOOR, uwsgi_floor),
     ]
-    return run_cases([behind(uwsgi_location, *peer) for peer in peers])
+    cases = [behind(uwsgi_location, *peer) for peer in peers]
+    # The reference of issue 5, in the same rounds: our FastCGI server, keep-alive off.
+    cases.append(behind(lambda p: fastcgi_location(p, False), FASTCGI_REFERENCE,
+                        lambda p: ours("fastcgi", p)))
+    return run_cases(cases)
+
+
+FASTCGI_REFERENCE = "(reference) gateway FastCGI, keep-alive off"
 
 
 # A C program that only accepts, reads, writes and closes (bench/peers/uwsgi_floor.c): the
@@ -1254,19 +1261,14 @@ def write_report(results, started, finished, load_start, load_end):
           "have no uwsgi mode; the gunicorn installed here (%s) has one again "
           "(`--protocol uwsgi`, the `gunicorn/uwsgi/` package), so it is measured. The last "
           "row, for the target of issue 5, is our FastCGI server behind the same nginx with "
-          "keep-alive off, from the FastCGI tables. The row before it is a floor: a C program "
+          "keep-alive off, measured in the same rounds. The row before it is a floor: a C program "
           "(`bench/peers/uwsgi_floor.c`) that accepts, reads the packet, writes a fixed answer "
           "(or the body back) and closes, one blocking call after another, with no environ and "
           "no app; no server can answer more requests a second than it does here.\n"
           % dict(versions()).get("gunicorn", "?"))
         for workload in ("hello", "echo"):
             w("### %s\n" % workload)
-            extra = []
-            if "fastcgi" in results:
-                fcgi_off = find(results["fastcgi"]["off"][workload], "gateway FastCGI")
-                if fcgi_off:
-                    extra = [dict(fcgi_off, name="(reference) gateway FastCGI, keep-alive off")]
-            w(table(rows[workload] + extra, ceiling if workload == "hello" else None,
+            w(table(rows[workload], ceiling if workload == "hello" else None,
                     cpu_labels=("server CPU", "nginx CPU")))
             w("")
             mine, uwsgi = find(rows[workload], "gateway"), find(rows[workload], "uWSGI")
@@ -1279,8 +1281,9 @@ def write_report(results, started, finished, load_start, load_end):
                                 "%.2fx; p99 %.2f vs %.2f ms" % (r, mine["p99"], uwsgi["p99"])
                                 + non_blocking(rows[workload], "gateway uwsgi", uwsgi) + reach,
                                 r >= 1.2 and mine["p99"] <= uwsgi["p99"]))
-            if mine and extra:
-                r = ratio(mine["rps"], extra[0]["rps"])
+            reference = find(rows[workload], FASTCGI_REFERENCE)
+            if mine and reference:
+                r = ratio(mine["rps"], reference["rps"])
                 targets.append(("uwsgi %s ≥ our FastCGI without keep-alive" % workload,
                                 "%.2fx" % r, r >= 1.0))
         c = chart("uwsgi", "uwsgi behind nginx: requests/s", rows)
