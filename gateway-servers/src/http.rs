@@ -44,8 +44,8 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::runtime::{
-    BodyGuard, Config, Lingering, Listener, MustClose, Responding, Runtime, Shutdown, Stream,
-    serve_connections,
+    BodyGuard, BodyWith, Config, Lingering, Listener, MustClose, Responding, Runtime, Shutdown,
+    Stream, serve_connections,
 };
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
@@ -93,7 +93,7 @@ pub async fn serve<A: App + 'static>(
             let response = handle(&connection_state, request, &service_activity);
             async move {
                 let response = closing_if_cut(response.await);
-                Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
             }
         });
         let builders = builders.clone();
@@ -363,63 +363,14 @@ impl Drop for OpenRequest {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request open (see [`Activity`]) until hyper drops it,
-    /// after its last frame or when the client went away.
-    struct Tracked {
-        #[pin]
-        body: Body,
-        _open: OpenRequest,
-    }
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = <Body as http_body::Body>::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
+/// A response body that keeps its request open (see [`Activity`]) until hyper drops it,
+/// after its last frame or when the client went away.
+type Tracked = BodyWith<Body, OpenRequest>;
 
 /// A request body that keeps its request open (see [`Activity`]) for as long as it is there:
 /// with the app, or read to its end after the app left it (see [`Lingering`]). A connection is
 /// never parked in the middle of a body.
-struct RequestBody {
-    body: Incoming,
-    _open: OpenRequest,
-}
-
-impl http_body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
+type RequestBody = BodyWith<Incoming, OpenRequest>;
 
 /// Resolves once a connection has had no request open for a time (from the end of the last
 /// one, or from its start), then not again until another request has ended. Polled right
@@ -525,10 +476,7 @@ fn handle<A: App + 'static>(
         .filter(|&n| runtime.buffers_body(n) && !expects);
     let (parts, body) = request.into_parts();
     let linger = parts.version < Version::HTTP_2 && !expects;
-    let body = RequestBody {
-        body,
-        _open: activity.open(),
-    };
+    let body = RequestBody::new(body, activity.open());
     let body = Lingering::new(body, linger, runtime.config().linger_timeout);
     let (body, guard) = runtime.guard_body(body);
     let Some(length) = buffered else {

@@ -275,10 +275,9 @@ impl<A: App + 'static> Runtime<A> {
             let body = match body.try_into_bytes() {
                 Ok(data) => Ok(gateway_core::Body::full(data)),
                 // Nothing left that could block: the connection sends it itself.
-                Err(body) if body.is_buffered() => Ok(gateway_core::Body::new(Permitted {
-                    body,
-                    _permit: permit,
-                })),
+                Err(body) if body.is_buffered() => {
+                    Ok(gateway_core::Body::new(BodyWith::new(body, permit)))
+                }
                 Err(body) => Err((body, permit)),
             };
             match body {
@@ -348,10 +347,10 @@ impl std::future::Future for AppRun {
                 let (parts, body) = into_parts(response);
                 let body = match body.try_into_bytes() {
                     Ok(data) => gateway_core::Body::full(data),
-                    Err(body) => gateway_core::Body::new(Permitted {
+                    Err(body) => gateway_core::Body::new(BodyWith::new(
                         body,
-                        _permit: permit.take().expect("an app run resolves once"),
-                    }),
+                        permit.take().expect("an app run resolves once"),
+                    )),
                 };
                 Poll::Ready(Response::from_parts(parts, body))
             }
@@ -451,22 +450,33 @@ impl Drop for RequestSlot {
 }
 
 pin_project_lite::pin_project! {
-    /// A body that holds a request permit until it is dropped.
-    struct Permitted {
+    /// A body that holds `guard` (a request permit, a count of open requests) until it is
+    /// dropped, and is otherwise `body`.
+    pub(crate) struct BodyWith<B, G> {
         #[pin]
-        body: ResponseBody,
-        _permit: RequestPermit,
+        body: B,
+        _guard: G,
     }
 }
 
-impl http_body::Body for Permitted {
-    type Data = Bytes;
-    type Error = gateway_core::Error;
+impl<B, G> BodyWith<B, G> {
+    /// `body`, holding `guard` until it is dropped.
+    pub(crate) fn new(body: B, guard: G) -> Self {
+        BodyWith {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: http_body::Body, G> http_body::Body for BodyWith<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, gateway_core::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         self.project().body.poll_frame(cx)
     }
 
