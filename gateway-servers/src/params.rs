@@ -101,7 +101,7 @@ pub fn framed_environ_from_params(
         environ.set_url_scheme(UrlScheme::Https);
     }
     if seen.required != Seen::ALL_REQUIRED {
-        fill_required(&mut environ);
+        fill_required(&mut environ, seen.required);
     }
     environ.set_input_terminated(true);
     // A kept `CONTENT_LENGTH` is the environ's (the lookup finds it); without one, only
@@ -236,24 +236,32 @@ pub fn try_framed_environ_from_params<E>(
 }
 
 /// Makes `SCRIPT_NAME` and `PATH_INFO` present and valid: `PATH_INFO` empty or starting with
-/// `/`, `SCRIPT_NAME` not ending with `/` (its slash goes to `PATH_INFO`), and `PATH_INFO` `/`
-/// when both would be empty.
+/// `/`, `SCRIPT_NAME` not ending with `/` (its slashes go, and `PATH_INFO` starts with one),
+/// and `PATH_INFO` `/` when both would be empty. Values that need no change are not copied.
 fn normalize_path(environ: &mut Environ) {
-    let mut script_name = environ.script_name().to_vec();
-    let mut path_info = environ.path_info().to_vec();
-    if !path_info.is_empty() && !path_info.starts_with(b"/") {
-        path_info.insert(0, b'/');
-    }
-    while script_name.ends_with(b"/") {
-        script_name.pop();
-        if !path_info.starts_with(b"/") || path_info.is_empty() {
-            path_info.insert(0, b'/');
-        }
-    }
-    if script_name.is_empty() && path_info.is_empty() {
-        path_info.push(b'/');
-    }
-    environ.set("SCRIPT_NAME", script_name);
+    let script_name = environ
+        .get_bytes("SCRIPT_NAME")
+        .cloned()
+        .unwrap_or_default();
+    let path_info = environ.get_bytes("PATH_INFO").cloned().unwrap_or_default();
+    let kept = script_name
+        .iter()
+        .rposition(|&b| b != b'/')
+        .map_or(0, |last| last + 1);
+    let slashes_dropped = kept < script_name.len();
+    let path_info = if path_info.starts_with(b"/") {
+        path_info
+    } else if !path_info.is_empty() {
+        let mut with_slash = Vec::with_capacity(path_info.len() + 1);
+        with_slash.push(b'/');
+        with_slash.extend_from_slice(&path_info);
+        Bytes::from(with_slash)
+    } else if slashes_dropped || kept == 0 {
+        Bytes::from_static(b"/")
+    } else {
+        path_info
+    };
+    environ.set("SCRIPT_NAME", script_name.slice(..kept));
     environ.set("PATH_INFO", path_info);
 }
 
@@ -308,18 +316,22 @@ pub fn mount(environ: &mut Environ, prefix: &[u8]) -> bool {
 /// when the front end left them out or empty: nginx sends `SERVER_NAME=""` from a server block
 /// without `server_name`, and a CGI script run by hand gets no method or protocol at all.
 /// `SERVER_NAME` falls back to the `Host` header, then `SERVER_ADDR`, then `localhost`;
-/// `SERVER_PORT` to the `Host` header's port, then the scheme's default.
-fn fill_required(environ: &mut Environ) {
-    let missing = |environ: &Environ, name: &str| environ.get(name).is_none_or(<[u8]>::is_empty);
-    if missing(environ, "REQUEST_METHOD") {
+/// `SERVER_PORT` to the `Host` header's port, then the scheme's default. `present` holds the
+/// [`Seen`] bits of those that came with a value.
+fn fill_required(environ: &mut Environ, present: u8) {
+    let missing = |bit: u8| present & bit == 0;
+    if missing(Seen::REQUEST_METHOD) {
         environ.set("REQUEST_METHOD", "GET");
     }
-    if missing(environ, "SERVER_PROTOCOL") {
+    if missing(Seen::SERVER_PROTOCOL) {
         environ.set("SERVER_PROTOCOL", "HTTP/1.0");
+    }
+    if !(missing(Seen::SERVER_NAME) || missing(Seen::SERVER_PORT)) {
+        return;
     }
     let host = environ.get_bytes("HTTP_HOST").cloned().unwrap_or_default();
     let (host_name, host_port) = split_host(&host);
-    if missing(environ, "SERVER_NAME") {
+    if missing(Seen::SERVER_NAME) {
         let name = Some(host.slice_ref(host_name))
             .filter(|h| !h.is_empty())
             .or_else(|| environ.get_bytes("SERVER_ADDR").cloned())
@@ -327,7 +339,7 @@ fn fill_required(environ: &mut Environ) {
             .unwrap_or(Bytes::from_static(b"localhost"));
         environ.set("SERVER_NAME", name);
     }
-    if missing(environ, "SERVER_PORT") {
+    if missing(Seen::SERVER_PORT) {
         let port = host_port.unwrap_or(environ.url_scheme().default_port());
         environ.set("SERVER_PORT", Bytes::from(port.to_string()));
     }
@@ -386,7 +398,23 @@ mod tests {
         if !environ.contains("QUERY_STRING") {
             environ.set("QUERY_STRING", Bytes::new());
         }
-        normalize_path(&mut environ);
+        // `SCRIPT_NAME` and `PATH_INFO` made valid by the rules as written.
+        let mut script_name = environ.script_name().to_vec();
+        let mut path_info = environ.path_info().to_vec();
+        if !path_info.is_empty() && !path_info.starts_with(b"/") {
+            path_info.insert(0, b'/');
+        }
+        while script_name.ends_with(b"/") {
+            script_name.pop();
+            if !path_info.starts_with(b"/") {
+                path_info.insert(0, b'/');
+            }
+        }
+        if script_name.is_empty() && path_info.is_empty() {
+            path_info.push(b'/');
+        }
+        environ.set("SCRIPT_NAME", script_name);
+        environ.set("PATH_INFO", path_info);
         let https = environ
             .get("HTTPS")
             .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
@@ -396,7 +424,19 @@ mod tests {
         if https {
             environ.set_url_scheme(UrlScheme::Https);
         }
-        fill_required(&mut environ);
+        // The required variables, each looked up.
+        let mut present = 0;
+        for (bit, name) in [
+            (Seen::REQUEST_METHOD, "REQUEST_METHOD"),
+            (Seen::SERVER_PROTOCOL, "SERVER_PROTOCOL"),
+            (Seen::SERVER_NAME, "SERVER_NAME"),
+            (Seen::SERVER_PORT, "SERVER_PORT"),
+        ] {
+            if environ.get(name).is_some_and(|value| !value.is_empty()) {
+                present |= bit;
+            }
+        }
+        fill_required(&mut environ, present);
         environ
     }
 

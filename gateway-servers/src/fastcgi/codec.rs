@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The only protocol version: `FCGI_VERSION_1`.
 pub const VERSION_1: u8 = 1;
@@ -422,15 +422,19 @@ pub fn decode_record(src: &mut BytesMut) -> Result<Option<Record>, DecodeError> 
         src.reserve(header.record_len() - src.len());
         return Ok(None);
     }
-    let mut record = src.split_to(header.record_len());
-    let _header = record.split_to(HEADER_LEN);
-    record.truncate(usize::from(header.content_length));
-    let content = record.freeze();
+    // The header and padding are skipped in place; only the content becomes a handle of its
+    // own (none for an empty record, such as the end of a stream).
+    src.advance(HEADER_LEN);
+    let content = match usize::from(header.content_length) {
+        0 => Bytes::new(),
+        len => src.split_to(len).freeze(),
+    };
+    src.advance(usize::from(header.padding_length));
     let request_id = header.request_id;
-    let stream = |kind| Record::Stream {
+    let stream = |kind, data| Record::Stream {
         request_id,
         kind,
-        data: content.clone(),
+        data,
     };
     Ok(Some(match header.record_type {
         RecordType::BeginRequest => Record::BeginRequest {
@@ -444,11 +448,11 @@ pub fn decode_record(src: &mut BytesMut) -> Result<Option<Record>, DecodeError> 
             app_status: u32::from_be_bytes([content[0], content[1], content[2], content[3]]),
             protocol_status: ProtocolStatus::from_u8(content[4]),
         },
-        RecordType::Params => stream(StreamKind::Params),
-        RecordType::Stdin => stream(StreamKind::Stdin),
-        RecordType::Stdout => stream(StreamKind::Stdout),
-        RecordType::Stderr => stream(StreamKind::Stderr),
-        RecordType::Data => stream(StreamKind::Data),
+        RecordType::Params => stream(StreamKind::Params, content),
+        RecordType::Stdin => stream(StreamKind::Stdin, content),
+        RecordType::Stdout => stream(StreamKind::Stdout, content),
+        RecordType::Stderr => stream(StreamKind::Stderr, content),
+        RecordType::Data => stream(StreamKind::Data, content),
         RecordType::GetValues => Record::GetValues { pairs: content },
         RecordType::GetValuesResult => Record::GetValuesResult { pairs: content },
         RecordType::UnknownType => Record::UnknownType {
