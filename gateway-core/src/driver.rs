@@ -12,7 +12,8 @@
 //!   `start` is an error.
 //! - **Bodies that must be empty.** A HEAD response carries no body, but keeps the
 //!   `Content-Length` the app gave (or the length of the body the app produced, when it is
-//!   known before the head goes out). 1xx, 204 and 304 responses carry no body, and 1xx and 204
+//!   known before the head goes out and not empty: an app that answers HEAD with no body says
+//!   nothing of the length). 1xx, 204 and 304 responses carry no body, and 1xx and 204
 //!   no `Content-Length`. Their bodies are dropped as soon as the head is decided.
 //! - **Content-Length.** When the app gives none and the whole body is known before the head
 //!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one, a
@@ -321,8 +322,14 @@ impl ResponseFuture {
                         let total = written.iter().map(|d| d.len() as u64).sum::<u64>()
                             + first_len as u64
                             + rest;
-                        entry.insert(length_value(total));
-                        Some(total)
+                        if total == 0 && self.is_head {
+                            // An app that answers HEAD with an empty body says nothing of the
+                            // length a GET would get: no `Content-Length: 0` in its name.
+                            None
+                        } else {
+                            entry.insert(length_value(total));
+                            Some(total)
+                        }
                     }
                     _ => None,
                 }

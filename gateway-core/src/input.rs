@@ -18,6 +18,8 @@ enum Source {
     Full(Bytes),
     Body(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>),
     Reader(Box<dyn Read + Send>),
+    /// Reading failed: every later read fails the same way.
+    Failed(io::ErrorKind, Box<str>),
 }
 
 /// The request body: `wsgi.input`.
@@ -31,7 +33,8 @@ enum Source {
 /// where the transport says the body ends (a chunked or HTTP/2 body, CGI's stdin at EOF). Either
 /// way it ends at the true end of the body, so servers set `input_terminated`. A body that stops
 /// short of its CONTENT_LENGTH (the client went away) is an error of kind
-/// [`io::ErrorKind::UnexpectedEof`], never a silent short read.
+/// [`io::ErrorKind::UnexpectedEof`], never a silent short read. A read that failed fails again
+/// each time it is retried, with the same kind and message.
 ///
 /// The blocking view waits with [`block_on`]: use it on a worker thread, not on the thread of
 /// an async runtime's event loop.
@@ -134,16 +137,26 @@ impl Input {
         self.source = Source::Empty;
     }
 
+    /// Ends the input with `error`, which every later read repeats.
+    fn fail(&mut self, error: &io::Error) {
+        self.done = true;
+        self.remaining = self.remaining.map(|_| 0);
+        self.source = Source::Failed(error.kind(), error.to_string().into());
+    }
+
     /// Polls for the next chunk of the body: `None` at its end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         if !self.buf.is_empty() {
             return Poll::Ready(Some(Ok(std::mem::take(&mut self.buf))));
         }
         if self.done {
-            return Poll::Ready(None);
+            return Poll::Ready(match &self.source {
+                Source::Failed(kind, message) => Some(Err(io::Error::new(*kind, &**message))),
+                _ => None,
+            });
         }
         let next = match &mut self.source {
-            Source::Empty => None,
+            Source::Empty | Source::Failed(..) => None,
             Source::Full(data) => Some(Ok(std::mem::take(data))),
             Source::Body(body) => loop {
                 match body.as_mut().poll_frame(cx) {
@@ -189,22 +202,26 @@ impl Input {
                 self.delivered += data.len() as u64;
                 Some(Ok(data))
             }
-            Some(Ok(_)) | None => {
-                let short = self.remaining.filter(|&r| r > 0);
-                self.finish();
-                short.map(|missing| {
-                    Err(io::Error::new(
+            Some(Ok(_)) | None => match self.remaining.filter(|&r| r > 0) {
+                None => {
+                    self.finish();
+                    None
+                }
+                Some(missing) => {
+                    let error = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
                             "request body ended after {} of {} bytes",
                             self.delivered,
                             self.delivered + missing
                         ),
-                    ))
-                })
-            }
+                    );
+                    self.fail(&error);
+                    Some(Err(error))
+                }
+            },
             Some(Err(e)) => {
-                self.finish();
+                self.fail(&e);
                 Some(Err(e))
             }
         })
@@ -273,6 +290,7 @@ impl fmt::Debug for Input {
             Source::Full(_) => "bytes",
             Source::Body(_) => "body",
             Source::Reader(_) => "reader",
+            Source::Failed(..) => "failed",
         };
         f.debug_struct("Input")
             .field("source", &source)
@@ -331,7 +349,8 @@ impl Read for Input {
 
 impl BufRead for Input {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.buf.is_empty() && !self.done {
+        // A failed input is polled again: it gives its error again.
+        if self.buf.is_empty() && (!self.done || matches!(self.source, Source::Failed(..))) {
             match block_on(std::future::poll_fn(|cx| self.poll_chunk(cx))) {
                 Some(Ok(data)) => self.buf = data,
                 Some(Err(e)) => return Err(e),
@@ -360,7 +379,8 @@ impl http_body::Body for Input {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.is_exhausted()
+        // A failed input has its error still to give.
+        self.is_exhausted() && !matches!(self.source, Source::Failed(..))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -444,6 +464,46 @@ mod tests {
         let err = input.read_to_end(&mut Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("3 of 10"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_read_fails_again_when_retried_and_is_never_a_clean_end() {
+        let mut input = chunked(&["abc"]).with_limit(10);
+        let first = input.read_to_end(&mut Vec::new()).unwrap_err();
+        for _ in 0..2 {
+            let again = input.read(&mut [0; 4]).unwrap_err();
+            assert_eq!(again.kind(), first.kind());
+            assert_eq!(again.to_string(), first.to_string());
+        }
+        assert!(
+            !http_body::Body::is_end_stream(&input),
+            "its error is still to come"
+        );
+        assert_eq!(http_body::Body::size_hint(&input).exact(), Some(0));
+
+        // An error of the transport, likewise.
+        /// Yields one byte, then fails.
+        struct Failing(bool);
+        impl http_body::Body for Failing {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                let first = std::mem::replace(&mut self.0, false);
+                Poll::Ready(Some(match first {
+                    true => Ok(Frame::data(Bytes::from("x"))),
+                    false => Err("connection reset".into()),
+                }))
+            }
+        }
+        let mut input = Input::from_body(Failing(true));
+        let mut all = Vec::new();
+        assert!(input.read_to_end(&mut all).is_err());
+        assert_eq!(all, b"x");
+        let again = input.read(&mut [0; 4]).unwrap_err();
+        assert!(again.to_string().contains("connection reset"), "{again}");
     }
 
     #[test]

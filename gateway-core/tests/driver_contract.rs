@@ -313,6 +313,18 @@ fn rule_64_head_sends_no_body_but_keeps_the_length() {
     );
     assert_eq!(response.headers()[CONTENT_LENGTH], "5");
     assert!(drain(response).0.is_empty());
+
+    // An app that knows it answers HEAD and returns no body says nothing of the length: no
+    // `Content-Length: 0` for a resource that a GET would get whole.
+    let (response, _) = run(
+        &|_: Environ, s: StartResponse| {
+            let _ = s.start(StatusCode::OK, HeaderMap::new());
+            Body::empty()
+        },
+        "HEAD",
+    );
+    assert!(!response.headers().contains_key(CONTENT_LENGTH));
+    assert!(drain(response).0.is_empty());
 }
 
 #[test]
