@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::Bytes;
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body};
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -45,7 +45,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::runtime::{
     BodyGuard, BodyWith, Config, Lingering, Listener, MustClose, Responding, Runtime, Shutdown,
-    Stream, serve_connections,
+    Stream, plain_response, serve_connections,
 };
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
@@ -77,7 +77,8 @@ pub async fn serve<A: App + 'static>(
         header: config.header_read_timeout,
         keep_alive: config.keep_alive_timeout,
     };
-    serve_connections(listener, &config, shutdown, move |connection| {
+    let limit = runtime.connection_limit().clone();
+    serve_connections(listener, &config, &limit, shutdown, move |connection| {
         let accepted = Instant::now();
         let mut context = ServerContext::default();
         context.peer_addr = connection.peer;
@@ -465,6 +466,17 @@ fn handle<A: App + 'static>(
     activity: &Arc<Activity>,
 ) -> Handling {
     let (runtime, context) = connection;
+    if request.version() == Version::HTTP_2
+        && request.headers().len() > runtime.config().max_headers
+    {
+        // hyper counts HTTP/1 headers itself; HTTP/2 bounds only the size of the whole list.
+        tracing::info!(
+            headers = request.headers().len(),
+            "HTTP/2 request with too many headers: 431"
+        );
+        let refused = plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, false);
+        return Handling::Buffering(Box::pin(std::future::ready(refused)));
+    }
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs): no limit to apply.
         let environ = environ_from_request(request, context);

@@ -51,7 +51,7 @@ pub struct LauncherArgs {
     /// Threads of the worker pool that runs the app.
     #[arg(long, default_value_t = Config::default().threads)]
     pub threads: usize,
-    /// Connections open at once.
+    /// Connections open at once, over all the sockets served.
     #[arg(long, default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
     /// Requests in progress at once, per process (more get 503).
@@ -74,8 +74,8 @@ pub struct LauncherArgs {
     /// from its start, a later one from its first byte.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().header_read_timeout.as_secs_f64())]
     pub header_timeout: f64,
-    /// Seconds an HTTP connection kept alive may wait for its next request (HTTP/1: for its
-    /// first byte); then it is closed.
+    /// Seconds a connection kept alive may wait for its next request (HTTP/1: for its first
+    /// byte; FastCGI: a kept connection with no request); then it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().keep_alive_timeout.as_secs_f64())]
     pub keep_alive_timeout: f64,
     /// Seconds a client may go without sending body bytes the app waits for (then 408).

@@ -35,6 +35,14 @@ impl Server {
         }))
     }
 
+    /// The FastCGI server with `app`, `settings` and `config`, on a free port.
+    fn start_config(app: impl App + 'static, settings: Settings, config: Config) -> Server {
+        Server(TestServer::start(32, move |listener, stop| {
+            let runtime = Runtime::new(app, config);
+            gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
+        }))
+    }
+
     /// The FastCGI server with `app` and `options`, on a free port.
     fn start_with(app: impl App + 'static, options: Options) -> Server {
         Server(TestServer::start(32, move |listener, stop| {
@@ -798,4 +806,171 @@ fn a_web_server_that_stops_reading_holds_back_the_response_not_the_server() {
     );
     assert_eq!(answers[&1].end, Some((0, ProtocolStatus::RequestComplete)));
     assert_eq!(made.load(Ordering::SeqCst), CHUNKS);
+}
+
+#[test]
+fn idle_kept_connections_and_requests_never_completed_are_closed_at_their_timeouts() {
+    let mut config = Config::default();
+    config.keep_alive_timeout = Duration::from_millis(300);
+    config.header_read_timeout = Duration::from_millis(300);
+    let server = Server::start_config(echo, Settings::default(), config);
+    let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
+
+    // Kept after its request, then idle: closed (the peer's read would fail after 10 s).
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, get, Some(b""));
+    peer.send(&wire);
+    assert_eq!(peer.answers(&[1])[&1].end.unwrap().0, 0);
+    assert!(peer.record().is_none(), "closed once idle too long");
+
+    // A request whose params never end, and half a record header.
+    let mut wire = BytesMut::new();
+    codec::encode_begin_request(&mut wire, 1, Role::Responder, true);
+    let mut block = BytesMut::new();
+    codec::encode_pair(&mut block, b"REQUEST_METHOD", b"GET");
+    codec::encode_stream(&mut wire, StreamKind::Params, 1, &block);
+    for partial in [&wire[..], &wire[..4]] {
+        let mut peer = server.connect();
+        peer.stream.write_all(partial).unwrap();
+        assert!(
+            peer.record().is_none(),
+            "closed before the request was complete"
+        );
+    }
+}
+
+#[test]
+fn the_web_server_closing_its_connection_drops_the_requests_running_on_it() {
+    // A request with a body runs in a task of its own; one without, in the connection's.
+    let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
+    for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = dropped.clone();
+        let app = move |_: Environ, start: StartResponse| {
+            let guard = Flag(flag.clone());
+            let _ = start.start(StatusCode::OK, HeaderMap::new());
+            Body::from_future(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(Body::empty())
+            })
+        };
+        let server = Server::start(app, Roles::RESPONDER);
+        let mut peer = server.connect();
+        let mut wire = BytesMut::new();
+        request(&mut wire, 1, Role::Responder, true, params, Some(stdin));
+        peer.send(&wire);
+        std::thread::sleep(Duration::from_millis(100));
+        drop(peer);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the app's body was dropped ({params:?})"
+        );
+    }
+}
+
+#[test]
+fn params_held_for_requests_not_yet_complete_are_bounded_per_connection() {
+    let mut settings = Settings::default();
+    settings.max_params_size = 1000;
+    let server = Server::start_config(echo, settings, Config::default());
+    let begin = |wire: &mut BytesMut, id: u16| {
+        codec::encode_begin_request(wire, id, Role::Responder, true);
+        let mut block = BytesMut::new();
+        codec::encode_pair(&mut block, b"HTTP_X_PAD", &[b'p'; 400]);
+        codec::encode_stream(wire, StreamKind::Params, id, &block);
+    };
+    let finish = |wire: &mut BytesMut, id: u16| {
+        codec::encode_end_of_stream(wire, StreamKind::Params, id);
+        codec::encode_end_of_stream(wire, StreamKind::Stdin, id);
+    };
+
+    // Two at once fit, and their places are free again once they ran: two more fit after.
+    let mut peer = server.connect();
+    for ids in [[1, 2], [3, 4]] {
+        let mut wire = BytesMut::new();
+        for id in ids {
+            begin(&mut wire, id);
+        }
+        for id in ids {
+            finish(&mut wire, id);
+        }
+        peer.send(&wire);
+        let answers = peer.answers(&ids);
+        assert!(
+            ids.iter()
+                .all(|id| answers[id].end == Some((0, ProtocolStatus::RequestComplete)))
+        );
+    }
+
+    // A third one begun while two hold theirs closes the connection.
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    for id in [1, 2, 3] {
+        begin(&mut wire, id);
+    }
+    peer.send(&wire);
+    assert!(peer.record().is_none(), "closed past the limit");
+}
+
+#[test]
+fn wsgi_errors_lines_of_an_aborted_request_never_reach_the_next_request_with_its_id() {
+    // The aborted request's app goes on running on its thread (a blocking call cannot be
+    // stopped) and writes a line after the abort, while the next request with id 1 runs.
+    let app = |mut environ: Environ, start: StartResponse| {
+        if environ.path_info() == b"/first" {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = writeln!(environ.errors(), "late line of the aborted request");
+        } else {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("done")
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let path = |path| [("REQUEST_METHOD", "GET"), ("PATH_INFO", path)];
+    let mut wire = BytesMut::new();
+    request(
+        &mut wire,
+        1,
+        Role::Responder,
+        true,
+        &path("/first"),
+        Some(b""),
+    );
+    peer.send(&wire);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut wire = BytesMut::new();
+    codec::encode_abort_request(&mut wire, 1);
+    peer.send(&wire);
+    assert_eq!(peer.answers(&[1])[&1].stdout, b"");
+    let mut wire = BytesMut::new();
+    request(
+        &mut wire,
+        1,
+        Role::Responder,
+        true,
+        &path("/second"),
+        Some(b""),
+    );
+    peer.send(&wire);
+    let answer = &peer.answers(&[1])[&1];
+    assert!(
+        text(&answer.stdout).ends_with("done"),
+        "{}",
+        text(&answer.stdout)
+    );
+    assert_eq!(text(&answer.stderr), "", "nothing of the aborted request");
 }

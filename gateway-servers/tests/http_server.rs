@@ -926,6 +926,38 @@ fn http2_with_prior_knowledge() {
 }
 
 #[test]
+fn http2_requests_with_too_many_headers_answer_431() {
+    let mut config = config();
+    config.max_headers = 20;
+    let server = Server::start(echo, config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    let statuses = runtime.block_on(async move {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let mut statuses = Vec::new();
+        for count in [30, 10] {
+            let mut request = http::Request::get("http://localhost/");
+            for i in 0..count {
+                request = request.header(format!("x-h{i}"), "v");
+            }
+            let request = request
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap();
+            statuses.push(sender.send_request(request).await.unwrap().status());
+        }
+        statuses
+    });
+    assert_eq!(
+        statuses,
+        [431, 200],
+        "the connection serves the next request"
+    );
+}
+
+#[test]
 fn an_idle_http2_connection_is_closed_at_the_keep_alive_timeout() {
     // `/slow` answers after longer than the keep-alive timeout: a request open is not idle.
     let mut config = config();

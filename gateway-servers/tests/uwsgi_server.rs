@@ -19,8 +19,12 @@ struct Server(TestServer);
 
 impl Server {
     fn start(app: impl App + 'static, max_vars: usize) -> Server {
+        Server::start_config(app, max_vars, Config::default())
+    }
+
+    fn start_config(app: impl App + 'static, max_vars: usize, config: Config) -> Server {
         Server(TestServer::start(32, move |listener, stop| {
-            let runtime = Runtime::new(app, Config::default());
+            let runtime = Runtime::new(app, config);
             gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)
         }))
     }
@@ -150,6 +154,29 @@ fn ping_unknown_modifiers_and_limits() {
     let reply =
         String::from_utf8_lossy(&server.exchange(&[0, 4, 0, 0, 9, 0, b'A', 0])).into_owned();
     assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+}
+
+#[test]
+fn a_packet_not_complete_within_the_header_read_timeout_gets_408() {
+    let mut config = Config::default();
+    config.header_read_timeout = Duration::from_millis(300);
+    let server = Server::start_config(echo, 4096, config);
+    let mut wire = BytesMut::new();
+    codec::encode_request(
+        &mut wire,
+        0,
+        nginx_vars(&[])
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+    )
+    .unwrap();
+    let reply = String::from_utf8_lossy(&server.exchange(&wire[..wire.len() / 2])).into_owned();
+    assert!(
+        reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply}"
+    );
+    // A connection that sent nothing is closed without an answer.
+    assert_eq!(server.exchange(b""), b"");
 }
 
 /// An app that answers without reading its body.

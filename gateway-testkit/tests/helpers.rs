@@ -84,6 +84,9 @@ fn the_fastcgi_adapter_served_byte_by_byte_with_pauses() {
         .read(Bytes::copy_from_slice(head))
         .pause(Duration::from_millis(20))
         .read(Bytes::copy_from_slice(rest))
+        // A web server waits for the answer with its connection open: an end of the stream
+        // would say it went away, and its request would be dropped.
+        .hang()
         .read_size(1);
     let written = stream.written();
     runtime()
@@ -127,6 +130,7 @@ fn the_fastcgi_adapter_survives_a_broken_read_and_a_vanished_peer() {
         .error(std::io::ErrorKind::ConnectionReset);
     let vanished = ScriptedStream::new()
         .read(wire.clone())
+        .hang()
         .fail_writes_after(10);
     let written = vanished.written();
     runtime().block_on(async {

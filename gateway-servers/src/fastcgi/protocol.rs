@@ -55,7 +55,9 @@ pub struct Settings {
     pub max_reqs: usize,
     /// `FCGI_MPXS_CONNS`: whether several requests may share a connection.
     pub multiplex: bool,
-    /// The largest params stream of one request, in bytes.
+    /// The largest params stream of one request, in bytes, and the most params bytes one
+    /// connection holds at once for the requests still receiving theirs (a peer that begins
+    /// many requests and never ends their params is refused past it).
     pub max_params_size: usize,
     /// The most requests one connection may have open at once (when multiplexing).
     pub max_requests_per_connection: usize,
@@ -228,6 +230,8 @@ pub struct Connection {
     /// Whether the connection is to be closed once its requests end (a request without
     /// `FCGI_KEEP_CONN`).
     close_after: bool,
+    /// Params bytes held for the requests still receiving theirs.
+    collecting: usize,
 }
 
 impl Connection {
@@ -237,6 +241,7 @@ impl Connection {
             settings,
             requests: IdMap::default(),
             close_after: false,
+            collecting: 0,
         }
     }
 
@@ -367,6 +372,11 @@ impl Connection {
             return Ok(None);
         };
         if !data.is_empty() {
+            let limit = self.settings.max_params_size;
+            if self.collecting + data.len() > limit {
+                return Err(DecodeError::ParamsTooLarge { limit }.into());
+            }
+            self.collecting += data.len();
             params.push(data)?;
             return Ok(None);
         }
@@ -378,6 +388,7 @@ impl Connection {
         else {
             unreachable!("matched Params above")
         };
+        self.collecting -= params.len();
         Ok(Some(Event::Request {
             request_id,
             role,
@@ -400,7 +411,10 @@ impl Connection {
     /// Ends a request: the end of its STDOUT stream, then `FCGI_END_REQUEST` with
     /// `app_status` and `FCGI_REQUEST_COMPLETE`. The request id is free again.
     pub fn end_request(&mut self, request_id: u16, app_status: u32, out: &mut BytesMut) {
-        if self.requests.remove(&request_id).is_some() {
+        if let Some(state) = self.requests.remove(&request_id) {
+            if let State::Params { params, .. } = state {
+                self.collecting -= params.len();
+            }
             codec::encode_end_of_stream(out, StreamKind::Stdout, request_id);
             codec::encode_end_request(out, request_id, app_status, ProtocolStatus::RequestComplete);
         }

@@ -99,46 +99,62 @@ pub async fn serve_with<A: App + 'static>(
     let mount: Option<Arc<str>> = options.mount.as_deref().map(Arc::from);
     let handler_runtime = runtime.clone();
     let stop = shutdown.clone();
-    serve_connections(listener, runtime.config(), shutdown, move |connection| {
-        let stop = stop.clone();
-        let runtime = handler_runtime.clone();
-        let settings = options.settings;
-        let mount = mount.clone();
-        let allowed = options
-            .web_server_addrs
-            .as_ref()
-            .is_none_or(|addrs| addrs.allows(connection.peer));
-        async move {
-            if !allowed {
-                // Dropping the stream closes the connection.
-                tracing::warn!(
-                    peer = ?connection.peer,
-                    "FastCGI connection refused: the peer is not in FCGI_WEB_SERVER_ADDRS"
+    serve_connections(
+        listener,
+        runtime.config(),
+        runtime.connection_limit(),
+        shutdown,
+        move |connection| {
+            let stop = stop.clone();
+            let runtime = handler_runtime.clone();
+            let settings = options.settings;
+            let mount = mount.clone();
+            let allowed = options
+                .web_server_addrs
+                .as_ref()
+                .is_none_or(|addrs| addrs.allows(connection.peer));
+            async move {
+                if !allowed {
+                    // Dropping the stream closes the connection.
+                    tracing::warn!(
+                        peer = ?connection.peer,
+                        "FastCGI connection refused: the peer is not in FCGI_WEB_SERVER_ADDRS"
+                    );
+                    return;
+                }
+                let served = handle(
+                    runtime,
+                    connection.stream,
+                    connection.peer,
+                    settings,
+                    mount,
+                    Some(stop),
                 );
-                return;
+                if let Err(error) = served.await {
+                    tracing::debug!(%error, "FastCGI connection ended with an error");
+                }
             }
-            let served = handle(
-                runtime,
-                connection.stream,
-                connection.peer,
-                settings,
-                mount,
-                Some(stop),
-            );
-            if let Err(error) = served.await {
-                tracing::debug!(%error, "FastCGI connection ended with an error");
-            }
-        }
-    })
+        },
+    )
     .await
 }
 
-/// What requests queue for their connection: records, and the end of a request that runs in
-/// a task of its own, queued after its last records so that its `FCGI_END_REQUEST` follows
-/// them.
+/// One request of a connection: its id, and which of the requests that had that id it is. A
+/// web server reuses ids (nginx's is always 1), and a request's task that was aborted may still
+/// queue output while it is stopped: output is taken only from the request that holds its id now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    request_id: u16,
+    generation: u32,
+}
+
+/// What requests queue for their connection: records, `wsgi.errors` lines, and the end of a
+/// request that runs in a task of its own, queued after its last records so that its
+/// `FCGI_END_REQUEST` follows them.
 enum Out {
-    Records(Bytes),
-    End { request_id: u16, app_status: u32 },
+    Records { key: Key, records: Bytes },
+    Stderr { key: Key, message: Bytes },
+    End { key: Key, app_status: u32 },
 }
 
 /// A request body fed by the connection's reader.
@@ -167,26 +183,35 @@ impl http_body::Body for ChannelBody {
 }
 
 /// `wsgi.errors` of one request: `FCGI_STDERR` records on its connection. Lines that find the
-/// connection's queue full go to the server's log instead.
+/// connection's queue full, or come after the request ended, go to the server's log instead.
 struct StderrSink {
-    request_id: u16,
+    key: Key,
     out: mpsc::Sender<Out>,
 }
 
 impl ErrorSink for StderrSink {
     fn write_message(&self, message: &[u8]) {
-        let mut records = BytesMut::new();
-        codec::encode_stream(&mut records, StreamKind::Stderr, self.request_id, message);
-        if self.out.try_send(Out::Records(records.freeze())).is_err() {
-            let line = String::from_utf8_lossy(message);
-            tracing::warn!(target: "gateway::errors", "{}", line.trim_end());
+        let out = Out::Stderr {
+            key: self.key,
+            message: Bytes::copy_from_slice(message),
+        };
+        if self.out.try_send(out).is_err() {
+            log_error_line(message);
         }
     }
+}
+
+/// Logs a `wsgi.errors` line that cannot reach the web server.
+fn log_error_line(message: &[u8]) {
+    let line = String::from_utf8_lossy(message);
+    tracing::warn!(target: "gateway::errors", "{}", line.trim_end());
 }
 
 /// A request of a connection at work: the channels its body and data go through, and where it
 /// runs.
 struct Running {
+    /// Which request with this id it is.
+    generation: u32,
     stdin: Option<mpsc::Sender<Bytes>>,
     data: Option<mpsc::Sender<Bytes>>,
     task: Task,
@@ -319,6 +344,29 @@ async fn room_for(
 /// Why a connection is closed at once.
 struct Close;
 
+/// Where a connection stands, for its timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No request, not even part of one.
+    Idle,
+    /// Part of a record, or a request whose params are not complete.
+    Receiving,
+    /// A request runs.
+    Running,
+}
+
+impl Stage {
+    /// How long the connection may stay in this stage.
+    fn limit(self, config: &crate::runtime::Config) -> Option<std::time::Duration> {
+        match self {
+            Stage::Idle => Some(config.keep_alive_timeout),
+            Stage::Receiving => Some(config.header_read_timeout),
+            // A running request's body and answer have timers of their own.
+            Stage::Running => None,
+        }
+    }
+}
+
 /// One connection's state, apart from its stream and read buffer.
 struct Session<A: App + 'static> {
     runtime: Runtime<A>,
@@ -334,6 +382,8 @@ struct Session<A: App + 'static> {
     /// Whether a request ended before its body (or data) stream did: the web server may still
     /// be sending it when the connection is to close.
     unread_input: bool,
+    /// The generation of the next request (see [`Key`]).
+    next_generation: u32,
 }
 
 /// Serves one connection until it ends: any byte stream, a socket accepted elsewhere or the
@@ -384,6 +434,7 @@ async fn handle<A: App + 'static>(
         out_rx,
         held: None,
         unread_input: false,
+        next_generation: 0,
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut reading = true;
@@ -395,15 +446,42 @@ async fn handle<A: App + 'static>(
         }
     };
     let mut graceful = std::pin::pin!(graceful);
+    // The web server's time is bounded while no request of the connection runs: a request
+    // being received (a record or a params stream begun) must be complete within
+    // `header_read_timeout`, and an idle connection is closed after `keep_alive_timeout`. The
+    // timer is moved only when it fires early; the loop notes when the connection's stage
+    // changed.
+    let config = this.runtime.config().clone();
+    let mut stage = Stage::Idle;
+    let mut stage_since = tokio::time::Instant::now();
+    let timer = tokio::time::sleep_until(stage_since + config.keep_alive_timeout);
+    let mut timer = std::pin::pin!(timer);
     loop {
         if this.receive(&mut buf).is_err() {
             return Ok(());
         }
         this.take_queued(false);
+        let now_stage = if !this.running.is_empty() {
+            Stage::Running
+        } else if buf.is_empty() && this.connection.open_requests() == 0 {
+            Stage::Idle
+        } else {
+            Stage::Receiving
+        };
+        if now_stage != stage {
+            stage = now_stage;
+            stage_since = tokio::time::Instant::now();
+            // The timer is moved back only when the new stage's time ends before it fires.
+            if let Some(limit) = stage.limit(&config)
+                && stage_since + limit < timer.deadline()
+            {
+                timer.as_mut().reset(stage_since + limit);
+            }
+        }
         if this.connection.should_close()
             || (!reading && this.running.is_empty())
             // Idle (no request begun, not even partly received): close now.
-            || (stopping && this.running.is_empty() && this.connection.open_requests() == 0)
+            || (stopping && stage == Stage::Idle)
         {
             break;
         }
@@ -412,6 +490,20 @@ async fn handle<A: App + 'static>(
         tokio::select! {
             biased;
             () = graceful.as_mut(), if !stopping => stopping = true,
+            () = timer.as_mut() => {
+                match stage.limit(&config).map(|limit| stage_since + limit) {
+                    Some(deadline) if deadline <= tokio::time::Instant::now() => {
+                        if stage == Stage::Idle {
+                            tracing::debug!("FastCGI connection idle past the keep-alive timeout: closing");
+                        } else {
+                            tracing::info!("FastCGI request not received within the header read timeout: closing the connection");
+                        }
+                        break;
+                    }
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    None => timer.as_mut().reset(tokio::time::Instant::now() + config.keep_alive_timeout),
+                }
+            }
             Some(done) = this.inline.next(), if !this.inline.is_empty() => {
                 // An aborted request was ended when its abort came.
                 if let Ok((request_id, outcome)) = done {
@@ -431,11 +523,14 @@ async fn handle<A: App + 'static>(
             }) => {
                 if let Io::Read(0) = io? {
                     reading = false;
-                    // The web server is gone: the bodies still being read end in an error.
                     this.held = None;
-                    for request in this.running.values_mut() {
-                        request.stdin = None;
-                        request.data = None;
+                    // The web server closed the connection: it gave up on its requests (nginx,
+                    // Apache and lighttpd close it when their client goes away), and nobody
+                    // would read their answers. Each is dropped now, and with it the app's
+                    // body (its close runs), as the HTTP server does when a client goes away.
+                    for (request_id, request) in this.running.drain() {
+                        request.task.abort();
+                        tracing::info!(request_id, "the web server closed the connection: request dropped");
                     }
                 }
             }
@@ -501,8 +596,13 @@ impl<A: App + 'static> Session<A> {
                         crate::params::mount(&mut environ, prefix.as_bytes());
                     }
                     let body_ended = stdin_ends_next(buf, request_id);
+                    let key = Key {
+                        request_id,
+                        generation: self.next_generation,
+                    };
+                    self.next_generation = self.next_generation.wrapping_add(1);
                     let (stdin, data, respond) =
-                        self.start_request(request_id, role, environ, framing, body_ended);
+                        self.start_request(key, role, environ, framing, body_ended);
                     let task = if stdin.is_none() && data.is_none() {
                         let work: InlineFuture = Box::pin(async move {
                             (request_id, Outcome::Response(role, respond.await))
@@ -513,18 +613,17 @@ impl<A: App + 'static> Session<A> {
                     } else {
                         let out = self.out_tx.clone();
                         Task::Spawned(tokio::spawn(async move {
-                            let app_status =
-                                send_response(request_id, role, respond.await, &out).await;
-                            let _ = out
-                                .send(Out::End {
-                                    request_id,
-                                    app_status,
-                                })
-                                .await;
+                            let app_status = send_response(key, role, respond.await, &out).await;
+                            let _ = out.send(Out::End { key, app_status }).await;
                         }))
                     };
-                    self.running
-                        .insert(request_id, Running { stdin, data, task });
+                    let running = Running {
+                        generation: key.generation,
+                        stdin,
+                        data,
+                        task,
+                    };
+                    self.running.insert(request_id, running);
                 }
                 Some(Event::Stdin { request_id, data }) => {
                     self.feed(request_id, data, |request| &mut request.stdin);
@@ -586,13 +685,27 @@ impl<A: App + 'static> Session<A> {
         }
     }
 
+    /// Takes what a request queued, if it is the request that holds its id now: output of an
+    /// aborted request's task, still running when it was aborted, is dropped (its
+    /// `FCGI_END_REQUEST` went out with the abort, and the id may serve another request since).
     fn queued(&mut self, out: Out) {
+        let key = match &out {
+            Out::Records { key, .. } | Out::Stderr { key, .. } | Out::End { key, .. } => *key,
+        };
+        let current = self
+            .running
+            .get(&key.request_id)
+            .is_some_and(|request| request.generation == key.generation);
         match out {
-            Out::Records(records) => self.output.bufs.push(records),
-            Out::End {
-                request_id,
-                app_status,
-            } => self.end(request_id, app_status),
+            Out::Records { records, .. } if current => self.output.bufs.push(records),
+            Out::Stderr { message, .. } if current => {
+                let mut records = BytesMut::new();
+                codec::encode_stream(&mut records, StreamKind::Stderr, key.request_id, &message);
+                self.output.bufs.push(records.freeze());
+            }
+            Out::Stderr { message, .. } => log_error_line(&message),
+            Out::End { app_status, .. } if current => self.end(key.request_id, app_status),
+            Out::Records { .. } | Out::End { .. } => {}
         }
     }
 
@@ -611,7 +724,7 @@ impl<A: App + 'static> Session<A> {
     /// and the future of its response, to be run by the caller.
     fn start_request(
         &self,
-        request_id: u16,
+        key: Key,
         role: Role,
         mut environ: gateway_core::Environ,
         framing: BodyFraming,
@@ -677,7 +790,7 @@ impl<A: App + 'static> Session<A> {
                 .insert(FilterData(Arc::new(std::sync::Mutex::new(Some(data)))));
         }
         environ.set_errors(ErrorStream::new(StderrSink {
-            request_id,
+            key,
             out: out.clone(),
         }));
         environ.set_multithread(runtime.config().blocking);
@@ -716,15 +829,20 @@ impl<A: App + 'static> Session<A> {
         self.output.bufs.push(records);
         match rest {
             Rest::More(mut body) => {
+                let Some(request) = self.running.get_mut(&request_id) else {
+                    return;
+                };
+                let key = Key {
+                    request_id,
+                    generation: request.generation,
+                };
                 let out = self.out_tx.clone();
                 let rest: InlineFuture = Box::pin(async move {
-                    let app_status = send_frames(request_id, &mut body, &out).await;
+                    let app_status = send_frames(key, &mut body, &out).await;
                     (request_id, Outcome::Ended(app_status))
                 });
                 let (rest, handle) = abortable(rest);
-                if let Some(request) = self.running.get_mut(&request_id) {
-                    request.task = Task::Inline(handle);
-                }
+                request.task = Task::Inline(handle);
                 self.inline.push(rest);
             }
             rest => self.end(request_id, rest.app_status()),
@@ -821,35 +939,33 @@ async fn begin_response(
 /// then each body frame. Returns the app status for `FCGI_END_REQUEST`: 0, or 1 when the
 /// response was cut short.
 async fn send_response(
-    request_id: u16,
+    key: Key,
     role: Role,
     response: http::Response<gateway_core::Body>,
     out: &mpsc::Sender<Out>,
 ) -> u32 {
-    let (records, rest) = begin_response(request_id, role, response).await;
-    if !records.is_empty() && out.send(Out::Records(records)).await.is_err() {
+    let (records, rest) = begin_response(key.request_id, role, response).await;
+    if !records.is_empty() && out.send(Out::Records { key, records }).await.is_err() {
         return 1;
     }
     match rest {
-        Rest::More(mut body) => send_frames(request_id, &mut body, out).await,
+        Rest::More(mut body) => send_frames(key, &mut body, out).await,
         rest => rest.app_status(),
     }
 }
 
 /// Sends the rest of a response body, each frame as STDOUT records as it comes. Returns the
 /// app status for `FCGI_END_REQUEST`.
-async fn send_frames(
-    request_id: u16,
-    body: &mut gateway_core::Body,
-    out: &mpsc::Sender<Out>,
-) -> u32 {
+async fn send_frames(key: Key, body: &mut gateway_core::Body, out: &mpsc::Sender<Out>) -> u32 {
+    let request_id = key.request_id;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
                     let mut records = BytesMut::new();
                     codec::encode_stream(&mut records, StreamKind::Stdout, request_id, data);
-                    if out.send(Out::Records(records.freeze())).await.is_err() {
+                    let records = records.freeze();
+                    if out.send(Out::Records { key, records }).await.is_err() {
                         return 1;
                     }
                 }

@@ -14,14 +14,45 @@ use tokio::sync::Semaphore;
 use super::shutdown::UnreadGuard;
 use super::{Config, Connection, Listener, Shutdown, Stream};
 
-/// Accepts connections on `listener` and runs `handle` for each, as a task, at most
-/// `max_connections` at once (more wait in the listen backlog), until `shutdown` asks to stop
+/// The limit on connections open at once ([`Config::max_connections`]), shared by every
+/// listener of a server: a [`Runtime`](super::Runtime) has one, so that a process serving
+/// several sockets holds at most that many connections in all, not that many per socket.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` connections (at least one).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        ConnectionLimit {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// How many connections may be open at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many connections are open now, under this limit.
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+}
+
+/// Accepts connections on `listener` and runs `handle` for each, as a task, while `limit`
+/// allows (more wait in the listen backlog), until `shutdown` asks to stop
 /// accepting; then closes the listener and waits for the connections still open, within
 /// `shutdown_timeout` or until an immediate shutdown. Each connection counts as unread for
 /// [`Shutdown::drain`] until its first read.
 pub async fn serve_connections<H, F>(
     listener: Listener,
     config: &Config,
+    limit: &ConnectionLimit,
     shutdown: Shutdown,
     handle: H,
 ) -> io::Result<()>
@@ -29,7 +60,7 @@ where
     H: Fn(Connection) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let connections = &limit.permits;
     // The loop itself counts as unread until it stops: a connection accepted just as a drain
     // begins gets its own count before this one goes, so the drain never sees a moment with
     // nothing unread between the accept and the count (it did, and closed such a connection
@@ -86,7 +117,9 @@ where
     if shutdown.is_immediate() {
         return Ok(());
     }
-    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    // Every connection under the limit closed (other listeners' too: a server stops all of
+    // them at once).
+    let all = u32::try_from(limit.max).unwrap_or(u32::MAX);
     tokio::select! {
         _ = connections.acquire_many(all) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_timeout) => {
@@ -197,10 +230,17 @@ mod tests {
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             let config = Config::default();
-            serve_connections(listener, &config, stop, |mut connection| async move {
-                let mut byte = [0; 1];
-                while connection.stream.read(&mut byte).await.is_ok_and(|n| n > 0) {}
-            })
+            let limit = ConnectionLimit::new(config.max_connections);
+            serve_connections(
+                listener,
+                &config,
+                &limit,
+                stop,
+                |mut connection| async move {
+                    let mut byte = [0; 1];
+                    while connection.stream.read(&mut byte).await.is_ok_and(|n| n > 0) {}
+                },
+            )
             .await
             .unwrap();
         });
@@ -247,5 +287,43 @@ mod tests {
             1,
             "the connection is still silent; the loop stopped"
         );
+    }
+
+    #[tokio::test]
+    async fn listeners_of_one_server_share_its_connection_limit() {
+        let config = Config::default();
+        let limit = ConnectionLimit::new(1);
+        let shutdown = Shutdown::new();
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            let (config, limit, stop) = (config.clone(), limit.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                // Each connection is greeted with a byte, then held until the client leaves.
+                let greet = |mut connection: Connection| async move {
+                    connection.stream.write_all(b"+").await.unwrap();
+                    let mut byte = [0; 1];
+                    while connection.stream.read(&mut byte).await.is_ok_and(|n| n > 0) {}
+                };
+                serve_connections(listener, &config, &limit, stop, greet)
+                    .await
+                    .unwrap();
+            });
+        }
+        let mut first = tokio::net::TcpStream::connect(addrs[0]).await.unwrap();
+        let mut byte = [0; 1];
+        first.read_exact(&mut byte).await.unwrap();
+        assert_eq!(limit.open(), 1);
+        let mut second = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte)).await;
+        assert!(
+            waited.is_err(),
+            "the other listener must wait for the one place"
+        );
+        drop(first);
+        second.read_exact(&mut byte).await.unwrap();
+        assert_eq!(byte, *b"+", "accepted once the first connection closed");
+        shutdown.immediate();
     }
 }

@@ -29,7 +29,7 @@ use http::Response;
 use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, oneshot};
 
-pub use accept::serve_connections;
+pub use accept::{ConnectionLimit, serve_connections};
 pub(crate) use linger::{Lingering, read_until_close};
 pub use listener::{
     Bind, BoundSocket, Connection, Listener, ParseBindError, Stream, inherited_fd0,
@@ -50,8 +50,8 @@ pub struct Config {
     /// Whether the app blocks (runs on the worker pool; default) or is non-blocking (runs on
     /// the event loop: it must never block).
     pub blocking: bool,
-    /// Connections open at once (default 10,000); past it, new connections wait in the
-    /// listen queue.
+    /// Connections open at once (default 10,000), over all the listeners of a runtime; past it,
+    /// new connections wait in the listen queue.
     pub max_connections: usize,
     /// Requests in progress at once (default 1,024); past it, requests get 503.
     pub max_requests: usize,
@@ -71,14 +71,18 @@ pub struct Config {
     /// connection from the connection's start, a later one from its first byte (HTTP: a head
     /// begun within 100 ms of the previous response, from that response's end, plus a second,
     /// and closed without a 408). Past it, 408 if the head started, else the connection is
-    /// closed.
+    /// closed. FastCGI: from a request's first record (or the first byte of a record) to the
+    /// end of its params, then the connection is closed. uwsgi: for the packet, then 408 if
+    /// it began, else the connection is closed.
     pub header_read_timeout: Duration,
     /// How long an HTTP connection kept alive may wait for its next request (default 75 s,
     /// nginx's: longer than the 60 s after which common load balancers drop idle connections,
     /// so that they close first). HTTP/1: from the end of a response to the first byte of the
     /// next request, then the connection is closed; HTTP/2: from the end of the last response
-    /// (or the connection's start) while no request is open, then `GOAWAY`. Shorter than `header_read_timeout`, it bounds
-    /// every head too (closed then, without a 408).
+    /// (or the connection's start) while no request is open, then `GOAWAY`. Shorter than
+    /// `header_read_timeout`, it bounds every head too (closed then, without a 408). FastCGI:
+    /// how long a connection the web server keeps (`FCGI_KEEP_CONN`) may stay with no request,
+    /// then it is closed.
     pub keep_alive_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
@@ -149,6 +153,7 @@ pub struct Runtime<A> {
     app: Arc<A>,
     config: Arc<Config>,
     requests: Arc<RequestLimit>,
+    connections: ConnectionLimit,
     errors: ErrorStream,
 }
 
@@ -158,6 +163,7 @@ impl<A> Clone for Runtime<A> {
             app: self.app.clone(),
             config: self.config.clone(),
             requests: self.requests.clone(),
+            connections: self.connections.clone(),
             errors: self.errors.clone(),
         }
     }
@@ -214,6 +220,7 @@ impl<A: App + 'static> Runtime<A> {
                 max: config.max_requests,
                 pool: pool::Pool::new(config.threads),
             }),
+            connections: ConnectionLimit::new(config.max_connections),
             config: Arc::new(config),
             errors: ErrorStream::from_static(&TracingSink),
         }
@@ -222,6 +229,12 @@ impl<A: App + 'static> Runtime<A> {
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The limit on connections open at once, shared by every listener that serves this
+    /// runtime's app.
+    pub fn connection_limit(&self) -> &ConnectionLimit {
+        &self.connections
     }
 
     /// Whether one more request may start now (the request limit is not reached).

@@ -37,16 +37,22 @@ pub async fn serve<A: App + 'static>(
     max_vars_size: usize,
 ) -> io::Result<()> {
     let handler_runtime = runtime.clone();
-    serve_connections(listener, runtime.config(), shutdown, move |connection| {
-        let runtime = handler_runtime.clone();
-        async move {
-            if let Err(error) =
-                handle(runtime, connection.stream, connection.peer, max_vars_size).await
-            {
-                tracing::debug!(%error, "uwsgi connection ended with an error");
+    serve_connections(
+        listener,
+        runtime.config(),
+        runtime.connection_limit(),
+        shutdown,
+        move |connection| {
+            let runtime = handler_runtime.clone();
+            async move {
+                if let Err(error) =
+                    handle(runtime, connection.stream, connection.peer, max_vars_size).await
+                {
+                    tracing::debug!(%error, "uwsgi connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -94,15 +100,21 @@ async fn handle<A: App + 'static>(
         let mut read = std::pin::pin!(read);
         // A connection accepted with its packet in hand (deferred accept) needs no timer.
         match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
-            Poll::Ready(read) => read?,
+            Poll::Ready(read) => Some(read?),
             Poll::Pending => match tokio::time::timeout(config.header_read_timeout, read).await {
-                Err(_) => {
-                    tracing::info!("uwsgi packet not received in time: closing");
-                    return Ok(());
-                }
-                Ok(read) => read?,
+                Err(_) => None,
+                Ok(read) => Some(read?),
             },
         }
+    };
+    let Some(packet) = packet else {
+        if buf.is_empty() {
+            tracing::info!("no uwsgi packet within the header read timeout: closing");
+            return Ok(());
+        }
+        tracing::info!("uwsgi packet not complete within the header read timeout: 408");
+        let timed_out = plain_response(http::StatusCode::REQUEST_TIMEOUT, true);
+        return refuse(stream, timed_out, &config).await;
     };
     let packet = match packet {
         Ok(Some(packet)) => packet,
