@@ -436,12 +436,20 @@ where
 {
     let write = async {
         let mut buf = head;
+        // `encode` is given data only when there is some: given none it ends the body, which
+        // must happen once, below, even when the body is empty (a request with no
+        // `CONTENT_LENGTH` read ahead to nothing, or an input that yields an empty chunk).
         match ahead {
+            Some(body) if body.is_empty() => {}
             Some(body) => encode(&mut buf, &body),
             None => {
                 // The head leaves with the first piece of the body.
                 while let Some(data) = std::future::poll_fn(|cx| input.poll_chunk(cx)).await {
-                    encode(&mut buf, &data.map_err(WriteError::Input)?);
+                    let data = data.map_err(WriteError::Input)?;
+                    if data.is_empty() {
+                        continue;
+                    }
+                    encode(&mut buf, &data);
                     writer
                         .write_all(&buf)
                         .await
