@@ -4,7 +4,9 @@
 //! q-values; `br`, `zstd`, `gzip`, `deflate`, preferred in that order when the client ranks them
 //! the same), unless it is already encoded, is not a type that compresses (text, JSON,
 //! JavaScript, XML, SVG, WebAssembly by default: see [`Compression::predicate`]), is declared
-//! smaller than the minimum size, or has no body (HEAD, 1xx, 204, 304). A compressed response
+//! smaller than the minimum size, has no body (HEAD, 1xx, 204, 304), or is part of a
+//! representation (206 Partial Content, or any response with `Content-Range`: the range counts
+//! bytes of the unencoded body, so compressing it would corrupt it). A compressed response
 //! loses its `Content-Length` (the length is no longer known), gains `Content-Encoding`, and
 //! every response the middleware considered gets `Vary: Accept-Encoding`. Each chunk of the body
 //! is compressed and flushed as it comes, so streaming responses stay streaming; the app's body
@@ -248,7 +250,12 @@ impl<A: App> App for CompressionApp<A> {
         Body::from_future(async move {
             let response = response.await;
             let (mut parts, body) = response.into_parts();
+            // A range's bytes are counted in the unencoded representation: compressed, they
+            // would no longer be the bytes `Content-Range` names.
+            let partial = parts.status == http::StatusCode::PARTIAL_CONTENT
+                || parts.headers.contains_key(header::CONTENT_RANGE);
             let considered = status_has_body(parts.status)
+                && !partial
                 && !parts.headers.contains_key(header::CONTENT_ENCODING)
                 && config
                     .predicate
@@ -535,6 +542,43 @@ mod tests {
         let (headers, body) = run(&app, "GET", Some("br"));
         assert_eq!(headers["content-encoding"], "gzip");
         assert_eq!(body, TEXT.repeat(20).as_bytes());
+    }
+
+    /// An app answering `status` with the text, its `Content-Range` set when `range` is.
+    fn ranged_app(status: http::StatusCode, range: Option<&'static str>) -> impl App + 'static {
+        move |_: Environ, start: StartResponse| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            if let Some(range) = range {
+                headers.insert(header::CONTENT_RANGE, HeaderValue::from_static(range));
+            }
+            let _ = start.start(status, headers);
+            TEXT.repeat(20)
+        }
+    }
+
+    #[test]
+    fn ranges_are_not_compressed() {
+        // The first half of a representation twice the text's length.
+        let range = "bytes 0-899/1800";
+        for (status, range) in [
+            (http::StatusCode::PARTIAL_CONTENT, Some(range)),
+            // A 206 without its `Content-Range` is still a part.
+            (http::StatusCode::PARTIAL_CONTENT, None),
+            // And so is any response naming a range.
+            (http::StatusCode::OK, Some(range)),
+        ] {
+            let app = Builder::new()
+                .with(Compression::new())
+                .app(ranged_app(status, range));
+            let (headers, body) = run(&app, "GET", Some("gzip"));
+            assert!(
+                !headers.contains_key("content-encoding"),
+                "{status} {range:?}"
+            );
+            assert!(!headers.contains_key("vary"), "{status} {range:?}");
+            assert_eq!(body, TEXT.repeat(20).as_bytes(), "{status} {range:?}");
+        }
     }
 
     #[test]
