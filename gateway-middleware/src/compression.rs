@@ -7,8 +7,9 @@
 //! smaller than the minimum size, has no body (HEAD, 1xx, 204, 304), or is part of a
 //! representation (206 Partial Content, or any response with `Content-Range`: the range counts
 //! bytes of the unencoded body, so compressing it would corrupt it). A compressed response
-//! loses its `Content-Length` (the length is no longer known), gains `Content-Encoding`, and
-//! every response the middleware considered gets `Vary: Accept-Encoding`. Each chunk of the body
+//! loses its `Content-Length` (the length is no longer known), gains `Content-Encoding`, has a
+//! strong `ETag` made weak (`W/`: the encoded bytes are not the ones the tag names), and every
+//! response the middleware considered gets `Vary: Accept-Encoding`. Each chunk of the body
 //! is compressed and flushed as it comes, so streaming responses stay streaming; the app's body
 //! is dropped when the response ends, as always.
 //!
@@ -280,6 +281,12 @@ impl<A: App> App for CompressionApp<A> {
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static(coding.name()),
             );
+            // The encoded body is not byte-identical to the one the app's tag names, but it is
+            // the same content: the tag becomes weak, so `If-Range` and caches that combine
+            // ranges no longer take one for the other.
+            if let Some(weak) = parts.headers.get(header::ETAG).and_then(weak_etag) {
+                parts.headers.insert(header::ETAG, weak);
+            }
             let body = Compressed {
                 body,
                 encoder: Some(Encoder::new(coding)),
@@ -287,6 +294,16 @@ impl<A: App> App for CompressionApp<A> {
             Ok(respond(start, http::Response::from_parts(parts, body)))
         })
     }
+}
+
+/// The weak form of a strong entity tag (`"x"` becomes `W/"x"`); `None` when it is weak already.
+fn weak_etag(etag: &HeaderValue) -> Option<HeaderValue> {
+    if etag.as_bytes().starts_with(b"W/") {
+        return None;
+    }
+    let mut weak = b"W/".to_vec();
+    weak.extend_from_slice(etag.as_bytes());
+    HeaderValue::from_bytes(&weak).ok()
 }
 
 enum Encoder {
@@ -578,6 +595,31 @@ mod tests {
             );
             assert!(!headers.contains_key("vary"), "{status} {range:?}");
             assert_eq!(body, TEXT.repeat(20).as_bytes(), "{status} {range:?}");
+        }
+    }
+
+    #[test]
+    fn compressed_responses_have_weak_etags() {
+        let tagged = |etag: &'static str| {
+            move |_: Environ, start: StartResponse| {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                headers.insert(header::ETAG, HeaderValue::from_static(etag));
+                let _ = start.start(http::StatusCode::OK, headers);
+                TEXT.repeat(20)
+            }
+        };
+        for (etag, compressed, identity) in [
+            (r#""v1""#, r#"W/"v1""#, r#""v1""#),
+            (r#"W/"v1""#, r#"W/"v1""#, r#"W/"v1""#),
+        ] {
+            let app = Builder::new().with(Compression::new()).app(tagged(etag));
+            let (headers, _) = run(&app, "GET", Some("gzip"));
+            assert_eq!(headers["content-encoding"], "gzip");
+            assert_eq!(headers["etag"], compressed, "{etag} compressed");
+            // Sent as it is, the body is the one the tag names.
+            let (headers, _) = run(&app, "GET", None);
+            assert_eq!(headers["etag"], identity, "{etag} not compressed");
         }
     }
 
