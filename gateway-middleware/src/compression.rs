@@ -275,24 +275,31 @@ impl<A: App> App for CompressionApp<A> {
             let Some(coding) = coding else {
                 return Ok(respond(start, http::Response::from_parts(parts, body)));
             };
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::ACCEPT_RANGES);
-            parts.headers.insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(coding.name()),
-            );
-            // The encoded body is not byte-identical to the one the app's tag names, but it is
-            // the same content: the tag becomes weak, so `If-Range` and caches that combine
-            // ranges no longer take one for the other.
-            if let Some(weak) = parts.headers.get(header::ETAG).and_then(weak_etag) {
-                parts.headers.insert(header::ETAG, weak);
-            }
+            let encoder = Encoder::new(coding);
+            describe(&mut parts.headers, &encoder);
             let body = Compressed {
                 body,
-                encoder: Some(Encoder::new(coding)),
+                encoder: Some(encoder),
             };
             Ok(respond(start, http::Response::from_parts(parts, body)))
         })
+    }
+}
+
+/// Makes a response's head describe the body `encoder` makes of it. `Content-Encoding` names
+/// the encoder's coding, which is not always the one chosen: see [`Encoder::zstd_or_gzip`].
+fn describe(headers: &mut HeaderMap, encoder: &Encoder) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::ACCEPT_RANGES);
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(encoder.coding().name()),
+    );
+    // The encoded body is not byte-identical to the one the app's tag names, but it is the same
+    // content: the tag becomes weak, so `If-Range` and caches that combine ranges no longer take
+    // one for the other.
+    if let Some(weak) = headers.get(header::ETAG).and_then(weak_etag) {
+        headers.insert(header::ETAG, weak);
     }
 }
 
@@ -325,11 +332,26 @@ impl Encoder {
                 5,
                 22,
             ))),
-            Coding::Zstd => match zstd::stream::write::Encoder::new(Vec::new(), 3) {
-                Ok(encoder) => Encoder::Zstd(encoder),
-                // zstd only fails to start when out of memory; gzip always starts.
-                Err(_) => Encoder::Gzip(flate2::write::GzEncoder::new(Vec::new(), level)),
-            },
+            Coding::Zstd => Encoder::zstd_or_gzip(zstd::stream::write::Encoder::new(Vec::new(), 3)),
+        }
+    }
+
+    /// The zstd encoder `started`, or a gzip one when it failed to start: zstd only fails to
+    /// start when out of memory, and gzip always starts.
+    fn zstd_or_gzip(started: io::Result<zstd::stream::write::Encoder<'static, Vec<u8>>>) -> Self {
+        match started {
+            Ok(encoder) => Encoder::Zstd(encoder),
+            Err(_) => Encoder::new(Coding::Gzip),
+        }
+    }
+
+    /// The coding of what this encoder makes, which names it in `Content-Encoding`.
+    fn coding(&self) -> Coding {
+        match self {
+            Encoder::Gzip(_) => Coding::Gzip,
+            Encoder::Deflate(_) => Coding::Deflate,
+            Encoder::Brotli(_) => Coding::Brotli,
+            Encoder::Zstd(_) => Coding::Zstd,
         }
     }
 
@@ -621,6 +643,22 @@ mod tests {
             let (headers, _) = run(&app, "GET", None);
             assert_eq!(headers["etag"], identity, "{etag} not compressed");
         }
+    }
+
+    #[test]
+    fn the_head_names_the_coding_the_encoder_makes() {
+        for coding in Coding::ALL {
+            assert_eq!(Encoder::new(coding).coding(), coding);
+        }
+        // zstd's encoder failing to start (out of memory) is not something a test can cause:
+        // the failure is handed in.
+        let mut encoder = Encoder::zstd_or_gzip(Err(io::Error::other("out of memory")));
+        let mut headers = HeaderMap::new();
+        describe(&mut headers, &encoder);
+        assert_eq!(headers["content-encoding"], "gzip");
+        let mut body = encoder.encode(TEXT.as_bytes()).unwrap().to_vec();
+        body.extend_from_slice(&encoder.finish().unwrap());
+        assert_eq!(decode("gzip", &body), TEXT.as_bytes());
     }
 
     #[test]
