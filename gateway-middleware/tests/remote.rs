@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Body, Environ, ErrorSink, ErrorStream, StartResponse};
+use gateway_middleware::balancer::Balancer;
 use gateway_middleware::remote::{BackendUrl, Remote};
 use gateway_servers::fastcgi::codec::{
     ProtocolStatus, Record, StreamKind, decode_record, encode_end_of_stream, encode_end_request,
@@ -379,5 +380,46 @@ fn fastcgi_requests_end_their_stdin_with_exactly_one_empty_record() {
             "it comes last: {records:?}"
         );
         assert_eq!(stdin.concat(), body.as_bytes(), "{records:?}");
+    }
+}
+
+#[test]
+fn a_balancer_sends_a_post_again_only_when_the_remote_could_not_connect() {
+    let backends = Backends::start();
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for (scheme, server) in &backends.servers {
+        let up: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let down: BackendUrl = format!("{scheme}://127.0.0.1:{closed_port}")
+            .parse()
+            .unwrap();
+        // Round robin: the first request of each balancer goes to its first backend.
+        let balancer = Balancer::builder()
+            .backend("down", Remote::new(down))
+            .backend("up", Remote::new(up.clone()))
+            .build();
+        let response = TestClient::new(balancer).post("/").body("once").send();
+        assert_eq!(
+            response.status(),
+            200,
+            "{scheme}: sent to the second backend"
+        );
+        assert_eq!(response.text(), "once", "{scheme}");
+
+        // The first backend took the POST and did not answer in time: it may still be running
+        // it, so it is not sent to the second. It has no body, so none of it was read: that
+        // does not make it safe to send again.
+        let slow = Remote::builder(up.clone())
+            .response_timeout(Duration::from_millis(300))
+            .build();
+        let balancer = Balancer::builder()
+            .backend("slow", slow)
+            .backend("up", Remote::new(up))
+            .build();
+        // Sent again, it would be answered 200 by the second backend two seconds later.
+        let response = TestClient::new(balancer).post("/slow").send();
+        assert_eq!(response.status(), 504, "{scheme}: not sent twice");
     }
 }

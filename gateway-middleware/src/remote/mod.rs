@@ -17,6 +17,8 @@
 //! Failures are answered as a reverse proxy answers them, and logged to `wsgi.errors`: 502
 //! when the backend cannot be reached or breaks the protocol, 504 when connecting or the
 //! response takes longer than its timeout; a failure after the head cuts the response short.
+//! When connecting fails nothing of the request was sent, and the [`Unsent`] mark of a
+//! balancer's attempt says so.
 //!
 //! The exchange runs as a task on the tokio runtime the call is made on (the servers of this
 //! project run apps inside theirs), or on a small runtime of this module's own thread when
@@ -52,6 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use stream::Endpoint;
 
+use crate::balancer::Unsent;
 use crate::plain::plain;
 use pool::Pool;
 
@@ -262,6 +265,7 @@ impl Remote {
 impl App for Remote {
     fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
         let errors = environ.errors().clone();
+        let unsent = environ.extensions().get::<Unsent>().cloned();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(4);
         // Dropped with the response body: a client that goes away ends the exchange.
@@ -290,6 +294,10 @@ impl App for Remote {
                 }),
                 Ok(Err(failure)) => {
                     errors.log(&format!("backend {}: {failure}", url.url));
+                    if let (Failure::Connect(_), Some(unsent)) = (&failure, &unsent) {
+                        // Nothing was written: a balancer may send the request elsewhere.
+                        unsent.mark();
+                    }
                     Ok(plain(start, failure.status(), HeaderMap::new()))
                 }
                 Err(_) => Err(format!("backend {}: the exchange ended unanswered", url.url).into()),
