@@ -4,9 +4,12 @@
 //! q-values; `br`, `zstd`, `gzip`, `deflate`, preferred in that order when the client ranks them
 //! the same), unless it is already encoded, is not a type that compresses (text, JSON,
 //! JavaScript, XML, SVG, WebAssembly by default: see [`Compression::predicate`]), is declared
-//! smaller than the minimum size, or has no body (HEAD, 1xx, 204, 304). A compressed response
-//! loses its `Content-Length` (the length is no longer known), gains `Content-Encoding`, and
-//! every response the middleware considered gets `Vary: Accept-Encoding`. Each chunk of the body
+//! smaller than the minimum size, has no body (HEAD, 1xx, 204, 304), or is part of a
+//! representation (206 Partial Content, or any response with `Content-Range`: the range counts
+//! bytes of the unencoded body, so compressing it would corrupt it). A compressed response
+//! loses its `Content-Length` (the length is no longer known), gains `Content-Encoding`, has a
+//! strong `ETag` made weak (`W/`: the encoded bytes are not the ones the tag names), and every
+//! response the middleware considered gets `Vary: Accept-Encoding`. Each chunk of the body
 //! is compressed and flushed as it comes, so streaming responses stay streaming; the app's body
 //! is dropped when the response ends, as always.
 //!
@@ -248,7 +251,12 @@ impl<A: App> App for CompressionApp<A> {
         Body::from_future(async move {
             let response = response.await;
             let (mut parts, body) = response.into_parts();
+            // A range's bytes are counted in the unencoded representation: compressed, they
+            // would no longer be the bytes `Content-Range` names.
+            let partial = parts.status == http::StatusCode::PARTIAL_CONTENT
+                || parts.headers.contains_key(header::CONTENT_RANGE);
             let considered = status_has_body(parts.status)
+                && !partial
                 && !parts.headers.contains_key(header::CONTENT_ENCODING)
                 && config
                     .predicate
@@ -267,19 +275,42 @@ impl<A: App> App for CompressionApp<A> {
             let Some(coding) = coding else {
                 return Ok(respond(start, http::Response::from_parts(parts, body)));
             };
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::ACCEPT_RANGES);
-            parts.headers.insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(coding.name()),
-            );
+            let encoder = Encoder::new(coding);
+            describe(&mut parts.headers, &encoder);
             let body = Compressed {
                 body,
-                encoder: Some(Encoder::new(coding)),
+                encoder: Some(encoder),
             };
             Ok(respond(start, http::Response::from_parts(parts, body)))
         })
     }
+}
+
+/// Makes a response's head describe the body `encoder` makes of it. `Content-Encoding` names
+/// the encoder's coding, which is not always the one chosen: see [`Encoder::zstd_or_gzip`].
+fn describe(headers: &mut HeaderMap, encoder: &Encoder) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::ACCEPT_RANGES);
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(encoder.coding().name()),
+    );
+    // The encoded body is not byte-identical to the one the app's tag names, but it is the same
+    // content: the tag becomes weak, so `If-Range` and caches that combine ranges no longer take
+    // one for the other.
+    if let Some(weak) = headers.get(header::ETAG).and_then(weak_etag) {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+/// The weak form of a strong entity tag (`"x"` becomes `W/"x"`); `None` when it is weak already.
+fn weak_etag(etag: &HeaderValue) -> Option<HeaderValue> {
+    if etag.as_bytes().starts_with(b"W/") {
+        return None;
+    }
+    let mut weak = b"W/".to_vec();
+    weak.extend_from_slice(etag.as_bytes());
+    HeaderValue::from_bytes(&weak).ok()
 }
 
 enum Encoder {
@@ -301,11 +332,26 @@ impl Encoder {
                 5,
                 22,
             ))),
-            Coding::Zstd => match zstd::stream::write::Encoder::new(Vec::new(), 3) {
-                Ok(encoder) => Encoder::Zstd(encoder),
-                // zstd only fails to start when out of memory; gzip always starts.
-                Err(_) => Encoder::Gzip(flate2::write::GzEncoder::new(Vec::new(), level)),
-            },
+            Coding::Zstd => Encoder::zstd_or_gzip(zstd::stream::write::Encoder::new(Vec::new(), 3)),
+        }
+    }
+
+    /// The zstd encoder `started`, or a gzip one when it failed to start: zstd only fails to
+    /// start when out of memory, and gzip always starts.
+    fn zstd_or_gzip(started: io::Result<zstd::stream::write::Encoder<'static, Vec<u8>>>) -> Self {
+        match started {
+            Ok(encoder) => Encoder::Zstd(encoder),
+            Err(_) => Encoder::new(Coding::Gzip),
+        }
+    }
+
+    /// The coding of what this encoder makes, which names it in `Content-Encoding`.
+    fn coding(&self) -> Coding {
+        match self {
+            Encoder::Gzip(_) => Coding::Gzip,
+            Encoder::Deflate(_) => Coding::Deflate,
+            Encoder::Brotli(_) => Coding::Brotli,
+            Encoder::Zstd(_) => Coding::Zstd,
         }
     }
 
@@ -535,6 +581,84 @@ mod tests {
         let (headers, body) = run(&app, "GET", Some("br"));
         assert_eq!(headers["content-encoding"], "gzip");
         assert_eq!(body, TEXT.repeat(20).as_bytes());
+    }
+
+    /// An app answering `status` with the text, its `Content-Range` set when `range` is.
+    fn ranged_app(status: http::StatusCode, range: Option<&'static str>) -> impl App + 'static {
+        move |_: Environ, start: StartResponse| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            if let Some(range) = range {
+                headers.insert(header::CONTENT_RANGE, HeaderValue::from_static(range));
+            }
+            let _ = start.start(status, headers);
+            TEXT.repeat(20)
+        }
+    }
+
+    #[test]
+    fn ranges_are_not_compressed() {
+        // The first half of a representation twice the text's length.
+        let range = "bytes 0-899/1800";
+        for (status, range) in [
+            (http::StatusCode::PARTIAL_CONTENT, Some(range)),
+            // A 206 without its `Content-Range` is still a part.
+            (http::StatusCode::PARTIAL_CONTENT, None),
+            // And so is any response naming a range.
+            (http::StatusCode::OK, Some(range)),
+        ] {
+            let app = Builder::new()
+                .with(Compression::new())
+                .app(ranged_app(status, range));
+            let (headers, body) = run(&app, "GET", Some("gzip"));
+            assert!(
+                !headers.contains_key("content-encoding"),
+                "{status} {range:?}"
+            );
+            assert!(!headers.contains_key("vary"), "{status} {range:?}");
+            assert_eq!(body, TEXT.repeat(20).as_bytes(), "{status} {range:?}");
+        }
+    }
+
+    #[test]
+    fn compressed_responses_have_weak_etags() {
+        let tagged = |etag: &'static str| {
+            move |_: Environ, start: StartResponse| {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                headers.insert(header::ETAG, HeaderValue::from_static(etag));
+                let _ = start.start(http::StatusCode::OK, headers);
+                TEXT.repeat(20)
+            }
+        };
+        for (etag, compressed, identity) in [
+            (r#""v1""#, r#"W/"v1""#, r#""v1""#),
+            (r#"W/"v1""#, r#"W/"v1""#, r#"W/"v1""#),
+        ] {
+            let app = Builder::new().with(Compression::new()).app(tagged(etag));
+            let (headers, _) = run(&app, "GET", Some("gzip"));
+            assert_eq!(headers["content-encoding"], "gzip");
+            assert_eq!(headers["etag"], compressed, "{etag} compressed");
+            // Sent as it is, the body is the one the tag names.
+            let (headers, _) = run(&app, "GET", None);
+            assert_eq!(headers["etag"], identity, "{etag} not compressed");
+        }
+    }
+
+    #[test]
+    fn the_head_names_the_coding_the_encoder_makes() {
+        for coding in Coding::ALL {
+            assert_eq!(Encoder::new(coding).coding(), coding);
+        }
+        // zstd's encoder failing to start (out of memory) is not something a test can cause:
+        // the failure is handed in.
+        let mut encoder = Encoder::zstd_or_gzip(Err(io::Error::other("out of memory")));
+        let mut headers = HeaderMap::new();
+        describe(&mut headers, &encoder);
+        assert_eq!(headers["content-encoding"], "gzip");
+        let mut body = encoder.encode(TEXT.as_bytes()).unwrap().to_vec();
+        body.extend_from_slice(&encoder.finish().unwrap());
+        assert_eq!(decode("gzip", &body), TEXT.as_bytes());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway_core::{App, Body, Builder, Environ, StartResponse, driver};
-use gateway_middleware::balancer::{Balancer, BalancerBuilder, HashKey, HashRing, Strategy};
+use gateway_middleware::balancer::{
+    Balancer, BalancerBuilder, HashKey, HashRing, Strategy, Unsent,
+};
 use gateway_testkit::{Mode, TestClient, Validator};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
@@ -18,6 +20,7 @@ struct Named {
     status: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
     read_body: bool,
+    unreached: bool,
 }
 
 impl Named {
@@ -27,6 +30,7 @@ impl Named {
             status: Arc::new(AtomicUsize::new(200)),
             calls: Arc::new(AtomicUsize::new(0)),
             read_body: true,
+            unreached: false,
         }
     }
 
@@ -37,6 +41,12 @@ impl Named {
 
     fn not_reading(mut self) -> Named {
         self.read_body = false;
+        self
+    }
+
+    /// Says its server was never reached, as a remote backend that cannot connect does.
+    fn unreached(mut self) -> Named {
+        self.unreached = true;
         self
     }
 
@@ -51,6 +61,13 @@ impl App for Named {
         let mut body = Vec::new();
         if self.read_body {
             std::io::Read::read_to_end(environ.input(), &mut body).unwrap();
+        }
+        if self.unreached {
+            environ
+                .extensions()
+                .get::<Unsent>()
+                .expect("the balancer's mark")
+                .mark();
         }
         let status = u16::try_from(self.status.load(Ordering::SeqCst)).unwrap();
         let mut headers = HeaderMap::new();
@@ -264,16 +281,18 @@ fn failing_backends_are_retried_ejected_and_probed_after_the_cool_down() {
 }
 
 #[test]
-fn a_post_is_retried_only_while_its_body_is_unread() {
-    // The first backend fails without reading the body: the POST goes to the second.
+fn a_post_is_retried_only_when_it_never_reached_a_server() {
+    // The first backend answers 503 without reading the body: it may have acted on the POST
+    // all the same (a remote backend's 504 comes while its server may still run it), so the
+    // POST is not sent twice.
     let lazy = Named::new("lazy").answering(503).not_reading();
     let good = Named::new("good");
     let client = TestClient::new(balancer(&[&lazy, &good], Strategy::RoundRobin).build());
     let response = client.post("/").body("once").send();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text(), "good once");
+    assert_eq!(response.status(), 503);
+    assert_eq!(good.calls(), 0);
 
-    // The first backend read the body, then failed: a POST is not sent twice.
+    // The first backend read the body, then failed: not sent twice either.
     let reader = Named::new("reader").answering(502);
     let good = Named::new("good");
     let client = TestClient::new(balancer(&[&reader, &good], Strategy::RoundRobin).build());
@@ -285,6 +304,29 @@ fn a_post_is_retried_only_while_its_body_is_unread() {
     let response = client.put("/").body("twice").send();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text(), "good twice");
+
+    // The first backend never reached its server, and says so: the POST goes to the second,
+    // its body (read by the first, and held) with it.
+    let down = Named::new("down").answering(502).unreached();
+    let good = Named::new("good");
+    let client = TestClient::new(balancer(&[&down, &good], Strategy::RoundRobin).build());
+    let response = client.post("/").body("once").send();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text(), "good once");
+    assert_eq!((down.calls(), good.calls()), (1, 1));
+}
+
+#[test]
+fn an_idempotent_request_is_retried_after_a_504() {
+    let slow = Named::new("slow").answering(504).not_reading();
+    let good = Named::new("good");
+    let client = TestClient::new(balancer(&[&slow, &good], Strategy::RoundRobin).build());
+    for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client.request(method.clone(), "/").send();
+        assert_eq!(response.status(), 200, "{method}");
+        assert_eq!(response.header("x-backend"), Some("good"), "{method}");
+    }
 }
 
 #[test]

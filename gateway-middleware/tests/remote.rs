@@ -5,9 +5,14 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Body, Environ, ErrorSink, ErrorStream, StartResponse};
+use gateway_middleware::balancer::Balancer;
 use gateway_middleware::remote::{BackendUrl, Remote};
+use gateway_servers::fastcgi::codec::{
+    ProtocolStatus, Record, StreamKind, decode_record, encode_end_of_stream, encode_end_request,
+    encode_stream,
+};
 use gateway_testkit::{Mode, TestClient, TestServer, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -281,4 +286,140 @@ fn unix_socket_backends() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text(), "over unix");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A FastCGI backend that keeps the records it is sent, grouped by request, and answers each
+/// request with `ok` once its `FCGI_STDIN` stream has ended. It serves its connections one after
+/// the other, until it has seen `requests` requests and the connection they came on closes, then
+/// gives the records.
+fn recording_fastcgi(requests: usize) -> (String, std::thread::JoinHandle<Vec<Vec<Record>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("fastcgi://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut seen: Vec<Vec<Record>> = Vec::new();
+        while seen.len() < requests {
+            let (mut conn, _) = listener.accept().unwrap();
+            // A remote backend that never closes its connection fails the test, not hangs it.
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = BytesMut::new();
+            let mut answered = true;
+            loop {
+                while let Some(record) = decode_record(&mut buf).unwrap() {
+                    if let Record::BeginRequest { .. } = record {
+                        seen.push(Vec::new());
+                        answered = false;
+                    }
+                    let ends_stdin = matches!(
+                        &record,
+                        Record::Stream { kind: StreamKind::Stdin, data, .. } if data.is_empty()
+                    );
+                    seen.last_mut()
+                        .expect("a record before FCGI_BEGIN_REQUEST")
+                        .push(record);
+                    if ends_stdin && !answered {
+                        answered = true;
+                        let mut answer = BytesMut::new();
+                        let response = b"Content-Type: text/plain\r\n\r\nok";
+                        encode_stream(&mut answer, StreamKind::Stdout, 1, response);
+                        encode_end_of_stream(&mut answer, StreamKind::Stdout, 1);
+                        encode_end_request(&mut answer, 1, 0, ProtocolStatus::RequestComplete);
+                        conn.write_all(&answer).unwrap();
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = std::io::Read::read(&mut conn, &mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        seen
+    });
+    (url, handle)
+}
+
+#[test]
+fn fastcgi_requests_end_their_stdin_with_exactly_one_empty_record() {
+    let (url, backend) = recording_fastcgi(5);
+    let client = TestClient::new(Remote::new(url.parse().unwrap()));
+    // No body and no `CONTENT_LENGTH`: read ahead to nothing.
+    assert_eq!(client.get("/").send().text(), "ok");
+    // An empty chunked body, and one with an empty piece: read ahead too.
+    assert_eq!(
+        client.post("/").chunks(Vec::<Bytes>::new()).send().text(),
+        "ok"
+    );
+    let pieces = [&b"ab"[..], b"", b"c"].map(Bytes::from_static);
+    assert_eq!(client.post("/").chunks(pieces).send().text(), "ok");
+    // A length of 0, and a body of known length: streamed.
+    assert_eq!(client.post("/").body("").send().text(), "ok");
+    assert_eq!(client.post("/").body("abc").send().text(), "ok");
+    // The backend has all the records once the remote backend's connections close.
+    drop(client);
+    let requests = backend.join().expect("the recording backend");
+    let bodies = ["", "", "abc", "", "abc"];
+    assert_eq!(requests.len(), bodies.len(), "{requests:?}");
+    for (records, body) in requests.iter().zip(bodies) {
+        let stdin: Vec<&[u8]> = records
+            .iter()
+            .filter_map(|record| match record {
+                Record::Stream {
+                    kind: StreamKind::Stdin,
+                    data,
+                    ..
+                } => Some(&data[..]),
+                _ => None,
+            })
+            .collect();
+        let ends = stdin.iter().filter(|data| data.is_empty()).count();
+        assert_eq!(ends, 1, "one empty FCGI_STDIN record: {records:?}");
+        assert!(
+            stdin.last().unwrap().is_empty(),
+            "it comes last: {records:?}"
+        );
+        assert_eq!(stdin.concat(), body.as_bytes(), "{records:?}");
+    }
+}
+
+#[test]
+fn a_balancer_sends_a_post_again_only_when_the_remote_could_not_connect() {
+    let backends = Backends::start();
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for (scheme, server) in &backends.servers {
+        let up: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let down: BackendUrl = format!("{scheme}://127.0.0.1:{closed_port}")
+            .parse()
+            .unwrap();
+        // Round robin: the first request of each balancer goes to its first backend.
+        let balancer = Balancer::builder()
+            .backend("down", Remote::new(down))
+            .backend("up", Remote::new(up.clone()))
+            .build();
+        let response = TestClient::new(balancer).post("/").body("once").send();
+        assert_eq!(
+            response.status(),
+            200,
+            "{scheme}: sent to the second backend"
+        );
+        assert_eq!(response.text(), "once", "{scheme}");
+
+        // The first backend took the POST and did not answer in time: it may still be running
+        // it, so it is not sent to the second. It has no body, so none of it was read: that
+        // does not make it safe to send again.
+        let slow = Remote::builder(up.clone())
+            .response_timeout(Duration::from_millis(300))
+            .build();
+        let balancer = Balancer::builder()
+            .backend("slow", slow)
+            .backend("up", Remote::new(up))
+            .build();
+        // Sent again, it would be answered 200 by the second backend two seconds later.
+        let response = TestClient::new(balancer).post("/slow").send();
+        assert_eq!(response.status(), 504, "{scheme}: not sent twice");
+    }
 }

@@ -11,9 +11,12 @@
 //!   `GET path` to every backend at an interval; a backend that does not answer 2xx or 3xx in
 //!   time is out until it does.
 //! - **Retries**: a failed request goes to another backend when it can be sent again without
-//!   harm: its body was not read yet, or its method is idempotent (GET, HEAD, OPTIONS, TRACE,
-//!   PUT, DELETE) and the part of the body read so far is still held (up to
-//!   [`retry_buffer`](BalancerBuilder::retry_buffer)). Each backend is tried once at most.
+//!   harm: its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it never
+//!   reached the first backend's server (a [`Remote`](crate::remote::Remote) that could not
+//!   connect says so with [`Unsent`]); and the part of the body read so far is still held (up
+//!   to [`retry_buffer`](BalancerBuilder::retry_buffer)). A POST answered 502, 503 or 504 is
+//!   not sent again, even with its body unread: the server may have acted on it, and a 504 may
+//!   come while it still runs. Each backend is tried once at most.
 //! - **Bounds**: at most [`max_outstanding`](BalancerBuilder::max_outstanding) requests at once
 //!   per backend; a request that finds no backend available gets 503 with `Retry-After`.
 //!
@@ -41,6 +44,7 @@
 mod health;
 mod replay;
 mod strategy;
+mod unsent;
 
 use std::fmt;
 use std::io::Write as _;
@@ -60,6 +64,7 @@ use http_body::Frame;
 
 pub use health::BackendStatus;
 pub use strategy::{HashKey, HashRing, POINTS_PER_WEIGHT, Strategy, hash64};
+pub use unsent::Unsent;
 
 use crate::plain::plain;
 use health::{Backend, HealthCheck};
@@ -361,11 +366,16 @@ impl App for Balancer {
                 tried.push(index);
                 let backend = &shared.backends[index];
                 let outstanding = Outstanding::new(Arc::clone(&shared), index, probe);
-                let attempt = environ.copy_with_input(replay.input());
+                let unsent = Unsent::new();
+                let mut attempt = environ.copy_with_input(replay.input());
+                attempt.extensions_mut().insert(unsent.clone());
                 let response = driver::call(&backend.app, attempt).await;
                 let failure = failed(&response);
                 backend.record(failure, shared.max_fails);
-                let again = replay.untouched() || (idempotent && replay.replayable());
+                // An unread body says nothing about a request that may have been acted on
+                // without it: only a request that never reached a server is safe to send
+                // again whatever its method.
+                let again = (idempotent || unsent.is_marked()) && replay.replayable();
                 if failure && again {
                     let _ = writeln!(
                         environ.errors(),

@@ -17,6 +17,8 @@
 //! Failures are answered as a reverse proxy answers them, and logged to `wsgi.errors`: 502
 //! when the backend cannot be reached or breaks the protocol, 504 when connecting or the
 //! response takes longer than its timeout; a failure after the head cuts the response short.
+//! When connecting fails nothing of the request was sent, and the [`Unsent`] mark of a
+//! balancer's attempt says so.
 //!
 //! The exchange runs as a task on the tokio runtime the call is made on (the servers of this
 //! project run apps inside theirs), or on a small runtime of this module's own thread when
@@ -52,6 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use stream::Endpoint;
 
+use crate::balancer::Unsent;
 use crate::plain::plain;
 use pool::Pool;
 
@@ -262,6 +265,7 @@ impl Remote {
 impl App for Remote {
     fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
         let errors = environ.errors().clone();
+        let unsent = environ.extensions().get::<Unsent>().cloned();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(4);
         // Dropped with the response body: a client that goes away ends the exchange.
@@ -290,6 +294,10 @@ impl App for Remote {
                 }),
                 Ok(Err(failure)) => {
                     errors.log(&format!("backend {}: {failure}", url.url));
+                    if let (Failure::Connect(_), Some(unsent)) = (&failure, &unsent) {
+                        // Nothing was written: a balancer may send the request elsewhere.
+                        unsent.mark();
+                    }
                     Ok(plain(start, failure.status(), HeaderMap::new()))
                 }
                 Err(_) => Err(format!("backend {}: the exchange ended unanswered", url.url).into()),
@@ -436,12 +444,20 @@ where
 {
     let write = async {
         let mut buf = head;
+        // `encode` is given data only when there is some: given none it ends the body, which
+        // must happen once, below, even when the body is empty (a request with no
+        // `CONTENT_LENGTH` read ahead to nothing, or an input that yields an empty chunk).
         match ahead {
+            Some(body) if body.is_empty() => {}
             Some(body) => encode(&mut buf, &body),
             None => {
                 // The head leaves with the first piece of the body.
                 while let Some(data) = std::future::poll_fn(|cx| input.poll_chunk(cx)).await {
-                    encode(&mut buf, &data.map_err(WriteError::Input)?);
+                    let data = data.map_err(WriteError::Input)?;
+                    if data.is_empty() {
+                        continue;
+                    }
+                    encode(&mut buf, &data);
                     writer
                         .write_all(&buf)
                         .await
