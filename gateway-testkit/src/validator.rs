@@ -11,6 +11,12 @@
 //! Wrap a middleware on both sides to check it as a server and as an app at once:
 //! `Validator(middleware(Validator(app)))`.
 //!
+//! What the app pushes through [`Writer::write`](gateway_core::Writer::write) is part of its
+//! response body, and the validator sees it (through
+//! [`StartResponse::map_write`]): written bytes and body bytes count toward the same
+//! `Content-Length` and follow the same rules. In strict mode a write that breaks a rule is
+//! refused with the violation as its error.
+//!
 //! Rules the types of this contract enforce, so that no run can break them: the calling
 //! convention (1-5, 7: an app is a `Fn(Environ, StartResponse)`), the environ's container and
 //! value types (8-10, 28, 29: bytes, a typed scheme, a constant version), the input and error
@@ -256,6 +262,7 @@ struct Recorder {
     report: Report,
     errors: ErrorStream,
     seen: Arc<Mutex<Seen>>,
+    is_head: bool,
 }
 
 impl Recorder {
@@ -276,6 +283,80 @@ impl Recorder {
             .unwrap_or_else(|e| e.into_inner())
             .pending
             .take()
+    }
+
+    /// The error that fails the request in strict mode, left in place for the body to fail
+    /// with too.
+    fn pending(&self) -> Option<Violation> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .clone()
+    }
+
+    /// `len` bytes of response data, written or yielded by the body: both are the response body,
+    /// checked by the same rules.
+    fn on_data(&self, len: usize) {
+        let (started, sent) = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.sent += len as u64;
+            (seen.started, seen.sent)
+        };
+        match started {
+            None => self.record(
+                Rule::DataBeforeStart,
+                "app",
+                format!("{len} bytes before start"),
+            ),
+            Some((status, declared, typed)) => {
+                let first = sent == len as u64;
+                if has_no_body(status) {
+                    self.record(
+                        Rule::BodyForbidden,
+                        "app",
+                        format!("{len} body bytes on a {status}"),
+                    );
+                } else if self.is_head && first {
+                    self.record(Rule::HeadBody, "app", "body bytes for HEAD".into());
+                } else if first && !typed {
+                    self.record(
+                        Rule::ContentTypeMissing,
+                        "app",
+                        "a body without Content-Type".into(),
+                    );
+                }
+                if let Some(declared) = declared {
+                    if sent > declared && !has_no_body(status) && !self.is_head {
+                        self.record(
+                            Rule::ContentLengthMismatch,
+                            "app",
+                            format!("{sent} bytes, Content-Length {declared}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end of the response body.
+    fn on_end(&self) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, sent) = (seen.started, seen.sent);
+        drop(seen);
+        match started {
+            None => self.record(Rule::NeverStarted, "app", "the body ended".into()),
+            Some((status, Some(declared), _)) => {
+                if sent < declared && !has_no_body(status) && !self.is_head {
+                    self.record(
+                        Rule::ContentLengthMismatch,
+                        "app",
+                        format!("{sent} bytes, Content-Length {declared}"),
+                    );
+                }
+            }
+            Some((_, None, _)) => {}
+        }
     }
 }
 
@@ -424,26 +505,39 @@ impl<A: App> App for ValidatorApp<A> {
             report: self.report.clone(),
             errors: environ.errors().clone(),
             seen: Arc::new(Mutex::new(Seen::default())),
+            is_head: environ.request_method() == "HEAD",
         };
         check_environ(&environ, &|rule, detail| {
             recorder.record(rule, "server", detail)
         });
-        let is_head = environ.request_method() == "HEAD";
-        let hook = recorder.clone();
-        let start = start.map_head(move |status: &mut StatusCode, headers: &mut HeaderMap| {
-            check_head(*status, headers, &hook);
-            let declared = headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            let typed = headers.contains_key(CONTENT_TYPE);
-            hook.seen.lock().unwrap_or_else(|e| e.into_inner()).started =
-                Some((*status, declared, typed));
-        });
+        let head_hook = recorder.clone();
+        let write_hook = recorder.clone();
+        let start = start
+            .map_head(move |status: &mut StatusCode, headers: &mut HeaderMap| {
+                check_head(*status, headers, &head_hook);
+                let declared = headers
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                let typed = headers.contains_key(CONTENT_TYPE);
+                head_hook
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .started = Some((*status, declared, typed));
+            })
+            .map_write(move |data: Bytes| {
+                write_hook.on_data(data.len());
+                // In strict mode an error refuses the write, as it fails a body chunk: the data
+                // never goes out, and the body fails the response at its first poll.
+                match write_hook.pending() {
+                    Some(violation) => Err(std::io::Error::other(violation)),
+                    None => Ok(data),
+                }
+            });
         let body = self.inner.call(environ, start);
         Body::new(Checked {
             body,
             recorder,
-            is_head,
             done: false,
         })
     }
@@ -453,72 +547,17 @@ impl<A: App> App for ValidatorApp<A> {
 struct Checked {
     body: Body,
     recorder: Recorder,
-    is_head: bool,
     done: bool,
 }
 
-impl Checked {
-    fn on_data(&mut self, len: usize) {
-        let (started, sent) = {
-            let mut seen = self.recorder.seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.sent += len as u64;
-            (seen.started, seen.sent)
-        };
-        match started {
-            None => self.recorder.record(
-                Rule::DataBeforeStart,
-                "app",
-                format!("{len} bytes before start"),
-            ),
-            Some((status, declared, typed)) => {
-                let first = sent == len as u64;
-                if has_no_body(status) {
-                    self.recorder.record(
-                        Rule::BodyForbidden,
-                        "app",
-                        format!("{len} body bytes on a {status}"),
-                    );
-                } else if self.is_head && first {
-                    self.recorder
-                        .record(Rule::HeadBody, "app", "body bytes for HEAD".into());
-                } else if first && !typed {
-                    self.recorder.record(
-                        Rule::ContentTypeMissing,
-                        "app",
-                        "a body without Content-Type".into(),
-                    );
-                }
-                if let Some(declared) = declared {
-                    if sent > declared && !has_no_body(status) && !self.is_head {
-                        self.recorder.record(
-                            Rule::ContentLengthMismatch,
-                            "app",
-                            format!("{sent} bytes, Content-Length {declared}"),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_end(&mut self) {
-        let seen = self.recorder.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (started, sent) = (seen.started, seen.sent);
-        drop(seen);
-        match started {
-            None => self
-                .recorder
-                .record(Rule::NeverStarted, "app", "the body ended".into()),
-            Some((status, Some(declared), _)) => {
-                if sent < declared && !has_no_body(status) && !self.is_head {
-                    self.recorder.record(
-                        Rule::ContentLengthMismatch,
-                        "app",
-                        format!("{sent} bytes, Content-Length {declared}"),
-                    );
-                }
-            }
-            Some((_, None, _)) => {}
+impl Drop for Checked {
+    fn drop(&mut self) {
+        // A body known to be at its end may be dropped without the poll that says so (the
+        // driver does this when the app wrote its whole response and returned an empty body):
+        // that is its end all the same.
+        if !self.done && http_body::Body::is_end_stream(&self.body) {
+            self.done = true;
+            self.recorder.on_end();
         }
     }
 }
@@ -542,18 +581,17 @@ impl http_body::Body for Checked {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
-                    let len = data.len();
-                    self.on_data(len);
+                    self.recorder.on_data(data.len());
                 }
                 if http_body::Body::is_end_stream(&self.body) {
                     // A body known to end here (a full body) may never be polled again.
                     self.done = true;
-                    self.on_end();
+                    self.recorder.on_end();
                 }
             }
             Poll::Ready(None) => {
                 self.done = true;
-                self.on_end();
+                self.recorder.on_end();
             }
             _ => {}
         }

@@ -357,6 +357,91 @@ fn r61_content_length_agrees_with_the_body() {
     );
 }
 
+/// An app that starts with `status` and `pairs`, pushes `written` through `write()`, then
+/// returns `body`.
+fn writing(
+    status: StatusCode,
+    pairs: &'static [(&'static str, &'static str)],
+    written: &'static str,
+    body: &'static str,
+) -> impl App + 'static {
+    move |_: Environ, start: StartResponse| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        let mut writer = match start.start(status, headers) {
+            Ok(writer) => writer,
+            Err(error) => return Body::error(error),
+        };
+        match writer.write(written) {
+            Ok(()) => Body::from(body),
+            Err(error) => Body::error(error),
+        }
+    }
+}
+
+#[test]
+fn r61_written_data_counts_toward_the_content_length() {
+    const TYPED_5: &[(&str, &str)] = &[("content-type", "a/b"), ("content-length", "5")];
+    let split = || writing(StatusCode::OK, TYPED_5, "hel", "lo");
+    assert!(app_report(split(), http::Method::GET).is_clean());
+    let written_only = writing(StatusCode::OK, TYPED_5, "hello", "");
+    assert!(app_report(written_only, http::Method::GET).is_clean());
+    let short = writing(StatusCode::OK, TYPED_5, "hel", "");
+    assert_caught(
+        &app_report(short, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+    let long = writing(StatusCode::OK, TYPED_5, "hello!", "");
+    assert_caught(
+        &app_report(long, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+
+    // Strict mode lets the correct response through whole.
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(split());
+    let response = TestClient::new(app).get("/").send();
+    assert_eq!(response.text(), "hello");
+    assert_eq!(response.body_error(), None);
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
+fn written_data_is_checked_as_body_data() {
+    let no_content = writing(StatusCode::NO_CONTENT, &[], "oops", "");
+    assert_caught(
+        &app_report(no_content, http::Method::GET),
+        Rule::BodyForbidden,
+    );
+    let head = writing(StatusCode::OK, &[("content-type", "a/b")], "hello", "");
+    assert_caught(&app_report(head, http::Method::HEAD), Rule::HeadBody);
+    let untyped = writing(StatusCode::OK, &[], "hello", "");
+    assert_caught(
+        &app_report(untyped, http::Method::GET),
+        Rule::ContentTypeMissing,
+    );
+
+    // In strict mode the write that breaks a rule is refused, and the request fails.
+    let validator = Validator::new(Mode::Strict);
+    let app = Builder::new()
+        .with(validator)
+        .app(|_: Environ, start: StartResponse| {
+            let mut writer = start
+                .start(StatusCode::NO_CONTENT, HeaderMap::new())
+                .unwrap();
+            let refused = writer.write("oops").unwrap_err();
+            assert!(refused.to_string().contains("R65"), "{refused}");
+            Body::empty()
+        });
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    let response = TestClient::new(app).with_context(context).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
 #[test]
 fn r64_head_bodies() {
     assert_caught(&app_report(hello, http::Method::HEAD), Rule::HeadBody);
