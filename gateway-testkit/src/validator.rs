@@ -106,7 +106,7 @@ rules! {
     PathInfo = "R17", Error, "PATH_INFO is empty or starts with '/'.";
     PathPresent = "R18", Error, "At least one of SCRIPT_NAME and PATH_INFO is set.";
     QueryString = "R21", Warning, "QUERY_STRING is present, empty when there is no query.";
-    ContentVariables = "R22", Error, "CONTENT_LENGTH is digits only and CONTENT_TYPE is not empty when present.";
+    ContentVariables = "R22", Error, "CONTENT_LENGTH, when present and not empty, is digits only (CONTENT_TYPE and CONTENT_LENGTH may be empty).";
     ServerNameAndPort = "R23", Error, "SERVER_NAME and SERVER_PORT are present and not empty; SERVER_PORT is digits.";
     ServerProtocol = "R24", Error, "SERVER_PROTOCOL is present and looks like HTTP/1.1.";
     HeaderVariableNames = "R25", Error, "HTTP_* variable names hold only A-Z, 0-9 and '_'.";
@@ -405,16 +405,16 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
     if !environ.contains("QUERY_STRING") {
         record(Rule::QueryString, "QUERY_STRING is not set".into());
     }
+    // PEP 3333 lets CONTENT_TYPE and CONTENT_LENGTH be empty or absent, and rule 22 wants them
+    // present whenever the request carried the header, so a server that passes an empty header
+    // on as an empty variable is right: only a length that is not a number is wrong.
     if let Some(length) = environ.get("CONTENT_LENGTH") {
-        if length.is_empty() || !length.iter().all(u8::is_ascii_digit) {
+        if !length.iter().all(u8::is_ascii_digit) {
             record(
                 Rule::ContentVariables,
                 format!("CONTENT_LENGTH is {:?}", String::from_utf8_lossy(length)),
             );
         }
-    }
-    if environ.get("CONTENT_TYPE").is_some_and(<[u8]>::is_empty) {
-        record(Rule::ContentVariables, "CONTENT_TYPE is empty".into());
     }
     let name_ok = environ.get("SERVER_NAME").is_some_and(|n| !n.is_empty());
     let port_ok = environ
