@@ -56,6 +56,8 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 
+use crate::close::{CloseGuard, CloseProbe};
+
 /// How serious a violation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
@@ -534,11 +536,14 @@ impl<A: App> App for ValidatorApp<A> {
                     None => Ok(data),
                 }
             });
+        // A test client's probe learns whether this body, the app's own, is ever dropped.
+        let closed = CloseProbe::of(&environ).map(|probe| probe.guard());
         let body = self.inner.call(environ, start);
         Body::new(Checked {
             body,
             recorder,
             done: false,
+            _closed: closed,
         })
     }
 }
@@ -548,6 +553,7 @@ struct Checked {
     body: Body,
     recorder: Recorder,
     done: bool,
+    _closed: Option<CloseGuard>,
 }
 
 impl Drop for Checked {
