@@ -1,9 +1,10 @@
 //! The validator (lint): a middleware that sits between a server and an app and reports every
 //! contract violation of either side, by rule.
 //!
-//! Each [`Rule`] has a stable id, `R` and the number of the rule in the contract rules (the
-//! numbered rules of PEP 3333 and its lints, `shared/reference/contract-rules.md`), and a
-//! one-line explanation. Errors break the contract; warnings are what the lints of other
+//! Each [`Rule`] has a stable, unique id, `R` and the number of the rule in the contract rules
+//! (the numbered rules of PEP 3333 and its lints, `shared/reference/contract-rules.md`), with a
+//! letter after it when one numbered rule is checked as two (`R65`, `R65b`), and a one-line
+//! explanation. Errors break the contract; warnings are what the lints of other
 //! ecosystems warn about. In [`Mode::Strict`] an error fails the request (a 500 before the
 //! head, an aborted response after it); in [`Mode::Warn`] violations are logged to the request's
 //! error stream and the request goes on. Either way every violation lands in the [`Report`].
@@ -83,7 +84,8 @@ macro_rules! rules {
             /// Every rule the validator checks.
             pub const ALL: &'static [Rule] = &[$(Rule::$variant),*];
 
-            /// The stable id: `R` and the rule's number in the contract rules.
+            /// The stable, unique id: `R` and the rule's number in the contract rules, and a
+            /// letter when the validator checks that rule as more than one `Rule`.
             pub const fn id(self) -> &'static str {
                 match self { $(Rule::$variant => $id,)* }
             }
@@ -118,9 +120,10 @@ rules! {
     DataBeforeStart = "R49", Error, "The response is started before the body yields its first non-empty chunk.";
     NeverStarted = "R53", Error, "The response is started before the body ends.";
     ContentLengthMismatch = "R61", Error, "A response's body has exactly the length its Content-Length declares.";
+    ContentLengthInvalid = "R61b", Error, "A response's Content-Length is ASCII digits only (at most 19), and repeated values are equal.";
     HeadBody = "R64", Warning, "A HEAD response's body is empty (the server strips it, but the app need not make one).";
     BodyForbidden = "R65", Error, "1xx, 204 and 304 responses have no body, and 1xx and 204 no Content-Length.";
-    ContentTypeWithoutBody = "R65", Warning, "1xx, 204 and 304 responses have no Content-Type (Rack and PSGI forbid it).";
+    ContentTypeWithoutBody = "R65b", Warning, "1xx, 204 and 304 responses have no Content-Type (Rack and PSGI forbid it).";
 }
 
 impl fmt::Display for Rule {
@@ -473,6 +476,34 @@ fn has_no_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
+/// The most digits a Content-Length may have: every number of 19 digits fits a `u64`. The
+/// driver reads lengths by the same rule.
+const MAX_LENGTH_DIGITS: usize = 19;
+
+/// The Content-Length the headers declare, read as the driver reads it: each value is 1 to
+/// [`MAX_LENGTH_DIGITS`] ASCII digits (no sign, no spaces, no list), and repeated values are
+/// equal. `Err` holds the value that breaks this.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let mut declared = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let digits = value.as_bytes();
+        let parsed = ((1..=MAX_LENGTH_DIGITS).contains(&digits.len())
+            && digits.iter().all(u8::is_ascii_digit))
+        .then(|| {
+            // At most 19 digits: the number fits, and no step of the sum overflows.
+            digits
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
+        });
+        match (parsed, declared) {
+            (Some(n), None) => declared = Some(n),
+            (Some(n), Some(m)) if n == m => {}
+            _ => return Err(format!("{value:?}")),
+        }
+    }
+    Ok(declared)
+}
+
 /// The app-side rules on a head, as the app passes it to `start`.
 fn check_head(status: StatusCode, headers: &HeaderMap, recorder: &Recorder) {
     for name in headers.keys() {
@@ -517,9 +548,14 @@ impl<A: App> App for ValidatorApp<A> {
         let start = start
             .map_head(move |status: &mut StatusCode, headers: &mut HeaderMap| {
                 check_head(*status, headers, &head_hook);
-                let declared = headers
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                let declared = declared_length(headers).unwrap_or_else(|value| {
+                    head_hook.record(
+                        Rule::ContentLengthInvalid,
+                        "app",
+                        format!("Content-Length {value}"),
+                    );
+                    None
+                });
                 let typed = headers.contains_key(CONTENT_TYPE);
                 head_hook
                     .seen

@@ -373,6 +373,56 @@ fn r61_content_length_agrees_with_the_body() {
     );
 }
 
+#[test]
+fn r61b_content_length_is_read_as_the_driver_reads_it() {
+    let cases: [(&[&'static str], bool); 12] = [
+        (&["5"], true),
+        (&["05"], true),
+        (&["5", "5"], true),
+        (&["+5"], false),
+        (&["-5"], false),
+        (&[" 5"], false),
+        (&["5 "], false),
+        (&["5, 5"], false),
+        (&["5", "6"], false),
+        (&[""], false),
+        (&["0x5"], false),
+        // 20 digits are too many, even when the number is small.
+        (&["00000000000000000005"], false),
+    ];
+    for (values, valid) in cases {
+        let app = move |_: Environ, start: StartResponse| {
+            let mut headers = typed();
+            for value in values {
+                headers.append("content-length", HeaderValue::from_static(value));
+            }
+            let _ = start.start(StatusCode::OK, headers);
+            Body::from("hello")
+        };
+        let validator = Validator::new(Mode::Warn);
+        let report = validator.report();
+        let mut context = gateway_core::convert::ServerContext::default();
+        context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+        let response = TestClient::new(Builder::new().with(validator).app(app))
+            .with_context(context)
+            .get("/")
+            .send();
+        let driver_refused = response
+            .failure()
+            .is_some_and(|f| f.contains("Content-Length"));
+        assert_eq!(driver_refused, !valid, "{values:?}: the driver");
+        assert_eq!(
+            report.contains(Rule::ContentLengthInvalid),
+            !valid,
+            "{values:?}: the validator, {:?}",
+            report.violations()
+        );
+        if valid {
+            assert!(report.is_clean(), "{values:?}: {:?}", report.violations());
+        }
+    }
+}
+
 /// An app that starts with `status` and `pairs`, pushes `written` through `write()`, then
 /// returns `body`.
 fn writing(
@@ -469,7 +519,7 @@ fn r64_head_bodies() {
 }
 
 #[test]
-fn r65_statuses_without_a_body() {
+fn r65_statuses_without_a_body_and_r65b_their_content_type() {
     let body = with_headers(StatusCode::NO_CONTENT, &[], "oops");
     assert_caught(&app_report(body, http::Method::GET), Rule::BodyForbidden);
     let length = with_headers(StatusCode::NO_CONTENT, &[("content-length", "0")], "");
@@ -583,9 +633,11 @@ fn a_middleware_is_checked_on_both_sides() {
 }
 
 #[test]
-fn every_rule_has_an_id_and_an_explanation() {
+fn every_rule_has_a_unique_id_and_an_explanation() {
+    let mut ids = std::collections::HashSet::new();
     for rule in Rule::ALL {
         assert!(rule.id().starts_with('R'));
+        assert!(ids.insert(rule.id()), "{} is used twice", rule.id());
         assert!(rule.explanation().ends_with('.'));
     }
 }
