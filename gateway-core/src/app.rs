@@ -117,7 +117,8 @@ pub type SharedApp = Arc<dyn App>;
 /// contract (a router moves the matched prefix from `PATH_INFO` to `SCRIPT_NAME`), and never
 /// consume its body itself but pass it on or wrap it, so that the server's drop reaches it
 /// (its `close()`). As an app to its server: what [`App`] says, and if it transforms the body,
-/// drop or recompute `Content-Length`.
+/// transform the data its app writes as well ([`StartResponse::map_write`]), and drop or
+/// recompute `Content-Length`.
 ///
 /// # A middleware that rewrites headers
 ///
@@ -161,7 +162,9 @@ pub type SharedApp = Arc<dyn App>;
 /// # A middleware that rewrites the body
 ///
 /// A body transformation wraps the app's body (so the app's body is still dropped when the
-/// response ends) and removes `Content-Length`, which no longer holds:
+/// response ends), transforms what the app pushes through
+/// [`Writer::write`](crate::Writer::write) with [`StartResponse::map_write`] (that data never
+/// passes through the body), and removes `Content-Length`, which no longer holds:
 ///
 /// ```
 /// use std::pin::Pin;
@@ -171,10 +174,14 @@ pub type SharedApp = Arc<dyn App>;
 /// use http::{header, HeaderMap, HeaderValue, StatusCode};
 /// use http_body::Frame;
 ///
-/// /// Upper-cases every body chunk of the app it wraps.
+/// /// Upper-cases everything the app it wraps sends: its written data and its body chunks.
 /// struct Shout<A>(A);
 ///
 /// struct ShoutBody(Body);
+///
+/// fn shout(data: Bytes) -> Bytes {
+///     Bytes::from(data.to_ascii_uppercase())
+/// }
 ///
 /// impl http_body::Body for ShoutBody {
 ///     type Data = Bytes;
@@ -183,30 +190,38 @@ pub type SharedApp = Arc<dyn App>;
 ///         -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
 ///     {
 ///         Pin::new(&mut self.0).poll_frame(cx).map(|frame| frame.map(|r| r.map(|f| {
-///             f.map_data(|d| Bytes::from(d.to_ascii_uppercase()))
+///             f.map_data(shout)
 ///         })))
 ///     }
 /// }
 ///
 /// impl<A: App> App for Shout<A> {
 ///     fn call(&self, environ: Environ, start: StartResponse) -> Body {
-///         let start = start.map_head(|_: &mut StatusCode, headers: &mut HeaderMap| {
-///             // Same length here, but a transformation must not trust the old value.
-///             headers.remove(header::CONTENT_LENGTH);
-///         });
+///         let start = start
+///             .map_head(|_: &mut StatusCode, headers: &mut HeaderMap| {
+///                 // Same length here, but a transformation must not trust the old value.
+///                 headers.remove(header::CONTENT_LENGTH);
+///             })
+///             .map_write(|data: Bytes| Ok(shout(data)));
 ///         Body::new(ShoutBody(self.0.call(environ, start)))
 ///     }
 /// }
 ///
+/// // An app that writes part of its output and returns the rest as its body.
 /// let app = Shout(|_: Environ, start: StartResponse| {
 ///     let mut headers = HeaderMap::new();
-///     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-///     let _ = start.start(StatusCode::OK, headers);
-///     "hello"
+///     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+///     let Ok(mut writer) = start.start(StatusCode::OK, headers) else {
+///         return Body::empty();
+///     };
+///     match writer.write("hello ") {
+///         Ok(()) => Body::from("world"),
+///         Err(error) => Body::error(error),
+///     }
 /// });
 /// let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
 /// let body = gateway_core::block_on(http_body_util::BodyExt::collect(response.into_body()));
-/// assert_eq!(body.unwrap().to_bytes(), "HELLO");
+/// assert_eq!(body.unwrap().to_bytes(), "HELLO WORLD");
 /// ```
 ///
 /// # The classic mistake

@@ -86,6 +86,8 @@ impl Shared {
 
 type Hook = Box<dyn FnMut(&mut StatusCode, &mut HeaderMap) + Send>;
 
+type WriteHook = Box<dyn FnMut(Bytes) -> io::Result<Bytes> + Send>;
+
 /// WSGI's `start_response`: how an app sets the status and headers of its response.
 ///
 /// An app gets one with each call and [`start`](StartResponse::start)s it exactly once: `start`
@@ -120,6 +122,8 @@ pub struct StartResponse {
     shared: Arc<Shared>,
     /// Middleware hooks, outermost first; applied innermost first.
     hooks: Vec<Hook>,
+    /// Middleware hooks on written data, in the same order as `hooks`.
+    write_hooks: Vec<WriteHook>,
 }
 
 impl StartResponse {
@@ -127,6 +131,7 @@ impl StartResponse {
         StartResponse {
             shared,
             hooks: Vec::new(),
+            write_hooks: Vec::new(),
         }
     }
 
@@ -141,6 +146,7 @@ impl StartResponse {
         Ok(Writer {
             shared: self.shared,
             hooks: self.hooks,
+            write_hooks: self.write_hooks,
         })
     }
 
@@ -179,12 +185,64 @@ impl StartResponse {
         self.hooks.push(Box::new(hook));
         self
     }
+
+    /// Returns a `StartResponse` that lets `hook` see and change each chunk the app pushes
+    /// through [`Writer::write`], before it is queued. This is the `write()` half of what
+    /// [`map_head`](StartResponse::map_head) is for the head: written data never passes through
+    /// the body the app returns, so a middleware that transforms or checks the body must hook
+    /// it here as well, or it misses that data.
+    ///
+    /// Hooks run innermost first, as head hooks do; each gets what the hook inside it returned.
+    /// They see only non-empty chunks (an empty write fixes the head and nothing more), and a
+    /// hook may return an empty chunk to hold the data back. A hook that fails makes the write
+    /// fail with its error: the chunk is not queued and the head is not fixed by it, though the
+    /// hooks that ran before it saw the chunk.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use gateway_core::{App, Body, Environ, StartResponse};
+    /// use http::{HeaderMap, StatusCode};
+    ///
+    /// /// Counts the bytes the app it wraps writes, and refuses more than `limit` of them.
+    /// struct WriteLimit<A>(A, usize);
+    ///
+    /// impl<A: App> App for WriteLimit<A> {
+    ///     fn call(&self, environ: Environ, start: StartResponse) -> Body {
+    ///         let mut left = self.1;
+    ///         let start = start.map_write(move |data: Bytes| {
+    ///             left = left
+    ///                 .checked_sub(data.len())
+    ///                 .ok_or_else(|| std::io::Error::other("too much written"))?;
+    ///             Ok(data)
+    ///         });
+    ///         self.0.call(environ, start)
+    ///     }
+    /// }
+    ///
+    /// let app = WriteLimit(|_: Environ, start: StartResponse| {
+    ///     let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+    ///     assert!(writer.write("four").is_ok());
+    ///     assert!(writer.write("more").is_err());
+    ///     Body::empty()
+    /// }, 6);
+    /// let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+    /// let body = gateway_core::block_on(http_body_util::BodyExt::collect(response.into_body()));
+    /// assert_eq!(body.unwrap().to_bytes(), "four");
+    /// ```
+    pub fn map_write<F>(mut self, hook: F) -> StartResponse
+    where
+        F: FnMut(Bytes) -> io::Result<Bytes> + Send + 'static,
+    {
+        self.write_hooks.push(Box::new(hook));
+        self
+    }
 }
 
 impl fmt::Debug for StartResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StartResponse")
             .field("hooks", &self.hooks.len())
+            .field("write_hooks", &self.write_hooks.len())
             .finish_non_exhaustive()
     }
 }
@@ -196,26 +254,38 @@ impl fmt::Debug for StartResponse {
 /// that style; the data goes out before the body, and the first `write` sends the head. The
 /// data is queued until the server takes it, so an app that produces much output should return
 /// a streaming [`Body`](crate::Body) instead. Calling `write` from inside the returned body is
-/// refused, as PEP 3333 requires.
+/// refused, as PEP 3333 requires. Middleware sees and transforms written data with
+/// [`StartResponse::map_write`].
 ///
 /// Dropping the writer is fine: most apps never use it.
 pub struct Writer {
     shared: Arc<Shared>,
     hooks: Vec<Hook>,
+    write_hooks: Vec<WriteHook>,
 }
 
 impl Writer {
     /// Pushes `data` out, after anything written before and before the returned body. The first
     /// call fixes the head: [`Writer::restart_on_error`] fails after it.
+    ///
+    /// The [`map_write`](StartResponse::map_write) hooks of the middleware around the app get
+    /// the data first; when one of them fails, so does the write, and nothing is queued.
     pub fn write(&mut self, data: impl Into<Bytes>) -> io::Result<()> {
+        // The lock is held while the hooks run, so that no hook sees data that is then refused
+        // because the app's call returned in the meantime.
         let mut state = self.shared.lock();
         if state.writes_closed {
             return Err(io::Error::other(
                 "write() called after the app returned its body; yield the data from the body",
             ));
         }
+        let mut data = data.into();
+        if !data.is_empty() {
+            for hook in self.write_hooks.iter_mut().rev() {
+                data = hook(data)?;
+            }
+        }
         state.committed = true;
-        let data = data.into();
         if !data.is_empty() {
             state.written.push_back(data);
         }
@@ -268,7 +338,9 @@ impl io::Write for Writer {
 
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("write_hooks", &self.write_hooks.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -461,5 +533,41 @@ mod tests {
         assert_eq!(*status, StatusCode::ACCEPTED);
         let order: Vec<_> = headers.get_all("x-order").iter().collect();
         assert_eq!(order, ["inner", "outer"]);
+    }
+
+    #[test]
+    fn write_hooks_run_innermost_first_and_see_only_data() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (outer_seen, inner_seen) = (seen.clone(), seen.clone());
+        let (start, shared) = pair();
+        let start = start
+            .map_write(move |data: Bytes| {
+                outer_seen.lock().unwrap().push(format!("outer {data:?}"));
+                Ok(Bytes::from([&data[..], b"!"].concat()))
+            })
+            .map_write(move |data: Bytes| {
+                inner_seen.lock().unwrap().push(format!("inner {data:?}"));
+                Ok(Bytes::from(data.to_ascii_uppercase()))
+            });
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        writer.write("").unwrap();
+        assert!(shared.lock().committed, "an empty write fixes the head");
+        writer.write("hi").unwrap();
+        assert_eq!(shared.lock().written, ["HI!"]);
+        assert_eq!(*seen.lock().unwrap(), ["inner b\"hi\"", "outer b\"HI\""]);
+    }
+
+    #[test]
+    fn a_failing_write_hook_fails_the_write_and_queues_nothing() {
+        let (start, shared) = pair();
+        let start = start
+            .map_write(|_| Err(io::Error::other("refused")))
+            .map_write(Ok);
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        let err = writer.write("x").unwrap_err();
+        assert_eq!(err.to_string(), "refused");
+        let state = shared.lock();
+        assert!(state.written.is_empty());
+        assert!(!state.committed, "a refused write does not fix the head");
     }
 }

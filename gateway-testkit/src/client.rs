@@ -4,7 +4,11 @@
 //! [`environ_from_request`] (the same function the HTTP server uses), the app runs through the
 //! [`driver`](gateway_core::driver) (the same contract enforcement every server uses), and the
 //! answer comes back whole: status, headers, body, the environ the app saw, and whether the
-//! app's body was dropped (its `close()`).
+//! app's bodies were dropped (their `close()`), down to the innermost one a [`Validator`] or a
+//! [`MockApp`] in the stack watched.
+//!
+//! [`Validator`]: crate::Validator
+//! [`MockApp`]: crate::MockApp
 //!
 //! ```
 //! use gateway_core::{Body, Environ, StartResponse};
@@ -23,9 +27,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -33,7 +35,9 @@ use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body, BoxError, Environ, StartResponse, UrlScheme, driver};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body::{Body as _, Frame};
+use http_body::Body as _;
+
+use crate::close::CloseProbe;
 
 /// Runs requests against an app in-process.
 pub struct TestClient<A> {
@@ -163,11 +167,11 @@ impl<A: App> TestRequest<'_, A> {
         let request = self.builder.body(self.body).expect("a valid request");
         let environ = environ_from_request(request, &self.client.context);
         let seen = Arc::new(Mutex::new(None));
-        let closed = Arc::new(AtomicBool::new(false));
+        let probe = CloseProbe::default();
         let app = Observed {
             app: &self.client.app,
             seen: seen.clone(),
-            closed: closed.clone(),
+            probe: probe.clone(),
         };
         let response = driver::call(&app, environ).await;
         let failure = driver::failure(&response).map(|e| e.to_string());
@@ -188,6 +192,9 @@ impl<A: App> TestRequest<'_, A> {
                 }
             }
         }
+        // Read before the client drops the response: by its end the driver has dropped the
+        // app's body, and that drop must have reached every body deeper in the stack.
+        let closed = probe.all_dropped();
         drop(body);
         let environ = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
         TestResponse {
@@ -197,7 +204,7 @@ impl<A: App> TestRequest<'_, A> {
             body: Bytes::from(data),
             body_error,
             environ: environ.unwrap_or_default(),
-            closed: closed.load(Ordering::SeqCst),
+            closed,
         }
     }
 }
@@ -210,55 +217,20 @@ impl<A> fmt::Debug for TestRequest<'_, A> {
     }
 }
 
-/// The app under test, with the environ it gets recorded and its body watched for its drop.
+/// The app under test, with the environ it gets recorded, and its body and those deeper in the
+/// stack watched for their drop.
 struct Observed<'a, A> {
     app: &'a A,
     seen: Arc<Mutex<Option<EnvironSnapshot>>>,
-    closed: Arc<AtomicBool>,
+    probe: CloseProbe,
 }
 
 impl<A: App> App for Observed<'_, A> {
-    fn call(&self, environ: Environ, start: StartResponse) -> Body {
+    fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(EnvironSnapshot::of(&environ));
+        self.probe.install(&mut environ);
         let body = self.app.call(environ, start);
-        Body::new(Closing {
-            body,
-            closed: CloseFlag(self.closed.clone()),
-        })
-    }
-}
-
-struct CloseFlag(Arc<AtomicBool>);
-
-impl Drop for CloseFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-struct Closing {
-    body: Body,
-    closed: CloseFlag,
-}
-
-impl http_body::Body for Closing {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let _ = &self.closed;
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.body)
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::Body::size_hint(&self.body)
+        self.probe.watch(body)
     }
 }
 
@@ -362,7 +334,14 @@ impl TestResponse {
         &self.environ
     }
 
-    /// Whether the app's body was dropped (its `close()`) by the end of the response.
+    /// Whether the app's bodies were dropped (their `close()`) by the end of the response.
+    ///
+    /// The bodies watched are the one the client's app returned and every body that a
+    /// [`Validator`](crate::Validator) or a [`MockApp`](crate::MockApp) deeper in the stack
+    /// wrapped or made: put one of them next to the innermost app, and a middleware that leaks
+    /// the app's body (forgets it, or keeps it after the response) makes this false. With
+    /// neither in the stack only the outermost body is watched, and this is false only when
+    /// the app panicked or the driver kept its body past the end.
     pub fn body_closed(&self) -> bool {
         self.closed
     }
@@ -372,6 +351,7 @@ impl TestResponse {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::task::{Context, Poll};
 
     fn echo(mut environ: Environ, start: StartResponse) -> Body {
         let mut body = Vec::new();

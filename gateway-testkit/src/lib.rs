@@ -39,6 +39,7 @@
 mod client;
 #[cfg(feature = "servers")]
 pub mod clients;
+mod close;
 #[cfg(feature = "servers")]
 pub mod conformance;
 pub mod echo;

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use gateway_core::{App, Body, BoxError, Environ, StartResponse};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::EnvironSnapshot;
+use crate::close::CloseProbe;
 
 /// One scripted answer of a [`MockApp`].
 #[derive(Debug, Clone)]
@@ -99,13 +99,15 @@ pub struct MockCall {
     pub environ: EnvironSnapshot,
     /// The request body it read (empty when told not to read).
     pub body: Bytes,
-    closed: Arc<AtomicBool>,
+    closed: CloseProbe,
 }
 
 impl MockCall {
-    /// Whether the body it answered with has been closed (dropped) by now.
+    /// Whether the body it answered with has been closed (dropped) by now. That is the drop of
+    /// the body itself, whatever it is (its chunks, or the error it fails with), not the end of
+    /// its chunks: a middleware that reads it to its end and then leaks it makes this false.
     pub fn body_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.closed.all_dropped()
     }
 }
 
@@ -188,11 +190,10 @@ impl MockApp {
     }
 }
 
-/// The body of a mock answer: its chunks, then its end or its failure; records its close.
+/// The body of a mock answer: its chunks, then its end or its failure.
 struct Answer {
     chunks: VecDeque<Bytes>,
     fail: bool,
-    closed: Arc<AtomicBool>,
 }
 
 impl Iterator for Answer {
@@ -206,12 +207,6 @@ impl Iterator for Answer {
             }
             None => None,
         }
-    }
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        self.closed.store(true, Ordering::SeqCst);
     }
 }
 
@@ -229,24 +224,28 @@ impl App for MockApp {
             // A body that fails to read is recorded as far as it went.
             let _ = environ.input().read_to_end(&mut body);
         }
-        let closed = Arc::new(AtomicBool::new(false));
+        let closed = CloseProbe::default();
         self.lock().calls.push(MockCall {
             environ: EnvironSnapshot::of(&environ),
             body: Bytes::from(body),
-            closed: Arc::clone(&closed),
+            closed: closed.clone(),
         });
-        if response.fail == Some(Failure::BeforeHead) {
-            closed.store(true, Ordering::SeqCst);
-            return Body::error("the mock app fails before its head");
+        let body = if response.fail == Some(Failure::BeforeHead) {
+            Body::error("the mock app fails before its head")
+        } else if let Err(error) = start.start(response.status, response.headers) {
+            Body::error(error)
+        } else {
+            Body::try_from_chunks(Answer {
+                chunks: response.chunks.into(),
+                fail: response.fail == Some(Failure::AfterHead),
+            })
+        };
+        // Every answer is a body that is closed only by its drop, failures included, and a
+        // test client's probe watches it too.
+        let body = closed.watch(body);
+        match CloseProbe::of(&environ) {
+            Some(probe) => probe.watch(body),
+            None => body,
         }
-        if let Err(error) = start.start(response.status, response.headers) {
-            closed.store(true, Ordering::SeqCst);
-            return Body::error(error);
-        }
-        Body::try_from_chunks(Answer {
-            chunks: response.chunks.into(),
-            fail: response.fail == Some(Failure::AfterHead),
-            closed,
-        })
     }
 }

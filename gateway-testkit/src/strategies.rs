@@ -122,18 +122,24 @@ pub fn request() -> impl Strategy<Value = Request<Bytes>> {
 
 /// A valid environ, as a server following the contract builds one: the required variables, a
 /// split of a path into `SCRIPT_NAME` and `PATH_INFO`, a query, `HTTP_*` headers.
+///
+/// The app is mounted at the root (`SCRIPT_NAME` empty) or at a prefix that starts with `/`
+/// and does not end with one, so `SCRIPT_NAME` is never `/`, even for paths with empty
+/// segments or a decoded `%2F`.
 pub fn environ() -> impl Strategy<Value = Environ> {
     (method(), path(), 0..3usize, query(), header_map()).prop_map(
         |(method, path, split, query, headers)| {
             let decoded = gateway_core::convert::percent_decode(path.as_bytes());
-            // Mount at the first `split` segments.
-            let cut = decoded
-                .iter()
-                .enumerate()
-                .filter(|&(_, &b)| b == b'/')
-                .map(|(i, _)| i)
-                .nth(split)
-                .filter(|&i| i > 0)
+            // Mount at the root (`split` 0) or before the `split`-th slash that can end a
+            // prefix: not the leading one (the prefix would be empty) and not one right after
+            // another slash (the prefix would end in `/`, and be `/` itself at the start).
+            let cut = split
+                .checked_sub(1)
+                .and_then(|nth| {
+                    (1..decoded.len())
+                        .filter(|&i| decoded[i] == b'/' && decoded[i - 1] != b'/')
+                        .nth(nth)
+                })
                 .unwrap_or(0);
             let mut environ = Environ::new();
             environ.set("REQUEST_METHOD", method.as_str().to_owned());

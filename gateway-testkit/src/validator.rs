@@ -1,15 +1,22 @@
 //! The validator (lint): a middleware that sits between a server and an app and reports every
 //! contract violation of either side, by rule.
 //!
-//! Each [`Rule`] has a stable id, `R` and the number of the rule in the contract rules (the
-//! numbered rules of PEP 3333 and its lints, `shared/reference/contract-rules.md`), and a
-//! one-line explanation. Errors break the contract; warnings are what the lints of other
+//! Each [`Rule`] has a stable, unique id, `R` and the number of the rule in the contract rules
+//! (the numbered rules of PEP 3333 and its lints, `shared/reference/contract-rules.md`), with a
+//! letter after it when one numbered rule is checked as two (`R65`, `R65b`), and a one-line
+//! explanation. Errors break the contract; warnings are what the lints of other
 //! ecosystems warn about. In [`Mode::Strict`] an error fails the request (a 500 before the
 //! head, an aborted response after it); in [`Mode::Warn`] violations are logged to the request's
 //! error stream and the request goes on. Either way every violation lands in the [`Report`].
 //!
 //! Wrap a middleware on both sides to check it as a server and as an app at once:
 //! `Validator(middleware(Validator(app)))`.
+//!
+//! What the app pushes through [`Writer::write`](gateway_core::Writer::write) is part of its
+//! response body, and the validator sees it (through
+//! [`StartResponse::map_write`]): written bytes and body bytes count toward the same
+//! `Content-Length` and follow the same rules. In strict mode a write that breaks a rule is
+//! refused with the violation as its error.
 //!
 //! Rules the types of this contract enforce, so that no run can break them: the calling
 //! convention (1-5, 7: an app is a `Fn(Environ, StartResponse)`), the environ's container and
@@ -50,6 +57,8 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 
+use crate::close::{CloseGuard, CloseProbe};
+
 /// How serious a violation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
@@ -75,7 +84,8 @@ macro_rules! rules {
             /// Every rule the validator checks.
             pub const ALL: &'static [Rule] = &[$(Rule::$variant),*];
 
-            /// The stable id: `R` and the rule's number in the contract rules.
+            /// The stable, unique id: `R` and the rule's number in the contract rules, and a
+            /// letter when the validator checks that rule as more than one `Rule`.
             pub const fn id(self) -> &'static str {
                 match self { $(Rule::$variant => $id,)* }
             }
@@ -100,7 +110,7 @@ rules! {
     PathInfo = "R17", Error, "PATH_INFO is empty or starts with '/'.";
     PathPresent = "R18", Error, "At least one of SCRIPT_NAME and PATH_INFO is set.";
     QueryString = "R21", Warning, "QUERY_STRING is present, empty when there is no query.";
-    ContentVariables = "R22", Error, "CONTENT_LENGTH is digits only and CONTENT_TYPE is not empty when present.";
+    ContentVariables = "R22", Error, "CONTENT_LENGTH, when present and not empty, is digits only (CONTENT_TYPE and CONTENT_LENGTH may be empty).";
     ServerNameAndPort = "R23", Error, "SERVER_NAME and SERVER_PORT are present and not empty; SERVER_PORT is digits.";
     ServerProtocol = "R24", Error, "SERVER_PROTOCOL is present and looks like HTTP/1.1.";
     HeaderVariableNames = "R25", Error, "HTTP_* variable names hold only A-Z, 0-9 and '_'.";
@@ -110,9 +120,10 @@ rules! {
     DataBeforeStart = "R49", Error, "The response is started before the body yields its first non-empty chunk.";
     NeverStarted = "R53", Error, "The response is started before the body ends.";
     ContentLengthMismatch = "R61", Error, "A response's body has exactly the length its Content-Length declares.";
+    ContentLengthInvalid = "R61b", Error, "A response's Content-Length is ASCII digits only (at most 19), and repeated values are equal.";
     HeadBody = "R64", Warning, "A HEAD response's body is empty (the server strips it, but the app need not make one).";
     BodyForbidden = "R65", Error, "1xx, 204 and 304 responses have no body, and 1xx and 204 no Content-Length.";
-    ContentTypeWithoutBody = "R65", Warning, "1xx, 204 and 304 responses have no Content-Type (Rack and PSGI forbid it).";
+    ContentTypeWithoutBody = "R65b", Warning, "1xx, 204 and 304 responses have no Content-Type (Rack and PSGI forbid it).";
 }
 
 impl fmt::Display for Rule {
@@ -256,6 +267,7 @@ struct Recorder {
     report: Report,
     errors: ErrorStream,
     seen: Arc<Mutex<Seen>>,
+    is_head: bool,
 }
 
 impl Recorder {
@@ -276,6 +288,80 @@ impl Recorder {
             .unwrap_or_else(|e| e.into_inner())
             .pending
             .take()
+    }
+
+    /// The error that fails the request in strict mode, left in place for the body to fail
+    /// with too.
+    fn pending(&self) -> Option<Violation> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .clone()
+    }
+
+    /// `len` bytes of response data, written or yielded by the body: both are the response body,
+    /// checked by the same rules.
+    fn on_data(&self, len: usize) {
+        let (started, sent) = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.sent += len as u64;
+            (seen.started, seen.sent)
+        };
+        match started {
+            None => self.record(
+                Rule::DataBeforeStart,
+                "app",
+                format!("{len} bytes before start"),
+            ),
+            Some((status, declared, typed)) => {
+                let first = sent == len as u64;
+                if has_no_body(status) {
+                    self.record(
+                        Rule::BodyForbidden,
+                        "app",
+                        format!("{len} body bytes on a {status}"),
+                    );
+                } else if self.is_head && first {
+                    self.record(Rule::HeadBody, "app", "body bytes for HEAD".into());
+                } else if first && !typed {
+                    self.record(
+                        Rule::ContentTypeMissing,
+                        "app",
+                        "a body without Content-Type".into(),
+                    );
+                }
+                if let Some(declared) = declared {
+                    if sent > declared && !has_no_body(status) && !self.is_head {
+                        self.record(
+                            Rule::ContentLengthMismatch,
+                            "app",
+                            format!("{sent} bytes, Content-Length {declared}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end of the response body.
+    fn on_end(&self) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, sent) = (seen.started, seen.sent);
+        drop(seen);
+        match started {
+            None => self.record(Rule::NeverStarted, "app", "the body ended".into()),
+            Some((status, Some(declared), _)) => {
+                if sent < declared && !has_no_body(status) && !self.is_head {
+                    self.record(
+                        Rule::ContentLengthMismatch,
+                        "app",
+                        format!("{sent} bytes, Content-Length {declared}"),
+                    );
+                }
+            }
+            Some((_, None, _)) => {}
+        }
     }
 }
 
@@ -324,16 +410,16 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
     if !environ.contains("QUERY_STRING") {
         record(Rule::QueryString, "QUERY_STRING is not set".into());
     }
+    // PEP 3333 lets CONTENT_TYPE and CONTENT_LENGTH be empty or absent, and rule 22 wants them
+    // present whenever the request carried the header, so a server that passes an empty header
+    // on as an empty variable is right: only a length that is not a number is wrong.
     if let Some(length) = environ.get("CONTENT_LENGTH") {
-        if length.is_empty() || !length.iter().all(u8::is_ascii_digit) {
+        if !length.iter().all(u8::is_ascii_digit) {
             record(
                 Rule::ContentVariables,
                 format!("CONTENT_LENGTH is {:?}", String::from_utf8_lossy(length)),
             );
         }
-    }
-    if environ.get("CONTENT_TYPE").is_some_and(<[u8]>::is_empty) {
-        record(Rule::ContentVariables, "CONTENT_TYPE is empty".into());
     }
     let name_ok = environ.get("SERVER_NAME").is_some_and(|n| !n.is_empty());
     let port_ok = environ
@@ -390,6 +476,34 @@ fn has_no_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
+/// The most digits a Content-Length may have: every number of 19 digits fits a `u64`. The
+/// driver reads lengths by the same rule.
+const MAX_LENGTH_DIGITS: usize = 19;
+
+/// The Content-Length the headers declare, read as the driver reads it: each value is 1 to
+/// [`MAX_LENGTH_DIGITS`] ASCII digits (no sign, no spaces, no list), and repeated values are
+/// equal. `Err` holds the value that breaks this.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let mut declared = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let digits = value.as_bytes();
+        let parsed = ((1..=MAX_LENGTH_DIGITS).contains(&digits.len())
+            && digits.iter().all(u8::is_ascii_digit))
+        .then(|| {
+            // At most 19 digits: the number fits, and no step of the sum overflows.
+            digits
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
+        });
+        match (parsed, declared) {
+            (Some(n), None) => declared = Some(n),
+            (Some(n), Some(m)) if n == m => {}
+            _ => return Err(format!("{value:?}")),
+        }
+    }
+    Ok(declared)
+}
+
 /// The app-side rules on a head, as the app passes it to `start`.
 fn check_head(status: StatusCode, headers: &HeaderMap, recorder: &Recorder) {
     for name in headers.keys() {
@@ -424,27 +538,48 @@ impl<A: App> App for ValidatorApp<A> {
             report: self.report.clone(),
             errors: environ.errors().clone(),
             seen: Arc::new(Mutex::new(Seen::default())),
+            is_head: environ.request_method() == "HEAD",
         };
         check_environ(&environ, &|rule, detail| {
             recorder.record(rule, "server", detail)
         });
-        let is_head = environ.request_method() == "HEAD";
-        let hook = recorder.clone();
-        let start = start.map_head(move |status: &mut StatusCode, headers: &mut HeaderMap| {
-            check_head(*status, headers, &hook);
-            let declared = headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            let typed = headers.contains_key(CONTENT_TYPE);
-            hook.seen.lock().unwrap_or_else(|e| e.into_inner()).started =
-                Some((*status, declared, typed));
-        });
+        let head_hook = recorder.clone();
+        let write_hook = recorder.clone();
+        let start = start
+            .map_head(move |status: &mut StatusCode, headers: &mut HeaderMap| {
+                check_head(*status, headers, &head_hook);
+                let declared = declared_length(headers).unwrap_or_else(|value| {
+                    head_hook.record(
+                        Rule::ContentLengthInvalid,
+                        "app",
+                        format!("Content-Length {value}"),
+                    );
+                    None
+                });
+                let typed = headers.contains_key(CONTENT_TYPE);
+                head_hook
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .started = Some((*status, declared, typed));
+            })
+            .map_write(move |data: Bytes| {
+                write_hook.on_data(data.len());
+                // In strict mode an error refuses the write, as it fails a body chunk: the data
+                // never goes out, and the body fails the response at its first poll.
+                match write_hook.pending() {
+                    Some(violation) => Err(std::io::Error::other(violation)),
+                    None => Ok(data),
+                }
+            });
+        // A test client's probe learns whether this body, the app's own, is ever dropped.
+        let closed = CloseProbe::of(&environ).map(|probe| probe.guard());
         let body = self.inner.call(environ, start);
         Body::new(Checked {
             body,
             recorder,
-            is_head,
             done: false,
+            _closed: closed,
         })
     }
 }
@@ -453,72 +588,18 @@ impl<A: App> App for ValidatorApp<A> {
 struct Checked {
     body: Body,
     recorder: Recorder,
-    is_head: bool,
     done: bool,
+    _closed: Option<CloseGuard>,
 }
 
-impl Checked {
-    fn on_data(&mut self, len: usize) {
-        let (started, sent) = {
-            let mut seen = self.recorder.seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.sent += len as u64;
-            (seen.started, seen.sent)
-        };
-        match started {
-            None => self.recorder.record(
-                Rule::DataBeforeStart,
-                "app",
-                format!("{len} bytes before start"),
-            ),
-            Some((status, declared, typed)) => {
-                let first = sent == len as u64;
-                if has_no_body(status) {
-                    self.recorder.record(
-                        Rule::BodyForbidden,
-                        "app",
-                        format!("{len} body bytes on a {status}"),
-                    );
-                } else if self.is_head && first {
-                    self.recorder
-                        .record(Rule::HeadBody, "app", "body bytes for HEAD".into());
-                } else if first && !typed {
-                    self.recorder.record(
-                        Rule::ContentTypeMissing,
-                        "app",
-                        "a body without Content-Type".into(),
-                    );
-                }
-                if let Some(declared) = declared {
-                    if sent > declared && !has_no_body(status) && !self.is_head {
-                        self.recorder.record(
-                            Rule::ContentLengthMismatch,
-                            "app",
-                            format!("{sent} bytes, Content-Length {declared}"),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_end(&mut self) {
-        let seen = self.recorder.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (started, sent) = (seen.started, seen.sent);
-        drop(seen);
-        match started {
-            None => self
-                .recorder
-                .record(Rule::NeverStarted, "app", "the body ended".into()),
-            Some((status, Some(declared), _)) => {
-                if sent < declared && !has_no_body(status) && !self.is_head {
-                    self.recorder.record(
-                        Rule::ContentLengthMismatch,
-                        "app",
-                        format!("{sent} bytes, Content-Length {declared}"),
-                    );
-                }
-            }
-            Some((_, None, _)) => {}
+impl Drop for Checked {
+    fn drop(&mut self) {
+        // A body known to be at its end may be dropped without the poll that says so (the
+        // driver does this when the app wrote its whole response and returned an empty body):
+        // that is its end all the same.
+        if !self.done && http_body::Body::is_end_stream(&self.body) {
+            self.done = true;
+            self.recorder.on_end();
         }
     }
 }
@@ -542,18 +623,17 @@ impl http_body::Body for Checked {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
-                    let len = data.len();
-                    self.on_data(len);
+                    self.recorder.on_data(data.len());
                 }
                 if http_body::Body::is_end_stream(&self.body) {
                     // A body known to end here (a full body) may never be polled again.
                     self.done = true;
-                    self.on_end();
+                    self.recorder.on_end();
                 }
             }
             Poll::Ready(None) => {
                 self.done = true;
-                self.on_end();
+                self.recorder.on_end();
             }
             _ => {}
         }

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use gateway_core::{App, Body, Builder, Environ, StartResponse};
 use gateway_servers::fastcgi::codec::{self, ProtocolStatus, Record, StreamKind};
 use gateway_servers::fastcgi::server::{Options, serve_connection};
 use gateway_servers::runtime::{Config, Runtime};
 use gateway_testkit::clients::{FrontEnd, WireRequest, cgi_vars};
 use gateway_testkit::scripted::ScriptedStream;
-use gateway_testkit::{MockApp, MockResponse, TestClient};
+use gateway_testkit::{MockApp, MockResponse, Mode, TestClient, Validator};
 use http::StatusCode;
 
 #[test]
@@ -41,6 +42,82 @@ fn a_mock_app_answers_by_its_script_and_records_every_call() {
     assert_eq!(calls[0].body, "payload");
     assert_eq!(calls[3].body, "", "told not to read");
     assert!(calls.iter().all(|c| c.body_closed()));
+}
+
+/// A broken middleware: it reads the inner app's body to its end, answers with a copy of its
+/// data, and leaks the inner body instead of dropping it.
+struct Leaky<A>(A);
+
+impl<A: App> App for Leaky<A> {
+    fn call(&self, environ: Environ, start: StartResponse) -> Body {
+        let mut inner = self.0.call(environ, start);
+        let mut data = Vec::new();
+        while let Some(Ok(frame)) =
+            gateway_core::block_on(http_body_util::BodyExt::frame(&mut inner))
+        {
+            if let Ok(chunk) = frame.into_data() {
+                data.extend_from_slice(&chunk);
+            }
+        }
+        std::mem::forget(inner);
+        Body::from(data)
+    }
+}
+
+/// The same middleware, fixed: it drops the inner body.
+struct Copying<A>(A);
+
+impl<A: App> App for Copying<A> {
+    fn call(&self, environ: Environ, start: StartResponse) -> Body {
+        let inner = self.0.call(environ, start);
+        match gateway_core::block_on(http_body_util::BodyExt::collect(inner)) {
+            Ok(collected) => Body::from(collected.to_bytes()),
+            Err(error) => Body::error(error),
+        }
+    }
+}
+
+#[test]
+fn a_middleware_that_leaks_the_inner_body_fails_the_close_checks() {
+    // Under a mock: both the mock's record and the client see the leak, whether the inner body
+    // was read to its end or failed before its head.
+    for answer in [
+        MockResponse::ok("leaked"),
+        MockResponse::ok("never").fail_before_head(),
+    ] {
+        let inner = MockApp::new().then(answer.clone());
+        let response = TestClient::new(Leaky(inner.clone())).get("/").send();
+        assert!(!inner.calls()[0].body_closed(), "{answer:?}");
+        assert!(!response.body_closed(), "{answer:?}");
+
+        let inner = MockApp::new().then(answer.clone());
+        let response = TestClient::new(Copying(inner.clone())).get("/").send();
+        assert!(inner.calls()[0].body_closed(), "{answer:?}");
+        assert!(response.body_closed(), "{answer:?}");
+    }
+
+    // Under validators on both sides, with a plain app: the inner validator watches the app's
+    // own body for the client.
+    fn app(_: Environ, start: StartResponse) -> Body {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", http::HeaderValue::from_static("text/plain"));
+        let _ = start.start(StatusCode::OK, headers);
+        Body::from("hello")
+    }
+    let leaky = Builder::new()
+        .with(Validator::new(Mode::Warn))
+        .with(Leaky)
+        .with(Validator::new(Mode::Warn))
+        .app(app);
+    let response = TestClient::new(leaky).get("/").send();
+    assert_eq!(response.text(), "hello");
+    assert!(!response.body_closed(), "the app's body was leaked");
+    let fixed = Builder::new()
+        .with(Validator::new(Mode::Warn))
+        .with(Copying)
+        .with(Validator::new(Mode::Warn))
+        .app(app);
+    assert!(TestClient::new(fixed).get("/").send().body_closed());
 }
 
 fn runtime() -> tokio::runtime::Runtime {

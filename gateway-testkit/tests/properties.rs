@@ -1,5 +1,6 @@
-//! Property tests of the contract: a request survives the trip through an environ, and the
-//! driver never lets body bytes out before the head and always drops the app's body.
+//! Property tests of the contract: a request survives the trip through an environ, a generated
+//! environ passes the validator's checks, and the driver never lets body bytes out before the
+//! head and always drops the app's body.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,8 @@ use gateway_core::convert::{
     ServerContext, environ_from_request, percent_decode, request_from_environ,
 };
 use gateway_core::driver::{self, INTERNAL_ERROR_BODY};
-use gateway_core::{Body, BoxError, Environ, StartResponse};
-use gateway_testkit::strategies;
+use gateway_core::{Body, BoxError, Builder, Environ, ErrorStream, StartResponse};
+use gateway_testkit::{Mode, Validator, strategies};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::{Body as _, Frame};
 use proptest::prelude::*;
@@ -49,6 +50,28 @@ proptest! {
         for name in parts.headers.keys() {
             prop_assert_eq!(joined(back.headers(), name), joined(&parts.headers, name), "{}", name);
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn generated_environs_pass_the_validators_environ_checks(mut environ in strategies::environ()) {
+        let validator = Validator::new(Mode::Warn);
+        let report = validator.report();
+        let app = Builder::new().with(validator).app(|_: Environ, start: StartResponse| {
+            let _ = start.start(StatusCode::NO_CONTENT, HeaderMap::new());
+            Body::empty()
+        });
+        let script_name = environ.script_name().to_vec();
+        environ.set_errors(ErrorStream::new(|_: &[u8]| {}));
+        gateway_core::block_on(driver::call(&app, environ));
+        let violations = report.violations();
+        prop_assert!(
+            violations.is_empty(),
+            "SCRIPT_NAME {:?}: {:?}",
+            String::from_utf8_lossy(&script_name),
+            violations
+        );
     }
 }
 

@@ -169,17 +169,33 @@ fn r22_content_variables() {
         Rule::ContentVariables,
     );
     assert_caught(
-        &server_report(|e| e.set("CONTENT_LENGTH", "")),
-        Rule::ContentVariables,
-    );
-    assert_caught(
-        &server_report(|e| e.set("CONTENT_TYPE", "")),
+        &server_report(|e| e.set("CONTENT_LENGTH", "+5")),
         Rule::ContentVariables,
     );
     assert_passed(
         &server_report(|e| e.set("CONTENT_LENGTH", "0")),
         Rule::ContentVariables,
     );
+    // PEP 3333: both "may be empty or absent".
+    for name in ["CONTENT_TYPE", "CONTENT_LENGTH"] {
+        let report = server_report(|e| e.set(name, ""));
+        assert!(report.is_clean(), "{name}: {:?}", report.violations());
+    }
+}
+
+#[test]
+fn r22_an_empty_content_type_header_passed_on_is_clean() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let response = TestClient::new(app)
+        .post("/")
+        .header("content-type", "")
+        .body("x")
+        .send();
+    assert_eq!(response.environ().get("CONTENT_TYPE"), Some(&b""[..]));
+    assert_eq!(response.text(), "hello");
+    assert!(report.is_clean(), "{:?}", report.violations());
 }
 
 #[test]
@@ -358,6 +374,141 @@ fn r61_content_length_agrees_with_the_body() {
 }
 
 #[test]
+fn r61b_content_length_is_read_as_the_driver_reads_it() {
+    let cases: [(&[&'static str], bool); 12] = [
+        (&["5"], true),
+        (&["05"], true),
+        (&["5", "5"], true),
+        (&["+5"], false),
+        (&["-5"], false),
+        (&[" 5"], false),
+        (&["5 "], false),
+        (&["5, 5"], false),
+        (&["5", "6"], false),
+        (&[""], false),
+        (&["0x5"], false),
+        // 20 digits are too many, even when the number is small.
+        (&["00000000000000000005"], false),
+    ];
+    for (values, valid) in cases {
+        let app = move |_: Environ, start: StartResponse| {
+            let mut headers = typed();
+            for value in values {
+                headers.append("content-length", HeaderValue::from_static(value));
+            }
+            let _ = start.start(StatusCode::OK, headers);
+            Body::from("hello")
+        };
+        let validator = Validator::new(Mode::Warn);
+        let report = validator.report();
+        let mut context = gateway_core::convert::ServerContext::default();
+        context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+        let response = TestClient::new(Builder::new().with(validator).app(app))
+            .with_context(context)
+            .get("/")
+            .send();
+        let driver_refused = response
+            .failure()
+            .is_some_and(|f| f.contains("Content-Length"));
+        assert_eq!(driver_refused, !valid, "{values:?}: the driver");
+        assert_eq!(
+            report.contains(Rule::ContentLengthInvalid),
+            !valid,
+            "{values:?}: the validator, {:?}",
+            report.violations()
+        );
+        if valid {
+            assert!(report.is_clean(), "{values:?}: {:?}", report.violations());
+        }
+    }
+}
+
+/// An app that starts with `status` and `pairs`, pushes `written` through `write()`, then
+/// returns `body`.
+fn writing(
+    status: StatusCode,
+    pairs: &'static [(&'static str, &'static str)],
+    written: &'static str,
+    body: &'static str,
+) -> impl App + 'static {
+    move |_: Environ, start: StartResponse| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        let mut writer = match start.start(status, headers) {
+            Ok(writer) => writer,
+            Err(error) => return Body::error(error),
+        };
+        match writer.write(written) {
+            Ok(()) => Body::from(body),
+            Err(error) => Body::error(error),
+        }
+    }
+}
+
+#[test]
+fn r61_written_data_counts_toward_the_content_length() {
+    const TYPED_5: &[(&str, &str)] = &[("content-type", "a/b"), ("content-length", "5")];
+    let split = || writing(StatusCode::OK, TYPED_5, "hel", "lo");
+    assert!(app_report(split(), http::Method::GET).is_clean());
+    let written_only = writing(StatusCode::OK, TYPED_5, "hello", "");
+    assert!(app_report(written_only, http::Method::GET).is_clean());
+    let short = writing(StatusCode::OK, TYPED_5, "hel", "");
+    assert_caught(
+        &app_report(short, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+    let long = writing(StatusCode::OK, TYPED_5, "hello!", "");
+    assert_caught(
+        &app_report(long, http::Method::GET),
+        Rule::ContentLengthMismatch,
+    );
+
+    // Strict mode lets the correct response through whole.
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(split());
+    let response = TestClient::new(app).get("/").send();
+    assert_eq!(response.text(), "hello");
+    assert_eq!(response.body_error(), None);
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
+fn written_data_is_checked_as_body_data() {
+    let no_content = writing(StatusCode::NO_CONTENT, &[], "oops", "");
+    assert_caught(
+        &app_report(no_content, http::Method::GET),
+        Rule::BodyForbidden,
+    );
+    let head = writing(StatusCode::OK, &[("content-type", "a/b")], "hello", "");
+    assert_caught(&app_report(head, http::Method::HEAD), Rule::HeadBody);
+    let untyped = writing(StatusCode::OK, &[], "hello", "");
+    assert_caught(
+        &app_report(untyped, http::Method::GET),
+        Rule::ContentTypeMissing,
+    );
+
+    // In strict mode the write that breaks a rule is refused, and the request fails.
+    let validator = Validator::new(Mode::Strict);
+    let app = Builder::new()
+        .with(validator)
+        .app(|_: Environ, start: StartResponse| {
+            let mut writer = start
+                .start(StatusCode::NO_CONTENT, HeaderMap::new())
+                .unwrap();
+            let refused = writer.write("oops").unwrap_err();
+            assert!(refused.to_string().contains("R65"), "{refused}");
+            Body::empty()
+        });
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    let response = TestClient::new(app).with_context(context).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[test]
 fn r64_head_bodies() {
     assert_caught(&app_report(hello, http::Method::HEAD), Rule::HeadBody);
     let bodiless = |_: Environ, start: StartResponse| {
@@ -368,7 +519,7 @@ fn r64_head_bodies() {
 }
 
 #[test]
-fn r65_statuses_without_a_body() {
+fn r65_statuses_without_a_body_and_r65b_their_content_type() {
     let body = with_headers(StatusCode::NO_CONTENT, &[], "oops");
     assert_caught(&app_report(body, http::Method::GET), Rule::BodyForbidden);
     let length = with_headers(StatusCode::NO_CONTENT, &[("content-length", "0")], "");
@@ -482,9 +633,11 @@ fn a_middleware_is_checked_on_both_sides() {
 }
 
 #[test]
-fn every_rule_has_an_id_and_an_explanation() {
+fn every_rule_has_a_unique_id_and_an_explanation() {
+    let mut ids = std::collections::HashSet::new();
     for rule in Rule::ALL {
         assert!(rule.id().starts_with('R'));
+        assert!(ids.insert(rule.id()), "{} is used twice", rule.id());
         assert!(rule.explanation().ends_with('.'));
     }
 }
