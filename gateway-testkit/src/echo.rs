@@ -25,8 +25,6 @@
 //! assert_eq!(response.headers()["content-type"], "application/json");
 //! ```
 
-use std::io::Read;
-
 use bytes::Bytes;
 use gateway_core::convert::percent_decode;
 use gateway_core::{Body, Environ, StartResponse, is_hop_by_hop, latin1};
@@ -67,9 +65,20 @@ pub fn echo(mut environ: Environ, start: StartResponse) -> Body {
         None => StatusCode::OK,
     };
 
-    let mut body = Vec::new();
-    if let Err(error) = environ.input().read_to_end(&mut body) {
-        return Body::error(error);
+    // The body is hashed as it comes: it is never held whole (CGI has no body limit).
+    let mut digest = Sha256::new();
+    let mut body_len = 0u64;
+    loop {
+        let input = environ.input();
+        let chunk = match std::io::BufRead::fill_buf(input) {
+            Ok([]) => break,
+            Ok(chunk) => chunk,
+            Err(error) => return Body::error(error),
+        };
+        digest.update(chunk);
+        let n = chunk.len();
+        body_len += n as u64;
+        std::io::BufRead::consume(input, n);
     }
     let mut vars = serde_json::Map::new();
     for (name, value) in environ.vars() {
@@ -84,8 +93,8 @@ pub fn echo(mut environ: Environ, start: StartResponse) -> Body {
     );
     let answer = serde_json::json!({
         "environ": vars,
-        "body_len": body.len(),
-        "body_sha256": hex(&Sha256::digest(&body)),
+        "body_len": body_len,
+        "body_sha256": hex(&digest.finalize()),
     });
     let json = answer.to_string();
 
@@ -99,7 +108,13 @@ pub fn echo(mut environ: Environ, start: StartResponse) -> Body {
             ) else {
                 continue;
             };
-            if is_hop_by_hop(&name) || name == CONTENT_LENGTH || name == CONTENT_TYPE {
+            // What `start` refuses (hop-by-hop names, `Status`) and what the answer sets
+            // itself are left out: the answer stays the JSON with its 200.
+            if is_hop_by_hop(&name)
+                || name == "status"
+                || name == CONTENT_LENGTH
+                || name == CONTENT_TYPE
+            {
                 continue;
             }
             headers.append(name, value);
@@ -239,6 +254,31 @@ mod tests {
         let a: Vec<_> = headers.get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "3"]);
         assert_eq!(headers["x-b"], "two words");
+
+        // Names `start` refuses are left out: the answer is still the JSON with its 200.
+        let (status, headers, body) = call("/headers", "status=500&x-c=1&Status=1", "GET", None);
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-c"], "1");
+        assert!(!headers.contains_key("status"));
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
+    }
+
+    #[test]
+    fn a_body_of_many_chunks_is_hashed_as_it_comes() {
+        let chunks = [&b"hel"[..], b"lo"].map(Bytes::from_static);
+        let mut environ = Environ::new();
+        environ.set("PATH_INFO", "/");
+        environ.set_input(Input::from_body(Body::from_chunks(chunks)));
+        let response = gateway_core::block_on(driver::call(&echo, environ));
+        let body = gateway_core::block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["body_len"], 5);
+        assert_eq!(
+            json["body_sha256"],
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
     }
 
     #[test]
