@@ -51,6 +51,7 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["--http", "nowhere"][..],
         &["--threads", "many"],
         &["--no-such-flag"],
+        &["--http", "fd:5", "--uwsgi", "fd:5"],
     ] {
         let output = Command::new(HELLO)
             .args(args)
@@ -61,6 +62,16 @@ fn bad_flags_are_one_line_and_exit_2() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
+    // A missing argument is named on the one line.
+    let output = Command::new(env!("CARGO_BIN_EXE_balancer"))
+        .args(["--http", "127.0.0.1:1"])
+        .env_remove("GATEWAY_INTERFACE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--backend"), "{stderr}");
     let help = Command::new(HELLO).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);

@@ -64,7 +64,7 @@ use gateway_core::{App, Environ, ErrorStream, Input, driver};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Body as _;
 
-use crate::params::{bound_input, framed_environ_from_params};
+use crate::params::{BodyFraming, body_framing, bound_input, framed_environ_from_params};
 
 /// The size of the buffer in front of stdout: a response whose head and body fit in it leaves
 /// the process in one `write`.
@@ -89,7 +89,16 @@ pub fn run<A: App>(app: A) -> ExitCode {
     let environ = environ_from_cgi(vars, io::stdin());
     let argv0 = std::env::args_os().next();
     let nph = nph_protocol(&environ, argv0.as_ref().map(|a| a.as_bytes()));
-    let response = gateway_core::block_on(driver::call(&app, environ));
+    let response = if body_framing(&environ) == BodyFraming::Invalid {
+        let _ = writeln!(
+            io::stderr(),
+            "gateway: invalid CONTENT_LENGTH {:?}: 400",
+            String::from_utf8_lossy(environ.get("CONTENT_LENGTH").unwrap_or_default())
+        );
+        gateway_core::block_on(driver::call(&bad_request, environ))
+    } else {
+        gateway_core::block_on(driver::call(&app, environ))
+    };
     let stdout = io::BufWriter::with_capacity(OUTPUT_BUFFER_SIZE, io::stdout().lock());
     match write_response(stdout, response, nph) {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +109,19 @@ pub fn run<A: App>(app: A) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The answer to a request whose body cannot be delimited.
+fn bad_request(_: Environ, start: gateway_core::StartResponse) -> gateway_core::Body {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    match start.start(http::StatusCode::BAD_REQUEST, headers) {
+        Ok(_) => gateway_core::Body::from("400 Bad Request\n"),
+        Err(error) => gateway_core::Body::error(error),
     }
 }
 

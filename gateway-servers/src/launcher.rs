@@ -113,7 +113,8 @@ pub struct LauncherArgs {
     /// accept at once (browsers open connections ahead of use).
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub defer_accept: f64,
-    /// Permissions of Unix socket files, in octal.
+    /// Permissions of Unix socket files, in octal (default 660: the owner and the group may
+    /// connect).
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
     /// The app never blocks its thread (it waits inside its body, asynchronously): run it on
@@ -298,8 +299,19 @@ pub fn flag_error(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
+    // clap puts some details on indented lines below the first (the names of the missing
+    // arguments): they join it.
     let text = error.to_string();
-    let line = text.lines().next().unwrap_or("invalid arguments");
+    let mut lines = text.lines();
+    let mut line = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_end()
+        .to_owned();
+    for detail in lines.take_while(|l| l.starts_with(char::is_whitespace) && !l.trim().is_empty()) {
+        line.push(' ');
+        line.push_str(detail.trim());
+    }
     eprintln!("{line} (see --help)");
     ExitCode::from(2)
 }
@@ -358,12 +370,28 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     };
     // Every socket is bound here, before any runtime (and, with workers, before the fork).
     let mut sockets = Vec::new();
-    let wanted = binds
-        .iter()
-        .map(|bind| (Protocol::Http, bind))
-        .chain(fastcgi.iter().map(|bind| (Protocol::FastCgi, bind)))
-        .chain(args.uwsgi.iter().map(|bind| (Protocol::Uwsgi, bind)));
-    for (protocol, bind) in wanted {
+    let wanted = || {
+        binds
+            .iter()
+            .map(|bind| (Protocol::Http, bind))
+            .chain(fastcgi.iter().map(|bind| (Protocol::FastCgi, bind)))
+            .chain(args.uwsgi.iter().map(|bind| (Protocol::Uwsgi, bind)))
+    };
+    // An inherited descriptor serves one protocol: two servers accepting on one socket would
+    // each get some of its connections, whatever their protocol.
+    let mut inherited: Vec<_> = wanted()
+        .map(|(_, bind)| bind)
+        .chain(&args.stats)
+        .filter_map(Bind::inherited_fd)
+        .collect();
+    inherited.sort_unstable();
+    if let Some(fd) = inherited.windows(2).find(|pair| pair[0] == pair[1]) {
+        return usage_error(&format!(
+            "file descriptor {} is given to more than one listener",
+            fd[0]
+        ));
+    }
+    for (protocol, bind) in wanted() {
         let bound = BoundSocket::bind(bind, args.socket_mode).and_then(|socket| {
             if protocol != Protocol::Http {
                 socket.defer_accept(defer_accept)?;

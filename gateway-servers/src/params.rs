@@ -16,6 +16,9 @@ pub enum BodyFraming {
     UntilEnd,
     /// No body.
     None,
+    /// `CONTENT_LENGTH` is neither empty nor a number: where the body ends cannot be told, and
+    /// the servers answer 400 without calling the app.
+    Invalid,
 }
 
 /// Builds an environ from a front end's variables, in the order received, normalised:
@@ -106,14 +109,13 @@ pub fn framed_environ_from_params(
     environ.set_input_terminated(true);
     // A kept `CONTENT_LENGTH` is the environ's (the lookup finds it); without one, only
     // `Transfer-Encoding` can tell, and it was noted as it went by.
-    let length = match seen.content_length {
-        Emptied::Kept => environ.content_length(),
-        Emptied::Nothing | Emptied::Later => None,
-    };
-    let framing = match length {
-        Some(length) => BodyFraming::Length(length),
-        None if seen.chunked => BodyFraming::UntilEnd,
-        None => BodyFraming::None,
+    let framing = match seen.content_length {
+        Emptied::Kept => match environ.content_length() {
+            Some(length) => BodyFraming::Length(length),
+            None => BodyFraming::Invalid,
+        },
+        Emptied::Nothing | Emptied::Later if seen.chunked => BodyFraming::UntilEnd,
+        Emptied::Nothing | Emptied::Later => BodyFraming::None,
     };
     (environ, framing)
 }
@@ -347,8 +349,13 @@ fn fill_required(environ: &mut Environ, present: u8) {
 
 /// How the request's body arrives, from its variables.
 pub fn body_framing(environ: &Environ) -> BodyFraming {
-    if let Some(length) = environ.content_length() {
-        return BodyFraming::Length(length);
+    if environ
+        .get("CONTENT_LENGTH")
+        .is_some_and(|value| !value.is_empty())
+    {
+        return environ
+            .content_length()
+            .map_or(BodyFraming::Invalid, BodyFraming::Length);
     }
     if environ
         .get("HTTP_TRANSFER_ENCODING")
@@ -370,7 +377,7 @@ fn names_chunked(value: &[u8]) -> bool {
 /// Bounds an input by the request's framing: `CONTENT_LENGTH` bytes, to its end, or nothing.
 pub fn bound_input(input: Input, framing: BodyFraming) -> Input {
     match framing {
-        BodyFraming::Length(0) | BodyFraming::None => Input::empty(),
+        BodyFraming::Length(0) | BodyFraming::None | BodyFraming::Invalid => Input::empty(),
         BodyFraming::Length(n) => input.with_limit(n),
         BodyFraming::UntilEnd => input,
     }
@@ -508,6 +515,17 @@ mod tests {
         // Apache mod_cgid with a chunked request: no length, Transfer-Encoding chunked.
         let e = environ(&[("HTTP_TRANSFER_ENCODING", "chunked")]);
         assert_eq!(body_framing(&e), BodyFraming::UntilEnd);
+        // A length that is not a number cannot delimit the body, chunked or not.
+        for length in ["abc", "5 ", "+5", "-1"] {
+            let vars = [
+                ("CONTENT_LENGTH", length),
+                ("HTTP_TRANSFER_ENCODING", "chunked"),
+            ];
+            let vars = vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v)));
+            let (e, framing) = framed_environ_from_params(vars);
+            assert_eq!(framing, BodyFraming::Invalid, "{length}");
+            assert_eq!(body_framing(&e), BodyFraming::Invalid, "{length}");
+        }
     }
 
     #[test]

@@ -207,6 +207,30 @@ fn a_request_from_the_environment_and_stdin() {
 }
 
 #[test]
+fn a_content_length_that_is_not_a_number_is_a_400_and_the_app_is_not_called() {
+    for length in ["abc", "5 ", "-1"] {
+        let outcome = run(
+            "echo",
+            &vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", length)]),
+            b"hello",
+            None,
+            false,
+        );
+        assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
+        let response = outcome.response();
+        assert!(
+            response.starts_with("Status: 400 Bad Request\r\n"),
+            "{length}: {response}"
+        );
+        assert!(
+            outcome.stderr.contains("invalid CONTENT_LENGTH"),
+            "{}",
+            outcome.stderr
+        );
+    }
+}
+
+#[test]
 fn an_nph_program_by_its_argv0() {
     let mut base: Vec<_> = vars(&[("REQUEST_METHOD", "GET")]);
     base.retain(|(name, _)| *name != "SCRIPT_NAME");

@@ -881,6 +881,31 @@ fn the_web_server_closing_its_connection_drops_the_requests_running_on_it() {
 }
 
 #[test]
+fn a_content_length_that_is_not_a_number_gets_400_and_the_connection_serves_on() {
+    let called = Arc::new(AtomicUsize::new(0));
+    let count = called.clone();
+    let app = move |environ: Environ, start: StartResponse| {
+        count.fetch_add(1, Ordering::SeqCst);
+        echo(environ, start)
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let bad = [("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "abc")];
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, &bad, Some(b"hello"));
+    request(&mut wire, 2, Role::Responder, true, PARAMS, Some(b"hello"));
+    peer.send(&wire);
+    let answers = peer.answers(&[1, 2]);
+    assert!(text(&answers[&1].stdout).starts_with("Status: 400 Bad Request\r\n"));
+    assert!(text(&answers[&2].stdout).starts_with("Status: 200 OK\r\n"));
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        1,
+        "the app saw only the valid request"
+    );
+}
+
+#[test]
 fn params_held_for_requests_not_yet_complete_are_bounded_per_connection() {
     let mut settings = Settings::default();
     settings.max_params_size = 1000;

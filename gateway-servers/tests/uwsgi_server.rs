@@ -157,6 +157,13 @@ fn ping_unknown_modifiers_and_limits() {
 }
 
 #[test]
+fn a_content_length_that_is_not_a_number_gets_400() {
+    let server = Server::start(echo, 4096);
+    let reply = server.request(0, &nginx_vars(&[("CONTENT_LENGTH", "abc")]), b"hello");
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+}
+
+#[test]
 fn a_packet_not_complete_within_the_header_read_timeout_gets_408() {
     let mut config = Config::default();
     config.header_read_timeout = Duration::from_millis(300);

@@ -37,8 +37,8 @@ use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
 use crate::runtime::{
-    BodyGuard, Listener, Runtime, Shutdown, Stream, poll_write_bufs, read_until_close,
-    serve_connections,
+    BodyGuard, Listener, Runtime, Shutdown, Stream, plain_response, poll_write_bufs,
+    read_until_close, serve_connections,
 };
 
 /// Record batches (and ends) the requests' tasks may have queued for their connection.
@@ -470,12 +470,12 @@ async fn handle<A: App + 'static>(
         };
         if now_stage != stage {
             stage = now_stage;
-            stage_since = tokio::time::Instant::now();
-            // The timer is moved back only when the new stage's time ends before it fires.
-            if let Some(limit) = stage.limit(&config)
-                && stage_since + limit < timer.deadline()
-            {
-                timer.as_mut().reset(stage_since + limit);
+            if let Some(limit) = stage.limit(&config) {
+                stage_since = tokio::time::Instant::now();
+                // The timer is moved back only when this stage's time ends before it fires.
+                if stage_since + limit < timer.deadline() {
+                    timer.as_mut().reset(stage_since + limit);
+                }
             }
         }
         if this.connection.should_close()
@@ -490,7 +490,9 @@ async fn handle<A: App + 'static>(
         tokio::select! {
             biased;
             () = graceful.as_mut(), if !stopping => stopping = true,
-            () = timer.as_mut() => {
+            // Not polled while a request runs: no deadline then, and a poll costs a waker
+            // registration.
+            () = timer.as_mut(), if stage != Stage::Running => {
                 match stage.limit(&config).map(|limit| stage_since + limit) {
                     Some(deadline) if deadline <= tokio::time::Instant::now() => {
                         if stage == Stage::Idle {
@@ -501,7 +503,7 @@ async fn handle<A: App + 'static>(
                         break;
                     }
                     Some(deadline) => timer.as_mut().reset(deadline),
-                    None => timer.as_mut().reset(tokio::time::Instant::now() + config.keep_alive_timeout),
+                    None => unreachable!("the timer is not polled while a request runs"),
                 }
             }
             Some(done) = this.inline.next(), if !this.inline.is_empty() => {
@@ -798,8 +800,15 @@ impl<A: App + 'static> Session<A> {
             environ.set_peer_addr(Some(peer));
         }
         let runtime = runtime.clone();
+        let invalid = framing == BodyFraming::Invalid;
         let respond = async move {
             match read_first {
+                // The body's STDIN still comes, and is dropped as it does.
+                None if invalid => {
+                    tracing::warn!("FastCGI request with an invalid CONTENT_LENGTH: 400");
+                    let refused = plain_response(http::StatusCode::BAD_REQUEST, false);
+                    runtime.answer(&environ, refused).await
+                }
                 Some((body, length)) => {
                     runtime
                         .respond_after_body(environ, body, guard, length)

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -31,6 +31,18 @@ pub enum Bind {
     Fd(RawFd),
     /// The first socket systemd passed (`LISTEN_FDS`, `LISTEN_PID`).
     Systemd,
+}
+
+impl Bind {
+    /// The descriptor an inherited socket is taken from (`fd:N`, or 3 for systemd's first):
+    /// a process can take each one once.
+    pub fn inherited_fd(&self) -> Option<RawFd> {
+        match self {
+            Bind::Fd(fd) => Some(*fd),
+            Bind::Systemd => Some(3),
+            Bind::Tcp(_) | Bind::Unix(_) => None,
+        }
+    }
 }
 
 /// A [`Bind`] that does not parse.
@@ -147,6 +159,40 @@ const NODELAY_UNKNOWN: u8 = 0;
 const NODELAY_INHERITED: u8 = 1;
 const NODELAY_SET_EACH: u8 = 2;
 
+/// Makes way for a Unix socket at `path`: a socket file nobody listens on (connecting is
+/// refused) is removed. A socket in use, one whose use cannot be told (connecting fails
+/// otherwise, for instance for want of permission), and a file of any other kind are left where
+/// they are, and binding fails.
+fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use", path.display()),
+        )),
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path)
+        }
+        Err(error) => Err(io::Error::new(
+            error.kind(),
+            format!(
+                "{} exists, and whether it is in use cannot be told: {error}",
+                path.display()
+            ),
+        )),
+    }
+}
+
 /// A listening socket opened outside any runtime: what the launcher binds before it starts a
 /// runtime or forks worker processes. Each runtime (each worker process) makes its own
 /// [`Listener`] from it with [`BoundSocket::listener`]; the socket stays open here, so
@@ -171,6 +217,26 @@ impl BoundSocket {
                     SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
                 };
                 socket.set_reuseaddr(true)?;
+                if addr.is_ipv6() {
+                    // IPv6 only, as nginx binds: on Linux a `[::]` socket takes IPv4 too by
+                    // default, and a second listener on `0.0.0.0` with the same port would
+                    // then fail to bind.
+                    let only: libc::c_int = 1;
+                    // SAFETY: `setsockopt` on a socket we own, with a pointer to a `c_int` that
+                    // lives across the call and its size; failure is checked.
+                    let set = unsafe {
+                        libc::setsockopt(
+                            socket.as_raw_fd(),
+                            libc::IPPROTO_IPV6,
+                            libc::IPV6_V6ONLY,
+                            (&raw const only).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        )
+                    };
+                    if set != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 socket.bind(*addr)?;
                 // SAFETY: `into_raw_fd` hands over the socket's descriptor, open and owned by
                 // nothing else from here on.
@@ -186,17 +252,7 @@ impl BoundSocket {
                 })
             }
             Bind::Unix(path) => {
-                if path.exists() {
-                    match std::os::unix::net::UnixStream::connect(path) {
-                        Ok(_) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::AddrInUse,
-                                format!("{} is in use", path.display()),
-                            ));
-                        }
-                        Err(_) => std::fs::remove_file(path)?,
-                    }
-                }
+                remove_stale_socket(path)?;
                 let listener = std::os::unix::net::UnixListener::bind(path)?;
                 let socket = BoundSocket {
                     fd: OwnedFd::from(listener),
@@ -230,7 +286,8 @@ impl BoundSocket {
         }
     }
 
-    /// Takes over a listening socket open on `fd`.
+    /// Takes over a listening socket open on `fd`, and marks it close-on-exec (programs the
+    /// app runs do not inherit it).
     fn from_fd(fd: RawFd) -> io::Result<BoundSocket> {
         if !is_listening_socket(fd) {
             return Err(io::Error::new(
@@ -241,6 +298,10 @@ impl BoundSocket {
         // SAFETY: `fd` is an open listening socket (checked just above) that this process owns
         // and hands to the listener for good; nothing else in the process uses it afterwards.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `fcntl` on a descriptor we own; failure is checked.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let unix = socket_domain(fd.as_raw_fd())? == libc::AF_UNIX;
         Ok(BoundSocket {
             fd,
@@ -584,5 +645,30 @@ mod tests {
         );
         drop(listener);
         assert!(!path.exists(), "removed when dropped");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_never_removed_to_make_way() {
+        let path =
+            std::env::temp_dir().join(format!("gateway-listener-{}.txt", std::process::id()));
+        std::fs::write(&path, b"notes").unwrap();
+        let error = Listener::bind(&Bind::Unix(path.clone()), None).unwrap_err();
+        assert!(error.to_string().contains("not a socket"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"notes");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_listener_leaves_ipv4_on_its_port_to_another() {
+        let Ok(any6) = Listener::bind(&Bind::Tcp("[::]:0".parse().unwrap()), None) else {
+            return; // No IPv6 on this machine.
+        };
+        let port = any6.local_addr().unwrap().port();
+        let v4 = Listener::bind(&Bind::Tcp(format!("0.0.0.0:{port}").parse().unwrap()), None);
+        assert!(
+            v4.is_ok(),
+            "0.0.0.0:{port} beside [::]:{port}: {:?}",
+            v4.err()
+        );
     }
 }

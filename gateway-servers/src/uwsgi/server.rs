@@ -161,6 +161,11 @@ async fn handle<A: App + 'static>(
             .await;
         }
     };
+    if framing == BodyFraming::Invalid {
+        tracing::warn!("uwsgi request with an invalid CONTENT_LENGTH: 400");
+        let refused = plain_response(http::StatusCode::BAD_REQUEST, true);
+        return refuse(stream, refused, &config).await;
+    }
     if packet.modifier1 == MODIFIER_WSGI_MANAGE_PATH_INFO {
         let script_name = environ.script_name().to_vec();
         if let Some(rest) = environ.path_info().strip_prefix(&script_name[..]) {
@@ -285,7 +290,7 @@ impl SocketBody {
             chunked: (framing == BodyFraming::UntilEnd).then(ChunkedDecoder::new),
             left: match framing {
                 BodyFraming::Length(n) => Some(n),
-                BodyFraming::None => Some(0),
+                BodyFraming::None | BodyFraming::Invalid => Some(0),
                 BodyFraming::UntilEnd => None,
             },
             eof: false,
