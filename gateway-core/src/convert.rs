@@ -361,6 +361,11 @@ pub fn request_from_environ(mut environ: Environ) -> Result<Request<Input>, http
 /// returns its body. Hop-by-hop headers in the response are dropped (an `http` service may set
 /// them; in the contract they are the server's). If the start fails the body is an error.
 ///
+/// A response the [driver](crate::driver) made for an app that failed before its head (the one
+/// [`driver::failure`](crate::driver::failure) finds) is passed on as that failure, not as an
+/// ordinary 500: the driver outside answers it with the same error, so that the middleware
+/// around (error pages, a body limit's 413) still sees a failure.
+///
 /// ```
 /// use gateway_core::{convert::respond, Body, Environ, StartResponse};
 ///
@@ -375,6 +380,14 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    // A 500 still carrying the failure is the driver's; a middleware that made something else
+    // of it (another status) answers that instead.
+    let failure = response.extensions().get::<std::sync::Arc<crate::Error>>();
+    if let Some(failure) =
+        failure.filter(|_| response.status() == http::StatusCode::INTERNAL_SERVER_ERROR)
+    {
+        return Body::error(crate::error::Relayed(failure.clone()));
+    }
     let (mut parts, body) = response.into_parts();
     let hop_by_hop: Vec<HeaderName> = parts
         .headers

@@ -60,7 +60,7 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use crate::decimal::decimal;
 use crate::environ::parse_digits;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Relayed};
 use crate::errors::log_line;
 use crate::start::{Shared, State};
 use crate::{App, Body, Environ, SharedSink, StartResponse};
@@ -247,7 +247,10 @@ impl Future for ResponseFuture {
                 }
                 Ok(Poll::Ready(Some(Err(error)))) => {
                     close(&shared);
-                    return Poll::Ready(this.fail(Error::app(error)));
+                    return Poll::Ready(match error.downcast::<Relayed>() {
+                        Ok(relayed) => this.failed(relayed.0),
+                        Err(error) => this.fail(Error::app(error)),
+                    });
                 }
                 Ok(Poll::Ready(Some(Ok(frame)))) => {
                     if frame.data_ref().is_some_and(Bytes::is_empty) {
@@ -362,9 +365,14 @@ impl ResponseFuture {
         response
     }
 
-    /// Turns a failure before the head into a 500 response.
+    /// Turns a failure before the head into a 500 response, and logs it.
     fn fail(&mut self, error: Error) -> Response<ResponseBody> {
         log_line(&*self.errors, &format!("gateway: {error}"));
+        self.failed(Arc::new(error))
+    }
+
+    /// The 500 response of a failure before the head (logged where it happened).
+    fn failed(&mut self, error: Arc<Error>) -> Response<ResponseBody> {
         self.body = None;
 
         let mut body = ResponseBody::empty(self.errors.clone());
@@ -383,7 +391,7 @@ impl ResponseFuture {
             CONTENT_LENGTH,
             length_value(INTERNAL_ERROR_BODY.len() as u64),
         );
-        response.extensions_mut().insert(Arc::new(error));
+        response.extensions_mut().insert(error);
         response
     }
 }

@@ -116,6 +116,28 @@ impl std::error::Error for Error {
     }
 }
 
+/// An inner app's failure that a middleware passes on as its own ([`convert::respond`] of a
+/// response the driver made for a failure): the driver outside answers it with the same
+/// [`Error`], as [`driver::failure`] then tells the middleware around it, and does not log it a
+/// second time.
+///
+/// [`convert::respond`]: crate::convert::respond
+/// [`driver::failure`]: crate::driver::failure
+#[derive(Debug)]
+pub(crate) struct Relayed(pub(crate) std::sync::Arc<Error>);
+
+impl fmt::Display for Relayed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Relayed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,9 @@ pub use block::block_on;
 pub use body::{Body, FILE_CHUNK_SIZE, FileBody};
 pub use environ::{Environ, UrlScheme, VERSION, header_var_name, latin1};
 pub use error::{Error, ErrorKind};
-pub use errors::{ErrorSink, ErrorStream, MAX_ERROR_LINE, SharedSink, Stderr, clf_time};
+pub use errors::{
+    ErrorSink, ErrorStream, MAX_ERROR_LINE, SharedSink, Stderr, clf_time, log_escape,
+};
 pub use input::{Input, READ_CHUNK_SIZE};
 pub use start::{StartError, StartResponse, Writer, is_hop_by_hop};
 

@@ -39,11 +39,13 @@ use bytes::Bytes;
 use gateway_core::driver::ResponseBody;
 use gateway_core::{
     App, Body, BoxError, Environ, Middleware, SharedSink, StartResponse, clf_time, driver,
+    log_escape,
 };
 use http::StatusCode;
 use http_body::Frame;
 
-/// What is known of a request when its log line is written.
+/// What is known of a request when its log line is written. The request's values are escaped
+/// for a log line ([`log_escape`]): a client cannot end the line or move its fields.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LogRecord {
@@ -191,9 +193,10 @@ enum Sink {
     Errors(SharedSink),
 }
 
+/// A request's value as a log field: escaped, or `-` when absent or empty.
 fn text(value: Option<&[u8]>) -> String {
     match value {
-        Some(v) if !v.is_empty() => gateway_core::latin1(v).into_owned(),
+        Some(v) if !v.is_empty() => log_escape(v),
         _ => "-".to_owned(),
     }
 }
@@ -201,19 +204,19 @@ fn text(value: Option<&[u8]>) -> String {
 impl<A: App> App for AccessLogApp<A> {
     fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
         let target = match environ.request_uri() {
-            Some(uri) => gateway_core::latin1(uri).into_owned(),
+            Some(uri) => log_escape(uri),
             None => {
-                let mut t = gateway_core::latin1(&environ.path()).into_owned();
+                let mut t = log_escape(&environ.path());
                 if !environ.query_string().is_empty() {
                     t.push('?');
-                    t.push_str(&gateway_core::latin1(environ.query_string()));
+                    t.push_str(&log_escape(environ.query_string()));
                 }
                 t
             }
         };
         let protocol = match environ.server_protocol() {
             "" => "HTTP/1.1".to_owned(),
-            p => p.to_owned(),
+            p => log_escape(p.as_bytes()),
         };
         let record = LogRecord {
             remote_addr: text(environ.get("REMOTE_ADDR")),
@@ -381,6 +384,30 @@ mod tests {
             "{line}"
         );
         assert!(line.starts_with("10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
+    fn a_client_cannot_end_the_line_or_move_its_fields() {
+        let (log, lines) = recorder();
+        let app = Builder::new()
+            .with(log)
+            .app(|_: Environ, s: StartResponse| {
+                let _ = s.start(StatusCode::OK, http::HeaderMap::new());
+                Body::empty()
+            });
+        let mut environ = environ("GET");
+        environ.set("HTTP_USER_AGENT", "x\" 200 0 \"-\" \"forged");
+        environ.remove("REQUEST_URI");
+        environ.set("PATH_INFO", &b"/a\nfake-line \xe9"[..]);
+        let response = gateway_core::block_on(driver::call(&app, environ));
+        gateway_core::block_on(response.into_body().collect()).unwrap();
+        let line = lines.lock().unwrap()[0].clone();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("\"GET /a\\x0afake-line \\xe9 "), "{line}");
+        assert!(
+            line.ends_with("\"x\\\" 200 0 \\\"-\\\" \\\"forged\""),
+            "{line}"
+        );
     }
 
     #[test]

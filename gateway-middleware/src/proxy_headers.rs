@@ -1,13 +1,21 @@
 //! The client as a reverse proxy saw it: [`ProxyHeaders`].
 //!
 //! Behind nginx or a load balancer, `REMOTE_ADDR` is the proxy's address and the scheme and host
-//! are the proxy's hop. The proxy says what it saw in `X-Forwarded-For`, `X-Forwarded-Proto`,
-//! `X-Forwarded-Host` and `X-Forwarded-Port`, or in `Forwarded` (RFC 7239). Anyone can send those
-//! headers, so they are believed only from trusted proxies: when `REMOTE_ADDR` is trusted, the
-//! addresses in the headers are walked from the nearest hop outwards, past every trusted proxy,
-//! and the first untrusted one is the client. Its hop's scheme, host and port then replace
-//! `wsgi.url_scheme` (and `HTTPS`), `HTTP_HOST`, `SERVER_NAME` and `SERVER_PORT`. The values
-//! they replaced are kept in the [`OriginalPeer`] extension.
+//! are the proxy's hop. The proxy says what it saw in `X-Forwarded-For` and `X-Forwarded-Proto`
+//! (and perhaps `X-Forwarded-Host` and `X-Forwarded-Port`), or in `Forwarded` (RFC 7239). Anyone
+//! can send those headers, so they are believed only from trusted proxies: when `REMOTE_ADDR` is
+//! trusted, the addresses in the headers are walked from the nearest hop outwards, past every
+//! trusted proxy, and the first untrusted one is the client. Its hop's scheme then replaces
+//! `wsgi.url_scheme` (and `HTTPS`). The values replaced are kept in the [`OriginalPeer`]
+//! extension.
+//!
+//! Only the headers your proxy writes itself may be believed: one it passes through as the client
+//! sent them lets any client choose them. So by default only `X-Forwarded-For` and
+//! `X-Forwarded-Proto` are read (what nginx's usual `proxy_set_header` lines set), and a client's
+//! `Forwarded` is ignored; [`ProxyHeaders::forwarded`] reads `Forwarded` instead (and then
+//! ignores the `X-Forwarded-*` family), and [`ProxyHeaders::host`] believes the host and port too
+//! (`HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT`), for a proxy that sets them. A host that is not a
+//! valid `host[:port]` is ignored.
 //!
 //! ```
 //! use gateway_core::{driver, Body, Builder, Environ, StartResponse, UrlScheme};
@@ -116,6 +124,10 @@ pub struct OriginalPeer {
 #[derive(Debug, Clone, Default)]
 pub struct ProxyHeaders {
     trusted: Vec<TrustedNet>,
+    /// Read `Forwarded`, not the `X-Forwarded-*` headers.
+    forwarded: bool,
+    /// Believe the host and port the proxy reports.
+    host: bool,
 }
 
 impl ProxyHeaders {
@@ -127,6 +139,23 @@ impl ProxyHeaders {
     /// Trusts a proxy or a network of proxies.
     pub fn trust(mut self, net: impl Into<TrustedNet>) -> Self {
         self.trusted.push(net.into());
+        self
+    }
+
+    /// Reads `Forwarded` (RFC 7239) instead of the `X-Forwarded-*` headers, for proxies that
+    /// write it; the `X-Forwarded-*` headers are then ignored, whoever sent them.
+    pub fn forwarded(mut self) -> Self {
+        self.forwarded = true;
+        self
+    }
+
+    /// Believes the host and port the proxy reports (`X-Forwarded-Host` and
+    /// `X-Forwarded-Port`, or `Forwarded`'s `host=`), which replace `HTTP_HOST`, `SERVER_NAME`
+    /// and `SERVER_PORT`. Only for a proxy that sets them itself (nginx:
+    /// `proxy_set_header X-Forwarded-Host $host;`): one that passes the client's own through
+    /// lets any client choose the host the app builds its links with.
+    pub fn host(mut self) -> Self {
+        self.host = true;
         self
     }
 
@@ -172,6 +201,23 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         return rest.split(']').next()?.parse().ok();
     }
     node.rsplit_once(':')?.0.parse().ok()
+}
+
+/// Whether `host` is a `host[:port]` an app may build links with: a name of letters, digits,
+/// `-`, `_` and `.`, or a bracketed IPv6 address, and a port that is a number up to 65535.
+fn valid_host(host: &str) -> bool {
+    let (name, port) = split_host(host);
+    let name_ok = match name.strip_prefix('[').and_then(|v6| v6.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        }
+    };
+    // A `:` left in the name is a port that is not a number.
+    name_ok && port.is_none_or(|port| port.parse::<u16>().is_ok())
 }
 
 /// Splits `host[:port]` (or `[v6]:port`) into the name and the port.
@@ -227,12 +273,17 @@ fn forwarded(value: &[u8]) -> Vec<Hop> {
         .collect()
 }
 
-/// The hops of the `X-Forwarded-*` headers, nearest last.
-fn x_forwarded(environ: &Environ) -> Vec<Hop> {
+/// The hops of the `X-Forwarded-*` headers, nearest last; the host and port only `with_host`.
+fn x_forwarded(environ: &Environ, with_host: bool) -> Vec<Hop> {
     let addrs = list(environ.get("HTTP_X_FORWARDED_FOR"));
     let protos = list(environ.get("HTTP_X_FORWARDED_PROTO"));
-    let hosts = list(environ.get("HTTP_X_FORWARDED_HOST"));
-    let ports = list(environ.get("HTTP_X_FORWARDED_PORT"));
+    let (hosts, ports) = match with_host {
+        true => (
+            list(environ.get("HTTP_X_FORWARDED_HOST")),
+            list(environ.get("HTTP_X_FORWARDED_PORT")),
+        ),
+        false => (Vec::new(), Vec::new()),
+    };
     let n = addrs.len().max(1);
     // A list as long as the addresses is one value per hop; any other list (a proxy that sets
     // rather than appends) is what the nearest proxy says, for every hop.
@@ -260,9 +311,12 @@ impl<A: App> App for ProxyHeadersApp<A> {
         if !peer.as_deref().is_some_and(|p| self.config.trusts(p)) {
             return self.inner.call(environ, start);
         }
-        let hops = match environ.get("HTTP_FORWARDED") {
-            Some(value) => forwarded(value),
-            None => x_forwarded(&environ),
+        let hops = match self.config.forwarded {
+            true => environ
+                .get("HTTP_FORWARDED")
+                .map(forwarded)
+                .unwrap_or_default(),
+            false => x_forwarded(&environ, self.config.host),
         };
         // From the nearest hop outwards: past trusted proxies, to the client.
         let mut chosen: Option<&Hop> = None;
@@ -297,7 +351,8 @@ impl<A: App> App for ProxyHeadersApp<A> {
             }
             _ => {}
         }
-        if let Some(host) = &hop.host {
+        let host = hop.host.as_deref().filter(|_| self.config.host);
+        if let Some(host) = host.filter(|host| valid_host(host)) {
             let (name, port) = split_host(host);
             let port = port.map_or_else(
                 || environ.url_scheme().default_port().to_string(),
@@ -305,9 +360,10 @@ impl<A: App> App for ProxyHeadersApp<A> {
             );
             environ.set("SERVER_NAME", Bytes::from(name.to_owned()));
             environ.set("SERVER_PORT", Bytes::from(port));
-            environ.set("HTTP_HOST", Bytes::from(host.clone()));
+            environ.set("HTTP_HOST", Bytes::from(host.to_owned()));
         }
-        if let Some(port) = hop.port.as_deref().filter(|p| p.parse::<u16>().is_ok()) {
+        let port = hop.port.as_deref().filter(|_| self.config.host);
+        if let Some(port) = port.filter(|p| p.parse::<u16>().is_ok()) {
             environ.set("SERVER_PORT", Bytes::from(port.to_owned()));
         }
         environ.extensions_mut().insert(original);
@@ -377,7 +433,7 @@ mod tests {
     #[test]
     fn trusted_hops_are_walked_to_the_client() {
         let seen = run(
-            proxy(),
+            proxy().host(),
             &[
                 ("REMOTE_ADDR", "127.0.0.1"),
                 ("HTTP_X_FORWARDED_FOR", "6.6.6.6, 203.0.113.9, 10.1.1.1"),
@@ -395,9 +451,59 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_choose_what_the_proxy_does_not_write() {
+        // nginx's usual lines set X-Forwarded-For and -Proto, and pass the rest as sent.
+        let sent = [
+            ("REMOTE_ADDR", "127.0.0.1"),
+            ("HTTP_X_FORWARDED_FOR", "203.0.113.9"),
+            ("HTTP_X_FORWARDED_PROTO", "http"),
+            (
+                "HTTP_FORWARDED",
+                "for=127.0.0.1;proto=https;host=admin.internal",
+            ),
+            ("HTTP_X_FORWARDED_HOST", "evil.example"),
+            ("HTTP_X_FORWARDED_PORT", "1"),
+        ];
+        let seen = run(proxy(), &sent);
+        assert_eq!(seen.0, "203.0.113.9");
+        assert_eq!(seen.1, UrlScheme::Http);
+        assert_eq!(
+            (seen.2.as_str(), seen.3.as_str(), seen.4.as_str()),
+            ("backend:8000", "backend", "8000")
+        );
+        // With `forwarded`, the X-Forwarded-* family is the one ignored.
+        let seen = run(proxy().forwarded(), &sent);
+        assert_eq!(seen.0, "127.0.0.1", "the only hop named is trusted");
+        assert_eq!(
+            seen.2, "backend:8000",
+            "its host is not believed without `host`"
+        );
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_host_is_ignored() {
+        for host in [":8080", "a b/c", "evil.example:99999", "x:y", ""] {
+            let seen = run(
+                proxy().host(),
+                &[
+                    ("REMOTE_ADDR", "127.0.0.1"),
+                    ("HTTP_X_FORWARDED_FOR", "203.0.113.9"),
+                    ("HTTP_X_FORWARDED_HOST", host),
+                ],
+            );
+            assert_eq!(
+                (seen.2.as_str(), seen.3.as_str()),
+                ("backend:8000", "backend"),
+                "{host:?}"
+            );
+        }
+        assert!(valid_host("[2001:db8::1]:8443") && valid_host("shop.example"));
+    }
+
+    #[test]
     fn forwarded_header() {
         let seen = run(
-            proxy(),
+            proxy().forwarded().host(),
             &[
                 ("REMOTE_ADDR", "10.0.0.5"),
                 (
@@ -408,7 +514,7 @@ mod tests {
         );
         assert_eq!(seen.0, "2001:db8::1");
         let seen = run(
-            proxy(),
+            proxy().forwarded().host(),
             &[
                 ("REMOTE_ADDR", "10.0.0.5"),
                 (

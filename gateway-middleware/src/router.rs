@@ -316,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_routes() {
+    fn ten_thousand_routes_each_found_by_its_pattern() {
         let mut builder = Router::builder();
         for i in 0..10_000 {
             builder = builder.route(Method::GET, &format!("/r{i}/{{id}}"), answer("many"));

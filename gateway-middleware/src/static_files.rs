@@ -88,6 +88,16 @@ fn none_match(header: &[u8], etag: &str) -> bool {
     })
 }
 
+/// Whether `If-Match` holds for `etag`: `*`, or one of its tags by strong comparison (a weak
+/// tag never matches, RFC 9110 section 8.8.3.2).
+fn strong_match(header: &[u8], etag: &str) -> bool {
+    !etag.starts_with("W/")
+        && String::from_utf8_lossy(header)
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag == etag)
+}
+
 /// The byte range asked for by a `Range` header, for a file of `len` bytes: `Ok(None)` to send
 /// the whole file (no range, several ranges, or a syntax this does not take), `Err(())` when it
 /// cannot be satisfied.
@@ -133,12 +143,22 @@ impl App for StaticFiles {
         let Ok(mut meta) = std::fs::metadata(&path) else {
             return plain(start, StatusCode::NOT_FOUND, HeaderMap::new());
         };
+        if !meta.is_dir() && environ.path_info().ends_with(b"/") {
+            // `/.env/` names no file: serving `.env` would pass front-end rules that match
+            // the name at the end of the path.
+            return plain(start, StatusCode::NOT_FOUND, HeaderMap::new());
+        }
         if meta.is_dir() {
             if !environ.path_info().ends_with(b"/") {
-                let mut location = environ.path().into_owned();
-                location.push(b'/');
+                // The path as a URI path again (a `?` or `#` in a name must not end it), with
+                // one leading slash (`//docs/` would name the host `docs`).
+                let path = environ.path();
+                let path = &path[path.iter().take_while(|&&b| b == b'/').count().max(1) - 1..];
+                let mut location = bytes::BytesMut::new();
+                gateway_core::convert::percent_encode_path(path, &mut location);
+                location.extend_from_slice(b"/");
                 if !environ.query_string().is_empty() {
-                    location.push(b'?');
+                    location.extend_from_slice(b"?");
                     location.extend_from_slice(environ.query_string());
                 }
                 let mut headers = HeaderMap::new();
@@ -156,10 +176,26 @@ impl App for StaticFiles {
                 _ => return plain(start, StatusCode::NOT_FOUND, HeaderMap::new()),
             }
         }
-        if !meta.is_file() || !self.inside_root(&path) {
+        if !meta.is_file() {
             return plain(start, StatusCode::NOT_FOUND, HeaderMap::new());
         }
-        match self.serve(&environ, &path, &meta) {
+        // The file is opened, then the file opened is checked: a symbolic link put in place
+        // between a check and the open cannot lead out of the root.
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                return plain(start, StatusCode::FORBIDDEN, HeaderMap::new());
+            }
+            Err(_) => return plain(start, StatusCode::NOT_FOUND, HeaderMap::new()),
+        };
+        if !self.inside_root(&file, &path) {
+            return plain(start, StatusCode::NOT_FOUND, HeaderMap::new());
+        }
+        let meta = match file.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            _ => return plain(start, StatusCode::NOT_FOUND, HeaderMap::new()),
+        };
+        match self.serve(&environ, &path, file, &meta) {
             Ok((status, headers, body)) => match start.start(status, headers) {
                 Ok(_) => body,
                 Err(error) => Body::error(error),
@@ -173,18 +209,24 @@ impl App for StaticFiles {
 }
 
 impl StaticFiles {
-    /// Whether `path`, symbolic links resolved, is below the root (resolved too).
-    fn inside_root(&self, path: &Path) -> bool {
-        match (self.root.canonicalize(), path.canonicalize()) {
-            (Ok(root), Ok(path)) => path.starts_with(root),
-            _ => false,
-        }
+    /// Whether `file`, opened from `path`, is below the root (symbolic links resolved). The
+    /// path of the open file itself is asked of the kernel (`/proc/self/fd`), so what is checked
+    /// is what is served; where that is not available, `path` is resolved again.
+    fn inside_root(&self, file: &File, path: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(root) = self.root.canonicalize() else {
+            return false;
+        };
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| path.canonicalize());
+        opened.is_ok_and(|opened| opened.starts_with(root))
     }
 
     fn serve(
         &self,
         environ: &Environ,
         path: &Path,
+        mut file: File,
         meta: &Metadata,
     ) -> io::Result<(StatusCode, HeaderMap, Body)> {
         let len = meta.len();
@@ -203,20 +245,32 @@ impl StaticFiles {
         }
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
+        // The preconditions in the order of RFC 9110, section 13.2.2.
+        let date = |name: &str| {
+            environ
+                .header(name)
+                .and_then(|value| std::str::from_utf8(value).ok())
+                .and_then(|value| httpdate::parse_http_date(value).ok())
+                // A date later than now is no date a client can have seen.
+                .filter(|&date| date <= SystemTime::now())
+        };
+        // HTTP dates have whole seconds.
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unmodified_since = |since: SystemTime| modified.is_some_and(|m| secs(m) <= secs(since));
+        let precondition_failed = match environ.header("if-match") {
+            Some(tags) => !strong_match(tags, &etag),
+            None => date("if-unmodified-since").is_some_and(|since| !unmodified_since(since)),
+        };
+        if precondition_failed {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&etag) {
+                headers.insert(header::ETAG, value);
+            }
+            return Ok((StatusCode::PRECONDITION_FAILED, headers, Body::empty()));
+        }
         let not_modified = match environ.header("if-none-match") {
             Some(tags) => none_match(tags, &etag),
-            None => match (environ.header("if-modified-since"), modified) {
-                (Some(since), Some(modified)) => std::str::from_utf8(since)
-                    .ok()
-                    .and_then(|s| httpdate::parse_http_date(s).ok())
-                    .is_some_and(|since| {
-                        // HTTP dates have whole seconds.
-                        let secs =
-                            |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                        secs(modified) <= secs(since)
-                    }),
-                _ => false,
-            },
+            None => date("if-modified-since").is_some_and(unmodified_since),
         };
         if not_modified {
             headers.remove(header::CONTENT_TYPE);
@@ -238,7 +292,6 @@ impl StaticFiles {
             Some(range) if range_applies => byte_range(range, len),
             _ => Ok(None),
         };
-        let mut file = File::open(path)?;
         match range {
             Err(()) => {
                 let mut headers = HeaderMap::new();
@@ -370,6 +423,25 @@ mod tests {
         assert_eq!(get(&app, "GET", "/missing", &[]).status, 404);
         let no_index = StaticFiles::new(tree.0.join("www")).index(None);
         assert_eq!(get(&no_index, "GET", "/docs/", &[]).status, 404);
+        // A file named with a trailing slash is no file.
+        assert_eq!(get(&app, "GET", "/hello.txt/", &[]).status, 404);
+    }
+
+    #[test]
+    fn a_directory_redirect_is_a_uri_path_on_this_host() {
+        let tree = tree("redirects");
+        std::fs::create_dir_all(tree.0.join("www/a?b #c")).unwrap();
+        let app = StaticFiles::new(tree.0.join("www"));
+        let redirect = get(&app, "GET", "/a?b #c", &[]);
+        assert_eq!(redirect.status, 301);
+        assert_eq!(redirect.headers["location"], "/static/a%3Fb%20%23c/");
+        // Mounted at the root, `//docs` must not redirect to the host `docs`.
+        let mut environ = Environ::new();
+        environ.set("REQUEST_METHOD", "GET");
+        environ.set("PATH_INFO", "//docs");
+        let response = gateway_core::block_on(driver::call(&app, environ));
+        assert_eq!(response.status(), 301);
+        assert_eq!(response.headers()["location"], "/docs/");
     }
 
     #[test]
@@ -409,6 +481,39 @@ mod tests {
                 &[("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")]
             )
             .status,
+            200
+        );
+        // A date later than now is ignored.
+        let future =
+            httpdate::fmt_http_date(SystemTime::now() + std::time::Duration::from_secs(86_400));
+        assert_eq!(
+            get(&app, "GET", "/hello.txt", &[("if-modified-since", &future)]).status,
+            200
+        );
+    }
+
+    #[test]
+    fn if_match_and_if_unmodified_since_fail_with_412() {
+        let tree = tree("preconditions");
+        let app = StaticFiles::new(tree.0.join("www"));
+        let first = get(&app, "GET", "/hello.txt", &[]);
+        let etag = first.headers["etag"].to_str().unwrap().to_owned();
+        let modified = first.headers["last-modified"].to_str().unwrap().to_owned();
+        let status = |headers: &[(&str, &str)]| get(&app, "GET", "/hello.txt", headers).status;
+        assert_eq!(status(&[("if-match", "\"other\"")]), 412);
+        assert_eq!(status(&[("if-match", &format!("\"other\", {etag}"))]), 200);
+        assert_eq!(status(&[("if-match", "*")]), 200);
+        assert_eq!(
+            status(&[("if-match", &format!("W/{etag}"))]),
+            412,
+            "weak never matches"
+        );
+        let before = "Thu, 01 Jan 1970 00:00:00 GMT";
+        assert_eq!(status(&[("if-unmodified-since", before)]), 412);
+        assert_eq!(status(&[("if-unmodified-since", &modified)]), 200);
+        // If-Match decides alone when both are there.
+        assert_eq!(
+            status(&[("if-match", &etag), ("if-unmodified-since", before)]),
             200
         );
     }

@@ -185,18 +185,25 @@ fn static_files_follow_the_contract() {
     let validator = Validator::new(Mode::Strict);
     let report = validator.report();
     let client = TestClient::new(Builder::new().with(validator).app(StaticFiles::new(&dir)));
-    client.get("/a.txt").send();
-    client.head("/a.txt").send();
-    client.get("/a.txt").header("range", "bytes=2-4").send();
+    assert_eq!(client.get("/a.txt").send().status(), 200);
+    assert_eq!(client.head("/a.txt").send().status(), 200);
+    let range = client.get("/a.txt").header("range", "bytes=2-4").send();
+    assert_eq!(
+        (range.status().as_u16(), range.text().as_str()),
+        (206, "234")
+    );
     let etag = client
         .get("/a.txt")
         .send()
         .header("etag")
         .unwrap()
         .to_owned();
-    client.get("/a.txt").header("if-none-match", &etag).send();
-    client.get("/missing").send();
-    client.post("/a.txt").send();
+    let again = client.get("/a.txt").header("if-none-match", &etag).send();
+    assert_eq!(again.status(), 304);
+    let failed = client.get("/a.txt").header("if-match", "\"other\"").send();
+    assert_eq!(failed.status(), 412);
+    assert_eq!(client.get("/missing").send().status(), 404);
+    assert_eq!(client.post("/a.txt").send().status(), 405);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(report.is_clean(), "{:#?}", report.violations());
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use gateway_core::{Body, BoxError, Environ, clf_time};
+use gateway_core::{Body, BoxError, Environ, clf_time, log_escape};
 use http::{Response, StatusCode};
 use http_body::Frame;
 
@@ -429,31 +429,15 @@ fn dash_if_empty(text: String) -> String {
     }
 }
 
-/// Text for a log line: quotes and control bytes escaped, as Apache does.
-fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out
-}
-
 fn access_entry(environ: &Environ) -> AccessEntry {
     let target = match environ.get("REQUEST_URI") {
-        Some(uri) => escape(uri),
+        Some(uri) => log_escape(uri),
         None => {
-            let mut path = escape(environ.script_name());
-            path.push_str(&escape(environ.path_info()));
+            let mut path = log_escape(environ.script_name());
+            path.push_str(&log_escape(environ.path_info()));
             if !environ.query_string().is_empty() {
                 path.push('?');
-                path.push_str(&escape(environ.query_string()));
+                path.push_str(&log_escape(environ.query_string()));
             }
             path
         }
@@ -462,21 +446,31 @@ fn access_entry(environ: &Environ) -> AccessEntry {
         host: dash_if_empty(
             environ
                 .remote_addr()
-                .map(|a| escape(a.as_bytes()))
+                .map(|a| log_escape(a.as_bytes()))
                 .unwrap_or_default(),
         ),
-        user: dash_if_empty(environ.get("REMOTE_USER").map(escape).unwrap_or_default()),
+        user: dash_if_empty(
+            environ
+                .get("REMOTE_USER")
+                .map(log_escape)
+                .unwrap_or_default(),
+        ),
         request_line: format!(
             "{} {} {}",
-            escape(environ.request_method().as_bytes()),
+            log_escape(environ.request_method().as_bytes()),
             target,
-            escape(environ.server_protocol().as_bytes())
+            log_escape(environ.server_protocol().as_bytes())
         ),
-        referer: dash_if_empty(environ.get("HTTP_REFERER").map(escape).unwrap_or_default()),
+        referer: dash_if_empty(
+            environ
+                .get("HTTP_REFERER")
+                .map(log_escape)
+                .unwrap_or_default(),
+        ),
         user_agent: dash_if_empty(
             environ
                 .get("HTTP_USER_AGENT")
-                .map(escape)
+                .map(log_escape)
                 .unwrap_or_default(),
         ),
     }
