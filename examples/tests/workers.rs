@@ -464,6 +464,34 @@ fn harakiri_kills_the_worker_of_a_stuck_request_and_logs_the_request() {
 }
 
 #[test]
+fn harakiri_does_not_count_the_time_a_slow_client_takes_to_read() {
+    let server = Server::start(&["--workers", "1", "--harakiri", "1"]);
+    let before = server.wait_workers(1);
+    // 30 MB streamed: more than the socket buffers hold, so the app's thread waits for the
+    // client, which reads nothing for 2.5 s, past the harakiri time.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(b"GET /stream/30000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let body_start = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body: usize = response[body_start..]
+        .split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .filter(|line| line.bytes().all(|b| b == b'x' || b == b'\r'))
+        .map(|line| line.trim_end().len())
+        .sum();
+    assert_eq!(body, 30_000_000, "the whole body, chunked");
+    assert!(!server.log().contains("harakiri"), "{}", server.log());
+    assert_eq!(server.wait_workers(1), before, "the same worker");
+}
+
+#[test]
 fn max_rss_recycles_a_worker_gracefully() {
     // Any worker is over 1 MB: each is recycled about a second after it starts.
     let server = Server::start(&["--workers", "1", "--max-rss", "1"]);

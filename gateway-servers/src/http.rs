@@ -315,6 +315,10 @@ struct Activity {
     epoch: Instant,
     /// Whether the last write hyper tried waits for the peer to read.
     write_blocked: AtomicBool,
+    /// The connection's task, while its idle watch waits for open requests to end: woken when
+    /// the last one ends outside that task (a request body read to its end and dropped by
+    /// [`Lingering`]'s task after the response).
+    waker: futures_util::task::AtomicWaker,
 }
 
 impl Activity {
@@ -324,13 +328,27 @@ impl Activity {
             last_end: AtomicU64::new(0),
             epoch: Instant::now(),
             write_blocked: AtomicBool::new(false),
+            waker: futures_util::task::AtomicWaker::new(),
         }
     }
 
-    /// Counts a request as open until the returned guard is dropped.
+    /// Counts a request as open until the returned guard is dropped: a guard dropped in the
+    /// connection's own task (a response body, which hyper drops).
     fn open(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::Relaxed);
-        OpenRequest(self.clone())
+        OpenRequest {
+            activity: self.clone(),
+            wakes: false,
+        }
+    }
+
+    /// [`open`](Activity::open), for a guard that may be dropped in another task (a request
+    /// body): when it is the last one open, it wakes the connection's task, whose idle watch
+    /// would otherwise not look again until the connection's next event.
+    fn open_elsewhere(self: &Arc<Self>) -> OpenRequest {
+        let mut open = self.open();
+        open.wakes = true;
+        open
     }
 
     /// When the connection went idle, in microseconds since `epoch`: `None` while a request
@@ -352,15 +370,23 @@ impl Activity {
     }
 }
 
-/// An open request of a connection (see [`Activity`]), carried by its response body.
+/// An open request of a connection (see [`Activity`]), carried by its response body (and by
+/// its request body).
 #[derive(Debug)]
-struct OpenRequest(Arc<Activity>);
+struct OpenRequest {
+    activity: Arc<Activity>,
+    /// Whether dropping the last open request wakes the connection's task.
+    wakes: bool,
+}
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        let micros = u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.0.last_end.store(micros, Ordering::Release);
-        self.0.open.fetch_sub(1, Ordering::Release);
+        let activity = &self.activity;
+        let micros = u64::try_from(activity.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        activity.last_end.store(micros, Ordering::Release);
+        if activity.open.fetch_sub(1, Ordering::Release) == 1 && self.wakes {
+            activity.waker.wake();
+        }
     }
 }
 
@@ -417,29 +443,43 @@ impl Future for IdleWatch<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let Some(since) = this.activity.idle_since() else {
-            return Poll::Pending;
+            // The last request may end in another task: it wakes this one then. Registered,
+            // then looked at again, so that an end in between is not missed.
+            this.activity.waker.register(cx.waker());
+            let Some(since) = this.activity.idle_since() else {
+                return Poll::Pending;
+            };
+            return this.wait_idle(since, cx);
         };
-        if this.fired == Some(since) {
+        this.wait_idle(since, cx)
+    }
+}
+
+impl IdleWatch<'_> {
+    /// Waits for the idle time that began at `since` to pass.
+    fn wait_idle(&mut self, since: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.fired == Some(since) {
             return Poll::Pending;
         }
-        let from = this.activity.at(since);
-        let from = this
+        let from = self.activity.at(since);
+        let from = self
             .not_before
             .map_or(from, |not_before| from.max(not_before));
-        let at = tokio::time::Instant::from_std(from + this.after);
-        let timer = this
+        let at = tokio::time::Instant::from_std(from + self.after);
+        let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         loop {
             std::task::ready!(timer.as_mut().poll(cx));
             if timer.deadline() >= at {
-                this.fired = Some(since);
+                self.fired = Some(since);
                 return Poll::Ready(());
             }
             timer.as_mut().reset(at);
         }
     }
 }
+
 /// Adds `Connection: close` to a response whose body will be cut at its `Content-Length`, so
 /// the client does not reuse the connection (hyper closes it after the response).
 fn closing_if_cut(mut response: Response<Body>) -> Response<Body> {
@@ -474,8 +514,11 @@ fn handle<A: App + 'static>(
             headers = request.headers().len(),
             "HTTP/2 request with too many headers: 431"
         );
+        crate::runtime::stats::count(crate::runtime::stats::Limit::HeaderFieldsTooLarge);
         let refused = plain_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, false);
-        return Handling::Buffering(Box::pin(std::future::ready(refused)));
+        // Answered as the server's own answers are: logged, with a `Server` header.
+        let environ = environ_from_request(request, context);
+        return Handling::Now(runtime.answer(&environ, refused));
     }
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs): no limit to apply.
@@ -488,7 +531,7 @@ fn handle<A: App + 'static>(
         .filter(|&n| runtime.buffers_body(n) && !expects);
     let (parts, body) = request.into_parts();
     let linger = parts.version < Version::HTTP_2 && !expects;
-    let body = RequestBody::new(body, activity.open());
+    let body = RequestBody::new(body, activity.open_elsewhere());
     let body = Lingering::new(body, linger, runtime.config().linger_timeout);
     let (body, guard) = runtime.guard_body(body);
     let Some(length) = buffered else {

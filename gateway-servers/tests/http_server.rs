@@ -400,6 +400,31 @@ fn a_body_left_unread_is_read_after_the_answer_and_the_connection_kept() {
 }
 
 #[test]
+fn a_connection_whose_unread_body_ended_after_its_answer_waits_the_keep_alive_timeout() {
+    // The body is read to its end by a task of its own after the answer: its end must still
+    // let the connection be parked, and kept for the keep-alive timeout (not closed by hyper's
+    // own head timer, a second past the header timeout).
+    let mut config = config();
+    config.max_body_size = LARGE as u64;
+    config.header_read_timeout = Duration::from_millis(300);
+    config.keep_alive_timeout = Duration::from_secs(3);
+    let server = Server::start(refuses_but_echo, config);
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {LARGE}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; LARGE]).unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(reply.status, 403);
+    std::thread::sleep(Duration::from_millis(1800));
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(reply.body, b"POST /echo hi", "kept past the header timer");
+}
+
+#[test]
 fn lingering_over_an_unread_body_stops_at_the_linger_timeout() {
     let mut config = config();
     config.linger_timeout = Duration::from_millis(300);

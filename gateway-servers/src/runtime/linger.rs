@@ -109,14 +109,24 @@ impl<B> Drop for Lingering<B> {
 
 /// Reads `body` to its end and drops what it reads, for at most `within`.
 async fn discard<B: Body<Data = Bytes> + Unpin>(mut body: B, within: Duration) {
+    // A body that knows its length ends with its last byte: hyper signals the end of a body
+    // the app left unread only when the connection reads again (the next request), and until
+    // then the connection would not count as idle.
+    let mut ended = false;
     let (bytes, how) = drop_until_end(
-        |cx| match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                Poll::Ready(Some(Ok(frame.data_ref().map_or(0, Bytes::len))))
+        |cx| {
+            if ended {
+                return Poll::Ready(None);
             }
-            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    ended = body.is_end_stream();
+                    Poll::Ready(Some(Ok(frame.data_ref().map_or(0, Bytes::len))))
+                }
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
         },
         within,
     )

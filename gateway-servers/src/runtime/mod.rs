@@ -257,7 +257,7 @@ impl<A: App + 'static> Runtime<A> {
     pub fn run_app(&self, environ: Environ) -> Option<AppRun> {
         let permit = RequestLimit::acquire(&self.requests)?;
         let permit = RequestPermit {
-            _in_flight: workers::request_started(&environ),
+            in_flight: workers::request_started(&environ),
             _permit: permit,
         };
         if !self.config.blocking {
@@ -272,6 +272,11 @@ impl<A: App + 'static> Runtime<A> {
         let (head_tx, head_rx) = oneshot::channel();
         self.requests.pool.spawn(move || {
             let mut head_tx = head_tx;
+            if head_tx.is_closed() {
+                // The connection gave up while the job waited for a thread (the client left,
+                // the web server timed out): the app is not called for nobody.
+                return;
+            }
             let mut response = std::pin::pin!(driver::call(&*app, environ));
             // Wait for the head, unless the connection gives up first (the client left, or
             // the web server aborted the request): then the app's response is dropped here.
@@ -288,16 +293,17 @@ impl<A: App + 'static> Runtime<A> {
             let body = match body.try_into_bytes() {
                 Ok(data) => Ok(gateway_core::Body::full(data)),
                 // Nothing left that could block: the connection sends it itself.
-                Err(body) if body.is_buffered() => {
-                    Ok(gateway_core::Body::new(BodyWith::new(body, permit)))
-                }
+                Err(body) if body.is_buffered() => Ok(gateway_core::Body::new(BodyWith::new(
+                    body,
+                    permit.app_done(),
+                ))),
                 Err(body) => Err((body, permit)),
             };
             match body {
                 Ok(body) => {
                     let _ = head_tx.send((parts, body));
                 }
-                Err((body, _permit)) => {
+                Err((body, mut permit)) => {
                     // Only a body that may block is pumped through a channel, made now (most
                     // responses never need one).
                     let (frame_tx, frames) = mpsc::channel(4);
@@ -306,7 +312,7 @@ impl<A: App + 'static> Runtime<A> {
                         done: false,
                     });
                     if head_tx.send((parts, pooled)).is_ok() {
-                        pump(body, &frame_tx);
+                        pump(body, &frame_tx, &mut permit);
                     }
                 }
             }
@@ -360,10 +366,14 @@ impl std::future::Future for AppRun {
                 let (parts, body) = into_parts(response);
                 let body = match body.try_into_bytes() {
                     Ok(data) => gateway_core::Body::full(data),
-                    Err(body) => gateway_core::Body::new(BodyWith::new(
-                        body,
-                        permit.take().expect("an app run resolves once"),
-                    )),
+                    Err(body) => {
+                        let permit = permit.take().expect("an app run resolves once");
+                        let permit = match body.is_buffered() {
+                            true => permit.app_done(),
+                            false => permit,
+                        };
+                        gateway_core::Body::new(BodyWith::new(body, permit))
+                    }
                 };
                 Poll::Ready(Response::from_parts(parts, body))
             }
@@ -405,7 +415,11 @@ fn into_parts(response: Response<ResponseBody>) -> (http::response::Parts, Respo
 
 /// Sends the frames of `body` through `frames`, blocking this worker while the connection is
 /// behind; stops (dropping the body) when the receiver is gone.
-fn pump(mut body: ResponseBody, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>) {
+fn pump(
+    mut body: ResponseBody,
+    frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    permit: &mut RequestPermit,
+) {
     loop {
         // The next frame, unless the connection is gone first (then the body is dropped).
         let mut closed = std::pin::pin!(frames.closed());
@@ -419,17 +433,36 @@ fn pump(mut body: ResponseBody, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxEr
             return;
         };
         let failed = frame.is_err();
-        if frames.blocking_send(frame.map_err(Into::into)).is_err() || failed {
+        let sent = match frames.try_send(frame.map_err(Into::into)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            // The client is slower than the app: that wait is not the app's.
+            Err(mpsc::error::TrySendError::Full(frame)) => match &mut permit.in_flight {
+                Some(watched) => watched.waiting(|| frames.blocking_send(frame)),
+                None => frames.blocking_send(frame),
+            },
+        };
+        if sent.is_err() || failed {
             return;
         }
     }
 }
 
-/// A request's place under the request limit, and (in a worker) under harakiri's watch: held
-/// as long as the app works on the request, on the pool or in its body.
+/// A request's place under the request limit, held as long as the app works on the request,
+/// on the pool or in its body; and (in a worker) under harakiri's watch, while the app
+/// produces its response (not while the client takes it).
 struct RequestPermit {
-    _in_flight: Option<workers::InFlight>,
+    in_flight: Option<workers::InFlight>,
     _permit: RequestSlot,
+}
+
+impl RequestPermit {
+    /// The permit of a request whose app has produced its whole response: out of harakiri's
+    /// watch, since what is left is the client's to take.
+    fn app_done(mut self) -> Self {
+        self.in_flight = None;
+        self
+    }
 }
 
 /// The request limit: how many requests are in progress, and how many may be; and the pool

@@ -133,33 +133,46 @@ impl Drop for Flush {
         drop(state);
         // Not under the lock: a runtime that is shutting down drops the task at once.
         if let Ok(runtime) = runtime {
-            drop(runtime.spawn(watch(Watching(shared.clone()))));
+            let watching = Watching {
+                shared: shared.clone(),
+                cleared: false,
+            };
+            drop(runtime.spawn(watch(watching)));
         }
     }
 }
 
-/// The watcher's mark in the pool's state, cleared however the watcher ends.
-struct Watching(Arc<Shared>);
+/// The watcher's mark in the pool's state, cleared however the watcher ends: by the watcher
+/// itself, under the lock in which it sees nothing left to watch (so that a wake-up owed at
+/// that moment starts a new watcher), or here when its task is dropped unfinished.
+struct Watching {
+    shared: Arc<Shared>,
+    cleared: bool,
+}
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        self.0.lock().watched = false;
+        if !self.cleared {
+            self.shared.lock().watched = false;
+        }
     }
 }
 
 /// Every [`STALL`] while jobs wait: if no job started since the last look, every awake thread
 /// is held by its job; wakes or starts another.
-async fn watch(watching: Watching) {
-    let shared = &watching.0;
+async fn watch(mut watching: Watching) {
+    let shared = watching.shared.clone();
     let mut started = shared.lock().started;
     loop {
         tokio::time::sleep(STALL).await;
         let mut state = shared.lock();
         if state.queue.is_empty() || state.closed {
+            state.watched = false;
+            watching.cleared = true;
             return;
         }
         if state.started == started {
-            Shared::wake_one_if_none_looking(shared, &mut state);
+            Shared::wake_one_if_none_looking(&shared, &mut state);
         }
         started = state.started;
     }

@@ -176,6 +176,17 @@ fn master(
             return ExitCode::FAILURE;
         }
     }
+    // An ignored SIGCHLD, inherited from whoever started the process, would have the kernel
+    // reap the workers itself: the master would never learn that one ended, nor replace it.
+    // SAFETY: setting a standard signal's disposition to its default, in a process with one
+    // thread (checked above); `signal` has no other effect.
+    if unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) } == libc::SIG_ERR {
+        eprintln!(
+            "error: cannot reset SIGCHLD: {}",
+            io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
     let set = master_signals();
     // SAFETY: an all-zero sigset_t is a valid value for sigprocmask to write into.
     let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -422,11 +433,13 @@ impl Master<'_> {
         for t in self.workers.iter().filter_map(|w| w.kill_at) {
             next = next.min(t);
         }
-        for t in [self.respawn_after, self.stats_respawn_after]
-            .into_iter()
-            .flatten()
-        {
-            next = next.min(t);
+        // Respawns wait only while running: a stopping master forks nothing, and a timer past
+        // due would make every wait return at once.
+        let respawns = [self.respawn_after, self.stats_respawn_after];
+        for t in respawns.into_iter().flatten() {
+            if self.state == State::Running {
+                next = next.min(t);
+            }
         }
         next.saturating_duration_since(now)
     }
@@ -637,7 +650,10 @@ fn jitter(max: u64) -> u64 {
     }
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    hasher.finish() % (max + 1)
+    match max.checked_add(1) {
+        Some(modulus) => hasher.finish() % modulus,
+        None => hasher.finish(),
+    }
 }
 
 /// Whether this process is a worker of a master.
@@ -787,6 +803,24 @@ fn resident_pages(statm: &str) -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct InFlight(u64);
 
+impl InFlight {
+    /// Runs `wait` with the request out of harakiri's watch: the request waits for its client
+    /// to take what the app produced, not for the app, and a slow client must not get the
+    /// worker killed. Its time counts again from the end of the wait.
+    pub(crate) fn waiting<T>(&mut self, wait: impl FnOnce() -> T) -> T {
+        let Some(state) = WORKER.get() else {
+            return wait();
+        };
+        let lock = || state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = lock().remove(&self.0);
+        let result = wait();
+        if let Some((_, what)) = entry {
+            lock().insert(self.0, (Instant::now(), what));
+        }
+        result
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(state) = WORKER.get() {
@@ -837,6 +871,8 @@ mod tests {
     #[test]
     fn jitter_stays_in_its_range() {
         assert_eq!(jitter(0), 0);
+        // The largest bound the flag takes: any number, and no overflow.
+        let _ = jitter(u64::MAX);
         for _ in 0..100 {
             assert!(jitter(3) <= 3);
         }
