@@ -115,6 +115,32 @@ fn smooth_weighted_round_robin_spreads_by_weight() {
             "a", "a", "b", "a", "c", "a", "a", "a", "a", "b", "a", "c", "a", "a"
         ]
     );
+    // The guide's example: weights 2, 1, 1.
+    let (a, b, c) = (Named::new("a"), Named::new("b"), Named::new("c"));
+    let balancer = Balancer::builder()
+        .strategy(Strategy::Weighted)
+        .weighted_backend("a", a, 2)
+        .weighted_backend("b", b, 1)
+        .weighted_backend("c", c, 1)
+        .build();
+    let client = TestClient::new(balancer);
+    assert_eq!(names(&client, 8), ["a", "b", "c", "a", "a", "b", "c", "a"]);
+}
+
+#[test]
+fn a_huge_weight_is_taken_as_the_largest_and_builds_at_once() {
+    // Unbounded, the hash ring would get 160 points per unit: billions for this weight.
+    let key =
+        gateway_middleware::balancer::HashKey::Header(http::HeaderName::from_static("x-user"));
+    let balancer = Balancer::builder()
+        .strategy(Strategy::Hash(key))
+        .backend_header(http::HeaderName::from_static("x-backend"))
+        .weighted_backend("a", Named::new("a"), u32::MAX)
+        .backend("b", Named::new("b"))
+        .build();
+    let client = TestClient::new(balancer);
+    let status = client.get("/").header("x-user", "1").send().status();
+    assert_eq!(status, 200);
 }
 
 #[test]

@@ -423,3 +423,55 @@ fn a_balancer_sends_a_post_again_only_when_the_remote_could_not_connect() {
         assert_eq!(response.status(), 504, "{scheme}: not sent twice");
     }
 }
+
+#[test]
+fn a_uwsgi_backend_s_interim_head_is_skipped_for_its_final_one() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        // The packet's header says how long its vars are; they are read and ignored.
+        let mut header = [0u8; 4];
+        std::io::Read::read_exact(&mut stream, &mut header).unwrap();
+        let mut vars = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
+        std::io::Read::read_exact(&mut stream, &mut vars).unwrap();
+        stream
+            .write_all(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                  HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade",
+            )
+            .unwrap();
+    });
+    let url: BackendUrl = format!("uwsgi://{addr}").parse().unwrap();
+    let response = TestClient::new(Remote::new(url)).get("/").send();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.text(), "made");
+    backend.join().unwrap();
+}
+
+#[test]
+fn a_head_trickled_past_the_response_timeout_is_504() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut header = [0u8; 4];
+        std::io::Read::read_exact(&mut stream, &mut header).unwrap();
+        let mut vars = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
+        std::io::Read::read_exact(&mut stream, &mut vars).unwrap();
+        // A byte every 100 ms: each read comes well within the timeout, the head never does.
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let url: BackendUrl = format!("uwsgi://{addr}").parse().unwrap();
+    let remote = Remote::builder(url)
+        .response_timeout(Duration::from_millis(500))
+        .build();
+    let response = TestClient::new(remote).get("/").send();
+    assert_eq!(response.status(), 504);
+    backend.join().unwrap();
+}

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use gateway_middleware::balancer::{Balancer, Strategy};
+use gateway_middleware::balancer::{Balancer, MAX_WEIGHT, Strategy};
 use gateway_middleware::remote::{BackendUrl, Remote};
 use gateway_servers::LauncherArgs;
 use http::HeaderName;
@@ -65,7 +65,11 @@ fn parse_backend(text: &str) -> Result<(BackendUrl, u32), String> {
         Some(at) => {
             let weight = text[at + "weight=".len()..]
                 .parse::<u32>()
-                .map_err(|_| format!("{text:?}: weight=N takes a whole number"))?;
+                .ok()
+                .filter(|weight| (1..=MAX_WEIGHT).contains(weight))
+                .ok_or_else(|| {
+                    format!("{text:?}: weight=N takes a whole number from 1 to {MAX_WEIGHT}")
+                })?;
             let url = text[..at].trim_end_matches([',', ';', ' ', '?', '#', '/']);
             (url, weight)
         }

@@ -64,6 +64,10 @@ use http_body::Frame;
 
 pub use health::BackendStatus;
 pub use strategy::{HashKey, HashRing, POINTS_PER_WEIGHT, Strategy, hash64};
+
+/// The largest weight of a backend: ten backends of this weight put 1.6 million points on the
+/// hash ring. Larger weights are taken as this one.
+pub const MAX_WEIGHT: u32 = 1000;
 pub use unsent::Unsent;
 
 use crate::plain::plain;
@@ -109,7 +113,7 @@ impl BalancerBuilder {
     }
 
     /// Adds a backend with a weight (for [`Strategy::Weighted`], [`Strategy::LeastOutstanding`]
-    /// and the hash ring; 0 is taken as 1).
+    /// and the hash ring; 0 is taken as 1, and more than [`MAX_WEIGHT`] as that).
     pub fn weighted_backend(
         mut self,
         name: impl Into<String>,
@@ -117,7 +121,7 @@ impl BalancerBuilder {
         weight: u32,
     ) -> Self {
         self.backends
-            .push((name.into(), Arc::new(app), weight.max(1)));
+            .push((name.into(), Arc::new(app), weight.clamp(1, MAX_WEIGHT)));
         self
     }
 
@@ -176,11 +180,15 @@ impl BalancerBuilder {
 
     /// The balancer; with health checks, their thread starts now (and ends with the balancer).
     pub fn build(self) -> Balancer {
-        let ring = HashRing::new(
-            self.backends
-                .iter()
-                .map(|(name, _, weight)| (name.as_str(), *weight)),
-        );
+        // The ring (160 points per unit of weight) only for the strategy that walks it.
+        let nodes = self
+            .backends
+            .iter()
+            .map(|(name, _, weight)| (name.as_str(), *weight));
+        let ring = match self.strategy {
+            Strategy::Hash(_) => HashRing::new(nodes),
+            _ => HashRing::new(std::iter::empty()),
+        };
         let backends: Vec<Backend> = self
             .backends
             .into_iter()

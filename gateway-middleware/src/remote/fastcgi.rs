@@ -82,6 +82,10 @@ async fn read_response<R: AsyncRead + Unpin>(
 ) -> ReadEnd<R> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut head: Option<BytesMut> = Some(BytesMut::new());
+    // The head must come whole within the timeout from now, however the backend trickles
+    // records (stderr lines, other requests' records) meanwhile; after it, the timeout bounds
+    // each wait for more of the body.
+    let head_by = tokio::time::Instant::now() + timeout;
     loop {
         loop {
             let record = match decode_record(&mut buf) {
@@ -156,7 +160,11 @@ async fn read_response<R: AsyncRead + Unpin>(
                 _ => {}
             }
         }
-        match tokio::time::timeout(timeout, reader.read_buf(&mut buf)).await {
+        let until = match head {
+            Some(_) => head_by,
+            None => tokio::time::Instant::now() + timeout,
+        };
+        match tokio::time::timeout_at(until, reader.read_buf(&mut buf)).await {
             Err(_) => return ReadEnd::Failed(Failure::Timeout(timeout)),
             Ok(Ok(0)) => {
                 return ReadEnd::Failed(Failure::Backend(

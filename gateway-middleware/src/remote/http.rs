@@ -46,7 +46,13 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
             Ok(Err(mut error)) => match error.take_message() {
                 Some(unsent) if !fresh => request = unsent,
                 _ => {
-                    let failure = Failure::Backend(format!("HTTP: {}", error.into_error()));
+                    let error = error.into_error();
+                    // The request's own body failed (the client went away, a body limit):
+                    // not the backend's doing, and no mark against it.
+                    let failure = match error.is_user() {
+                        true => Failure::BadRequest(format!("the request body failed: {error}")),
+                        false => Failure::Backend(format!("HTTP: {error}")),
+                    };
                     return out.fail(failure).await;
                 }
             },

@@ -536,9 +536,12 @@ fn is_hop_by_hop_var(var: &[u8]) -> bool {
         var,
         b"HTTP_CONNECTION"
             | b"HTTP_KEEP_ALIVE"
+            | b"HTTP_PROXY_AUTHENTICATE"
+            | b"HTTP_PROXY_AUTHORIZATION"
             | b"HTTP_PROXY_CONNECTION"
             | b"HTTP_TE"
             | b"HTTP_TRAILER"
+            | b"HTTP_TRAILERS"
             | b"HTTP_TRANSFER_ENCODING"
             | b"HTTP_UPGRADE"
     )

@@ -60,8 +60,9 @@ enum Framing {
 }
 
 /// Reads the HTTP response: its head, then its body by its framing (the connection closes
-/// after it in any case). The answer to a HEAD request, a 1xx, 204 or 304 has no body, whatever
-/// its `Content-Length` says.
+/// after it in any case). An interim head (100 Continue, 103 Early Hints) is skipped: the final
+/// head follows it. The answer to a HEAD request, a 204 or 304 has no body, whatever its
+/// `Content-Length` says.
 async fn read_response<R: AsyncRead + Unpin>(
     mut reader: R,
     out: &mut Out,
@@ -70,9 +71,22 @@ async fn read_response<R: AsyncRead + Unpin>(
 ) -> ReadEnd<R> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framing: Option<Framing> = None;
+    // The head must come whole within the timeout from now, however slowly its bytes trickle;
+    // after it, the timeout bounds each wait for more of the body.
+    let head_by = tokio::time::Instant::now() + timeout;
     loop {
         match &mut framing {
             None => match parse_response_head(&buf) {
+                Ok(Some((head, len))) if head.status.is_informational() => {
+                    // 101 is no interim answer, but an upgrade, which the contract has not.
+                    buf.advance(len);
+                    if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        return ReadEnd::Failed(Failure::Backend(
+                            "uwsgi: 101 Switching Protocols".to_owned(),
+                        ));
+                    }
+                    continue;
+                }
                 Ok(Some((mut head, len))) => {
                     buf.advance(len);
                     let chunked = head
@@ -84,7 +98,6 @@ async fn read_response<R: AsyncRead + Unpin>(
                         .get(CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     let bodiless = head_request
-                        || head.status.is_informational()
                         || head.status == http::StatusCode::NO_CONTENT
                         || head.status == http::StatusCode::NOT_MODIFIED;
                     framing = Some(match (chunked, length) {
@@ -139,7 +152,11 @@ async fn read_response<R: AsyncRead + Unpin>(
                 }
             }
         }
-        match tokio::time::timeout(timeout, reader.read_buf(&mut buf)).await {
+        let until = match framing {
+            None => head_by,
+            Some(_) => tokio::time::Instant::now() + timeout,
+        };
+        match tokio::time::timeout_at(until, reader.read_buf(&mut buf)).await {
             Err(_) => return ReadEnd::Failed(Failure::Timeout(timeout)),
             Ok(Ok(0)) => {
                 return match framing {
