@@ -275,6 +275,37 @@ fn no_backend_available_is_503_with_retry_after() {
 }
 
 #[test]
+fn max_outstanding_holds_when_requests_decide_at_the_same_time() {
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counting, highest) = (Arc::clone(&now), Arc::clone(&most));
+    let slow = move |_: Environ, start: StartResponse| {
+        let at_once = counting.fetch_add(1, Ordering::SeqCst) + 1;
+        highest.fetch_max(at_once, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        counting.fetch_sub(1, Ordering::SeqCst);
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from("ok")
+    };
+    let balancer = Balancer::builder()
+        .backend("slow", slow)
+        .max_outstanding(1)
+        .build();
+    let ready = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (balancer, ready) = (balancer.clone(), Arc::clone(&ready));
+            std::thread::spawn(move || {
+                ready.wait();
+                TestClient::new(balancer).get("/").send().status().as_u16()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(most.load(Ordering::SeqCst), 1, "{statuses:?}");
+    assert!(statuses.contains(&200) && statuses.iter().all(|s| [200, 503].contains(s)));
+}
+
+#[test]
 fn failing_backends_are_retried_ejected_and_probed_after_the_cool_down() {
     let bad = Named::new("bad").answering(502);
     let good = Named::new("good");

@@ -104,14 +104,25 @@ impl Backend {
         }
     }
 
-    /// Takes an available backend for a request: `Some(true)` when the request is the probe of
-    /// an ejected backend, `Some(false)` for an ordinary one, `None` when another request
-    /// became its probe in the meantime.
-    pub(super) fn claim(&self, max_fails: u32) -> Option<bool> {
+    /// Takes an available backend for a request, counting it as outstanding at once (so that
+    /// requests deciding at the same time cannot all take the last place under
+    /// `max_outstanding`): `Some(true)` when the request is the probe of an ejected backend,
+    /// `Some(false)` for an ordinary one, `None` when the backend is at its bound, or another
+    /// request became its probe in the meantime. The count is given back by
+    /// [`end`](Self::end).
+    pub(super) fn claim(&self, max_fails: u32, max_outstanding: usize) -> Option<bool> {
+        let under = |n: usize| (n < max_outstanding).then_some(n + 1);
+        self.outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, under)
+            .ok()?;
         if max_fails == 0 || self.ejected_at().is_none() {
             return Some(false);
         }
-        (!self.probing.swap(true, Ordering::AcqRel)).then_some(true)
+        if self.probing.swap(true, Ordering::AcqRel) {
+            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(true)
     }
 
     /// How long until an ejected backend may be probed (`None` if it is not ejected).
@@ -120,8 +131,8 @@ impl Backend {
             .map(|at| cool_down.saturating_sub(at.elapsed()))
     }
 
+    /// A request claimed (see [`claim`](Self::claim)) starts.
     pub(super) fn begin(&self) {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
         self.served.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -276,10 +276,10 @@ impl Shared {
         let mut lost = Vec::new();
         loop {
             let index = self.choose(key, |i| !tried.contains(&i) && !lost.contains(&i))?;
-            if let Some(probe) = self.backends[index].claim(self.max_fails) {
+            if let Some(probe) = self.backends[index].claim(self.max_fails, self.max_outstanding) {
                 return Some((index, probe));
             }
-            // Another request became its probe first.
+            // Another request became its probe, or took its last place, first.
             lost.push(index);
         }
     }
