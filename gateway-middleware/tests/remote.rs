@@ -424,17 +424,28 @@ fn a_balancer_sends_a_post_again_only_when_the_remote_could_not_connect() {
     }
 }
 
-#[test]
-fn a_uwsgi_backend_s_interim_head_is_skipped_for_its_final_one() {
+/// A uwsgi backend on a free port that reads one request packet (its vars ignored), then
+/// answers with `answer`.
+fn uwsgi_backend(
+    answer: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let backend = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        // The packet's header says how long its vars are; they are read and ignored.
+        // The packet's header says how long its vars are.
         let mut header = [0u8; 4];
         std::io::Read::read_exact(&mut stream, &mut header).unwrap();
         let mut vars = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
         std::io::Read::read_exact(&mut stream, &mut vars).unwrap();
+        answer(stream);
+    });
+    (addr, backend)
+}
+
+#[test]
+fn a_uwsgi_backend_s_interim_head_is_skipped_for_its_final_one() {
+    let (addr, backend) = uwsgi_backend(|mut stream| {
         stream
             .write_all(
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
@@ -451,14 +462,7 @@ fn a_uwsgi_backend_s_interim_head_is_skipped_for_its_final_one() {
 
 #[test]
 fn a_head_trickled_past_the_response_timeout_is_504() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let backend = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut header = [0u8; 4];
-        std::io::Read::read_exact(&mut stream, &mut header).unwrap();
-        let mut vars = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
-        std::io::Read::read_exact(&mut stream, &mut vars).unwrap();
+    let (addr, backend) = uwsgi_backend(|mut stream| {
         // A byte every 100 ms: each read comes well within the timeout, the head never does.
         for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" {
             if stream.write_all(&[*byte]).is_err() {

@@ -339,28 +339,43 @@ fn roles_the_app_does_not_play_get_unknown_role() {
     );
 }
 
+/// An app whose body never ends, and the flag its body sets when it is dropped.
+fn never_ending() -> (impl App + 'static, Arc<AtomicBool>) {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let app = move |_: Environ, start: StartResponse| {
+        let guard = Flag(flag.clone());
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from_future(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(Body::empty())
+        })
+    };
+    (app, dropped)
+}
+
+/// Whether `dropped` is set within five seconds.
+fn dropped_soon(dropped: &AtomicBool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dropped.load(Ordering::SeqCst)
+}
+
 #[test]
 fn abort_drops_the_response_and_ends_the_request() {
     // A request with a body runs in a task of its own; one without, in the connection's.
     let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
     for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
-        let dropped = Arc::new(AtomicBool::new(false));
-        struct Flag(Arc<AtomicBool>);
-        impl Drop for Flag {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let flag = dropped.clone();
-        let app = move |_: Environ, start: StartResponse| {
-            let guard = Flag(flag.clone());
-            let _ = start.start(StatusCode::OK, HeaderMap::new());
-            Body::from_future(async move {
-                let _guard = guard;
-                std::future::pending::<()>().await;
-                Ok(Body::empty())
-            })
-        };
+        let (app, dropped) = never_ending();
         let server = Server::start(app, Roles::RESPONDER);
         let mut peer = server.connect();
         let mut wire = BytesMut::new();
@@ -372,12 +387,8 @@ fn abort_drops_the_response_and_ends_the_request() {
         peer.send(&wire);
         let answer = &peer.answers(&[1])[&1];
         assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            dropped.load(Ordering::SeqCst),
+            dropped_soon(&dropped),
             "the app's body was dropped ({params:?})"
         );
     }
@@ -845,23 +856,7 @@ fn the_web_server_closing_its_connection_drops_the_requests_running_on_it() {
     // A request with a body runs in a task of its own; one without, in the connection's.
     let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
     for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
-        let dropped = Arc::new(AtomicBool::new(false));
-        struct Flag(Arc<AtomicBool>);
-        impl Drop for Flag {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let flag = dropped.clone();
-        let app = move |_: Environ, start: StartResponse| {
-            let guard = Flag(flag.clone());
-            let _ = start.start(StatusCode::OK, HeaderMap::new());
-            Body::from_future(async move {
-                let _guard = guard;
-                std::future::pending::<()>().await;
-                Ok(Body::empty())
-            })
-        };
+        let (app, dropped) = never_ending();
         let server = Server::start(app, Roles::RESPONDER);
         let mut peer = server.connect();
         let mut wire = BytesMut::new();
@@ -869,12 +864,8 @@ fn the_web_server_closing_its_connection_drops_the_requests_running_on_it() {
         peer.send(&wire);
         std::thread::sleep(Duration::from_millis(100));
         drop(peer);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            dropped.load(Ordering::SeqCst),
+            dropped_soon(&dropped),
             "the app's body was dropped ({params:?})"
         );
     }
