@@ -479,3 +479,61 @@ fn a_head_trickled_past_the_response_timeout_is_504() {
     assert_eq!(response.status(), 504);
     backend.join().unwrap();
 }
+
+#[test]
+fn a_kept_fastcgi_connection_the_backend_closed_is_replaced_for_the_next_request() {
+    // The backend answers the first request and keeps the connection, then closes it when the
+    // second comes, unanswered, as a PHP-FPM child does when it ends at `pm.max_requests` just
+    // as a request arrives; it answers on the next connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url: BackendUrl = format!("fastcgi://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let backend = std::thread::spawn(move || {
+        /// Reads one request whole from `conn`.
+        fn read_request(conn: &mut std::net::TcpStream, buf: &mut BytesMut) {
+            loop {
+                while let Some(record) = decode_record(buf).unwrap() {
+                    if matches!(&record, Record::Stream { kind: StreamKind::Stdin, data, .. } if data.is_empty())
+                    {
+                        return;
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = std::io::Read::read(conn, &mut chunk).unwrap();
+                assert!(n > 0, "the request came whole");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let answer = || {
+            let mut answer = BytesMut::new();
+            encode_stream(
+                &mut answer,
+                StreamKind::Stdout,
+                1,
+                b"Status: 200 OK\r\n\r\nok",
+            );
+            encode_end_of_stream(&mut answer, StreamKind::Stdout, 1);
+            encode_end_request(&mut answer, 1, 0, ProtocolStatus::RequestComplete);
+            answer
+        };
+        let (mut first, _) = listener.accept().unwrap();
+        let mut buf = BytesMut::new();
+        read_request(&mut first, &mut buf);
+        first.write_all(&answer()).unwrap();
+        read_request(&mut first, &mut buf);
+        drop(first);
+        let (mut second, _) = listener.accept().unwrap();
+        read_request(&mut second, &mut BytesMut::new());
+        second.write_all(&answer()).unwrap();
+    });
+    let client = TestClient::new(Remote::new(url));
+    for _ in 0..2 {
+        let response = client.get("/").send();
+        assert_eq!(
+            (response.status().as_u16(), response.text().as_str()),
+            (200, "ok")
+        );
+    }
+    backend.join().unwrap();
+}

@@ -342,7 +342,7 @@ impl Shared {
 }
 
 /// Whether a method may be sent twice with the effect of once (RFC 9110 §9.2.2).
-fn is_idempotent(method: &str) -> bool {
+pub(crate) fn is_idempotent(method: &str) -> bool {
     matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"

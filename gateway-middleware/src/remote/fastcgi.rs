@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
-use gateway_core::{Environ, ErrorStream};
+use gateway_core::{Environ, ErrorStream, Input};
 use gateway_servers::cgi::parse_response_head;
 use gateway_servers::fastcgi::codec::{
     ProtocolStatus, Record, Role, StreamKind, decode_record, encode_begin_request,
@@ -33,16 +33,10 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Stream>, mut environ: En
     encode_stream(&mut head, StreamKind::Params, REQUEST_ID, &params);
     encode_end_of_stream(&mut head, StreamKind::Params, REQUEST_ID);
     let errors = environ.errors().clone();
-    let input = environ.take_input();
-
-    let stream = match pool.take(Stream::is_reusable) {
-        Some(stream) => stream,
-        None => match inner.url.endpoint.connect(settings.connect_timeout).await {
-            Ok(stream) => stream,
-            Err(error) => return out.fail(Failure::Connect(error)).await,
-        },
-    };
-    let (reader, writer) = tokio::io::split(stream);
+    // A request sent again when its kept connection turns out dead: one whose whole body is in
+    // memory, and whose method may run twice (the backend may have read it before it closed).
+    let again = ahead.is_some() && crate::balancer::is_idempotent(environ.request_method());
+    let mut input = Some(environ.take_input());
     let encode = |dst: &mut BytesMut, data: &[u8]| {
         if data.is_empty() {
             encode_end_of_stream(dst, StreamKind::Stdin, REQUEST_ID);
@@ -51,24 +45,39 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Stream>, mut environ: En
         }
     };
     let mut out = out;
-    let (end, written) = send_request(
-        writer,
-        head,
-        ahead,
-        input,
-        encode,
-        read_response(reader, &mut out, errors, settings.response_timeout),
-    )
-    .await;
-    match end {
-        ReadEnd::Done(reader) => {
-            // Reused only when both directions ended on a record boundary.
-            if let (Some(reader), Some(writer)) = (reader, written) {
-                pool.put(reader.unsplit(writer));
+    let mut pooled = pool.take(Stream::is_reusable);
+    loop {
+        let (stream, reused) = match pooled.take() {
+            Some(stream) => (stream, true),
+            None => match inner.url.endpoint.connect(settings.connect_timeout).await {
+                Ok(stream) => (stream, false),
+                Err(error) => return out.fail(Failure::Connect(error)).await,
+            },
+        };
+        let (reader, writer) = tokio::io::split(stream);
+        let (end, written) = send_request(
+            writer,
+            head.clone(),
+            ahead.clone(),
+            input.take().unwrap_or_else(Input::empty),
+            encode,
+            read_response(reader, &mut out, errors.clone(), settings.response_timeout),
+        )
+        .await;
+        match end {
+            ReadEnd::Done(reader) => {
+                // Reused only when both directions ended on a record boundary.
+                if let (Some(reader), Some(writer)) = (reader, written) {
+                    pool.put(reader.unsplit(writer));
+                }
             }
+            // A kept connection the backend had closed (PHP-FPM ends a child's connection at
+            // its `pm.max_requests`): the request goes again, once, on a new connection.
+            ReadEnd::Failed(Failure::ClosedWhileIdle) if reused && again => continue,
+            ReadEnd::ClientGone => {}
+            ReadEnd::Failed(failure) => out.fail(failure).await,
         }
-        ReadEnd::ClientGone => {}
-        ReadEnd::Failed(failure) => out.fail(failure).await,
+        return;
     }
 }
 
@@ -86,6 +95,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     // records (stderr lines, other requests' records) meanwhile; after it, the timeout bounds
     // each wait for more of the body.
     let head_by = tokio::time::Instant::now() + timeout;
+    let mut received = false;
     loop {
         loop {
             let record = match decode_record(&mut buf) {
@@ -166,12 +176,17 @@ async fn read_response<R: AsyncRead + Unpin>(
         };
         match tokio::time::timeout_at(until, reader.read_buf(&mut buf)).await {
             Err(_) => return ReadEnd::Failed(Failure::Timeout(timeout)),
+            // Closed (or reset, once our write met the closed socket) before a byte came.
+            Ok(Ok(0)) if !received => return ReadEnd::Failed(Failure::ClosedWhileIdle),
+            Ok(Err(error)) if !received && error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return ReadEnd::Failed(Failure::ClosedWhileIdle);
+            }
             Ok(Ok(0)) => {
                 return ReadEnd::Failed(Failure::Backend(
                     "FastCGI: the backend closed the connection before FCGI_END_REQUEST".into(),
                 ));
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => received = true,
             Ok(Err(error)) => {
                 return ReadEnd::Failed(Failure::Backend(format!("FastCGI: {error}")));
             }

@@ -370,6 +370,9 @@ enum Failure {
     HeadersTooLarge(String),
     /// The backend said it is overloaded (FastCGI's `FCGI_OVERLOADED`): 503.
     Overloaded,
+    /// A kept connection ended before the backend sent a byte of the answer: it had closed the
+    /// connection while idle (PHP-FPM's `pm.max_requests`), and the request was not read.
+    ClosedWhileIdle,
 }
 
 impl Failure {
@@ -379,7 +382,9 @@ impl Failure {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Connect(_) | Failure::Backend(_) => StatusCode::BAD_GATEWAY,
+            Failure::Connect(_) | Failure::Backend(_) | Failure::ClosedWhileIdle => {
+                StatusCode::BAD_GATEWAY
+            }
             Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
             Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -400,6 +405,9 @@ impl fmt::Display for Failure {
             }
             Failure::HeadersTooLarge(why) => write!(f, "request variables too large: {why}"),
             Failure::Overloaded => f.write_str("the backend is overloaded"),
+            Failure::ClosedWhileIdle => {
+                f.write_str("the backend closed the connection before it answered")
+            }
         }
     }
 }
