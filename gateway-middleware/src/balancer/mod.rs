@@ -391,8 +391,9 @@ impl App for Balancer {
                         backend.name,
                         response.status()
                     );
-                    // Its body is dropped (closed) here; the last failure is kept in case no
-                    // other backend is left.
+                    // The last failure is kept, body and all, in case no other backend is
+                    // left; if it is still sending the request body, it stops as the next
+                    // attempt begins reading it (see `Replay`).
                     last = Some((response, outstanding));
                     continue;
                 }

@@ -84,6 +84,14 @@ impl http_body::Body for Reader {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let replay = self.replay.clone();
         let mut state = replay.lock();
+        if self.reading != state.readings {
+            // A later attempt reads the body now: a failed attempt still sending it (its
+            // connection's task goes on a while) must neither take chunks from it nor steal
+            // the wake-ups of the source.
+            return Poll::Ready(Some(Err(io::Error::other(
+                "the request body went to a later attempt",
+            ))));
+        }
         if self.position < state.kept.len() {
             let again = Bytes::copy_from_slice(&state.kept[self.position..]);
             self.position = state.kept.len();
@@ -137,6 +145,21 @@ mod tests {
         drop(first);
         assert_eq!(read_all(replay.input()).unwrap(), b"abcdef");
         assert_eq!(read_all(replay.input()).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn an_earlier_attempt_still_reading_stops_when_a_later_one_begins() {
+        let source = Input::from_body(gateway_core::Body::from_chunks(["ab", "cd", "ef"]));
+        let replay = Replay::new(source, 100);
+        let mut first = replay.input();
+        let mut two = [0u8; 2];
+        first.read_exact(&mut two).unwrap();
+        let second = replay.input();
+        assert!(
+            first.read(&mut two).is_err(),
+            "the body went to the later attempt"
+        );
+        assert_eq!(read_all(second).unwrap(), b"abcdef");
     }
 
     #[test]
