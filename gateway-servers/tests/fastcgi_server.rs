@@ -370,9 +370,10 @@ fn dropped_soon(dropped: &AtomicBool) -> bool {
     dropped.load(Ordering::SeqCst)
 }
 
-#[test]
-fn abort_drops_the_response_and_ends_the_request() {
-    // A request with a body runs in a task of its own; one without, in the connection's.
+/// Starts a request whose app never ends, of each kind (a request with a body runs in a task of
+/// its own; one without, in the connection's), stops it with `stop` (the web server's side of
+/// its connection), and checks that the app's body is dropped.
+fn stopped_while_running(stop: impl Fn(Peer)) {
     let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
     for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
         let (app, dropped) = never_ending();
@@ -382,16 +383,23 @@ fn abort_drops_the_response_and_ends_the_request() {
         request(&mut wire, 1, Role::Responder, true, params, Some(stdin));
         peer.send(&wire);
         std::thread::sleep(Duration::from_millis(100));
-        let mut wire = BytesMut::new();
-        codec::encode_abort_request(&mut wire, 1);
-        peer.send(&wire);
-        let answer = &peer.answers(&[1])[&1];
-        assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+        stop(peer);
         assert!(
             dropped_soon(&dropped),
             "the app's body was dropped ({params:?})"
         );
     }
+}
+
+#[test]
+fn abort_drops_the_response_and_ends_the_request() {
+    stopped_while_running(|mut peer| {
+        let mut wire = BytesMut::new();
+        codec::encode_abort_request(&mut wire, 1);
+        peer.send(&wire);
+        let answer = &peer.answers(&[1])[&1];
+        assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+    });
 }
 
 #[test]
@@ -853,22 +861,7 @@ fn idle_kept_connections_and_requests_never_completed_are_closed_at_their_timeou
 
 #[test]
 fn the_web_server_closing_its_connection_drops_the_requests_running_on_it() {
-    // A request with a body runs in a task of its own; one without, in the connection's.
-    let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
-    for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
-        let (app, dropped) = never_ending();
-        let server = Server::start(app, Roles::RESPONDER);
-        let mut peer = server.connect();
-        let mut wire = BytesMut::new();
-        request(&mut wire, 1, Role::Responder, true, params, Some(stdin));
-        peer.send(&wire);
-        std::thread::sleep(Duration::from_millis(100));
-        drop(peer);
-        assert!(
-            dropped_soon(&dropped),
-            "the app's body was dropped ({params:?})"
-        );
-    }
+    stopped_while_running(drop);
 }
 
 #[test]
