@@ -537,3 +537,76 @@ fn a_kept_fastcgi_connection_the_backend_closed_is_replaced_for_the_next_request
     }
     backend.join().unwrap();
 }
+
+/// A request body that arrives in `pieces` pieces of 1,000 bytes, `gap` apart: a slow client.
+struct Trickle {
+    pieces: usize,
+    gap: Duration,
+    delay: Option<futures_timer::Delay>,
+}
+
+impl futures_core::Stream for Trickle {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.pieces == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let gap = self.gap;
+        let delay = self
+            .delay
+            .get_or_insert_with(|| futures_timer::Delay::new(gap));
+        std::task::ready!(std::pin::Pin::new(delay).poll(cx));
+        self.delay = None;
+        self.pieces -= 1;
+        std::task::Poll::Ready(Some(Ok(Bytes::from(vec![b'u'; 1000]))))
+    }
+}
+
+#[test]
+fn a_body_uploading_longer_than_the_response_timeout_is_not_cut_while_it_moves() {
+    // Eight pieces 250 ms apart: two seconds to send, against a one-second response timeout
+    // that each gap stays well inside. The backend answers once it has read the whole body.
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .response_timeout(Duration::from_secs(1))
+            .build();
+        let body = Trickle {
+            pieces: 8,
+            gap: Duration::from_millis(250),
+            delay: None,
+        };
+        let response = TestClient::new(remote)
+            .post("/upload")
+            .header("content-length", "8000")
+            .stream(body)
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
+        assert_eq!(response.text(), "u".repeat(8000), "{scheme}");
+    }
+}
+
+#[test]
+fn a_backend_that_stops_reading_the_body_and_never_answers_is_504() {
+    // The backend takes the packet's vars and then nothing: the 4 MiB body fills the socket's
+    // buffers, the request stops moving, and the response timeout runs out.
+    let (addr, backend) = uwsgi_backend(|stream| {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(stream);
+    });
+    let url: BackendUrl = format!("uwsgi://{addr}").parse().unwrap();
+    let remote = Remote::builder(url)
+        .response_timeout(Duration::from_millis(500))
+        .build();
+    let response = TestClient::new(remote)
+        .post("/")
+        .body(vec![b'b'; 4 << 20])
+        .send();
+    assert_eq!(response.status(), 504);
+    backend.join().unwrap();
+}

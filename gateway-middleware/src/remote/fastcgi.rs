@@ -13,7 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::pool::Pool;
 use super::stream::Stream;
-use super::{Failure, Inner, MAX_HEAD, Out, ReadEnd, backend_vars, read_ahead, send_request};
+use super::{
+    Failure, Inner, MAX_HEAD, Out, Progress, ReadEnd, backend_vars, read_ahead, send_request,
+};
 
 /// The request id used: one request at a time on each connection, as nginx and Apache do.
 const REQUEST_ID: u16 = 1;
@@ -55,13 +57,16 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Stream>, mut environ: En
             },
         };
         let (reader, writer) = tokio::io::split(stream);
+        let progress = Progress::new();
+        let timeout = settings.response_timeout;
         let (end, written) = send_request(
             writer,
             head.clone(),
             ahead.clone(),
             input.take().unwrap_or_else(Input::empty),
             encode,
-            read_response(reader, &mut out, errors.clone(), settings.response_timeout),
+            &progress,
+            read_response(reader, &mut out, errors.clone(), timeout, &progress),
         )
         .await;
         match end {
@@ -88,13 +93,13 @@ async fn read_response<R: AsyncRead + Unpin>(
     out: &mut Out,
     mut errors: ErrorStream,
     timeout: std::time::Duration,
+    progress: &Progress,
 ) -> ReadEnd<R> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut head: Option<BytesMut> = Some(BytesMut::new());
-    // The head must come whole within the timeout from now, however the backend trickles
-    // records (stderr lines, other requests' records) meanwhile; after it, the timeout bounds
-    // each wait for more of the body.
-    let head_by = tokio::time::Instant::now() + timeout;
+    // The head must come whole within the timeout from the request's last progress, however
+    // the backend trickles records (stderr lines, other requests' records) meanwhile; after
+    // it, the timeout bounds each wait for more of the body.
     let mut received = false;
     loop {
         loop {
@@ -170,24 +175,27 @@ async fn read_response<R: AsyncRead + Unpin>(
                 _ => {}
             }
         }
-        let until = match head {
-            Some(_) => head_by,
-            None => tokio::time::Instant::now() + timeout,
+        let read = reader.read_buf(&mut buf);
+        let read = match head {
+            Some(_) => progress.before_head(timeout, read).await,
+            None => tokio::time::timeout(timeout, read).await.ok(),
         };
-        match tokio::time::timeout_at(until, reader.read_buf(&mut buf)).await {
-            Err(_) => return ReadEnd::Failed(Failure::Timeout(timeout)),
+        match read {
+            None => return ReadEnd::Failed(Failure::Timeout(timeout)),
             // Closed (or reset, once our write met the closed socket) before a byte came.
-            Ok(Ok(0)) if !received => return ReadEnd::Failed(Failure::ClosedWhileIdle),
-            Ok(Err(error)) if !received && error.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some(Ok(0)) if !received => return ReadEnd::Failed(Failure::ClosedWhileIdle),
+            Some(Err(error))
+                if !received && error.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
                 return ReadEnd::Failed(Failure::ClosedWhileIdle);
             }
-            Ok(Ok(0)) => {
+            Some(Ok(0)) => {
                 return ReadEnd::Failed(Failure::Backend(
                     "FastCGI: the backend closed the connection before FCGI_END_REQUEST".into(),
                 ));
             }
-            Ok(Ok(_)) => received = true,
-            Ok(Err(error)) => {
+            Some(Ok(_)) => received = true,
+            Some(Err(error)) => {
                 return ReadEnd::Failed(Failure::Backend(format!("FastCGI: {error}")));
             }
         }

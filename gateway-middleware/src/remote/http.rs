@@ -1,5 +1,8 @@
 //! Forwarding over HTTP/1.1, on hyper's client connections.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -13,10 +16,42 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::pool::Pool;
-use super::{Failure, Inner, Out, strip_hop_by_hop};
+use super::{Failure, Inner, Out, Progress, strip_hop_by_hop};
 
 /// The sending half of a kept-alive connection.
-pub(super) type Sender = http1::SendRequest<Input>;
+pub(super) type Sender = http1::SendRequest<Upload>;
+
+/// The request body on its way to the backend: the request's input, each piece hyper takes
+/// telling the exchange's [`Progress`].
+pub(super) struct Upload {
+    input: Input,
+    progress: Arc<Progress>,
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.input).poll_frame(cx);
+        if frame.is_ready() {
+            this.progress.moved();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.input.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.input.size_hint()
+    }
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -24,8 +59,12 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Environ, mut out: Out) {
     let settings = &inner.settings;
+    let progress = Arc::new(Progress::new());
     let mut request = match to_request(environ) {
-        Ok(request) => request,
+        Ok(request) => request.map(|input| Upload {
+            input,
+            progress: progress.clone(),
+        }),
         Err(why) => return out.fail(Failure::BadRequest(why)).await,
     };
     // A kept-alive connection the backend has closed in the meantime gives the request back
@@ -38,12 +77,16 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
                 Err(failure) => return out.fail(failure).await,
             },
         };
-        let sent =
-            tokio::time::timeout(settings.response_timeout, sender.try_send_request(request)).await;
+        // The head is awaited from the request's last progress: hyper answers once the
+        // backend's head arrives, while the body may still be uploading.
+        progress.moved();
+        let sent = progress
+            .before_head(settings.response_timeout, sender.try_send_request(request))
+            .await;
         match sent {
-            Err(_) => return out.fail(Failure::Timeout(settings.response_timeout)).await,
-            Ok(Ok(response)) => break (sender, response),
-            Ok(Err(mut error)) => match error.take_message() {
+            None => return out.fail(Failure::Timeout(settings.response_timeout)).await,
+            Some(Ok(response)) => break (sender, response),
+            Some(Err(mut error)) => match error.take_message() {
                 Some(unsent) if !fresh => request = unsent,
                 _ => {
                     let error = error.into_error();

@@ -40,6 +40,7 @@ mod uwsgi;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -60,8 +61,8 @@ use pool::Pool;
 
 /// How long connecting to a backend may take by default (then 504).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a backend may take by default to send its head, and then between two reads of its
-/// body (then 504, or a response cut short).
+/// How long a backend may take by default to send its head after the request last moved, and
+/// then between two reads of its body (then 504, or a response cut short).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections to one backend are kept by default.
 pub const DEFAULT_MAX_IDLE: usize = 32;
@@ -167,7 +168,10 @@ impl RemoteBuilder {
     }
 
     /// How long the backend may take to send its head, and then between two reads of its body
-    /// (default [`DEFAULT_RESPONSE_TIMEOUT`]).
+    /// (default [`DEFAULT_RESPONSE_TIMEOUT`]). The head's time counts from the last piece of
+    /// the request written to the backend, so a body that takes longer than this to upload is
+    /// not cut while it moves; a backend that stops taking the body and does not answer is
+    /// given up on this long after it last took some.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.settings.response_timeout = timeout;
         self
@@ -433,17 +437,66 @@ enum WriteError {
     Backend,
 }
 
+/// How far a request has gone on its way to the backend, for the response timeout: the backend's
+/// head is awaited for the timeout from the request's last progress (its head or a piece of its
+/// body written), not from the start of the exchange. A large body from a slow client can take
+/// longer than the timeout to arrive, and a backend answers only once it has it; nginx's
+/// `proxy_read_timeout` also counts from the last write. A backend that stops reading the body
+/// and does not answer is given up on one timeout after it last took some.
+#[derive(Debug)]
+struct Progress {
+    start: tokio::time::Instant,
+    /// Nanoseconds from `start` to the last progress.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// The request moved on: the head's deadline starts again from now.
+    fn moved(&self) {
+        let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(elapsed, Ordering::Relaxed);
+    }
+
+    /// When the head is late, as things stand.
+    fn head_by(&self, timeout: Duration) -> tokio::time::Instant {
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed)) + timeout
+    }
+
+    /// Awaits `future` until the head is late: `None` once `timeout` has passed since the
+    /// request last moved.
+    async fn before_head<F: Future>(&self, timeout: Duration, future: F) -> Option<F::Output> {
+        tokio::pin!(future);
+        loop {
+            let by = self.head_by(timeout);
+            match tokio::time::timeout_at(by, &mut future).await {
+                Ok(output) => return Some(output),
+                // The request moved while this waited: the deadline moved with it.
+                Err(_) if self.head_by(timeout) > by => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// Sends a request (`head`, then the body: read ahead, or streamed from `input`, each piece
 /// framed by `encode`, which ends the body when given no data) while `read` reads the
 /// response. The reading half decides when the exchange ends: a backend may answer before it
-/// has read the whole body. Gives what `read` returned, and the writer if the whole request was
-/// sent.
+/// has read the whole body; each write tells `progress`. Gives what `read` returned, and the
+/// writer if the whole request was sent.
 async fn send_request<W, R, T>(
     mut writer: W,
     head: BytesMut,
     ahead: Option<Bytes>,
     mut input: Input,
     encode: impl Fn(&mut BytesMut, &[u8]),
+    progress: &Progress,
     read: R,
 ) -> (ReadEnd<T>, Option<W>)
 where
@@ -466,20 +519,15 @@ where
                         continue;
                     }
                     encode(&mut buf, &data);
-                    writer
-                        .write_all(&buf)
-                        .await
-                        .map_err(|_| WriteError::Backend)?;
+                    write_moving(&mut writer, &buf, progress).await?;
                     buf.clear();
                 }
             }
         }
         encode(&mut buf, &[]);
-        writer
-            .write_all(&buf)
-            .await
-            .map_err(|_| WriteError::Backend)?;
+        write_moving(&mut writer, &buf, progress).await?;
         writer.flush().await.map_err(|_| WriteError::Backend)?;
+        progress.moved();
         Ok(writer)
     };
     tokio::pin!(write, read);
@@ -500,6 +548,22 @@ where
             },
         }
     }
+}
+
+/// Writes `buf` whole, telling `progress` of each part the backend takes.
+async fn write_moving<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut buf: &[u8],
+    progress: &Progress,
+) -> Result<(), WriteError> {
+    while !buf.is_empty() {
+        match writer.write(buf).await {
+            Ok(0) | Err(_) => return Err(WriteError::Backend),
+            Ok(n) => buf = &buf[n..],
+        }
+        progress.moved();
+    }
+    Ok(())
 }
 
 /// The response body: what the exchange sends through the channel.

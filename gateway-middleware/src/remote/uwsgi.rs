@@ -7,7 +7,9 @@ use gateway_servers::uwsgi::codec::{ChunkedDecoder, encode_request};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Failure, Inner, MAX_HEAD, Out, ReadEnd, backend_vars, read_ahead, send_request};
+use super::{
+    Failure, Inner, MAX_HEAD, Out, Progress, ReadEnd, backend_vars, read_ahead, send_request,
+};
 
 /// `modifier1` 0: a request for the backend's app.
 const MODIFIER_APP: u8 = 0;
@@ -38,13 +40,16 @@ pub(super) async fn exchange(inner: &Inner, mut environ: Environ, out: Out) {
     // The body follows the packet as it is: no framing.
     let encode = |dst: &mut BytesMut, data: &[u8]| dst.extend_from_slice(data);
     let mut out = out;
+    let progress = Progress::new();
+    let timeout = settings.response_timeout;
     let (end, _) = send_request(
         writer,
         head,
         ahead,
         input,
         encode,
-        read_response(reader, &mut out, head_request, settings.response_timeout),
+        &progress,
+        read_response(reader, &mut out, head_request, timeout, &progress),
     )
     .await;
     if let ReadEnd::Failed(failure) = end {
@@ -68,12 +73,12 @@ async fn read_response<R: AsyncRead + Unpin>(
     out: &mut Out,
     head_request: bool,
     timeout: std::time::Duration,
+    progress: &Progress,
 ) -> ReadEnd<R> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framing: Option<Framing> = None;
-    // The head must come whole within the timeout from now, however slowly its bytes trickle;
-    // after it, the timeout bounds each wait for more of the body.
-    let head_by = tokio::time::Instant::now() + timeout;
+    // The head must come whole within the timeout from the request's last progress, however
+    // slowly its bytes trickle; after it, the timeout bounds each wait for more of the body.
     loop {
         match &mut framing {
             None => match parse_response_head(&buf) {
@@ -152,13 +157,14 @@ async fn read_response<R: AsyncRead + Unpin>(
                 }
             }
         }
-        let until = match framing {
-            None => head_by,
-            Some(_) => tokio::time::Instant::now() + timeout,
+        let read = reader.read_buf(&mut buf);
+        let read = match framing {
+            None => progress.before_head(timeout, read).await,
+            Some(_) => tokio::time::timeout(timeout, read).await.ok(),
         };
-        match tokio::time::timeout_at(until, reader.read_buf(&mut buf)).await {
-            Err(_) => return ReadEnd::Failed(Failure::Timeout(timeout)),
-            Ok(Ok(0)) => {
+        match read {
+            None => return ReadEnd::Failed(Failure::Timeout(timeout)),
+            Some(Ok(0)) => {
                 return match framing {
                     Some(Framing::UntilClose) => ReadEnd::Done(None),
                     None => ReadEnd::Failed(Failure::Backend(
@@ -171,8 +177,10 @@ async fn read_response<R: AsyncRead + Unpin>(
                     )),
                 };
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return ReadEnd::Failed(Failure::Backend(format!("uwsgi: {error}"))),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                return ReadEnd::Failed(Failure::Backend(format!("uwsgi: {error}")));
+            }
         }
     }
 }
