@@ -338,3 +338,30 @@ fn recycles_and_harakiri_kills_are_counted_across_worker_exits() {
         ) >= 2.0
     });
 }
+
+#[test]
+fn a_client_gone_while_its_short_body_is_read_is_counted_and_logged() {
+    // A body of 1,000 bytes is read whole before the (blocking) app is called; the client
+    // sends ten of them and goes away, so the app never runs: the server's 400 is what the
+    // request got, and it is logged and counted like any other.
+    let server = Server::start(&["--access-log"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(b"POST /gone HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    drop(stream);
+    let mut line = None;
+    wait_until("the access log line", Duration::from_secs(5), || {
+        line = server
+            .log()
+            .lines()
+            .find(|l| l.contains("gateway::access"))
+            .map(str::to_owned);
+        line.is_some()
+    });
+    let line = line.unwrap();
+    assert!(line.contains("\"POST /gone HTTP/1.1\" 400 "), "{line}");
+    let metrics = server.metrics();
+    assert_eq!(metrics["gateway_requests_total"], 1.0);
+    assert_eq!(metrics["gateway_requests_in_flight"], 0.0);
+}

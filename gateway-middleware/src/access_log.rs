@@ -71,7 +71,9 @@ pub struct LogRecord {
     pub user_agent: String,
     /// How long the request took, until its response was over.
     pub duration: Duration,
-    /// Whether the response ended before its end (an error, or the client went away).
+    /// Whether the response ended before its end (an error, or the client went away). A
+    /// request that ended before its response head is logged with status 499 (nginx's "client
+    /// closed request") and this set.
     pub incomplete: bool,
 }
 
@@ -241,6 +243,7 @@ impl<A: App> App for AccessLogApp<A> {
             started: Instant::now(),
             format: self.log.format.clone(),
             sink,
+            written: false,
         };
         let response = driver::call(&self.inner, environ);
         Body::from_future(async move {
@@ -248,10 +251,7 @@ impl<A: App> App for AccessLogApp<A> {
             let (parts, body) = response.into_parts();
             let mut pending = pending;
             pending.record.status = parts.status;
-            let logged = Logged {
-                body,
-                pending: Some(pending),
-            };
+            let logged = Logged { body, pending };
             Ok(gateway_core::convert::respond(
                 start,
                 http::Response::from_parts(parts, logged),
@@ -260,16 +260,38 @@ impl<A: App> App for AccessLogApp<A> {
     }
 }
 
-/// The log line of a request whose response is not over yet.
+/// The log line of a request whose response is not over yet. Dropped unwritten, the request
+/// ended before its response head (the client went away, or the server dropped the request):
+/// it is logged with status 499, nginx's "client closed request", as incomplete.
 struct Pending {
     record: LogRecord,
     started: Instant,
     format: Arc<dyn LogFormat>,
     sink: Sink,
+    written: bool,
+}
+
+/// The status logged for a request that ended before its response head (nginx's 499).
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+};
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.written {
+            self.record.status = CLIENT_CLOSED_REQUEST;
+            self.write(0, true);
+        }
+    }
 }
 
 impl Pending {
-    fn write(mut self, bytes_sent: u64, incomplete: bool) {
+    /// Writes the line, once.
+    fn write(&mut self, bytes_sent: u64, incomplete: bool) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
         self.record.bytes_sent = bytes_sent;
         self.record.incomplete = incomplete;
         self.record.duration = self.started.elapsed();
@@ -288,7 +310,7 @@ impl Pending {
 /// The response body, logged when it is over.
 struct Logged {
     body: ResponseBody,
-    pending: Option<Pending>,
+    pending: Pending,
 }
 
 impl http_body::Body for Logged {
@@ -296,21 +318,14 @@ impl http_body::Body for Logged {
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => {
-                if let Some(pending) = self.pending.take() {
-                    pending.write(self.body.bytes_sent(), false);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(pending) = self.pending.take() {
-                    pending.write(self.body.bytes_sent(), true);
-                }
-            }
+            Poll::Ready(None) => this.pending.write(this.body.bytes_sent(), false),
+            Poll::Ready(Some(Err(_))) => this.pending.write(this.body.bytes_sent(), true),
             _ => {}
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))
@@ -327,12 +342,10 @@ impl http_body::Body for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            // Dropped before its end: the client went away, or nobody read it. A body with
-            // nothing left to send (HEAD, 204, a sent full body) is complete all the same.
-            let complete = http_body::Body::is_end_stream(&self.body);
-            pending.write(self.body.bytes_sent(), !complete);
-        }
+        // Dropped before its end: the client went away, or nobody read it. A body with nothing
+        // left to send (HEAD, 204, a sent full body) is complete all the same.
+        let complete = http_body::Body::is_end_stream(&self.body);
+        self.pending.write(self.body.bytes_sent(), !complete);
     }
 }
 
@@ -384,6 +397,29 @@ mod tests {
             "{line}"
         );
         assert!(line.starts_with("10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
+    fn a_request_dropped_before_its_head_is_logged_as_499() {
+        let (log, lines) = recorder();
+        // An app that never decides its answer; the client goes away meanwhile.
+        let app = Builder::new()
+            .with(log)
+            .app(|_: Environ, _: StartResponse| {
+                Body::from_future(std::future::pending::<Result<Body, gateway_core::BoxError>>())
+            });
+        let mut response = Box::pin(driver::call(&app, environ("GET")));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(response.as_mut().poll(&mut cx).is_pending());
+        assert!(lines.lock().unwrap().is_empty(), "not while it runs");
+        drop(response);
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].ends_with("\"GET /a?b=1 HTTP/1.0\" 499 0 \"http://r/\" \"curl/8\""),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

@@ -221,8 +221,18 @@ impl<A: App + 'static> Runtime<A> {
     /// With `--stats` or `--access-log`, the request is counted, timed and logged until its
     /// response body ends or is dropped.
     pub fn respond(&self, environ: Environ, guard: BodyGuard) -> Responding {
-        let config = self.config();
         let record = Record::start(&environ);
+        self.respond_recorded(environ, guard, record)
+    }
+
+    /// [`respond`](Runtime::respond), for a request whose record began earlier.
+    fn respond_recorded(
+        &self,
+        environ: Environ,
+        guard: BodyGuard,
+        record: Option<Record>,
+    ) -> Responding {
+        let config = self.config();
         let mut responding = Responding {
             state: Answer::Done,
             guard,
@@ -270,7 +280,8 @@ impl<A: App + 'static> Runtime<A> {
     /// waiting on the connection chunk by chunk). `length` is the declared length: a shorter
     /// body fails the app's read as a streamed one would. When reading breaks a limit the
     /// answer is 413 or 408 (400 when the client or the web server gave up), and the app is
-    /// not called.
+    /// not called. The request is recorded (`--stats`, `--access-log`) from before the read,
+    /// so a client that gives up during it is counted too.
     pub(crate) async fn respond_after_body<B>(
         &self,
         mut environ: Environ,
@@ -282,17 +293,18 @@ impl<A: App + 'static> Runtime<A> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
+        let record = Record::start(&environ);
         match read_up_to(body, length).await {
             Ok(data) => {
                 environ.set_input(Input::from_body(data).with_limit(length));
-                self.respond(environ, guard).await
+                self.respond_recorded(environ, guard, record).await
             }
             Err(error) => {
                 tracing::debug!(%error, "request body not read whole");
                 let response = guard
                     .limit_response(self.config().max_body_size)
                     .unwrap_or_else(|| plain_response(StatusCode::BAD_REQUEST, true));
-                self.answer(&environ, response).await
+                self.answer_recorded(response, record).await
             }
         }
     }
@@ -301,13 +313,18 @@ impl<A: App + 'static> Runtime<A> {
     /// [`respond`](Runtime::respond) sends the app's (a `Server` header, counted and logged
     /// with `--stats` or `--access-log`).
     pub(crate) fn answer(&self, environ: &Environ, response: Response<Body>) -> Responding {
+        self.answer_recorded(response, Record::start(environ))
+    }
+
+    /// [`answer`](Runtime::answer), for a request whose record began earlier.
+    fn answer_recorded(&self, response: Response<Body>, record: Option<Record>) -> Responding {
         let config = self.config();
         Responding {
             state: Answer::Ready(response),
             guard: BodyGuard::none(),
             software: config.server_software,
             max_body_size: config.max_body_size,
-            record: Record::start(environ),
+            record,
         }
     }
 }

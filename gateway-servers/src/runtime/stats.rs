@@ -168,7 +168,8 @@ pub fn is_enabled() -> bool {
 
 /// Turns the access log on or off (`--access-log`): one `tracing` event per request, target
 /// `gateway::access`, level info, in Combined Log Format followed by the duration in seconds
-/// and the pid of the serving process.
+/// and the pid of the serving process. A request that ended before its response head (the
+/// client went away) is logged with status 499, as nginx logs it.
 pub fn set_access_log(on: bool) {
     ACCESS_LOG.store(on, Ordering::Relaxed);
 }
@@ -305,6 +306,9 @@ fn own_error_head(buf: &[u8]) -> Option<Limit> {
     (!has_server).then_some(limit)
 }
 
+/// The status logged for a request that ended before its response head.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// What a request's record needs for the access log.
 #[derive(Debug)]
 struct AccessEntry {
@@ -366,7 +370,12 @@ impl Drop for Record {
             slot.latency[bucket(micros)].fetch_add(1, Ordering::Relaxed);
         }
         if let Some(entry) = self.access.take() {
-            let line = combined_line(&entry, SystemTime::now(), self.status, self.bytes);
+            // No response head: the client went away first (nginx logs 499 so).
+            let status = match self.status {
+                0 => CLIENT_CLOSED_REQUEST,
+                status => status,
+            };
+            let line = combined_line(&entry, SystemTime::now(), status, self.bytes);
             tracing::info!(
                 target: "gateway::access",
                 "{line} {:.6} {}",
