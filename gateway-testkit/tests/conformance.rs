@@ -102,17 +102,37 @@ fn the_program_prints_a_table_and_a_final_line_and_exits_by_the_result() {
     let markdown = String::from_utf8(markdown.stdout).unwrap();
     assert!(markdown.contains("| `fcgi-get-values` |"), "{markdown}");
 
-    // Nothing listens there: a usage error, not a pass.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens there (a socket path no test can have bound): a usage error, not a
+    // pass.
     let refused = std::process::Command::new(PROGRAM)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--wait", "0.2"])
+        .args([
+            "--fastcgi",
+            "unix:/nonexistent/gateway-conformance.sock",
+            "--wait",
+            "0.2",
+        ])
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
+
+    // A filter that selects no case: a usage error, before any server is started.
+    let nothing = std::process::Command::new(PROGRAM)
+        .args([
+            "--builtin",
+            "http",
+            "--only",
+            "path-",
+            "--only",
+            "no-such-case",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(nothing.stderr).unwrap();
+    assert_eq!(nothing.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"no-such-case\" matches no case"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -662,3 +662,63 @@ fn every_case_fails_against_a_server_that_breaks_its_rule() {
     }
     assert_eq!(seen.len(), conformance::cases().len());
 }
+
+#[test]
+fn a_server_side_violation_fails_its_case_late_in_a_run_whose_app_side_warned_earlier() {
+    // The validator between the server and the suite's app; the server gives chunked requests
+    // a SERVER_PORT that is not a number (rule 23), which the case's own checks do not look
+    // at. `status-204` runs first: the echo app's Content-Type on its 204 is a warning of the
+    // app's side, which must not hide the server's violation of the later case.
+    let validator = gateway_testkit::Validator::new(gateway_testkit::Mode::Warn);
+    let report = validator.report();
+    let mut broken = layered(
+        move |app| {
+            let checked = gateway_core::Builder::new()
+                .with(validator.clone())
+                .app(app);
+            Arc::new(move |mut environ: Environ, start: StartResponse| {
+                if environ.content_length().is_none() && environ.request_method() == "POST" {
+                    set(&mut environ, "SERVER_PORT", "eighty");
+                }
+                checked.call(environ, start)
+            })
+        },
+        Config::default(),
+    );
+    broken.options.validator = Some(report.clone());
+    broken.options.only = vec!["status-204".to_owned(), "chunked-body".to_owned()];
+    let run = conformance::run(&broken.target, &broken.options);
+    let verdict = |id: &str| {
+        run.outcomes
+            .iter()
+            .find(|o| o.case.id == id)
+            .map(|o| o.verdict.clone())
+    };
+    assert!(
+        report.violations().iter().any(|v| v.side == "app"),
+        "the app's side warned: {:?}",
+        report.violations()
+    );
+    assert!(
+        matches!(verdict("status-204"), Some(Verdict::Pass)),
+        "{:?}",
+        verdict("status-204")
+    );
+    assert!(
+        matches!(verdict("chunked-body"), Some(Verdict::Fail(ref why)) if why.contains("R23")),
+        "{:?}",
+        verdict("chunked-body")
+    );
+}
+
+#[test]
+fn fail_after_head_fails_against_a_server_that_holds_the_connection_open() {
+    // The app holds its answer open after the first chunk instead of failing: the connection
+    // never ends, which the case must not take for a failure shown to the client.
+    let broken = env(|environ| {
+        if environ.path_info() == b"/__suite/fail-after" {
+            set(environ, "PATH_INFO", "/__suite/hold/never-ends");
+        }
+    });
+    assert_fails("fail-after-head", &broken);
+}

@@ -131,6 +131,15 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // A filter that selects nothing would end in "0 passed, 0 failed" and success.
+    if let Some(unmatched) = cli.only.iter().find(|prefix| {
+        !conformance::cases()
+            .iter()
+            .any(|c| c.id.starts_with(prefix.as_str()))
+    }) {
+        eprintln!("error: --only {unmatched:?} matches no case (--list lists them)");
+        return ExitCode::from(2);
+    }
     let builtin;
     let (target, mut options) = match (&cli.http, &cli.fastcgi, &cli.uwsgi, &cli.cgi, cli.builtin) {
         (Some(url), ..) => {

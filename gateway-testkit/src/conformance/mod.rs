@@ -247,6 +247,30 @@ pub(crate) struct RawExchange {
 }
 
 impl RawExchange {
+    /// Reads until the peer closes the connection (or resets it): false when `wait` passed
+    /// first.
+    fn read_to_close(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_timeout(Some(left)).is_err() {
+                return false;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.seen.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        }
+    }
+
     /// Reads until `needle` has arrived (true) or `wait` has passed (false).
     fn read_until(&mut self, needle: &[u8], wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
@@ -455,10 +479,12 @@ pub fn run(target: &Target, options: &Options) -> Report {
             });
             continue;
         }
+        // Counted as they are read below: the server's side only (the echo app's own answers
+        // add violations of the app's side as the run goes).
         let seen = options
             .validator
             .as_ref()
-            .map_or(0, |r| r.violations().len());
+            .map_or(0, |r| server_side(r).len());
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.check)(&cx)))
             .unwrap_or_else(|_| Err("the case panicked".to_owned()));
