@@ -8,6 +8,16 @@ scripts/install-test-deps.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast
 else
-  cargo test --workspace --all-features --no-fail-fast --lib --bins --tests --examples
+  # Without nextest, the test binaries that .config/nextest.toml runs alone run with one test
+  # at a time (cargo test runs binaries one after another; the rest keep their threads).
+  heavy=$(grep -o 'binary_id(examples::[a-z_]*)' .config/nextest.toml | sed 's/.*::\(.*\))/\1/')
+  light=()
+  for file in examples/tests/*.rs; do
+    name=$(basename "$file" .rs)
+    grep -qx "$name" <<<"$heavy" || light+=(--test "$name")
+  done
+  cargo test --workspace --exclude examples --all-features --no-fail-fast --lib --bins --tests --examples
+  cargo test -p examples --all-features --no-fail-fast --lib --bins "${light[@]}"
+  cargo test -p examples --all-features --no-fail-fast $(sed 's/^/--test /' <<<"$heavy") -- --test-threads=1
 fi
 cargo test --workspace --all-features --doc
