@@ -90,6 +90,18 @@ fn bad_flags_are_one_line_and_exit_2() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+    // Values that would overflow the clock or ask hyper for gigabytes per request.
+    for flags in [
+        ["--header-timeout", "1e19"],
+        ["--send-timeout", "1e10"],
+        ["--max-headers", "1000000000"],
+        ["--max-headers", "0"],
+    ] {
+        let output = Command::new(ECHO).args(flags).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(flags[0]), "{flags:?}: {stderr}");
+    }
 }
 
 #[test]

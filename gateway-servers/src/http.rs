@@ -70,12 +70,16 @@ pub async fn serve<A: App + 'static>(
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(
+            u32::try_from(config.max_requests.min(MAX_HTTP2_STREAMS)).unwrap_or(u32::MAX),
+        );
     let builders = Arc::new((http1, http2));
     let stop = shutdown.clone();
     let timeouts = Timeouts {
         header: config.header_read_timeout,
         keep_alive: config.keep_alive_timeout,
+        send: config.send_timeout,
     };
     let limit = runtime.connection_limit().clone();
     serve_connections(listener, &config, &limit, shutdown, move |connection| {
@@ -107,7 +111,13 @@ pub async fn serve<A: App + 'static>(
                 return;
             };
             let http2 = first.starts_with(HTTP2_PREFACE);
-            let io = HyperIo::new(stream, first, accepted + timeouts.header, activity.clone());
+            let io = HyperIo::new(
+                stream,
+                first,
+                accepted + timeouts.header,
+                &timeouts,
+                &activity,
+            );
             if http2 {
                 serve_http2(&builders.1, io, service, &activity, timeouts, &stop).await;
             } else {
@@ -123,7 +133,18 @@ pub async fn serve<A: App + 'static>(
 struct Timeouts {
     header: Duration,
     keep_alive: Duration,
+    send: Duration,
 }
+
+/// The most requests one HTTP/2 connection may have open at once (nginx's default
+/// `http2_max_concurrent_streams`; fewer when the request limit is lower): each may hold a
+/// request body read ahead and a response, so one connection may not hold hundreds.
+const MAX_HTTP2_STREAMS: usize = 128;
+
+/// How long an idle HTTP/2 connection told to go away (`GOAWAY`) may take to close: h2 sends
+/// its last `GOAWAY` only once the client acknowledges a `PING`, and a client that never does
+/// would keep the connection.
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// The bytes with which an HTTP/2 client with prior knowledge opens a connection.
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -258,7 +279,8 @@ async fn serve_http1<S>(
             stream,
             pending,
             Instant::now() + timeouts.header,
-            activity.clone(),
+            &timeouts,
+            activity,
         );
     }
 }
@@ -292,7 +314,13 @@ async fn serve_http2<S>(
         () = idle => {
             tracing::debug!("HTTP/2 connection idle past the keep-alive timeout: closing");
             connection.as_mut().graceful_shutdown();
-            connection.await
+            match tokio::time::timeout(GOAWAY_GRACE, connection).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("HTTP/2 client did not acknowledge GOAWAY: closed");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(error) = result {
@@ -605,7 +633,47 @@ struct HyperIo {
     head: Option<HeadWatch>,
     /// Bytes of the 408 already written, once the time is up.
     answered: Option<usize>,
+    /// The wait of a write on a client that does not read.
+    send: SendWatch,
     activity: Arc<Activity>,
+}
+
+/// Bounds how long writes may wait for a client that does not read (the config's
+/// `send_timeout`): armed when a write has to wait, disarmed when one goes through. Past it
+/// the write fails, and hyper ends the connection.
+struct SendWatch {
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl SendWatch {
+    /// Follows the result of a write: an error once writes have waited past the timeout.
+    fn follow<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.armed = false;
+            return result;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !std::mem::replace(&mut self.armed, true) {
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        tracing::info!(timeout = ?self.timeout, "the client took nothing of the response in time: closing");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not read the response within the send timeout",
+        )))
+    }
 }
 
 /// A head that must end before `deadline`; the timer is made only if a read has to wait for it.
@@ -622,7 +690,8 @@ impl HyperIo {
         stream: Box<dyn Stream>,
         pending: Bytes,
         deadline: Instant,
-        activity: Arc<Activity>,
+        timeouts: &Timeouts,
+        activity: &Arc<Activity>,
     ) -> Self {
         let mut end = HeadEnd::default();
         let head = (!end.scan(&pending)).then_some(HeadWatch {
@@ -635,7 +704,12 @@ impl HyperIo {
             pending,
             head,
             answered: None,
-            activity,
+            send: SendWatch {
+                timeout: timeouts.send,
+                timer: None,
+                armed: false,
+            },
+            activity: activity.clone(),
         }
     }
 
@@ -735,11 +809,12 @@ impl AsyncWrite for HyperIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.stream).poll_write(cx, data);
-        self.activity
+        let this = &mut *self;
+        let result = Pin::new(&mut this.stream).poll_write(cx, data);
+        this.activity
             .write_blocked
             .store(result.is_pending(), Ordering::Relaxed);
-        result
+        this.send.follow(cx, result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -755,11 +830,12 @@ impl AsyncWrite for HyperIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.activity
+        let this = &mut *self;
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.activity
             .write_blocked
             .store(result.is_pending(), Ordering::Relaxed);
-        result
+        this.send.follow(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

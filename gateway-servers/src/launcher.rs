@@ -60,8 +60,8 @@ pub struct LauncherArgs {
     /// Largest request head in bytes (larger gets 431).
     #[arg(long, default_value_t = Config::default().max_head_size)]
     pub max_head_size: usize,
-    /// Most request headers (more gets 431).
-    #[arg(long, default_value_t = Config::default().max_headers)]
+    /// Most request headers (more gets 431; at most 10000).
+    #[arg(long, default_value_t = Config::default().max_headers, value_parser = parse_max_headers)]
     pub max_headers: usize,
     /// Largest request body in bytes (larger gets 413).
     #[arg(long, default_value_t = Config::default().max_body_size)]
@@ -81,6 +81,10 @@ pub struct LauncherArgs {
     /// Seconds a client may go without sending body bytes the app waits for (then 408).
     #[arg(long, value_name = "SECONDS", default_value_t = Config::default().body_read_timeout.as_secs_f64())]
     pub body_timeout: f64,
+    /// Seconds a response may wait for the client to take more of it (a client that stops
+    /// reading); then the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = Config::default().send_timeout.as_secs_f64())]
+    pub send_timeout: f64,
     /// Seconds the server goes on reading a request body the app left unread, after the
     /// response, so that a client that sends the whole body first can read the answer (0: close
     /// at once).
@@ -191,8 +195,26 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("`{s}` is not an octal mode"))
 }
 
+/// The most headers `--max-headers` allows: hyper makes room for that many on every parse of
+/// a request head, so a huge number costs memory per request, or aborts on the first.
+const MAX_HEADERS: u16 = 10_000;
+
+fn parse_max_headers(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=usize::from(MAX_HEADERS)).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a number from 1 to {MAX_HEADERS}"))
+}
+
+/// The longest duration a flag takes: a year. Longer ones would only overflow the clock's
+/// arithmetic (a deadline past what an `Instant` can hold).
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|_| format!("--{flag} must be a number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|_| value <= MAX_SECONDS)
+        .ok_or_else(|| format!("--{flag} must be a number of seconds, at most {MAX_SECONDS}"))
 }
 
 impl LauncherArgs {
@@ -209,6 +231,7 @@ impl LauncherArgs {
             header_read_timeout: seconds(self.header_timeout, "header-timeout")?,
             keep_alive_timeout: seconds(self.keep_alive_timeout, "keep-alive-timeout")?,
             body_read_timeout: seconds(self.body_timeout, "body-timeout")?,
+            send_timeout: seconds(self.send_timeout, "send-timeout")?,
             linger_timeout: seconds(self.linger_timeout, "linger-timeout")?,
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
             blocking: !self.non_blocking,

@@ -1044,3 +1044,147 @@ fn the_environs_the_server_builds_pass_the_validator() {
     }
     assert!(report.is_clean(), "{:#?}", report.violations());
 }
+
+/// Streams 64 MiB for `/big`, frame by frame from the worker pool (an iterator, which may
+/// block, is not sent from memory); `ok` otherwise.
+fn big_or_ok(environ: Environ, start: StartResponse) -> Body {
+    let _ = start.start(StatusCode::OK, HeaderMap::new());
+    if environ.path_info() == b"/big" {
+        return Body::from_chunks((0..1024).map(|_| Bytes::from(vec![b'x'; 64 * 1024])));
+    }
+    Body::from("ok")
+}
+
+/// Sends `GET /` on new connections until one is answered 200 (true), for `wait` at most.
+fn answered_within(server: &Server, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let mut stream = server.connect();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        if reply.starts_with(b"HTTP/1.1 200 ") {
+            return true;
+        }
+        assert!(reply.starts_with(b"HTTP/1.1 503 "), "{reply:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_client_that_stops_reading_gives_up_its_request_slot_at_the_send_timeout() {
+    // One request at a time: while the stalled response holds its slot, others get 503.
+    let mut config = config();
+    config.max_requests = 1;
+    config.send_timeout = Duration::from_millis(500);
+    let server = Server::start(big_or_ok, config);
+    let mut stalled = server.connect();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Reads nothing: the socket's buffers fill, and the server's writes wait. Once they have
+    // waited the send timeout, the connection is closed and the slot is free again.
+    assert!(
+        answered_within(&server, Duration::from_secs(20)),
+        "the stalled response kept the only request slot"
+    );
+    // The stalled client finds its response cut short: far less than 64 MiB, then the end.
+    let mut got = Vec::new();
+    let _ = stalled.read_to_end(&mut got);
+    assert!(got.len() < 64 << 20, "{} bytes", got.len());
+}
+
+#[test]
+fn an_http2_stream_whose_window_stays_shut_gives_up_its_request_slot_at_the_send_timeout() {
+    let mut config = config();
+    config.max_requests = 1;
+    config.send_timeout = Duration::from_millis(500);
+    let server = Server::start(big_or_ok, config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    // A client that opens no flow-control window: the server may send the head, no data.
+    let status = runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(0)
+                .adaptive_window(false)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get("http://localhost/big")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        // Kept, unread, while the other connection tries its luck.
+        let status = response.status();
+        tokio::task::spawn_blocking(move || {
+            (answered_within(&server, Duration::from_secs(20)), response)
+        })
+        .await
+        .map(|(answered, _)| (status, answered))
+        .unwrap()
+    });
+    assert_eq!(status.0, 200);
+    assert!(status.1, "the stalled stream kept the only request slot");
+}
+
+#[test]
+fn a_connection_whose_client_stops_reading_a_response_from_memory_is_closed_at_the_send_timeout() {
+    // A 32 MiB body whole in memory is sent by the connection itself (no request slot, no
+    // pool thread): only the send timeout ends the connection that holds it.
+    let mut config = config();
+    config.send_timeout = Duration::from_millis(300);
+    let server = Server::start(
+        |_: Environ, start: StartResponse| {
+            let _ = start.start(StatusCode::OK, HeaderMap::new());
+            Body::from(vec![b'x'; 32 << 20])
+        },
+        config,
+    );
+    let mut stalled = server.connect();
+    stalled
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Ten times the send timeout without reading; then what is left in the sockets' buffers
+    // is all that comes (the whole body would come if the server were still waiting).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got = Vec::new();
+    let _ = stalled.read_to_end(&mut got);
+    assert!(got.len() < 32 << 20, "{} bytes", got.len());
+}
+
+#[test]
+fn an_idle_http2_connection_whose_client_never_acknowledges_goaway_is_closed() {
+    // h2 sends its last GOAWAY only once the client acknowledges a PING; this client sends the
+    // preface and its settings, then reads and answers nothing.
+    let mut config = config();
+    config.keep_alive_timeout = Duration::from_millis(300);
+    let server = Server::start(echo, config);
+    let mut stream = server.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let mut sink = [0u8; 4096];
+    let ended = loop {
+        match stream.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the connection was still open after 30 s");
+}

@@ -86,6 +86,13 @@ pub struct Config {
     pub keep_alive_timeout: Duration,
     /// How long a client may go without sending body bytes the app waits for (default 60 s).
     pub body_read_timeout: Duration,
+    /// How long a response may wait for the client to take more of it (default 60 s, nginx's
+    /// `send_timeout`): between two writes to a connection whose client does not read, then
+    /// the connection is closed; and, on the worker pool, between two frames of a body the
+    /// connection does not take (an HTTP/2 stream whose flow-control window stays shut), then
+    /// the app's body is dropped and the response cut short. So a client that stops reading
+    /// holds a connection, a request slot and a pool thread for this long at most.
+    pub send_timeout: Duration,
     /// How long the server goes on reading, and dropping, a request body the app left unread
     /// (default 5 s; 0 turns it off). A client that sends its whole body before it reads the
     /// answer (nginx's `proxy_pass`, `uwsgi_pass` and `fastcgi_pass` do) would otherwise meet
@@ -112,6 +119,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(75),
             body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             linger_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
@@ -180,9 +188,14 @@ impl<A> std::fmt::Debug for Runtime<A> {
 /// The body of a response that is produced on the worker pool, frame by frame.
 #[derive(Debug)]
 pub struct PooledBody {
-    frames: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    frames: mpsc::Receiver<Pumped>,
     done: bool,
 }
+
+/// What goes through a pumped body's channel: a frame (or the body's error), or `None` for its
+/// end. A channel that closes without that end was given up on (the app's body panicked, or
+/// the connection took nothing for the send timeout): the response is cut short.
+type Pumped = Option<Result<Frame<Bytes>, BoxError>>;
 
 impl http_body::Body for PooledBody {
     type Data = Bytes;
@@ -195,11 +208,17 @@ impl http_body::Body for PooledBody {
         if self.done {
             return std::task::Poll::Ready(None);
         }
-        let polled = self.frames.poll_recv(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.done = true;
+        match std::task::ready!(self.frames.poll_recv(cx)) {
+            Some(Some(frame)) => std::task::Poll::Ready(Some(frame)),
+            Some(None) => {
+                self.done = true;
+                std::task::Poll::Ready(None)
+            }
+            None => {
+                self.done = true;
+                std::task::Poll::Ready(Some(Err("the app's response ended before its end".into())))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -270,6 +289,10 @@ impl<A: App + 'static> Runtime<A> {
         }
         let app = self.app.clone();
         let (head_tx, head_rx) = oneshot::channel();
+        // The runtime's timer bounds a pumped body's wait for the connection (a pool thread is
+        // outside the runtime).
+        let handle = tokio::runtime::Handle::try_current().ok();
+        let send_timeout = self.config.send_timeout;
         self.requests.pool.spawn(move || {
             let mut head_tx = head_tx;
             if head_tx.is_closed() {
@@ -312,7 +335,11 @@ impl<A: App + 'static> Runtime<A> {
                         done: false,
                     });
                     if head_tx.send((parts, pooled)).is_ok() {
-                        pump(body, &frame_tx, &mut permit);
+                        let wait = Wait {
+                            handle,
+                            send_timeout,
+                        };
+                        pump(body, &frame_tx, &mut permit, &wait);
                     }
                 }
             }
@@ -413,12 +440,41 @@ fn into_parts(response: Response<ResponseBody>) -> (http::response::Parts, Respo
     (parts, body)
 }
 
+/// How long a pumped body waits for the connection to take a frame, and the runtime whose
+/// timer measures it.
+struct Wait {
+    handle: Option<tokio::runtime::Handle>,
+    send_timeout: Duration,
+}
+
+impl Wait {
+    /// Sends `frame`, blocking this worker while the connection is behind, for the send
+    /// timeout at most: false when the frame could not be sent.
+    fn send(&self, frames: &mpsc::Sender<Pumped>, frame: Pumped) -> bool {
+        let Some(handle) = &self.handle else {
+            return frames.blocking_send(frame).is_ok();
+        };
+        match handle.block_on(tokio::time::timeout(self.send_timeout, frames.send(frame))) {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(
+                    timeout = ?self.send_timeout,
+                    "the connection took no more of the response in time: cut short"
+                );
+                false
+            }
+        }
+    }
+}
+
 /// Sends the frames of `body` through `frames`, blocking this worker while the connection is
-/// behind; stops (dropping the body) when the receiver is gone.
+/// behind (for the send timeout at most, then the response is cut short); stops (dropping the
+/// body) when the receiver is gone.
 fn pump(
     mut body: ResponseBody,
-    frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    frames: &mpsc::Sender<Pumped>,
     permit: &mut RequestPermit,
+    wait: &Wait,
 ) {
     loop {
         // The next frame, unless the connection is gone first (then the body is dropped).
@@ -429,20 +485,24 @@ fn pump(
             }
             closed.as_mut().poll(cx).map(|()| None)
         }));
-        let Some(Some(frame)) = frame else {
-            return;
+        let item = match frame {
+            // The connection is gone.
+            None => return,
+            // The body's end, told as such (a channel closed without it is a cut).
+            Some(None) => None,
+            Some(Some(frame)) => Some(frame.map_err(Into::into)),
         };
-        let failed = frame.is_err();
-        let sent = match frames.try_send(frame.map_err(Into::into)) {
-            Ok(()) => Ok(()),
+        let last = !matches!(item, Some(Ok(_)));
+        let sent = match frames.try_send(item) {
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => return,
             // The client is slower than the app: that wait is not the app's.
             Err(mpsc::error::TrySendError::Full(frame)) => match &mut permit.in_flight {
-                Some(watched) => watched.waiting(|| frames.blocking_send(frame)),
-                None => frames.blocking_send(frame),
+                Some(watched) => watched.waiting(|| wait.send(frames, frame)),
+                None => wait.send(frames, frame),
             },
         };
-        if sent.is_err() || failed {
+        if !sent || last {
             return;
         }
     }
