@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark run of issue 9: every interface of this project against its peers, on
+"""The benchmark run: every interface of this project against its peers, on
 127.0.0.1, in one run; writes BENCHMARKS.md and the charts under docs/bench/.
 
 Started by scripts/bench.sh, which installs the peers and builds everything first. Standard
@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "bench", "peers")
 BIN = os.path.join(ROOT, "target", "release")
 PEER_BIN = os.path.join(ROOT, "target", "bench-peers")
-# bench-app built as docs/deployment recommends for CGI (scripts/bench.sh builds it):
+# bench-app built as docs/guide/03-deploying.md recommends for CGI (scripts/bench.sh builds it):
 # `-C relocation-model=static -C target-feature=+crt-static`.
 CGI_STATIC_BIN = os.environ.get(
     "BENCH_CGI_STATIC_BIN", os.path.join(ROOT, "target", "cgi-static", "bench-app"))

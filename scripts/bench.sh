@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark command of issue 9: installs the peers it needs (Debian packages, PyPI), builds
+# The benchmark command: installs the peers it needs (Debian packages, PyPI), builds
 # this project and the peers in release mode, runs every comparison on 127.0.0.1 in one run
 # (bench/run.py) and writes BENCHMARKS.md and the charts under docs/bench/.
 # Not part of the test run. Takes about 35 minutes with the defaults, builds included; set

@@ -1,4 +1,4 @@
-//! Two deployment measurements, side by side in one run (issue 3), with ratios:
+//! Two deployment measurements, side by side in one run, with ratios:
 //!
 //! 1. CGI: `hello` as a CGI script behind lighttpd against a C hello CGI program compiled here
 //!    with the system's C compiler, both under the same lighttpd, the same sequential load of

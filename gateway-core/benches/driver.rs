@@ -2,7 +2,7 @@
 //! tower service called directly, in one run. Reports nanoseconds per request (criterion, and
 //! a ratio from one interleaved measurement) and heap allocations per request.
 //!
-//! Run with `cargo bench -p gateway-core --bench driver`. Targets (issue 2): no more than 1.2x
+//! Run with `cargo bench -p gateway-core --bench driver`. Benchmark targets: no more than 1.2x
 //! tower's time, and no heap allocation per request beyond the environ and the app's own
 //! header map. Nothing here asserts a time: the numbers are printed.
 //!

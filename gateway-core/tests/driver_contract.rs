@@ -1,5 +1,6 @@
-//! The driver's enforcement of the contract, rule by rule (numbers from PEP 3333's rules in
-//! `shared/reference/contract-rules.md`).
+//! The driver's enforcement of the contract, rule by rule (the numbers of the validator's rule
+//! ids, `gateway_testkit::validator::Rule`: a digest of PEP 3333's rules kept outside this
+//! repository).
 
 use std::io::Write as _;
 use std::pin::Pin;

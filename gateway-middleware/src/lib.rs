@@ -11,6 +11,12 @@
 //!   [`BodyLimit`] (413 for request bodies over a limit, chunked ones included),
 //!   [`ProxyHeaders`] (`X-Forwarded-*` and `Forwarded`, from trusted proxies only) and
 //!   [`RequestId`], [`Timeout`] (504), and the [`StaticFiles`] app (conditional requests, ranges, file bodies).
+//! - [`balancer`]: [`Balancer`](balancer::Balancer), an app that spreads requests over backend
+//!   apps (round robin, weighted, least outstanding, consistent hashing), with passive and
+//!   active health checks, retries and a bound per backend.
+//! - `remote` (feature `remote`, on by default): `Remote`, an app that forwards each request
+//!   to another server over HTTP, FastCGI or uwsgi; the balancer's usual backends.
+//! - [`NotFound`]: the app that answers 404 to everything, what the routers fall back to.
 #![forbid(unsafe_code)]
 
 mod access_log;

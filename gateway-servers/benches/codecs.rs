@@ -1,11 +1,11 @@
-//! Throughput of the sans-I/O codecs on large inputs (issue 9): FastCGI records (a 1 MiB
+//! Throughput of the sans-I/O codecs on large inputs: FastCGI records (a 1 MiB
 //! `FCGI_STDIN` stream decoded, a 1 MiB `FCGI_STDOUT` stream encoded, a 60 KiB `FCGI_PARAMS`
 //! stream of pairs decoded) and uwsgi packets (a 60 KiB vars block decoded and encoded, a
 //! 1 MiB chunked body de-chunked). A uwsgi body with `CONTENT_LENGTH` is raw bytes after the
 //! packet: no codec touches it.
 //!
 //! Each case prints MB/s (10^6 bytes per second of input decoded or output encoded), the best
-//! of 20 rounds, against the target of issue 9 (at least 1 GB/s on large bodies). A plain
+//! of 20 rounds, against the benchmark target (at least 1 GB/s on large bodies). A plain
 //! timing loop, as `http.rs` is: this crate has no criterion. Nothing is asserted.
 //!
 //! `cargo bench -p gateway-servers --bench codecs`

@@ -61,6 +61,8 @@ pub async fn serve<A: App + 'static>(
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(hyper_head_timeout(&config))
+        .max_header_size(config.max_head_size)
+        // The read buffer's bound: at least hyper's smallest (a head is bounded above).
         .max_buf_size(config.max_head_size.max(8192));
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         // Set, hyper sizes its header array for each request on the heap; its default is an

@@ -40,12 +40,12 @@ pub struct LauncherArgs {
     /// Serve HTTP on HOST:PORT, unix:PATH, fd:N or systemd (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub http: Vec<Bind>,
-    /// Serve FastCGI on HOST:PORT or unix:PATH. When the environment variable
+    /// Serve FastCGI on HOST:PORT, unix:PATH, fd:N or systemd. When the environment variable
     /// FCGI_WEB_SERVER_ADDRS is set (comma-separated IP addresses), TCP connections from any
     /// other address are closed at once.
     #[arg(long, value_name = "ADDR")]
     pub fastcgi: Option<Bind>,
-    /// Serve the uwsgi protocol on HOST:PORT or unix:PATH.
+    /// Serve the uwsgi protocol on HOST:PORT, unix:PATH, fd:N or systemd.
     #[arg(long, value_name = "ADDR")]
     pub uwsgi: Option<Bind>,
     /// Threads of the worker pool that runs the app.
@@ -54,10 +54,11 @@ pub struct LauncherArgs {
     /// Connections open at once, over all the sockets served.
     #[arg(long, default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
-    /// Requests in progress at once, per process (more get 503).
+    /// Requests in progress at once, per process (more get 503). Not --max-requests, which
+    /// recycles workers.
     #[arg(long, default_value_t = Config::default().max_requests)]
     pub max_concurrent_requests: usize,
-    /// Largest request head in bytes (larger gets 431).
+    /// Largest request head in bytes (larger gets 431), for HTTP.
     #[arg(long, default_value_t = Config::default().max_head_size)]
     pub max_head_size: usize,
     /// Most request headers (more gets 431; at most 10000).
@@ -134,7 +135,8 @@ pub struct LauncherArgs {
     pub workers: Option<u32>,
     /// Recycle a worker once it has served N requests (plus a random 0 to
     /// --max-requests-jitter): it stops accepting, finishes its requests and exits, and the
-    /// master starts another; 0 never. Starts a master (one worker unless --workers).
+    /// master starts another; 0 never. Starts a master (one worker unless --workers). The
+    /// limit of requests in progress is --max-concurrent-requests.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_requests: u64,
     /// Up to this many more requests before a worker is recycled, chosen at random per worker
@@ -156,7 +158,8 @@ pub struct LauncherArgs {
     /// Off by default: front ends usually log requests already, and each line costs a write.
     #[arg(long)]
     pub access_log: bool,
-    /// Serve statistics over HTTP on ADDR (HOST:PORT or unix:PATH), off by default:
+    /// Serve statistics over HTTP on ADDR (HOST:PORT, unix:PATH, fd:N or systemd), off by
+    /// default:
     /// GET /metrics (Prometheus text format) and GET /stats.json give requests served, in
     /// flight, a latency histogram, bytes in and out, connections, the limits hit (400, 408,
     /// 413, 414, 431, 503, harakiri, max-rss and max-requests recycles) and each worker's pid,

@@ -2,10 +2,13 @@
 //!
 //! - [`http`]: the built-in HTTP/1.1 and HTTP/2 server, on hyper;
 //! - [`cgi`]: CGI, one request per process, no runtime;
-//! - [`fastcgi`] and [`uwsgi`]: the protocols' codecs (sans-I/O) and, for FastCGI, the
-//!   application side of a connection;
+//! - [`fastcgi`]: the FastCGI server (all three roles, multiplexing), its record codec and the
+//!   application side of a connection (both sans-I/O);
+//! - [`uwsgi`]: the uwsgi server and its packet codec (sans-I/O);
 //! - [`runtime`]: what the network servers share: listeners (TCP, Unix sockets, inherited and
-//!   systemd sockets), the worker pool, limits and timeouts, graceful shutdown;
+//!   systemd sockets), the worker pool, limits and timeouts ([`runtime::Config`]), graceful
+//!   shutdown, worker processes under a master ([`runtime::run_master`]) and the counters of
+//!   `--stats` and `--access-log` ([`runtime::stats`]);
 //! - [`params`]: the normalisation of CGI-style variables from front ends;
 //! - the launcher, [`run`]: serves an app on whatever interface the process is in.
 //!

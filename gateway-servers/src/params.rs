@@ -1,6 +1,7 @@
 //! CGI-style variables from a front end, normalised into a valid environ. CGI, FastCGI and
-//! uwsgi all receive the request this way, and each front end has its quirks (see
-//! `shared/reference/protocols.md`, section 4); this is the one place that absorbs them.
+//! uwsgi all receive the request this way, and each front end has its quirks (the environ
+//! table of `docs/guide/06-reference.md` shows what each sends); this is the one place that
+//! absorbs them.
 
 use bytes::Bytes;
 use gateway_core::convert::split_host;

@@ -1,6 +1,6 @@
 //! The CGI adapter's pieces, without a process: the environ built from the variables that
-//! nginx (through fcgiwrap), Apache and lighttpd really send (shared/reference/protocols.md,
-//! sections 3 and 4), and the bytes written to stdout for each kind of response.
+//! nginx (through fcgiwrap), Apache and lighttpd really send, and the bytes written to stdout
+//! for each kind of response.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};

@@ -469,6 +469,21 @@ fn head_limits_answer_431() {
 }
 
 #[test]
+fn a_head_limit_below_hyper_s_smallest_buffer_is_applied_too() {
+    let mut config = config();
+    config.max_head_size = 1024;
+    let server = Server::start(echo, config);
+    let head = |size: usize| {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+        head.push_str(&"a".repeat(size - head.len() - 4));
+        head.push_str("\r\n\r\n");
+        head
+    };
+    assert_eq!(request(&server, &head(4000)).status, 431);
+    assert_eq!(request(&server, &head(900)).status, 200);
+}
+
+#[test]
 fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
     let mut config = config();
     config.body_read_timeout = Duration::from_millis(300);

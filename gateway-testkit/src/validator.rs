@@ -1,13 +1,16 @@
 //! The validator (lint): a middleware that sits between a server and an app and reports every
 //! contract violation of either side, by rule.
 //!
-//! Each [`Rule`] has a stable, unique id, `R` and the number of the rule in the contract rules
-//! (the numbered rules of PEP 3333 and its lints, `shared/reference/contract-rules.md`), with a
-//! letter after it when one numbered rule is checked as two (`R65`, `R65b`), and a one-line
-//! explanation. Errors break the contract; warnings are what the lints of other
-//! ecosystems warn about. In [`Mode::Strict`] an error fails the request (a 500 before the
-//! head, an aborted response after it); in [`Mode::Warn`] violations are logged to the request's
-//! error stream and the request goes on. Either way every violation lands in the [`Report`].
+//! Each [`Rule`] has a stable, unique id and a one-line explanation ([`Rule::explanation`];
+//! [`Rule::ALL`] lists them). The id is `R` and a number, with a letter after it when one
+//! numbered rule is checked as two (`R65`, `R65b`). The numbers come from a list of contract
+//! rules gathered from PEP 3333 and the lints of other ecosystems, kept outside this
+//! repository; PEP 3333 itself numbers no rules. The conformance cases cite the same numbers
+//! (`rule 40`): `gateway-conformance --list` prints each case with its rule and what it checks.
+//! Errors break the contract; warnings are what the lints of other ecosystems warn about. In
+//! [`Mode::Strict`] an error fails the request (a 500 before the head, an aborted response
+//! after it); in [`Mode::Warn`] violations are logged to the request's error stream and the
+//! request goes on. Either way every violation lands in the [`Report`].
 //!
 //! Wrap a middleware on both sides to check it as a server and as an app at once:
 //! `Validator(middleware(Validator(app)))`.
@@ -18,14 +21,15 @@
 //! `Content-Length` and follow the same rules. In strict mode a write that breaks a rule is
 //! refused with the violation as its error.
 //!
-//! Rules the types of this contract enforce, so that no run can break them: the calling
-//! convention (1-5, 7: an app is a `Fn(Environ, StartResponse)`), the environ's container and
-//! value types (8-10, 28, 29: bytes, a typed scheme, a constant version), the input and error
-//! streams' methods (30, 34, 37, 38: `Input` and `ErrorStream` are the only types), status and
-//! header syntax and encoding (40-44: `StatusCode`, `HeaderName`, `HeaderValue`), a second start
-//! without an error (50: `start` takes `self`), `exc_info` (51, 52: `restart_on_error`),
-//! `write()` before start (54: the writer comes from `start`), bodies of bytes (57), the close of
-//! the body (58: dropping is closing, and the driver drops it on every path).
+//! Rules the types of this contract enforce (by the same numbers), so that no run can break
+//! them: the calling convention (1-5, 7: an app is a `Fn(Environ, StartResponse)`), the
+//! environ's container and value types (8-10, 28, 29: bytes, a typed scheme, a constant
+//! version), the input and error streams' methods (30, 34, 37, 38: `Input` and `ErrorStream`
+//! are the only types), status and header syntax and encoding (40-44: `StatusCode`,
+//! `HeaderName`, `HeaderValue`), a second start without an error (50: `start` takes `self`),
+//! `exc_info` (51, 52: `restart_on_error`), `write()` before start (54: the writer comes from
+//! `start`), bodies of bytes (57), the close of the body (58: dropping is closing, and the
+//! driver drops it on every path).
 //!
 //! ```
 //! use gateway_core::{Body, Builder, Environ, StartResponse};
@@ -84,8 +88,9 @@ macro_rules! rules {
             /// Every rule the validator checks.
             pub const ALL: &'static [Rule] = &[$(Rule::$variant),*];
 
-            /// The stable, unique id: `R` and the rule's number in the contract rules, and a
-            /// letter when the validator checks that rule as more than one `Rule`.
+            /// The stable, unique id: `R` and the rule's number (see the module's
+            /// documentation), and a letter when the validator checks that rule as more than
+            /// one `Rule`.
             pub const fn id(self) -> &'static str {
                 match self { $(Rule::$variant => $id,)* }
             }

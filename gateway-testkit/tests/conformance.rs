@@ -1,6 +1,7 @@
 //! The conformance suite against this project's own servers, each serving the suite's app
-//! behind a strict validator (in-process, so every case runs), and the `gateway-conformance`
-//! program's output and exit code.
+//! (HTTP, FastCGI and uwsgi in this process behind a strict validator, so every case runs; CGI
+//! by the `gateway-conformance` program run as the script), and the program's output and exit
+//! code.
 
 use gateway_testkit::conformance::{self, Builtin, Protocol, Verdict};
 

@@ -41,31 +41,51 @@ pub use workers::{Supervision, is_worker, run_master, run_master_with_stats, ser
 pub(crate) use write::{poll_write_bufs, write_all_bufs};
 
 /// Limits, timeouts and the worker pool of a server. Every field has a default suited to a
-/// server behind a reverse proxy, and a launcher flag of the same name.
+/// server behind a reverse proxy.
+///
+/// The launcher fills the fields from its flags ([`LauncherArgs::config`]). The flag names do
+/// not always match the field names: each field says which flag sets it. Some settings are not
+/// here: how long a FastCGI or uwsgi listener defers accept and the mode of Unix socket files
+/// are arguments of [`BoundSocket`]'s methods; the largest uwsgi vars block is an argument of
+/// [`uwsgi::server::serve`](crate::uwsgi::server::serve); the FastCGI protocol's limits and
+/// roles are [`fastcgi::protocol::Settings`](crate::fastcgi::protocol::Settings); worker
+/// processes are a [`Supervision`].
+///
+/// [`LauncherArgs::config`]: crate::LauncherArgs::config
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Threads of the worker pool that runs blocking apps (default 32).
+    /// Threads of the worker pool that runs blocking apps (default 32). Flag: `--threads` (the
+    /// launcher raises 0 to 1).
     pub threads: usize,
     /// Whether the app blocks (runs on the worker pool; default) or is non-blocking (runs on
-    /// the event loop: it must never block).
+    /// the event loop: it must never block). Flag: `--non-blocking` sets it to `false`.
     pub blocking: bool,
     /// Connections open at once (default 10,000), over all the listeners of a runtime; past it,
-    /// new connections wait in the listen queue.
+    /// new connections wait in the listen queue. Flag: `--max-connections` (the launcher raises
+    /// 0 to 1).
     pub max_connections: usize,
-    /// Requests in progress at once (default 1,024); past it, requests get 503.
+    /// Requests in progress at once (default 1,024); past it, requests get 503. Flag:
+    /// `--max-concurrent-requests` (the launcher raises 0 to 1), which the launcher also reports
+    /// to FastCGI web servers as `FCGI_MAX_REQS`.
+    ///
+    /// Not the launcher's `--max-requests`: that flag recycles a worker process after it has
+    /// served that many requests ([`Supervision::max_requests`]), and starts a master process.
     pub max_requests: usize,
     /// The largest request head, request line and headers, in bytes (default 64 KiB); past it,
-    /// 431.
+    /// 431. Flag: `--max-head-size`. The built-in HTTP server applies it: over HTTP/1 to the
+    /// head hyper reads, over HTTP/2 as the header list size the server announces. FastCGI and uwsgi have limits of their own (see the type's documentation).
     pub max_head_size: usize,
-    /// The most request headers (default 100); past it, 431.
+    /// The most request headers (default 100); past it, 431. Flag: `--max-headers`.
     pub max_headers: usize,
-    /// The largest request body, in bytes (default 1 GiB); past it, 413.
+    /// The largest request body, in bytes (default 1 GiB); past it, 413. Flag:
+    /// `--max-body-size`.
     pub max_body_size: u64,
     /// Request bodies up to this many bytes, with their length declared (and no
     /// `Expect: 100-continue`), are read whole before a blocking app is called, so that the
     /// app on the worker pool reads them from memory rather than waiting on the connection
     /// chunk by chunk (default 16 KiB; 0 turns this off). Longer or unsized bodies stream.
+    /// Flag: `--body-buffer-size`.
     pub body_buffer_size: u64,
     /// How long a client may take to send a request head (default 30 s): the first of a
     /// connection from the connection's start, a later one from its first byte (HTTP: a head
@@ -73,7 +93,7 @@ pub struct Config {
     /// and closed without a 408). Past it, 408 if the head started, else the connection is
     /// closed. FastCGI: from a request's first record (or the first byte of a record) to the
     /// end of its params, then the connection is closed. uwsgi: for the packet, then 408 if
-    /// it began, else the connection is closed.
+    /// it began, else the connection is closed. Flag: `--header-timeout`, in seconds.
     pub header_read_timeout: Duration,
     /// How long an HTTP connection kept alive may wait for its next request (default 75 s,
     /// nginx's: longer than the 60 s after which common load balancers drop idle connections,
@@ -82,9 +102,10 @@ pub struct Config {
     /// (or the connection's start) while no request is open, then `GOAWAY`. Shorter than
     /// `header_read_timeout`, it bounds every head too (closed then, without a 408). FastCGI:
     /// how long a connection the web server keeps (`FCGI_KEEP_CONN`) may stay with no request,
-    /// then it is closed.
+    /// then it is closed. Flag: `--keep-alive-timeout`, in seconds.
     pub keep_alive_timeout: Duration,
-    /// How long a client may go without sending body bytes the app waits for (default 60 s).
+    /// How long a client may go without sending body bytes the app waits for (default 60 s);
+    /// past it, 408. Flag: `--body-timeout`, in seconds.
     pub body_read_timeout: Duration,
     /// How long a response may wait for the client to take more of it (default 60 s, nginx's
     /// `send_timeout`): between two writes to a connection whose client does not read, then
@@ -97,11 +118,13 @@ pub struct Config {
     /// (default 5 s; 0 turns it off). A client that sends its whole body before it reads the
     /// answer (nginx's `proxy_pass`, `uwsgi_pass` and `fastcgi_pass` do) would otherwise meet
     /// a closed connection and lose the answer (nginx turns it into a 502). Past it, the
-    /// connection is closed.
+    /// connection is closed. Flag: `--linger-timeout`, in seconds.
     pub linger_timeout: Duration,
-    /// How long shutdown waits for requests in progress (default 30 s).
+    /// How long shutdown waits for requests in progress (default 30 s). Flag:
+    /// `--shutdown-timeout`, in seconds.
     pub shutdown_timeout: Duration,
-    /// `SERVER_SOFTWARE` and the `Server` header.
+    /// `SERVER_SOFTWARE` and the `Server` header (default `gateway/` and this crate's
+    /// version). No flag: the launcher keeps the default.
     pub server_software: &'static str,
 }
 

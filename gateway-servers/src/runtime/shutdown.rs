@@ -153,8 +153,9 @@ impl Shutdown {
     }
 
     /// Listens for SIGTERM and SIGINT (in a task of the current tokio runtime): the first
-    /// [drains](Shutdown::drain) (with `drain_grace`, usually the config's
-    /// `header_read_timeout`), the second asks for an immediate shutdown.
+    /// [drains](Shutdown::drain) (with `drain_grace`: the launcher passes the shorter of the
+    /// config's `header_read_timeout` and half its `shutdown_timeout`), the second asks for an
+    /// immediate shutdown.
     pub fn on_signals(&self, drain_grace: Duration) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

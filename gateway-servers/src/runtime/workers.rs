@@ -662,8 +662,9 @@ pub fn is_worker() -> bool {
 }
 
 /// In a worker, inside its runtime, once its servers are started: handles the worker's
-/// signals (SIGTERM: [`Shutdown::drain`] with `drain_grace`, usually the config's
-/// `header_read_timeout`; SIGINT, SIGQUIT: an immediate shutdown), retires it (a drain) when it
+/// signals (SIGTERM: [`Shutdown::drain`] with `drain_grace`, which the launcher makes the
+/// shorter of the config's `header_read_timeout` and half its `shutdown_timeout`; SIGINT,
+/// SIGQUIT: an immediate shutdown), retires it (a drain) when it
 /// reaches its request limit or its memory bound, starts the watchdog of `--harakiri` and
 /// `--max-rss`, and tells the master it serves. Does nothing in a process that is not a worker.
 pub fn serve_as_worker(shutdown: &Shutdown, drain_grace: Duration) -> io::Result<()> {

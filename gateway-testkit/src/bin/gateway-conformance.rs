@@ -9,10 +9,16 @@
 //!
 //! The server serves the echo app (`gateway_testkit::echo`, or an equivalent one). With a
 //! command after `--`, the program starts it, waits for the address to accept connections,
-//! runs the suite and stops it. `--builtin` serves the suite's own app on this project's server
-//! in this process (every case runs, the validator checks the app's side). The last line is
+//! runs the suite and stops it. `--builtin http`, `fastcgi` or `uwsgi` serves the suite's own
+//! app on this project's server in this process, behind a strict validator: every case runs,
+//! and a case also fails when the validator saw the server break a rule. `--builtin cgi` runs
+//! this program as the CGI script (run as CGI, with `GATEWAY_INTERFACE` set, it serves the
+//! suite's app), with no validator; every CGI case runs. `--all-roles` says the FastCGI
+//! application plays every role, which the `fcgi-authorizer` and `fcgi-filter` cases need
+//! (`--builtin fastcgi` sets it).
+//!
+//! The table and the Markdown report end with the number of cases skipped, then
 //! `N passed, M failed`; the exit code is 0 when nothing failed, 1 otherwise, 2 on bad usage.
-//! Run as a CGI program (`GATEWAY_INTERFACE` set), it serves the suite's app.
 
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -53,7 +59,8 @@ struct Cli {
     /// A CGI program (arguments separated by spaces).
     #[arg(long, value_name = "PROGRAM", group = "target")]
     cgi: Option<String>,
-    /// This project's own server for a protocol, serving the suite's app in this process.
+    /// This project's own server for a protocol, serving the suite's app: in this process
+    /// behind a validator (http, fastcgi, uwsgi), or this program run as CGI (cgi).
     #[arg(long, value_enum, value_name = "PROTOCOL", group = "target")]
     builtin: Option<BuiltinProtocol>,
     /// How to print the results.

@@ -1,6 +1,7 @@
 //! The cases. Each is a function of a [`Ctx`]; the table at the end gives its stable id, what
-//! it checks and the rule it comes from ("rule N" is a rule of `contract-rules.md`, the
-//! project's digest of PEP 3333 and its lints).
+//! it checks and the rule it comes from ("rule N" is the rule numbered N in the project's
+//! digest of PEP 3333 and its lints, which is kept outside this repository; the validator's
+//! `Rule` ids use the same numbers).
 
 use std::time::Duration;
 

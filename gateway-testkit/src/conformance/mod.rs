@@ -7,7 +7,7 @@
 //! ([`SuiteApp`], in-process through [`Builtin`]), more cases run: an app that fails, that
 //! streams only when the client has its first chunk, that notices the client leaving; and the
 //! app is wrapped in the [validator](crate::Validator), so every case also checks the server
-//! from the app's side.
+//! from the app's side (not under CGI, where the app runs in another process).
 //!
 //! ```no_run
 //! use gateway_testkit::conformance::{self, Options, Target};
@@ -650,7 +650,9 @@ fn verdict_text(verdict: &Verdict) -> (&'static str, &str) {
 }
 
 /// This project's own server of a protocol, serving the suite's app wrapped in a strict
-/// validator, in this process: the suite then runs every case, and checks both sides.
+/// validator, in this process: the suite then runs every case, and checks both sides. For CGI
+/// the app runs in the program given, once per request, with no validator (every CGI case
+/// still runs: none needs the app in this process).
 #[derive(Debug)]
 pub struct Builtin {
     /// The server (HTTP, FastCGI and uwsgi; `None` for CGI, which runs a program).
