@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -754,25 +754,46 @@ fn a_whole_body_leaves_the_request_limit_while_it_is_sent() {
 
 #[test]
 fn a_blocking_app_does_not_stall_other_connections() {
-    let server = Server::start(slow_on_slow_path(Duration::from_secs(2)), config());
+    // `/slow` holds its worker until the test releases it, then answers `ok`; if no release
+    // comes within 10 s, it answers `not released`. Every other path answers `ok` at once.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let app = move |environ: Environ, start: StartResponse| {
+        let mut answer = "ok";
+        if environ.path_info() == b"/slow" {
+            let _ = entered_tx.send(());
+            let wait = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            if wait.is_err() {
+                answer = "not released";
+            }
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from(answer)
+    };
+    let server = Server::start(app, config());
     let mut slow = server.connect();
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the app of /slow was called");
+    // Served while `/slow` is held: a server that made them wait for it would serve them only
+    // once its app gave up waiting (if the client's 10 s read timeout did not fail them first),
+    // and `/slow` would then be answered `not released`.
     for _ in 0..5 {
-        assert_eq!(
-            request(&server, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").status,
-            200
-        );
+        let reply = request(&server, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"ok"[..]));
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "fast requests were served while the slow one blocked its worker"
-    );
+    release.send(()).unwrap();
+    let reply = read_reply(&mut slow, &mut BytesMut::new(), "GET");
     assert_eq!(
-        read_reply(&mut slow, &mut BytesMut::new(), "GET").body,
-        b"ok"
+        String::from_utf8_lossy(&reply.body),
+        "ok",
+        "released only after the fast requests were answered"
     );
 }
 
