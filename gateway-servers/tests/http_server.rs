@@ -403,11 +403,12 @@ fn a_body_left_unread_is_read_after_the_answer_and_the_connection_kept() {
 fn a_connection_whose_unread_body_ended_after_its_answer_waits_the_keep_alive_timeout() {
     // The body is read to its end by a task of its own after the answer: its end must still
     // let the connection be parked, and kept for the keep-alive timeout (not closed by hyper's
-    // own head timer, a second past the header timeout).
+    // own head timer, a second past the header timeout). The idle time is more than a second
+    // past hyper's timer and more than a second short of the keep-alive timeout.
     let mut config = config();
     config.max_body_size = LARGE as u64;
     config.header_read_timeout = Duration::from_millis(300);
-    config.keep_alive_timeout = Duration::from_secs(3);
+    config.keep_alive_timeout = Duration::from_secs(4);
     let server = Server::start(refuses_but_echo, config);
     let mut stream = server.connect();
     let mut buf = BytesMut::new();
@@ -416,7 +417,7 @@ fn a_connection_whose_unread_body_ended_after_its_answer_waits_the_keep_alive_ti
     stream.write_all(&vec![b'x'; LARGE]).unwrap();
     let reply = read_reply(&mut stream, &mut buf, "POST");
     assert_eq!(reply.status, 403);
-    std::thread::sleep(Duration::from_millis(1800));
+    std::thread::sleep(Duration::from_millis(2500));
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
         .unwrap();
@@ -472,68 +473,92 @@ fn head_limits_answer_431() {
 fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
     let mut config = config();
     config.body_read_timeout = Duration::from_millis(300);
-    config.header_read_timeout = Duration::from_millis(500);
+    // Long enough that a head sent in pieces over 200 ms is in time after a stall of a second.
+    config.header_read_timeout = Duration::from_millis(1500);
     // A slow body: `a_slow_body_is_408_whether_read_first_or_streamed`.
     let server = Server::start(echo, config);
-
-    // A head that never ends: 408, then the connection closes.
-    let mut stream = server.connect();
-    head_never_ends_408(&mut stream);
-
-    // No byte at all: closed without an answer (as nginx does: an unused connection).
-    let mut stream = server.connect();
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The three connections run their header timeouts side by side. One sends the start of a
+    // head and no more.
+    let mut never_ends = server.connect();
+    never_ends
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = server.connect();
+    let mut slow = server.connect();
 
     // A head that arrives in time, slowly, is served: the watch ends with it.
-    let mut stream = server.connect();
-    for piece in [&b"GET / HTTP/1.1\r\n"[..], b"Host: x\r\n", b"\r\n"] {
-        stream.write_all(piece).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+    for (i, piece) in [&b"GET / HTTP/1.1\r\n"[..], b"Host: x\r\n", b"\r\n"]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        slow.write_all(piece).unwrap();
     }
-    let reply = read_reply(&mut stream, &mut BytesMut::new(), "GET");
+    let reply = read_reply(&mut slow, &mut BytesMut::new(), "GET");
     assert_eq!(reply.status, 200);
-    // The kept-alive connection then idles past the head timeout with a response already
-    // sent: nothing more is written into it.
-    std::thread::sleep(Duration::from_millis(700));
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    // The kept-alive connection then idles until well past the first head's deadline (1.5 s
+    // from the connection's start) with a response already sent: nothing more is written into
+    // it.
+    std::thread::sleep(Duration::from_secs(3));
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let again = read_reply(&mut stream, &mut BytesMut::new(), "GET");
+    let again = read_reply(&mut slow, &mut BytesMut::new(), "GET");
     assert_eq!(again.status, 200);
+
+    // The head that never ended: 408, then the connection closed.
+    let mut rest = Vec::new();
+    let _ = never_ends.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest:?}"
+    );
+
+    // No byte at all: closed without an answer (as nginx does: an unused connection).
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
 #[test]
 fn the_keep_alive_timeout_closes_idle_connections_longer_or_shorter_than_the_head_timeout() {
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let ms = Duration::from_millis;
-    // (head timeout, keep-alive timeout, an idle time the connection outlives, an idle time
-    // after which it is gone, without an answer). Longer than the head timeout, the keep-alive
-    // timeout keeps a connection past it; shorter, it closes one before it.
-    for (head, keep_alive, outlived, closed) in [
-        (ms(300), ms(2500), Some(ms(1800)), ms(3200)),
-        (ms(3000), ms(400), None, ms(1200)),
+    // (head timeout, keep-alive timeout, an idle time the connection outlives). Longer than
+    // the head timeout, the keep-alive timeout keeps a connection past it, and past hyper's own
+    // head timer a second after it (the idle time is more than a second past that timer, and
+    // more than a second short of the keep-alive timeout). Shorter, it closes one before the
+    // head timeout: within the client's read timeout of 10 s, half the head timeout.
+    for (head, keep_alive, outlived) in [
+        (ms(300), ms(3600), Some(ms(2400))),
+        (ms(20_000), ms(400), None),
     ] {
         let mut config = config();
         config.header_read_timeout = head;
         config.keep_alive_timeout = keep_alive;
         let server = Server::start(echo, config);
-        let mut stream = server.connect();
         let ask = |stream: &mut TcpStream| {
             stream.write_all(get).unwrap();
             let reply = read_reply(stream, &mut BytesMut::new(), "GET");
             assert_eq!(reply.status, 200, "{head:?} {keep_alive:?}");
         };
-        ask(&mut stream);
+        // One connection left idle after a request, to be closed; another, to outlive the
+        // idle time.
+        let mut closed = server.connect();
+        ask(&mut closed);
         if let Some(idle) = outlived {
+            let mut kept = server.connect();
+            ask(&mut kept);
             std::thread::sleep(idle);
-            ask(&mut stream);
+            ask(&mut kept);
         }
-        std::thread::sleep(closed);
-        let _ = stream.write_all(get);
+        // Closed without an answer.
         let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
+        closed
+            .read_to_end(&mut rest)
+            .expect("closed within the read timeout");
         assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     }
 }
