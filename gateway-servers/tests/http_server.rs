@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -672,6 +673,26 @@ fn the_request_limit_answers_503() {
     );
 }
 
+/// An app that answers with the body it read, and sends on the returned channel, each time it
+/// is called, how many bytes of its body it could take then, without waiting for more.
+fn echo_telling_the_body_at_hand() -> (mpsc::Receiver<usize>, impl App + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let app = move |mut environ: Environ, start: StartResponse| {
+        let mut body = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(Some(Ok(chunk))) = environ.input().poll_chunk(&mut cx) {
+            body.extend_from_slice(&chunk);
+        }
+        let _ = tx.send(body.len());
+        if let Err(error) = environ.input().read_to_end(&mut body) {
+            return Body::error(error);
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from(body)
+    };
+    (rx, app)
+}
+
 #[test]
 fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
     // (body_buffer_size, Expect header, body length) and whether the app is called before the
@@ -684,25 +705,36 @@ fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
         (1024, "Expect: 100-continue\r\n", 10, true),
     ];
     for (buffer, expect, length, called_early) in cases {
-        let (entered, app) = counted_echo();
-        let mut config = config();
-        config.body_buffer_size = buffer;
-        let server = Server::start(app, config);
-        let mut stream = server.connect();
+        let case = format!("buffer {buffer}, {expect:?}, {length} bytes");
         let head =
             format!("POST /b HTTP/1.1\r\nHost: x\r\n{expect}Content-Length: {length}\r\n\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
         let body = vec![b'y'; length];
+        let (at_hand, app) = echo_telling_the_body_at_hand();
+        let mut config = config();
+        config.body_buffer_size = buffer;
+        let server = Server::start(app, config.clone());
+        let mut stream = server.connect();
+        stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(&body[..length - 1]).unwrap();
-        // The app is called early within moments, or not at all before the last byte.
-        let deadline =
-            Instant::now() + Duration::from_millis(if called_early { 5000 } else { 300 });
-        while entered.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        if called_early {
+            // The last byte is sent only once the app has been called.
+            let had = at_hand
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{case}: the app was not called before the last byte"));
+            assert!(had < length, "{case}: {had} bytes at hand");
         }
-        let case = format!("buffer {buffer}, {expect:?}, {length} bytes");
-        assert_eq!(entered.load(Ordering::SeqCst) == 1, called_early, "{case}");
         stream.write_all(&body[length - 1..]).unwrap();
+        if !called_early {
+            // (A server that called the app early could still have had the last byte at hand
+            // by then: what shows that it waits for the body is the 408 below.)
+            let had = at_hand
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{case}: the app was not called"));
+            assert_eq!(
+                had, length,
+                "{case}: the whole body was at hand when the app was called"
+            );
+        }
         let mut buf = BytesMut::new();
         let mut reply = read_reply(&mut stream, &mut buf, "POST");
         if !expect.is_empty() {
@@ -710,8 +742,26 @@ fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
             reply = read_reply(&mut stream, &mut buf, "POST");
         }
         assert_eq!(reply.status, 200, "{case}");
-        assert!(reply.body.ends_with(&body), "{case}");
-        assert_eq!(entered.load(Ordering::SeqCst), 1, "{case}");
+        assert!(reply.body == body, "{case}: the body echoed whole");
+        assert!(
+            at_hand.try_recv().is_err(),
+            "{case}: the app was called once"
+        );
+
+        if !called_early {
+            // The last byte never comes: the server gives up on the body with a 408 and never
+            // calls the app. (A streamed body is read by the app, which is called at once, and
+            // whose failed read becomes the 408.)
+            config.body_read_timeout = Duration::from_millis(200);
+            let (at_hand, app) = echo_telling_the_body_at_hand();
+            let server = Server::start(app, config);
+            let mut stream = server.connect();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body[..length - 1]).unwrap();
+            let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+            assert_eq!(reply.status, 408, "{case}");
+            assert!(at_hand.try_recv().is_err(), "{case}: the app was called");
+        }
     }
 }
 
