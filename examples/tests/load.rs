@@ -287,7 +287,6 @@ fn a_storm_of_malformed_input_leaves_the_server_answering_with_flat_memory() {
     eprintln!(
         "storm: 9000 malformed inputs in {elapsed:?}; VmRSS {before} KiB before, {after} KiB after"
     );
-    assert!(elapsed < Duration::from_secs(60), "bounded in time");
     assert!(
         after <= before + 4 * 1024,
         "resident memory grew from {before} KiB to {after} KiB"

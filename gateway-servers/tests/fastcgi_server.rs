@@ -460,7 +460,8 @@ fn fcgi_web_server_addrs_allows_listed_peers_and_closes_others() {
     for value in ["192.0.2.1", "192.0.2.1, ::1", "127.0.0.2"] {
         let server = restricted(value);
         let mut peer = server.connect();
-        let started = Instant::now();
+        // Closed at once, with nothing sent: an end of stream within the read timeout (10 s),
+        // well before the header timeout (30 s) could close a connection that sends nothing.
         let mut byte = [0u8; 1];
         let read = peer.stream.read(&mut byte);
         assert!(
@@ -469,10 +470,6 @@ fn fcgi_web_server_addrs_allows_listed_peers_and_closes_others() {
                     .as_ref()
                     .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
             "{value}: {read:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{value}: closed at once"
         );
         // And a request sent anyway gets no answer.
         let mut wire = BytesMut::new();
