@@ -136,9 +136,7 @@ fn echo_as_a_cgi_script_with_a_crafted_environment() {
         ("HTTP_PROXY", "http://evil"),
         ("HTTPS", "on"),
     ];
-    let started = Instant::now();
     let (head, body) = run_cgi(&vars, b"helloTRAILING");
-    let elapsed = started.elapsed();
     assert!(head.starts_with("Status: 200 OK\r\n"), "{head}");
     assert_eq!(header(&head, "content-type"), Some("application/json"));
     assert_eq!(
@@ -172,8 +170,6 @@ fn echo_as_a_cgi_script_with_a_crafted_environment() {
     assert!(environ.get("HTTP_CONTENT_LENGTH").is_none());
     assert_eq!(json["body_len"], 5, "CONTENT_LENGTH bytes, not one more");
     assert_eq!(json["body_sha256"], sha256_hex(b"hello"));
-    // Not a benchmark: a bound that only a hang or a runtime start-up would exceed.
-    assert!(elapsed < Duration::from_secs(5));
 }
 
 #[test]

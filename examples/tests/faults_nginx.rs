@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ECHO, Group, TempDir, children_of, free_port, start_nginx, wait_until};
 
@@ -156,13 +156,8 @@ fn run(protocol: &str) {
     );
     let _nginx = start_nginx(&dir.0, port, &http);
     get(port, 0).unwrap();
-    let started = Instant::now();
     let (answered, failures, killed) =
         load_while_killing(port, &master, 6, KILLS, || upstream_errors(&dir) > 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "bounded in time"
-    );
     assert!(
         failures.is_empty(),
         "{} of {} requests failed at the client: {:?}",

@@ -440,18 +440,25 @@ fn harakiri_kills_the_worker_of_a_stuck_request_and_logs_the_request() {
     stream
         .write_all(b"POST /stuck/here HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
+    // The worker dies with the connection: its end (or a reset) comes without an answer, within
+    // the read timeout (the body timeout, 60 s, would close it only much later).
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let started = Instant::now();
     let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
+    let read = stream.read_to_end(&mut response);
+    assert!(
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "killed within the read timeout: {read:?}"
+    );
     assert!(
         response.is_empty(),
         "{}",
         String::from_utf8_lossy(&response)
     );
-    assert!(started.elapsed() < Duration::from_secs(8), "killed in time");
     wait_until("the master's report", Duration::from_secs(5), || {
         server.log().contains("status=signal: 9 (SIGKILL)")
     });
@@ -521,10 +528,9 @@ fn int_stops_at_once_even_with_a_request_in_flight() {
     wait_until("the connection held", Duration::from_secs(5), || {
         served_by(&stream, server.port, &workers).is_some()
     });
-    let signalled = Instant::now();
     server.signal("INT");
-    server.wait_exit(Duration::from_secs(5));
-    assert!(signalled.elapsed() < Duration::from_secs(5));
+    // Well within the shutdown timeout (30 s) that a graceful stop would wait.
+    server.wait_exit(Duration::from_secs(10));
     assert!(server.workers().is_empty());
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -339,8 +339,9 @@ fn roles_the_app_does_not_play_get_unknown_role() {
     );
 }
 
-/// An app whose body never ends, and the flag its body sets when it is dropped.
-fn never_ending() -> (impl App + 'static, Arc<AtomicBool>) {
+/// An app whose body never ends, the flag its body sets when it is dropped, and a channel on
+/// which its body says when the server first polls it.
+fn never_ending() -> (impl App + 'static, Arc<AtomicBool>, mpsc::Receiver<()>) {
     struct Flag(Arc<AtomicBool>);
     impl Drop for Flag {
         fn drop(&mut self) {
@@ -349,16 +350,19 @@ fn never_ending() -> (impl App + 'static, Arc<AtomicBool>) {
     }
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = dropped.clone();
+    let (polled_tx, polled) = mpsc::channel();
     let app = move |_: Environ, start: StartResponse| {
         let guard = Flag(flag.clone());
+        let polled = polled_tx.clone();
         let _ = start.start(StatusCode::OK, HeaderMap::new());
         Body::from_future(async move {
             let _guard = guard;
+            let _ = polled.send(());
             std::future::pending::<()>().await;
             Ok(Body::empty())
         })
     };
-    (app, dropped)
+    (app, dropped, polled)
 }
 
 /// Whether `dropped` is set within five seconds.
@@ -372,17 +376,20 @@ fn dropped_soon(dropped: &AtomicBool) -> bool {
 
 /// Starts a request whose app never ends, of each kind (a request with a body runs in a task of
 /// its own; one without, in the connection's), stops it with `stop` (the web server's side of
-/// its connection), and checks that the app's body is dropped.
+/// its connection) once the server is polling its body, and checks that the body is dropped.
 fn stopped_while_running(stop: impl Fn(Peer)) {
     let get: &[(&str, &str)] = &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/x")];
     for (params, stdin) in [(PARAMS, &b"hello"[..]), (get, b"")] {
-        let (app, dropped) = never_ending();
+        let (app, dropped, polled) = never_ending();
         let server = Server::start(app, Roles::RESPONDER);
         let mut peer = server.connect();
         let mut wire = BytesMut::new();
         request(&mut wire, 1, Role::Responder, true, params, Some(stdin));
         peer.send(&wire);
-        std::thread::sleep(Duration::from_millis(100));
+        polled
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server polls the app's body");
+        assert!(!dropped.load(Ordering::SeqCst), "dropped before the stop");
         stop(peer);
         assert!(
             dropped_soon(&dropped),
@@ -453,7 +460,8 @@ fn fcgi_web_server_addrs_allows_listed_peers_and_closes_others() {
     for value in ["192.0.2.1", "192.0.2.1, ::1", "127.0.0.2"] {
         let server = restricted(value);
         let mut peer = server.connect();
-        let started = Instant::now();
+        // Closed at once, with nothing sent: an end of stream within the read timeout (10 s),
+        // well before the header timeout (30 s) could close a connection that sends nothing.
         let mut byte = [0u8; 1];
         let read = peer.stream.read(&mut byte);
         assert!(
@@ -462,10 +470,6 @@ fn fcgi_web_server_addrs_allows_listed_peers_and_closes_others() {
                     .as_ref()
                     .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
             "{value}: {read:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{value}: closed at once"
         );
         // And a request sent anyway gets no answer.
         let mut wire = BytesMut::new();
@@ -605,15 +609,27 @@ fn an_authorizer_is_answered_without_stdin_and_its_variables_keep_their_names() 
 
 #[test]
 fn a_graceful_stop_closes_idle_kept_connections_at_once_and_finishes_running_requests() {
-    // An app that answers after a pause, so a request is still running when the stop comes.
-    let slow = |mut environ: Environ, start: StartResponse| {
+    // The app of `/hold` answers `done` once the test releases it (`not released` if no release
+    // comes within 10 s), so a request is still running when the stop comes; every other path
+    // is `echo`.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let app = move |mut environ: Environ, start: StartResponse| {
+        if environ.path_info() != b"/hold" {
+            return echo(environ, start);
+        }
         let mut body = Vec::new();
         let _ = environ.input().read_to_end(&mut body);
-        std::thread::sleep(Duration::from_millis(300));
+        let _ = entered_tx.send(());
+        let wait = released
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10));
         let _ = start.start(StatusCode::OK, HeaderMap::new());
-        Body::from("done")
+        Body::from(if wait.is_ok() { "done" } else { "not released" })
     };
-    let mut server = Server::start(slow, Roles::RESPONDER);
+    let mut server = Server::start(app, Roles::RESPONDER);
     // One kept connection that answered a request and is now idle, as nginx keeps them.
     let mut idle = server.connect();
     let mut wire = BytesMut::new();
@@ -624,21 +640,34 @@ fn a_graceful_stop_closes_idle_kept_connections_at_once_and_finishes_running_req
         Some((0, ProtocolStatus::RequestComplete))
     );
     // One kept connection with a request in progress.
+    let mut held = PARAMS.to_vec();
+    held.retain(|(name, _)| *name != "PATH_INFO");
+    held.push(("PATH_INFO", "/hold"));
     let mut busy = server.connect();
+    let mut wire = BytesMut::new();
+    request(&mut wire, 1, Role::Responder, true, &held, Some(b"hello"));
     busy.send(&wire);
-    std::thread::sleep(Duration::from_millis(50));
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the app of /hold was called");
 
-    let started = Instant::now();
-    server.0.stop();
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(5),
-        "the stop waited {took:?} (the shutdown timeout is 30 s)"
-    );
+    let (stopped_tx, stopped) = mpsc::channel();
+    std::thread::spawn(move || {
+        server.0.stop();
+        let _ = stopped_tx.send(());
+    });
+    // Closed while the request on the other connection is still held (it is released only
+    // after this), not once the running requests are done.
     assert!(idle.record().is_none(), "the idle connection was closed");
+    release.send(()).unwrap();
     let answers = busy.answers(&[1]);
-    assert!(text(&answers[&1].stdout).ends_with("done"));
+    let stdout = text(&answers[&1].stdout);
+    assert!(stdout.ends_with("\r\n\r\ndone"), "{stdout}");
     assert!(busy.record().is_none(), "closed after its last response");
+    // The stop ends with its last connection, not at the shutdown timeout (30 s).
+    stopped
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stop returned");
 }
 
 #[test]
@@ -936,16 +965,31 @@ fn params_held_for_requests_not_yet_complete_are_bounded_per_connection() {
 #[test]
 fn wsgi_errors_lines_of_an_aborted_request_never_reach_the_next_request_with_its_id() {
     // The aborted request's app goes on running on its thread (a blocking call cannot be
-    // stopped) and writes a line after the abort, while the next request with id 1 runs.
-    let app = |mut environ: Environ, start: StartResponse| {
-        if environ.path_info() == b"/first" {
-            std::thread::sleep(Duration::from_millis(300));
-            let _ = writeln!(environ.errors(), "late line of the aborted request");
+    // stopped) and writes a line after the abort, while the next request with id 1 runs: the
+    // app of `/first` writes it once the app of `/second` has been called, and `/second`
+    // answers `done` once it is written (`no late line` if that does not happen within 10 s).
+    let (first_entered_tx, first_entered) = mpsc::channel();
+    let (second_entered_tx, second_entered) = mpsc::channel::<()>();
+    let (written_tx, written) = mpsc::channel::<()>();
+    let (second_entered, written) = (Mutex::new(second_entered), Mutex::new(written));
+    let app = move |mut environ: Environ, start: StartResponse| {
+        let wait = Duration::from_secs(10);
+        let answer = if environ.path_info() == b"/first" {
+            let _ = first_entered_tx.send(());
+            if second_entered.lock().unwrap().recv_timeout(wait).is_ok() {
+                let _ = writeln!(environ.errors(), "late line of the aborted request");
+                let _ = written_tx.send(());
+            }
+            "first"
         } else {
-            std::thread::sleep(Duration::from_millis(600));
-        }
+            let _ = second_entered_tx.send(());
+            match written.lock().unwrap().recv_timeout(wait) {
+                Ok(()) => "done",
+                Err(_) => "no late line",
+            }
+        };
         let _ = start.start(StatusCode::OK, HeaderMap::new());
-        Body::from("done")
+        Body::from(answer)
     };
     let server = Server::start(app, Roles::RESPONDER);
     let mut peer = server.connect();
@@ -960,7 +1004,9 @@ fn wsgi_errors_lines_of_an_aborted_request_never_reach_the_next_request_with_its
         Some(b""),
     );
     peer.send(&wire);
-    std::thread::sleep(Duration::from_millis(50));
+    first_entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the app of /first was called");
     let mut wire = BytesMut::new();
     codec::encode_abort_request(&mut wire, 1);
     peer.send(&wire);
@@ -977,8 +1023,8 @@ fn wsgi_errors_lines_of_an_aborted_request_never_reach_the_next_request_with_its
     peer.send(&wire);
     let answer = &peer.answers(&[1])[&1];
     assert!(
-        text(&answer.stdout).ends_with("done"),
-        "{}",
+        text(&answer.stdout).ends_with("\r\n\r\ndone"),
+        "the late line was written while /second ran: {}",
         text(&answer.stdout)
     );
     assert_eq!(text(&answer.stderr), "", "nothing of the aborted request");

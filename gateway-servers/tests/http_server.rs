@@ -5,7 +5,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -403,11 +404,12 @@ fn a_body_left_unread_is_read_after_the_answer_and_the_connection_kept() {
 fn a_connection_whose_unread_body_ended_after_its_answer_waits_the_keep_alive_timeout() {
     // The body is read to its end by a task of its own after the answer: its end must still
     // let the connection be parked, and kept for the keep-alive timeout (not closed by hyper's
-    // own head timer, a second past the header timeout).
+    // own head timer, a second past the header timeout). The idle time is more than a second
+    // past hyper's timer and more than a second short of the keep-alive timeout.
     let mut config = config();
     config.max_body_size = LARGE as u64;
     config.header_read_timeout = Duration::from_millis(300);
-    config.keep_alive_timeout = Duration::from_secs(3);
+    config.keep_alive_timeout = Duration::from_secs(4);
     let server = Server::start(refuses_but_echo, config);
     let mut stream = server.connect();
     let mut buf = BytesMut::new();
@@ -416,7 +418,7 @@ fn a_connection_whose_unread_body_ended_after_its_answer_waits_the_keep_alive_ti
     stream.write_all(&vec![b'x'; LARGE]).unwrap();
     let reply = read_reply(&mut stream, &mut buf, "POST");
     assert_eq!(reply.status, 403);
-    std::thread::sleep(Duration::from_millis(1800));
+    std::thread::sleep(Duration::from_millis(2500));
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
         .unwrap();
@@ -487,68 +489,92 @@ fn a_head_limit_below_hyper_s_smallest_buffer_is_applied_too() {
 fn a_slow_body_is_408_and_so_is_a_slow_first_head() {
     let mut config = config();
     config.body_read_timeout = Duration::from_millis(300);
-    config.header_read_timeout = Duration::from_millis(500);
+    // Long enough that a head sent in pieces over 200 ms is in time after a stall of a second.
+    config.header_read_timeout = Duration::from_millis(1500);
     // A slow body: `a_slow_body_is_408_whether_read_first_or_streamed`.
     let server = Server::start(echo, config);
-
-    // A head that never ends: 408, then the connection closes.
-    let mut stream = server.connect();
-    head_never_ends_408(&mut stream);
-
-    // No byte at all: closed without an answer (as nginx does: an unused connection).
-    let mut stream = server.connect();
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The three connections run their header timeouts side by side. One sends the start of a
+    // head and no more.
+    let mut never_ends = server.connect();
+    never_ends
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = server.connect();
+    let mut slow = server.connect();
 
     // A head that arrives in time, slowly, is served: the watch ends with it.
-    let mut stream = server.connect();
-    for piece in [&b"GET / HTTP/1.1\r\n"[..], b"Host: x\r\n", b"\r\n"] {
-        stream.write_all(piece).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+    for (i, piece) in [&b"GET / HTTP/1.1\r\n"[..], b"Host: x\r\n", b"\r\n"]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        slow.write_all(piece).unwrap();
     }
-    let reply = read_reply(&mut stream, &mut BytesMut::new(), "GET");
+    let reply = read_reply(&mut slow, &mut BytesMut::new(), "GET");
     assert_eq!(reply.status, 200);
-    // The kept-alive connection then idles past the head timeout with a response already
-    // sent: nothing more is written into it.
-    std::thread::sleep(Duration::from_millis(700));
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    // The kept-alive connection then idles until well past the first head's deadline (1.5 s
+    // from the connection's start) with a response already sent: nothing more is written into
+    // it.
+    std::thread::sleep(Duration::from_secs(3));
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let again = read_reply(&mut stream, &mut BytesMut::new(), "GET");
+    let again = read_reply(&mut slow, &mut BytesMut::new(), "GET");
     assert_eq!(again.status, 200);
+
+    // The head that never ended: 408, then the connection closed.
+    let mut rest = Vec::new();
+    let _ = never_ends.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest:?}"
+    );
+
+    // No byte at all: closed without an answer (as nginx does: an unused connection).
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
 #[test]
 fn the_keep_alive_timeout_closes_idle_connections_longer_or_shorter_than_the_head_timeout() {
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let ms = Duration::from_millis;
-    // (head timeout, keep-alive timeout, an idle time the connection outlives, an idle time
-    // after which it is gone, without an answer). Longer than the head timeout, the keep-alive
-    // timeout keeps a connection past it; shorter, it closes one before it.
-    for (head, keep_alive, outlived, closed) in [
-        (ms(300), ms(2500), Some(ms(1800)), ms(3200)),
-        (ms(3000), ms(400), None, ms(1200)),
+    // (head timeout, keep-alive timeout, an idle time the connection outlives). Longer than
+    // the head timeout, the keep-alive timeout keeps a connection past it, and past hyper's own
+    // head timer a second after it (the idle time is more than a second past that timer, and
+    // more than a second short of the keep-alive timeout). Shorter, it closes one before the
+    // head timeout: within the client's read timeout of 10 s, half the head timeout.
+    for (head, keep_alive, outlived) in [
+        (ms(300), ms(3600), Some(ms(2400))),
+        (ms(20_000), ms(400), None),
     ] {
         let mut config = config();
         config.header_read_timeout = head;
         config.keep_alive_timeout = keep_alive;
         let server = Server::start(echo, config);
-        let mut stream = server.connect();
         let ask = |stream: &mut TcpStream| {
             stream.write_all(get).unwrap();
             let reply = read_reply(stream, &mut BytesMut::new(), "GET");
             assert_eq!(reply.status, 200, "{head:?} {keep_alive:?}");
         };
-        ask(&mut stream);
+        // One connection left idle after a request, to be closed; another, to outlive the
+        // idle time.
+        let mut closed = server.connect();
+        ask(&mut closed);
         if let Some(idle) = outlived {
+            let mut kept = server.connect();
+            ask(&mut kept);
             std::thread::sleep(idle);
-            ask(&mut stream);
+            ask(&mut kept);
         }
-        std::thread::sleep(closed);
-        let _ = stream.write_all(get);
+        // Closed without an answer.
         let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
+        closed
+            .read_to_end(&mut rest)
+            .expect("closed within the read timeout");
         assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     }
 }
@@ -662,6 +688,26 @@ fn the_request_limit_answers_503() {
     );
 }
 
+/// An app that answers with the body it read, and sends on the returned channel, each time it
+/// is called, how many bytes of its body it could take then, without waiting for more.
+fn echo_telling_the_body_at_hand() -> (mpsc::Receiver<usize>, impl App + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let app = move |mut environ: Environ, start: StartResponse| {
+        let mut body = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(Some(Ok(chunk))) = environ.input().poll_chunk(&mut cx) {
+            body.extend_from_slice(&chunk);
+        }
+        let _ = tx.send(body.len());
+        if let Err(error) = environ.input().read_to_end(&mut body) {
+            return Body::error(error);
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from(body)
+    };
+    (rx, app)
+}
+
 #[test]
 fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
     // (body_buffer_size, Expect header, body length) and whether the app is called before the
@@ -674,25 +720,36 @@ fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
         (1024, "Expect: 100-continue\r\n", 10, true),
     ];
     for (buffer, expect, length, called_early) in cases {
-        let (entered, app) = counted_echo();
-        let mut config = config();
-        config.body_buffer_size = buffer;
-        let server = Server::start(app, config);
-        let mut stream = server.connect();
+        let case = format!("buffer {buffer}, {expect:?}, {length} bytes");
         let head =
             format!("POST /b HTTP/1.1\r\nHost: x\r\n{expect}Content-Length: {length}\r\n\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
         let body = vec![b'y'; length];
+        let (at_hand, app) = echo_telling_the_body_at_hand();
+        let mut config = config();
+        config.body_buffer_size = buffer;
+        let server = Server::start(app, config.clone());
+        let mut stream = server.connect();
+        stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(&body[..length - 1]).unwrap();
-        // The app is called early within moments, or not at all before the last byte.
-        let deadline =
-            Instant::now() + Duration::from_millis(if called_early { 5000 } else { 300 });
-        while entered.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        if called_early {
+            // The last byte is sent only once the app has been called.
+            let had = at_hand
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{case}: the app was not called before the last byte"));
+            assert!(had < length, "{case}: {had} bytes at hand");
         }
-        let case = format!("buffer {buffer}, {expect:?}, {length} bytes");
-        assert_eq!(entered.load(Ordering::SeqCst) == 1, called_early, "{case}");
         stream.write_all(&body[length - 1..]).unwrap();
+        if !called_early {
+            // (A server that called the app early could still have had the last byte at hand
+            // by then: what shows that it waits for the body is the 408 below.)
+            let had = at_hand
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{case}: the app was not called"));
+            assert_eq!(
+                had, length,
+                "{case}: the whole body was at hand when the app was called"
+            );
+        }
         let mut buf = BytesMut::new();
         let mut reply = read_reply(&mut stream, &mut buf, "POST");
         if !expect.is_empty() {
@@ -700,8 +757,26 @@ fn short_bodies_are_read_whole_before_a_blocking_app_is_called() {
             reply = read_reply(&mut stream, &mut buf, "POST");
         }
         assert_eq!(reply.status, 200, "{case}");
-        assert!(reply.body.ends_with(&body), "{case}");
-        assert_eq!(entered.load(Ordering::SeqCst), 1, "{case}");
+        assert!(reply.body == body, "{case}: the body echoed whole");
+        assert!(
+            at_hand.try_recv().is_err(),
+            "{case}: the app was called once"
+        );
+
+        if !called_early {
+            // The last byte never comes: the server gives up on the body with a 408 and never
+            // calls the app. (A streamed body is read by the app, which is called at once, and
+            // whose failed read becomes the 408.)
+            config.body_read_timeout = Duration::from_millis(200);
+            let (at_hand, app) = echo_telling_the_body_at_hand();
+            let server = Server::start(app, config);
+            let mut stream = server.connect();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body[..length - 1]).unwrap();
+            let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+            assert_eq!(reply.status, 408, "{case}");
+            assert!(at_hand.try_recv().is_err(), "{case}: the app was called");
+        }
     }
 }
 
@@ -769,25 +844,46 @@ fn a_whole_body_leaves_the_request_limit_while_it_is_sent() {
 
 #[test]
 fn a_blocking_app_does_not_stall_other_connections() {
-    let server = Server::start(slow_on_slow_path(Duration::from_secs(2)), config());
+    // `/slow` holds its worker until the test releases it, then answers `ok`; if no release
+    // comes within 10 s, it answers `not released`. Every other path answers `ok` at once.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let app = move |environ: Environ, start: StartResponse| {
+        let mut answer = "ok";
+        if environ.path_info() == b"/slow" {
+            let _ = entered_tx.send(());
+            let wait = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            if wait.is_err() {
+                answer = "not released";
+            }
+        }
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from(answer)
+    };
+    let server = Server::start(app, config());
     let mut slow = server.connect();
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the app of /slow was called");
+    // Served while `/slow` is held: a server that made them wait for it would serve them only
+    // once its app gave up waiting (if the client's 10 s read timeout did not fail them first),
+    // and `/slow` would then be answered `not released`.
     for _ in 0..5 {
-        assert_eq!(
-            request(&server, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").status,
-            200
-        );
+        let reply = request(&server, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"ok"[..]));
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "fast requests were served while the slow one blocked its worker"
-    );
+    release.send(()).unwrap();
+    let reply = read_reply(&mut slow, &mut BytesMut::new(), "GET");
     assert_eq!(
-        read_reply(&mut slow, &mut BytesMut::new(), "GET").body,
-        b"ok"
+        String::from_utf8_lossy(&reply.body),
+        "ok",
+        "released only after the fast requests were answered"
     );
 }
 
