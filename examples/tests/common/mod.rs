@@ -57,45 +57,57 @@ pub fn install_script(dir: &Path, name: &str) {
     set_mode(&target, 0o755);
 }
 
-/// A web server process, stopped (SIGTERM, then SIGKILL) when dropped.
+/// A web server process, run in the foreground, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct WebServer {
     /// The process, when this handle started it.
     child: Option<Child>,
+    /// The program, for messages.
+    program: String,
     /// The port it listens on.
     pub port: u16,
     log: PathBuf,
 }
 
 impl WebServer {
-    /// Starts `program` and waits until `port` accepts connections.
+    /// Starts `program` in the foreground (its stdout and stderr appended to `log`) and waits
+    /// until `port` accepts connections. A program that exits before then, even with success
+    /// (a launcher that leaves a daemon behind), fails the test: the handle stops the process
+    /// it started, and nothing else.
     pub fn start(program: &str, args: &[&str], port: u16, log: PathBuf) -> WebServer {
         assert!(
             Path::new(program).exists(),
             "{program} is missing: run scripts/install-test-deps.sh"
         );
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new(program)
             .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("NO_COLOR", "1")
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
             .spawn()
             .unwrap();
         let mut server = WebServer {
             child: Some(child),
+            program: program.to_owned(),
             port,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            // A server that could not listen exits with an error: whatever answers on the port
-            // is not it. (A launcher that starts a daemon and exits with success is fine.)
+            // Checked after the connection: a program that has exited (one that could not
+            // listen, or a launcher that left a daemon behind) fails the test even though
+            // something answered on the port.
             let exited = server.child.as_mut().map(|c| c.try_wait());
-            if let Some(Ok(Some(status))) = exited
-                && !status.success()
-            {
+            if let Some(Ok(Some(status))) = exited {
+                server.child = None;
                 panic!(
                     "{program} exited ({status}) instead of listening on {port}: {}",
-                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                    server.log_text()
                 );
             }
             if listening {
@@ -104,7 +116,7 @@ impl WebServer {
             assert!(
                 Instant::now() < deadline,
                 "{program} did not start: {}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
+                server.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -116,9 +128,15 @@ impl WebServer {
     pub fn attach(port: u16) -> WebServer {
         WebServer {
             child: None,
+            program: String::new(),
             port,
             log: PathBuf::new(),
         }
+    }
+
+    /// What the log holds so far (empty if it cannot be read).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -137,24 +155,40 @@ impl WebServer {
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            stop(child);
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // A server that went away during the test fails it (unless it is failing already).
+        if let Some(status) = stop(child)
+            && !std::thread::panicking()
+        {
+            panic!(
+                "{} exited ({status}) before it was stopped: {}",
+                self.program,
+                self.log_text()
+            );
         }
     }
 }
 
-/// Stops a process: SIGTERM, then SIGKILL if it is still there after 5 s.
-pub fn stop(child: &mut Child) {
+/// Stops a process: SIGTERM, then SIGKILL if it is still there after 5 s. A process that had
+/// already exited (and was reaped here, so its PID may be another process's now) is not
+/// signalled: its exit status is returned.
+pub fn stop(child: &mut Child) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
+    None
 }
 
 /// A port nothing listens on now, and that no other test of this run was given. The tests run
