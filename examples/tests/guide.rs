@@ -245,6 +245,7 @@ fn nginx_fastcgi_over_a_unix_socket() {
     let port = free_port();
     let socket = dir.0.join("echo.sock");
     let bind = format!("unix:{}", socket.display());
+    let stats = free_port();
     let _echo = Process::start(
         ECHO,
         &[
@@ -254,9 +255,12 @@ fn nginx_fastcgi_over_a_unix_socket() {
             "666",
             "--fastcgi-mount",
             "/app",
+            "--stats",
+            &format!("127.0.0.1:{stats}"),
         ],
     );
     wait_for_socket(&socket);
+    common::wait_for(stats);
     let conf = config(
         "nginx-fastcgi-unix.conf",
         &[
@@ -266,9 +270,7 @@ fn nginx_fastcgi_over_a_unix_socket() {
     );
     let server = nginx(&dir, port, &conf);
     check_split(&server, "/app", "nginx FastCGI");
-    // Twice: the second run goes over the kept-alive connections.
-    check_front_end(&server, "/app", "/app", true, true);
-    check_front_end(&server, "/app", "/app", true, true);
+    common::check_nginx_fastcgi_reuse(&server, stats, "/app");
 }
 
 #[test]

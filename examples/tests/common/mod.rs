@@ -422,6 +422,37 @@ pub fn check_front_end(
     assert_eq!(headers.header("x-two"), Some("a b"));
 }
 
+/// Checks that nginx keeps its FastCGI connections to the echo program behind `script_url`
+/// (`fastcgi_keep_conn on` with `keepalive`) from one request to the next, by the connections
+/// echo's stats endpoint on `stats` counts: [`check_front_end`] runs twice, and the second run
+/// opens one connection, for the request after its HEAD, and none for the others. nginx (1.22)
+/// ends a HEAD request as soon as the response head is in, without reading on to the FastCGI
+/// END_REQUEST record that would let it keep the connection, and closes that connection.
+pub fn check_nginx_fastcgi_reuse(server: &WebServer, stats: u16, script_url: &str) {
+    check_front_end(server, script_url, script_url, true, true);
+    let kept = Counted::during(stats, || {
+        check_front_end(server, script_url, script_url, true, true);
+    });
+    assert!(kept.requests > 0 && kept.connections == 1, "{kept:?}");
+    // The one connection is the HEAD's doing.
+    let url = server.url(&format!("{script_url}/x"));
+    let get = || assert_eq!(curl(&[&url], None).status, 200);
+    let head = || assert_eq!(curl(&["-I", &url], None).status, 200);
+    let after_get = Counted::during(stats, || {
+        get();
+        get();
+    });
+    assert_eq!(after_get.connections, 0, "a GET after a GET: {after_get:?}");
+    let after_head = Counted::during(stats, || {
+        head();
+        get();
+    });
+    assert_eq!(
+        after_head.connections, 1,
+        "a GET after a HEAD: {after_head:?}"
+    );
+}
+
 /// Starts Apache (Debian's `apache2`, event MPM, as `nobody`) on a free port, serving from
 /// `dir`, with the extra `modules` (names as in `mod_NAME.so`) and `directives`, in the
 /// foreground; its logs go to `dir`.
@@ -665,6 +696,45 @@ pub fn status_of(head: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// What the stats endpoint of a server of the workspace (`--stats`) counted so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// Connections accepted (`gateway_connections_total`).
+    pub connections: u64,
+    /// Requests answered (`gateway_requests_total`).
+    pub requests: u64,
+}
+
+impl Counted {
+    /// What the stats endpoint on `port` counted so far, from `GET /metrics`.
+    pub fn scrape(port: u16) -> Counted {
+        let (status, reply) = try_get(port, "/metrics", "").unwrap();
+        assert_eq!(status, 200, "{reply}");
+        let sample = |name: &str| -> u64 {
+            reply
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {reply}"))
+        };
+        Counted {
+            connections: sample("gateway_connections_total"),
+            requests: sample("gateway_requests_total"),
+        }
+    }
+
+    /// What the stats endpoint on `port` counted while `run` ran.
+    pub fn during(port: u16, run: impl FnOnce()) -> Counted {
+        let before = Counted::scrape(port);
+        run();
+        let after = Counted::scrape(port);
+        Counted {
+            connections: after.connections - before.connections,
+            requests: after.requests - before.requests,
+        }
+    }
 }
 
 /// The absolute path of the interpreter `python3` on `PATH` runs (not a version manager's shim,
