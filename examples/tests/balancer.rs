@@ -3,11 +3,16 @@
 
 mod common;
 
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, WebServer, curl, free_port, get_backend, sha256_hex, spread};
+use common::{
+    ECHO, TempDir, WebServer, curl, free_port, get_backend, sha256_hex, spread, wait_until,
+};
 
 const BALANCER: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -25,6 +30,87 @@ fn balancer(args: &[String], dir: &TempDir) -> WebServer {
     all.extend_from_slice(args);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     WebServer::start(BALANCER, &all, port, dir.0.join("balancer.log"))
+}
+
+/// The port of a killed backend, held by the test so that what still reaches it is seen: each
+/// connection is closed once its request head is read (the backend stays down to the
+/// balancer), and counted as a health check (by the balancer's `User-Agent`) or a request.
+struct DeadBackend {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    health_checks: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeadBackend {
+    fn hold(port: u16) -> DeadBackend {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let health_checks = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (requests, health_checks, stop) =
+                (requests.clone(), health_checks.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(mut stream) = stream else {
+                        continue;
+                    };
+                    let head = read_head(&mut stream).to_ascii_lowercase();
+                    if head.contains("user-agent: gateway-health-check") {
+                        health_checks.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        DeadBackend {
+            port,
+            requests,
+            health_checks,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn health_checks(&self) -> usize {
+        self.health_checks.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for DeadBackend {
+    /// Closes the port: a connection of its own wakes the accepting thread to see `stop`.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What arrives on `stream` up to the blank line after the head (or until it ends or stalls
+/// for 5 s), as text.
+fn read_head(stream: &mut TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[test]
@@ -82,13 +168,25 @@ fn round_robin_over_three_echoes_survives_a_killed_backend() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     echoes[1].kill();
-    std::thread::sleep(Duration::from_millis(1000));
-    let down = spread(front.port, 12, "");
-    let killed = format!("http://127.0.0.1:{}", ports[1]);
-    assert!(
-        !down.contains_key(&killed),
-        "a dead backend answered: {down:?}"
+    let dead = DeadBackend::hold(ports[1]);
+    // The health thread starts a check only after the one before has ended: by the second
+    // check that reaches the port, the first has failed and the backend is out.
+    wait_until(
+        "two health checks of the killed backend",
+        Duration::from_secs(10),
+        || dead.health_checks() >= 2,
     );
+    // Out means out: neither these GETs (a third of them its turn) nor the load reach it.
+    let reached = dead.requests();
+    let down = spread(front.port, 12, "");
+    assert_eq!(down.len(), 2, "{down:?}");
+    assert_eq!(
+        dead.requests(),
+        reached,
+        "requests still went to the killed backend: {down:?}"
+    );
+    drop(dead);
+    let killed = format!("http://127.0.0.1:{}", ports[1]);
     echoes[1] = echo("http", ports[1], &dir);
     // Back in rotation once a health check (or a probe) finds it.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -7,7 +7,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, check_front_end, free_port, start_nginx};
+use common::{
+    Counted, ECHO, TempDir, check_front_end, check_nginx_fastcgi_reuse, free_port, start_nginx,
+    wait_for,
+};
 
 /// The echo program, killed when dropped.
 struct Backend(Child);
@@ -22,9 +25,10 @@ impl Drop for Backend {
 #[test]
 fn echo_behind_nginx_fastcgi_pass() {
     let dir = TempDir::new("nginx-fastcgi");
-    let backend_port = free_port();
+    let (backend_port, stats) = (free_port(), free_port());
     let child = Command::new(ECHO)
         .args(["--fastcgi", &format!("127.0.0.1:{backend_port}")])
+        .args(["--stats", &format!("127.0.0.1:{stats}")])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -34,6 +38,7 @@ fn echo_behind_nginx_fastcgi_pass() {
         assert!(Instant::now() < deadline, "the backend did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    wait_for(stats);
 
     let port = free_port();
     let location = |prefix: &str, pass: &str, keep: &str| {
@@ -59,8 +64,12 @@ fn echo_behind_nginx_fastcgi_pass() {
         kept = location("/k", "kept", "fastcgi_keep_conn on;"),
     );
     let server = start_nginx(&dir.0, port, &http);
-    check_front_end(&server, "/f", "/f", true, true);
-    // Twice over the kept connection: the second run reuses it.
-    check_front_end(&server, "/k", "/k", true, true);
-    check_front_end(&server, "/k", "/k", true, true);
+    // Without keep-alive, a connection for each request (counted as it is accepted;
+    // a request, as its response ends).
+    let plain = Counted::during(stats, || check_front_end(&server, "/f", "/f", true, true));
+    assert!(
+        plain.requests > 0 && plain.connections >= plain.requests,
+        "{plain:?}"
+    );
+    check_nginx_fastcgi_reuse(&server, stats, "/k");
 }

@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ECHO, TempDir, check_front_end, curl, free_port, start_nginx};
+use common::{
+    Counted, ECHO, TempDir, check_front_end, check_nginx_fastcgi_reuse, curl, free_port,
+    start_nginx,
+};
 
 /// The echo program, killed when dropped.
 struct Backend(Child);
@@ -115,6 +118,7 @@ fn fastcgi_pass_over_a_unix_socket() {
     let bind = format!("unix:{}", socket.display());
     // nginx's worker runs as another user than this test may: the socket is open to all.
     let ready = |path: &Path| std::os::unix::net::UnixStream::connect(path).is_ok();
+    let stats = free_port();
     let _backend = backend(
         &[
             "--fastcgi",
@@ -123,8 +127,10 @@ fn fastcgi_pass_over_a_unix_socket() {
             "666",
             "--fastcgi-mount",
             "/m",
+            "--stats",
+            &format!("127.0.0.1:{stats}"),
         ],
-        || ready(&socket),
+        || ready(&socket) && std::net::TcpStream::connect(("127.0.0.1", stats)).is_ok(),
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
@@ -157,10 +163,14 @@ fn fastcgi_pass_over_a_unix_socket() {
         mounted = plain_location("/m", &pass, ""),
     );
     let server = start_nginx(&dir.0, port, &http);
-    check_front_end(&server, "/f", "/f", true, true);
-    // Twice over the kept connection: the second run reuses it.
-    check_front_end(&server, "/k", "/k", true, true);
-    check_front_end(&server, "/k", "/k", true, true);
+    // Without keep-alive, a connection for each request (counted as it is accepted;
+    // a request, as its response ends).
+    let plain = Counted::during(stats, || check_front_end(&server, "/f", "/f", true, true));
+    assert!(
+        plain.requests > 0 && plain.connections >= plain.requests,
+        "{plain:?}"
+    );
+    check_nginx_fastcgi_reuse(&server, stats, "/k");
     check_front_end(&server, "/m", "/m", true, true);
     // A Unix socket peer has no address: REMOTE_ADDR is the client's, from nginx.
     let e = curl(&[&server.url("/f/x")], None).json()["environ"].clone();

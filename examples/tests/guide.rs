@@ -245,6 +245,7 @@ fn nginx_fastcgi_over_a_unix_socket() {
     let port = free_port();
     let socket = dir.0.join("echo.sock");
     let bind = format!("unix:{}", socket.display());
+    let stats = free_port();
     let _echo = Process::start(
         ECHO,
         &[
@@ -254,9 +255,12 @@ fn nginx_fastcgi_over_a_unix_socket() {
             "666",
             "--fastcgi-mount",
             "/app",
+            "--stats",
+            &format!("127.0.0.1:{stats}"),
         ],
     );
     wait_for_socket(&socket);
+    common::wait_for(stats);
     let conf = config(
         "nginx-fastcgi-unix.conf",
         &[
@@ -266,9 +270,7 @@ fn nginx_fastcgi_over_a_unix_socket() {
     );
     let server = nginx(&dir, port, &conf);
     check_split(&server, "/app", "nginx FastCGI");
-    // Twice: the second run goes over the kept-alive connections.
-    check_front_end(&server, "/app", "/app", true, true);
-    check_front_end(&server, "/app", "/app", true, true);
+    common::check_nginx_fastcgi_reuse(&server, stats, "/app");
 }
 
 #[test]
@@ -578,17 +580,36 @@ fn nginx_upstreams_fail_over_when_a_backend_dies_under_load() {
     assert_eq!(before.len(), 3, "round robin over the three: {before:?}");
     assert!(before.values().all(|&n| n == 10), "{before:?}");
 
+    // nginx logs each failed attempt with the upstream's URL, and X-Upstream ($upstream_addr)
+    // names every upstream a request tried, the failed ones first.
     let killed = format!("127.0.0.1:{}", ports[1]);
+    let attempts = || {
+        let url = format!("upstream: \"http://{killed}/");
+        server.log_text().matches(&url).count()
+    };
     let (served, failed, slowest) = under_load(port, || {
         std::thread::sleep(Duration::from_millis(500));
         echoes[1].kill();
         std::thread::sleep(Duration::from_millis(1500));
+        // Its first failure took it out (max_fails=1) for the 5 s of fail_timeout: neither
+        // these GETs (a third of them its turn) nor the load try it again.
+        let logged = attempts();
+        assert!(
+            logged > 0,
+            "no failed attempt logged: {}",
+            server.log_text()
+        );
         let after = common::spread(port, 12, "");
         assert!(
-            !after.contains_key(&killed),
-            "a dead backend answered: {after:?}"
+            after.keys().all(|tried| !tried.contains(&killed)),
+            "the killed backend was tried: {after:?}"
         );
         assert_eq!(after.len(), 2, "{after:?}");
+        assert_eq!(
+            attempts(),
+            logged,
+            "failed attempts on it went on being logged"
+        );
     });
     assert!(
         failed.is_empty(),

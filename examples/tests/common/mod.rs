@@ -57,45 +57,57 @@ pub fn install_script(dir: &Path, name: &str) {
     set_mode(&target, 0o755);
 }
 
-/// A web server process, stopped (SIGTERM, then SIGKILL) when dropped.
+/// A web server process, run in the foreground, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct WebServer {
     /// The process, when this handle started it.
     child: Option<Child>,
+    /// The program, for messages.
+    program: String,
     /// The port it listens on.
     pub port: u16,
     log: PathBuf,
 }
 
 impl WebServer {
-    /// Starts `program` and waits until `port` accepts connections.
+    /// Starts `program` in the foreground (its stdout and stderr appended to `log`) and waits
+    /// until `port` accepts connections. A program that exits before then, even with success
+    /// (a launcher that leaves a daemon behind), fails the test: the handle stops the process
+    /// it started, and nothing else.
     pub fn start(program: &str, args: &[&str], port: u16, log: PathBuf) -> WebServer {
         assert!(
             Path::new(program).exists(),
             "{program} is missing: run scripts/install-test-deps.sh"
         );
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new(program)
             .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("NO_COLOR", "1")
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
             .spawn()
             .unwrap();
         let mut server = WebServer {
             child: Some(child),
+            program: program.to_owned(),
             port,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            // A server that could not listen exits with an error: whatever answers on the port
-            // is not it. (A launcher that starts a daemon and exits with success is fine.)
+            // Checked after the connection: a program that has exited (one that could not
+            // listen, or a launcher that left a daemon behind) fails the test even though
+            // something answered on the port.
             let exited = server.child.as_mut().map(|c| c.try_wait());
-            if let Some(Ok(Some(status))) = exited
-                && !status.success()
-            {
+            if let Some(Ok(Some(status))) = exited {
+                server.child = None;
                 panic!(
                     "{program} exited ({status}) instead of listening on {port}: {}",
-                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                    server.log_text()
                 );
             }
             if listening {
@@ -104,7 +116,7 @@ impl WebServer {
             assert!(
                 Instant::now() < deadline,
                 "{program} did not start: {}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
+                server.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -116,9 +128,15 @@ impl WebServer {
     pub fn attach(port: u16) -> WebServer {
         WebServer {
             child: None,
+            program: String::new(),
             port,
             log: PathBuf::new(),
         }
+    }
+
+    /// What the log holds so far (empty if it cannot be read).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -137,24 +155,40 @@ impl WebServer {
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            stop(child);
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // A server that went away during the test fails it (unless it is failing already).
+        if let Some(status) = stop(child)
+            && !std::thread::panicking()
+        {
+            panic!(
+                "{} exited ({status}) before it was stopped: {}",
+                self.program,
+                self.log_text()
+            );
         }
     }
 }
 
-/// Stops a process: SIGTERM, then SIGKILL if it is still there after 5 s.
-pub fn stop(child: &mut Child) {
+/// Stops a process: SIGTERM, then SIGKILL if it is still there after 5 s. A process that had
+/// already exited (and was reaped here, so its PID may be another process's now) is not
+/// signalled: its exit status is returned.
+pub fn stop(child: &mut Child) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
+    None
 }
 
 /// A port nothing listens on now, and that no other test of this run was given. The tests run
@@ -349,18 +383,30 @@ pub fn check_front_end(
     let missing = curl(&[&server.url(&format!("{script_url}/status/404"))], None);
     assert_eq!(missing.status, 404);
 
-    // `curl -I` prints the head on stdout: anything after it would be a body.
-    let head = curl(&["-I", &server.url(&format!("{script_url}/h"))], None);
-    assert_eq!(head.status, 200);
-    let printed = String::from_utf8_lossy(&head.body);
+    // Read to the end of the connection: nothing may follow the head.
+    let (head, rest) = exchange_raw(
+        server.port,
+        format!(
+            "HEAD {script_url}/h HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            server.port
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(
+        header_of(&head, "content-type").as_deref(),
+        Some("application/json"),
+        "{head}"
+    );
     assert!(
-        printed.ends_with("\r\n\r\n") && !printed.contains('{'),
-        "{printed}"
+        rest.is_empty(),
+        "a body after the head of a HEAD answer: {head}\r\n\r\n{}",
+        String::from_utf8_lossy(&rest)
     );
     if passes_length {
         assert!(
-            head.header("content-length").is_some_and(|l| l != "0"),
-            "HEAD keeps the length"
+            header_of(&head, "content-length").is_some_and(|l| l != "0"),
+            "HEAD keeps the length: {head}"
         );
     }
 
@@ -374,6 +420,37 @@ pub fn check_front_end(
     );
     assert_eq!(headers.header("x-one"), Some("1"));
     assert_eq!(headers.header("x-two"), Some("a b"));
+}
+
+/// Checks that nginx keeps its FastCGI connections to the echo program behind `script_url`
+/// (`fastcgi_keep_conn on` with `keepalive`) from one request to the next, by the connections
+/// echo's stats endpoint on `stats` counts: [`check_front_end`] runs twice, and the second run
+/// opens one connection, for the request after its HEAD, and none for the others. nginx (1.22)
+/// ends a HEAD request as soon as the response head is in, without reading on to the FastCGI
+/// END_REQUEST record that would let it keep the connection, and closes that connection.
+pub fn check_nginx_fastcgi_reuse(server: &WebServer, stats: u16, script_url: &str) {
+    check_front_end(server, script_url, script_url, true, true);
+    let kept = Counted::during(stats, || {
+        check_front_end(server, script_url, script_url, true, true);
+    });
+    assert!(kept.requests > 0 && kept.connections == 1, "{kept:?}");
+    // The one connection is the HEAD's doing.
+    let url = server.url(&format!("{script_url}/x"));
+    let get = || assert_eq!(curl(&[&url], None).status, 200);
+    let head = || assert_eq!(curl(&["-I", &url], None).status, 200);
+    let after_get = Counted::during(stats, || {
+        get();
+        get();
+    });
+    assert_eq!(after_get.connections, 0, "a GET after a GET: {after_get:?}");
+    let after_head = Counted::during(stats, || {
+        head();
+        get();
+    });
+    assert_eq!(
+        after_head.connections, 1,
+        "a GET after a HEAD: {after_head:?}"
+    );
 }
 
 /// Starts Apache (Debian's `apache2`, event MPM, as `nobody`) on a free port, serving from
@@ -557,6 +634,107 @@ pub fn http_get(port: u16, path: &str) -> Vec<u8> {
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).unwrap();
     reply
+}
+
+/// One request over TCP to `port` (the whole of `request`, which asks for `Connection: close`),
+/// every read and write bounded (a server that keeps the connection open fails the test): the
+/// head up to the blank line, and every byte after it as it came.
+pub fn exchange_raw(port: u16, request: &[u8]) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("reading the response: {e}"));
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head: {}", String::from_utf8_lossy(&response)));
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    (head, response[split + 4..].to_vec())
+}
+
+/// [`exchange_raw`], with a body the server chunked de-chunked.
+pub fn exchange(port: u16, request: &[u8]) -> (String, Vec<u8>) {
+    let (head, body) = exchange_raw(port, request);
+    let chunked =
+        header_of(&head, "transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        return (head, dechunk(&body));
+    }
+    (head, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// The status of a response head (0 if it has none).
+pub fn status_of(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the stats endpoint of a server of the workspace (`--stats`) counted so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// Connections accepted (`gateway_connections_total`).
+    pub connections: u64,
+    /// Requests answered (`gateway_requests_total`).
+    pub requests: u64,
+}
+
+impl Counted {
+    /// What the stats endpoint on `port` counted so far, from `GET /metrics`.
+    pub fn scrape(port: u16) -> Counted {
+        let (status, reply) = try_get(port, "/metrics", "").unwrap();
+        assert_eq!(status, 200, "{reply}");
+        let sample = |name: &str| -> u64 {
+            reply
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {reply}"))
+        };
+        Counted {
+            connections: sample("gateway_connections_total"),
+            requests: sample("gateway_requests_total"),
+        }
+    }
+
+    /// What the stats endpoint on `port` counted while `run` ran.
+    pub fn during(port: u16, run: impl FnOnce()) -> Counted {
+        let before = Counted::scrape(port);
+        run();
+        let after = Counted::scrape(port);
+        Counted {
+            connections: after.connections - before.connections,
+            requests: after.requests - before.requests,
+        }
+    }
 }
 
 /// The absolute path of the interpreter `python3` on `PATH` runs (not a version manager's shim,
