@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ECHO, Group, children_of, free_port, wait_until};
+use common::{ECHO, Group, SLEEPY, children_of, free_port, wait_until};
 
 /// `echo` with `--http` and `--stats` on free ports, killed with its process group when
 /// dropped; its stderr is collected.
@@ -22,12 +22,16 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_program(ECHO, args)
+    }
+
+    fn start_program(program: &str, args: &[&str]) -> Server {
         let port = free_port();
         let stats_port = free_port();
         let http = format!("127.0.0.1:{port}");
         let stats = format!("127.0.0.1:{stats_port}");
         let group = Group::command(
-            Command::new(ECHO)
+            Command::new(program)
                 .args(["--http", &http, "--stats", &stats])
                 .args(args),
         );
@@ -284,7 +288,10 @@ fn sample(metrics: &HashMap<String, f64>, name: &str) -> f64 {
 
 #[test]
 fn recycles_and_harakiri_kills_are_counted_across_worker_exits() {
-    let server = Server::start(&["--workers", "1", "--max-requests", "3", "--harakiri", "1"]);
+    let server = Server::start_program(
+        SLEEPY,
+        &["--workers", "1", "--max-requests", "3", "--harakiri", "1"],
+    );
     for i in 0..3 {
         let reply = exchange(
             server.port,
@@ -302,11 +309,10 @@ fn recycles_and_harakiri_kills_are_counted_across_worker_exits() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // A request whose body never comes: the app waits, harakiri kills its worker (the body is
-    // longer than `--body-buffer-size`, so it streams to the app).
+    // A request whose app blocks for 30 s: harakiri kills its worker.
     let mut stuck = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stuck
-        .write_all(b"POST /stuck HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .write_all(b"GET /sleep/30 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     // The master reports the kill after it has released the killed worker's counters: until
     // then that worker still shows, with its request in flight.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ECHO, Group, children_of, free_port, wait_until};
+use common::{ECHO, Group, SLEEPY, children_of, free_port, wait_until};
 
 /// The echo program as a master, killed (with its process group) when dropped.
 struct Server {
@@ -25,11 +25,15 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_program(ECHO, args)
+    }
+
+    fn start_program(program: &str, args: &[&str]) -> Server {
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
         let mut all = vec!["--http", &address];
         all.extend_from_slice(args);
-        let server = Server::spawn(Command::new(ECHO).args(&all), port);
+        let server = Server::spawn(Command::new(program).args(&all), port);
         server.wait_serving();
         server
     }
@@ -154,7 +158,8 @@ fn request(port: u16) -> Result<(), String> {
         .read_to_end(&mut response)
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
-    if text.starts_with("HTTP/1.1 200") && text.ends_with('}') {
+    // A whole answer: echo's JSON, or sleepy's word.
+    if text.starts_with("HTTP/1.1 200") && (text.ends_with('}') || text.ends_with("awake\n")) {
         Ok(())
     } else {
         Err(format!("unexpected answer: {text:?}"))
@@ -432,16 +437,15 @@ fn ttin_and_ttou_change_the_number_of_workers() {
 
 #[test]
 fn harakiri_kills_the_worker_of_a_stuck_request_and_logs_the_request() {
-    let server = Server::start(&["--workers", "1", "--harakiri", "1"]);
+    let server = Server::start_program(SLEEPY, &["--workers", "1", "--harakiri", "1"]);
     let before = server.wait_workers(1);
-    // The body never comes: the app waits for it (a body longer than `--body-buffer-size`
-    // streams to the app; a shorter one would be awaited before the app runs).
+    // The app blocks in its own code for 30 s.
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stream
-        .write_all(b"POST /stuck/here HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        .write_all(b"GET /sleep/30 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     // The worker dies with the connection: its end (or a reset) comes without an answer, within
-    // the read timeout (the body timeout, 60 s, would close it only much later).
+    // the read timeout (the app would answer only much later).
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -464,10 +468,74 @@ fn harakiri_kills_the_worker_of_a_stuck_request_and_logs_the_request() {
     });
     let log = server.log();
     assert!(log.contains("harakiri"), "{log}");
-    assert!(log.contains("request=\"POST /stuck/here\""), "{log}");
+    assert!(log.contains("request=\"GET /sleep/30\""), "{log}");
     let after = server.wait_workers(1);
     assert!(after.is_disjoint(&before));
     request(server.port).unwrap();
+}
+
+#[test]
+fn harakiri_does_not_count_the_time_the_app_waits_for_a_slow_request_body() {
+    let server = Server::start(&["--workers", "1", "--harakiri", "1"]);
+    let before = server.wait_workers(1);
+    // 100 kB (longer than `--body-buffer-size`, so it streams to the app) in five pieces
+    // 600 ms apart: the app, reading it, waits for the client for 2.4 s, past the harakiri
+    // time.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    for piece in 0..5 {
+        if piece > 0 {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        stream.write_all(&[b'u'; 20_000]).unwrap();
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("\"body_len\":100000"), "{text}");
+    assert!(!server.log().contains("harakiri"), "{}", server.log());
+    assert_eq!(server.wait_workers(1), before, "the same worker");
+}
+
+#[test]
+fn harakiri_does_not_count_the_time_a_request_waits_for_a_thread() {
+    // One thread: the second of two 1.5 s requests waits 1.5 s for it, then runs 1.5 s, 3 s
+    // in all, past the 2 s harakiri time; the app itself never runs that long.
+    let server = Server::start_program(
+        SLEEPY,
+        &["--workers", "1", "--threads", "1", "--harakiri", "2"],
+    );
+    let before = server.wait_workers(1);
+    let port = server.port;
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                stream
+                    .write_all(b"GET /sleep/1.5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut response = Vec::new();
+                let _ = stream.read_to_end(&mut response);
+                String::from_utf8_lossy(&response).into_owned()
+            })
+        })
+        .collect();
+    for request in requests {
+        let text = request.join().unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        assert!(text.ends_with("slept 1.5 s\n"), "{text}");
+    }
+    assert!(!server.log().contains("harakiri"), "{}", server.log());
+    assert_eq!(server.wait_workers(1), before, "the same worker");
 }
 
 #[test]

@@ -263,6 +263,16 @@ async fn serve_http1<S>(
             (read, unread) if read.is_empty() => Some(unread),
             (read, unread) => Some([read, unread].concat().into()),
         };
+        // Empty lines before a request line are ignored (RFC 9112 §2.2: some clients send a
+        // CRLF after a body): bytes that are only that begin no head, and leave the connection
+        // idle.
+        let unread = unread.and_then(|bytes| {
+            let blank = bytes
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            (blank < bytes.len()).then(|| bytes.slice(blank..))
+        });
         let pending = match unread {
             // The start of a head that is still coming: served at once by a new hyper
             // connection (the watch waits for the next request's end before it fires again).

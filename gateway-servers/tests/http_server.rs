@@ -1299,3 +1299,39 @@ fn an_idle_http2_connection_whose_client_never_acknowledges_goaway_is_closed() {
     };
     assert!(ended, "the connection was still open after 30 s");
 }
+
+#[test]
+fn a_broken_request_body_is_the_client_s_400_not_a_500() {
+    // A chunked body (it streams to the app) whose second chunk-size line is not hex: the
+    // app's read fails, and the answer is the client's fault.
+    let server = Server::start(echo, config());
+    let mut raw = String::from("POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    raw.push_str(&format!("{:x}\r\n{}\r\n", 20_000, "c".repeat(20_000)));
+    raw.push_str("zz\r\nnot a chunk\r\n");
+    assert_eq!(request(&server, &raw).status, 400);
+}
+
+#[test]
+fn a_crlf_after_a_request_leaves_the_connection_idle_not_owing_a_head() {
+    // Some clients send a CRLF after a body; an empty line before a request line is ignored
+    // (RFC 9112 §2.2). The connection must then wait for its keep-alive timeout, not time out
+    // a head that never began.
+    let mut config = config();
+    config.header_read_timeout = Duration::from_millis(500);
+    config.keep_alive_timeout = Duration::from_secs(6);
+    let server = Server::start(echo, config);
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    stream
+        .write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok\r\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut stream, &mut buf, "POST").status, 200);
+    // Three times the header timeout, well within the keep-alive timeout.
+    std::thread::sleep(Duration::from_millis(1500));
+    stream
+        .write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "GET");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"GET /b ");
+}

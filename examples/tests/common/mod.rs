@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 /// The echo program.
 pub const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 
+/// The sleepy program: `/sleep/SECONDS` blocks in the app that long.
+#[allow(dead_code)] // Not every test binary that shares this module runs it.
+pub const SLEEPY: &str = env!("CARGO_BIN_EXE_sleepy");
+
 /// The SHA-256 of `data`, in hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)

@@ -168,14 +168,22 @@ pub(crate) async fn yield_to_ready_tasks() {
     .await
 }
 
-/// Where `wsgi.errors` goes in the network servers: `tracing` events at the warn level.
+/// Where `wsgi.errors` goes in the network servers: `tracing` events at the warn level, one
+/// per message, a line break inside a message written as `\n` (`\r` likewise), so that what
+/// an app writes (a panic message may quote a request) cannot forge lines of the log.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingSink;
 
 impl ErrorSink for TracingSink {
     fn write_message(&self, message: &[u8]) {
         let text = String::from_utf8_lossy(message);
-        tracing::warn!(target: "gateway::errors", "{}", text.trim_end_matches('\n'));
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.contains(['\n', '\r']) {
+            let text = text.replace('\n', "\\n").replace('\r', "\\r");
+            tracing::warn!(target: "gateway::errors", "{text}");
+        } else {
+            tracing::warn!(target: "gateway::errors", "{text}");
+        }
     }
 }
 
@@ -323,6 +331,8 @@ impl<A: App + 'static> Runtime<A> {
                 // the web server timed out): the app is not called for nobody.
                 return;
             }
+            // Harakiri watches the app from now (not the wait in the queue), on this thread.
+            let _here = permit.in_flight.as_ref().map(workers::InFlight::run_here);
             let mut response = std::pin::pin!(driver::call(&*app, environ));
             // Wait for the head, unless the connection gives up first (the client left, or
             // the web server aborted the request): then the app's response is dropped here.
@@ -615,5 +625,45 @@ impl<B: http_body::Body, G> http_body::Body for BodyWith<B, G> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Collects what a `tracing` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_error_message_cannot_forge_a_log_line() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            TracingSink.write_message(b"gateway: bad input\nWARN forged: line\r\n");
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(
+            log.trim_end().ends_with("bad input\\nWARN forged: line"),
+            "{log}"
+        );
     }
 }

@@ -24,6 +24,8 @@ const BODY_OK: u8 = 0;
 const BODY_TOO_LARGE: u8 = 1;
 /// The body stalled past `body_read_timeout`.
 const BODY_TOO_SLOW: u8 = 2;
+/// The body itself failed: cut short of its length, a broken chunk, the client gone.
+const BODY_BROKEN: u8 = 3;
 
 /// What a guarded body reports to [`Runtime::respond`].
 #[derive(Debug, Clone)]
@@ -80,7 +82,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.body).poll_frame(cx) {
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        // A wait for the client begins at the first `Pending` (the timer is made then) and
+        // ends with the next frame, or the body's end: out of harakiri's watch meanwhile.
+        match (&polled, this.timer.is_some()) {
+            (Poll::Pending, false) => super::workers::client_wait(true),
+            (Poll::Ready(_), true) => super::workers::client_wait(false),
+            _ => {}
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer = None;
                 if let Some(data) = frame.data_ref() {
@@ -92,7 +102,15 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => {
+                let _ = this.outcome.compare_exchange(
+                    BODY_OK,
+                    BODY_BROKEN,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                Poll::Ready(Some(Err(error.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let (timeout, runtime) = (this.timeout, &this.runtime);
@@ -394,8 +412,8 @@ impl std::future::Future for Responding {
 }
 
 impl Responding {
-    /// The app's response, or 413 or 408 in place of the driver's 500 when the app failed
-    /// because its body broke a limit.
+    /// The app's response, or 413, 408 or 400 in place of the driver's 500 when the app failed
+    /// because its body broke a limit or was broken.
     fn checked(&self, response: Response<Body>) -> Response<Body> {
         if driver::failure(&response).is_none() {
             return response;
@@ -407,8 +425,9 @@ impl Responding {
 }
 
 impl BodyGuard {
-    /// The answer when reading the body failed on a limit: 413 past `max_body_size`, 408 past
-    /// the body read timeout; `None` when no limit was broken.
+    /// The answer when reading the body failed: 413 past `max_body_size`, 408 past the body
+    /// read timeout, 400 when the body itself was broken (cut short of its length, a malformed
+    /// chunk); `None` when it did not fail.
     pub(crate) fn limit_response(&self, max_body_size: u64) -> Option<Response<Body>> {
         match self.outcome() {
             BODY_TOO_LARGE => {
@@ -420,6 +439,11 @@ impl BodyGuard {
                 tracing::info!("request body too slow: 408");
                 stats::count(Limit::RequestTimeout);
                 Some(plain_response(StatusCode::REQUEST_TIMEOUT, true))
+            }
+            BODY_BROKEN => {
+                tracing::info!("request body broken: 400");
+                stats::count(Limit::BadRequest);
+                Some(plain_response(StatusCode::BAD_REQUEST, true))
             }
             _ => None,
         }

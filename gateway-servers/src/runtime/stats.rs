@@ -20,8 +20,8 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -812,11 +812,28 @@ fn answer(path: &str) -> Response<Body> {
     response
 }
 
+/// How many connections the stats endpoint serves at once; more wait in the listen queue.
+const MAX_STATS_CONNECTIONS: usize = 64;
+
+/// How long one connection to the stats endpoint may last, requests and all.
+const STATS_CONNECTION_TIME: Duration = Duration::from_secs(30);
+
 /// Serves the stats endpoint (HTTP/1.1: `GET /metrics`, `GET /stats.json`) on `listener`
-/// until `shutdown` stops accepting. Its own connections and requests are not counted.
+/// until `shutdown` stops accepting, [`MAX_STATS_CONNECTIONS`] connections at once, each for
+/// [`STATS_CONNECTION_TIME`] at most (in one process with the app, a flood of scrapers must
+/// not take the descriptors its listeners need). Its own connections and requests are not
+/// counted.
 pub async fn serve(listener: Listener, shutdown: Shutdown) -> io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_STATS_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = shutdown.wait_stop_accepting() => return Ok(()),
+        };
+        let Ok(slot) = slot else {
+            return Ok(());
+        };
         let connection = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.wait_stop_accepting() => return Ok(()),
@@ -826,16 +843,18 @@ pub async fn serve(listener: Listener, shutdown: Shutdown) -> io::Result<()> {
             continue;
         };
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(|request: http::Request<_>| async move {
                 Ok::<_, std::convert::Infallible>(answer(request.uri().path()))
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(connection.stream), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "stats connection ended with an error");
+                .serve_connection(TokioIo::new(connection.stream), service);
+            match tokio::time::timeout(STATS_CONNECTION_TIME, connection).await {
+                Ok(Err(error)) => tracing::debug!(%error, "stats connection ended with an error"),
+                Err(_) => tracing::debug!("stats connection open too long: closed"),
+                Ok(Ok(())) => {}
             }
         });
     }

@@ -809,16 +809,73 @@ impl InFlight {
     /// to take what the app produced, not for the app, and a slow client must not get the
     /// worker killed. Its time counts again from the end of the wait.
     pub(crate) fn waiting<T>(&mut self, wait: impl FnOnce() -> T) -> T {
-        let Some(state) = WORKER.get() else {
-            return wait();
-        };
-        let lock = || state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = lock().remove(&self.0);
+        let aside = set_aside(self.0);
         let result = wait();
-        if let Some((_, what)) = entry {
-            lock().insert(self.0, (Instant::now(), what));
+        if let Some(what) = aside {
+            resume(self.0, what);
         }
         result
+    }
+
+    /// Starts the request's time again from now, and watches it on this thread until the
+    /// returned guard is dropped: the app's call and body polls on a pool thread. The time the
+    /// request waited in the pool's queue is not the app's; the time the app then waits for
+    /// the client's body is not either (see [`client_wait`]).
+    pub(crate) fn run_here(&self) -> RunHere {
+        if let Some(what) = set_aside(self.0) {
+            resume(self.0, what);
+        }
+        RunHere(WATCHED.replace(Some(self.0)))
+    }
+}
+
+/// The request watched on this thread while [`InFlight::run_here`]'s guard lives.
+pub(crate) struct RunHere(Option<u64>);
+
+impl Drop for RunHere {
+    fn drop(&mut self) {
+        // The request's `InFlight` is gone by now (or goes with the job): a wait still set
+        // aside is not put back.
+        ASIDE.set(None);
+        WATCHED.set(self.0);
+    }
+}
+
+thread_local! {
+    /// The request whose app runs on this thread (harakiri's id).
+    static WATCHED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// That request, out of the watch while its app waits for the client's body.
+    static ASIDE: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Tells harakiri that the app running on this thread begins (`true`) or ends (`false`) a wait
+/// for its client's request body: the wait is the client's, not the app's, and a client that
+/// sends its body slowly must not get the worker killed (the body read timeout bounds it).
+pub(crate) fn client_wait(begins: bool) {
+    let Some(id) = WATCHED.get() else {
+        return;
+    };
+    if begins {
+        if let Some(what) = set_aside(id) {
+            ASIDE.set(Some((id, what)));
+        }
+    } else if let Some((id, what)) = ASIDE.take() {
+        resume(id, what);
+    }
+}
+
+/// Takes request `id` out of harakiri's watch: what it was doing, if it was watched.
+fn set_aside(id: u64) -> Option<String> {
+    let state = WORKER.get()?;
+    let mut in_flight = state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    in_flight.remove(&id).map(|(_, what)| what)
+}
+
+/// Puts request `id` back under harakiri's watch, its time counted from now.
+fn resume(id: u64, what: String) {
+    if let Some(state) = WORKER.get() {
+        let mut in_flight = state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.insert(id, (Instant::now(), what));
     }
 }
 
