@@ -40,9 +40,12 @@ fi
 
 # PyPI packages of the Python reference servers the conformance suite is run against
 # (examples/tests/conformance_reference.rs, docs/conformance.md), for the `python3` on PATH.
-# Pinned, so the recorded results stay true; installed only when missing.
+# Pinned, so the recorded results stay true; installed when missing or of another version.
 PIP_PACKAGES=('flup==1.0.3' 'gunicorn==27.0.1')
-if ! python3 -c 'import flup, gunicorn' 2>/dev/null; then
+PINNED_CHECK='
+import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])))'
+if ! python3 -c "$PINNED_CHECK" "${PIP_PACKAGES[@]}" 2>/dev/null; then
   echo "install-test-deps: installing ${PIP_PACKAGES[*]} with pip" >&2
   # Debian's own python3 refuses a system-wide pip install (PEP 668) without this flag.
   python3 -m pip install --quiet --break-system-packages "${PIP_PACKAGES[@]}" 2>/dev/null \
