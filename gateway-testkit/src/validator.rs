@@ -113,7 +113,7 @@ rules! {
     ContentVariables = "R22", Error, "CONTENT_LENGTH, when present and not empty, is digits only (CONTENT_TYPE and CONTENT_LENGTH may be empty).";
     ServerNameAndPort = "R23", Error, "SERVER_NAME and SERVER_PORT are present and not empty; SERVER_PORT is digits.";
     ServerProtocol = "R24", Error, "SERVER_PROTOCOL is present and looks like HTTP/1.1.";
-    HeaderVariableNames = "R25", Error, "HTTP_* variable names hold only A-Z, 0-9 and '_'.";
+    HeaderVariableNames = "R25", Error, "HTTP_* variable names are header names in upper case with '-' as '_': no lower-case letter, no '-', nothing a header name cannot hold.";
     HopByHop = "R45", Error, "The app sends no hop-by-hop header (Connection, Transfer-Encoding, ...).";
     StatusHeader = "R42", Error, "There is never a Status header: the status is start's argument.";
     ContentTypeMissing = "R48", Warning, "A response with a body has a Content-Type.";
@@ -454,13 +454,12 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
             ),
         );
     }
+    // A header name is a token, so besides letters, digits and `-` it may hold `.`, `~`, `!`
+    // and the other token characters (`X.Trace`), which the variable keeps as they are: only a
+    // lower-case letter, a `-` (which becomes `_`) or a byte no header name holds is wrong.
     for (name, _) in environ.vars() {
         if let Some(rest) = name.strip_prefix(b"HTTP_") {
-            if rest.is_empty()
-                || !rest
-                    .iter()
-                    .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-            {
+            if !is_token(rest) || rest.iter().any(|&b| b.is_ascii_lowercase() || b == b'-') {
                 record(
                     Rule::HeaderVariableNames,
                     format!("{:?}", String::from_utf8_lossy(name)),

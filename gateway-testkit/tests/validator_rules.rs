@@ -244,10 +244,30 @@ fn r25_header_variable_names() {
         &server_report(|e| e.set("HTTP_lower", "1")),
         Rule::HeaderVariableNames,
     );
-    assert_passed(
-        &server_report(|e| e.set("HTTP_X_UPPER_2", "1")),
-        Rule::HeaderVariableNames,
-    );
+    for bad in ["HTTP_X Y", "HTTP_X:Y", "HTTP_X\"Y", "HTTP_"] {
+        assert_caught(
+            &server_report(|e| e.set(bad, "1")),
+            Rule::HeaderVariableNames,
+        );
+    }
+    // Header names are tokens: the characters of a token other than letters and `-` stay.
+    for good in ["HTTP_X_UPPER_2", "HTTP_X.TRACE", "HTTP_X~Y!#$%&'*+^`|"] {
+        assert_passed(
+            &server_report(|e| e.set(good, "1")),
+            Rule::HeaderVariableNames,
+        );
+    }
+}
+
+#[test]
+fn r25_a_header_name_with_a_dot_passes_strict_mode() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let response = TestClient::new(app).get("/").header("x.trace", "1").send();
+    assert_eq!(response.environ().get("HTTP_X.TRACE"), Some(&b"1"[..]));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(report.is_clean(), "{:?}", report.violations());
 }
 
 fn with_headers(
