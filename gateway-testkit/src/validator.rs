@@ -595,7 +595,7 @@ impl Drop for Checked {
     fn drop(&mut self) {
         // A body known to be at its end may be dropped without the poll that says so (the
         // driver does this when the app wrote its whole response and returned an empty body):
-        // that is its end all the same.
+        // that is its end all the same. A body that failed is `done`: it never ended.
         if !self.done && http_body::Body::is_end_stream(&self.body) {
             self.done = true;
             self.recorder.on_end();
@@ -634,7 +634,13 @@ impl http_body::Body for Checked {
                 self.done = true;
                 self.recorder.on_end();
             }
-            _ => {}
+            Poll::Ready(Some(Err(_))) => {
+                // The app failed (`Body::error`, a failing stream): the response is over, but
+                // the body did not end, so neither the start nor the length is checked (the
+                // body left behind may well say it is at its end).
+                self.done = true;
+            }
+            Poll::Pending => {}
         }
         if let Some(violation) = self.recorder.take_pending() {
             self.done = true;

@@ -352,6 +352,34 @@ fn r49_data_before_start_and_r53_never_started() {
 }
 
 #[test]
+fn an_app_that_fails_is_not_taken_for_one_that_ended() {
+    // The documented way to fail: `Body::error`, before the start or after it.
+    let unstarted = |_: Environ, _start: StartResponse| Body::error("no database");
+    let declared = |_: Environ, start: StartResponse| {
+        let mut headers = typed();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        match start.start(StatusCode::OK, headers) {
+            Ok(_) => Body::error("no database"),
+            Err(error) => Body::error(error),
+        }
+    };
+    // A failure after part of the body went out.
+    let cut = |_: Environ, start: StartResponse| {
+        let mut headers = typed();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        let _ = start.start(StatusCode::OK, headers);
+        Body::try_from_chunks([Ok("ab"), Err("lost the backend")])
+    };
+    for (case, report) in [
+        ("unstarted", app_report(unstarted, http::Method::GET)),
+        ("declared", app_report(declared, http::Method::GET)),
+        ("cut", app_report(cut, http::Method::GET)),
+    ] {
+        assert!(report.is_clean(), "{case}: {:?}", report.violations());
+    }
+}
+
+#[test]
 fn r61_content_length_agrees_with_the_body() {
     let long = with_headers(
         StatusCode::OK,
