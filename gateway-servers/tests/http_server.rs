@@ -951,6 +951,54 @@ fn http2_with_prior_knowledge() {
 }
 
 #[test]
+fn repeated_equal_content_lengths_are_one_number() {
+    let server = Server::start(echo, config());
+    // HTTP/1: hyper takes the same number repeated, and refuses a list.
+    for (lengths, status) in [
+        ("Content-Length: 3\r\nContent-Length: 3\r\n", 200),
+        ("Content-Length: 3, 3\r\n", 400),
+    ] {
+        let reply = request(
+            &server,
+            &format!("POST /cl HTTP/1.1\r\nHost: x\r\n{lengths}\r\nabc"),
+        );
+        assert_eq!(reply.status, status, "{lengths:?}");
+        if status == 200 {
+            assert_eq!(reply.header("x-seen-content-length"), Some("3"));
+            assert_eq!(reply.body, b"POST /cl abc");
+        }
+    }
+    // HTTP/2 takes the same number repeated.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    let (status, seen, body) = runtime.block_on(async move {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let request = http::Request::post("http://localhost/cl")
+            .header("content-length", "3")
+            .header("content-length", "3")
+            .body(http_body_util::Full::new(Bytes::from("abc")))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let seen = response
+            .headers()
+            .get("x-seen-content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, seen, body)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(seen.as_deref(), Some("3"));
+    assert_eq!(body, "POST /cl abc");
+}
+
+#[test]
 fn http2_requests_with_too_many_headers_answer_431() {
     let mut config = config();
     config.max_headers = 20;
