@@ -876,6 +876,45 @@ fn a_client_that_goes_away_mid_body_closes_the_app_body() {
 }
 
 #[test]
+fn a_body_the_client_cuts_short_is_an_unexpected_eof_to_the_app() {
+    let (seen, results) = std::sync::mpsc::channel();
+    let seen = Mutex::new(seen);
+    let app = move |mut environ: Environ, start: StartResponse| {
+        let read = environ.input().read_to_end(&mut Vec::new());
+        let _ = seen
+            .lock()
+            .unwrap()
+            .send(read.map_err(|e| (e.kind(), e.to_string())));
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::empty()
+    };
+    let server = Server::start(app, config());
+    // A declared length (above what is read before the app runs), and a chunked body.
+    for (framing, sent) in [
+        ("Content-Length: 100000\r\n", "0123456789"),
+        ("Transfer-Encoding: chunked\r\n", "a\r\n0123456789\r\n"),
+    ] {
+        let mut stream = server.connect();
+        stream
+            .write_all(format!("POST / HTTP/1.1\r\nHost: x\r\n{framing}\r\n{sent}").as_bytes())
+            .unwrap();
+        drop(stream);
+        let read = results
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the app ran");
+        let (kind, message) = read.expect_err(framing);
+        assert_eq!(
+            kind,
+            std::io::ErrorKind::UnexpectedEof,
+            "{framing}{message}"
+        );
+        if framing.starts_with("Content-Length") {
+            assert!(message.contains("10 of 100000"), "{message}");
+        }
+    }
+}
+
+#[test]
 fn graceful_shutdown_finishes_requests_in_flight() {
     let started = Arc::new(AtomicUsize::new(0));
     let count = started.clone();
