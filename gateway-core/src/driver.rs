@@ -16,8 +16,9 @@
 //!   nothing of the length). 1xx, 204 and 304 responses carry no body, and 1xx and 204
 //!   no `Content-Length`. Their bodies are dropped as soon as the head is decided.
 //! - **Content-Length.** When the app gives none and the whole body is known before the head
-//!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one, a
-//!   longer body is cut there, the app's body is dropped, and
+//!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one,
+//!   a [`Writer::write`](crate::Writer::write) that would go past it fails; a longer body is
+//!   cut there, the app's body is dropped, and
 //!   [`ResponseBody::must_close`] says that the connection should not be reused; a shorter one
 //!   ends in an [`ErrorKind::ShortBody`] error, so the server
 //!   aborts it rather than leaving the client waiting.
@@ -424,7 +425,7 @@ pub fn status_has_body(status: StatusCode) -> bool {
 
 /// The Content-Length the headers declare: `None` when absent, an error when it is not a
 /// number or when repeated with different values.
-fn declared_length<'a>(
+pub(crate) fn declared_length<'a>(
     values: impl Iterator<Item = &'a HeaderValue>,
 ) -> Result<Option<u64>, Error> {
     let mut declared = None;

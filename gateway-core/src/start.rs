@@ -27,6 +27,8 @@ pub(crate) struct State {
     pub(crate) committed: bool,
     /// Data pushed with `write()`, not yet taken by the driver.
     pub(crate) written: VecDeque<Bytes>,
+    /// How many bytes `write()` queued in all, against the head's Content-Length.
+    pub(crate) written_len: u64,
     /// `write()` is refused once the app's call returned (PEP 3333: the body must not call it).
     pub(crate) writes_closed: bool,
     /// Why the last start was refused, for the driver's report.
@@ -39,6 +41,7 @@ impl State {
         self.head = None;
         self.committed = false;
         self.written.clear();
+        self.written_len = 0;
         self.writes_closed = false;
         self.refused = None;
     }
@@ -270,6 +273,31 @@ impl Writer {
     ///
     /// The [`map_write`](StartResponse::map_write) hooks of the middleware around the app get
     /// the data first; when one of them fails, so does the write, and nothing is queued.
+    ///
+    /// A write that would take what was written past the `Content-Length` of the head (of a
+    /// status that has a body: not 1xx, 204 or 304) fails with [`io::ErrorKind::InvalidInput`]
+    /// and queues nothing, as PEP 3333 asks of a server; the data counted is what the hooks
+    /// return. (A returned body that goes past it is cut there instead: see the
+    /// [driver](crate::driver).)
+    ///
+    /// ```
+    /// use gateway_core::{Body, Environ, StartResponse};
+    /// use http::{HeaderMap, HeaderValue, StatusCode};
+    ///
+    /// let app = |_: Environ, start: StartResponse| {
+    ///     let mut headers = HeaderMap::new();
+    ///     headers.insert("content-length", HeaderValue::from_static("5"));
+    ///     let mut writer = start.start(StatusCode::OK, headers).unwrap();
+    ///     writer.write("hel").unwrap();
+    ///     let refused = writer.write("lo!").unwrap_err();
+    ///     assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    ///     writer.write("lo").unwrap();
+    ///     Body::empty()
+    /// };
+    /// let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+    /// let body = gateway_core::block_on(http_body_util::BodyExt::collect(response.into_body()));
+    /// assert_eq!(body.unwrap().to_bytes(), "hello");
+    /// ```
     pub fn write(&mut self, data: impl Into<Bytes>) -> io::Result<()> {
         // The lock is held while the hooks run, so that no hook sees data that is then refused
         // because the app's call returned in the meantime.
@@ -285,8 +313,25 @@ impl Writer {
                 data = hook(data)?;
             }
         }
+        if !data.is_empty() {
+            if let Some(declared) = write_limit(&state) {
+                let total = state.written_len + data.len() as u64;
+                if total > declared {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "write() of {} bytes refused: the response's Content-Length is \
+                             {declared}, and {} bytes were written before",
+                            data.len(),
+                            state.written_len
+                        ),
+                    ));
+                }
+            }
+        }
         state.committed = true;
         if !data.is_empty() {
+            state.written_len += data.len() as u64;
             state.written.push_back(data);
         }
         Ok(())
@@ -342,6 +387,18 @@ impl fmt::Debug for Writer {
             .field("write_hooks", &self.write_hooks.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The Content-Length that bounds written data: the head's, when its status has a body and the
+/// value is valid (an invalid one fails the response when the driver takes the head).
+fn write_limit(state: &State) -> Option<u64> {
+    let (status, headers) = state.head.as_ref()?;
+    if !crate::driver::status_has_body(*status) {
+        return None;
+    }
+    crate::driver::declared_length(headers.get_all(http::header::CONTENT_LENGTH).iter())
+        .ok()
+        .flatten()
 }
 
 fn set_head(
@@ -514,6 +571,41 @@ mod tests {
         assert_eq!(shared.lock().written, ["a", "b"]);
         shared.lock().writes_closed = true;
         assert!(writer.write("c").is_err());
+    }
+
+    #[test]
+    fn writes_past_the_content_length_are_refused_whole() {
+        let with_length = |status: StatusCode, length: &'static str| {
+            let (start, shared) = pair();
+            let mut headers = HeaderMap::new();
+            headers.insert("content-length", HeaderValue::from_static(length));
+            (start.start(status, headers).unwrap(), shared)
+        };
+        let (mut writer, shared) = with_length(StatusCode::OK, "5");
+        writer.write("hel").unwrap();
+        let err = writer.write("lo!").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("Content-Length is 5"), "{err}");
+        assert_eq!(shared.lock().written, ["hel"], "nothing of it is queued");
+        writer.write("lo").unwrap();
+        assert!(writer.write("!").is_err());
+        assert_eq!(shared.lock().written, ["hel", "lo"]);
+
+        // The first write alone can be too long, and then it does not fix the head.
+        let (mut writer, shared) = with_length(StatusCode::OK, "0");
+        assert!(writer.write("x").is_err());
+        assert!(!shared.lock().committed);
+        writer.write("").unwrap();
+
+        // No body to bound (the driver drops it), or a length the driver refuses anyway.
+        for (status, length) in [
+            (StatusCode::NOT_MODIFIED, "2"),
+            (StatusCode::NO_CONTENT, "2"),
+            (StatusCode::OK, "two"),
+        ] {
+            let (mut writer, _) = with_length(status, length);
+            writer.write("three").unwrap();
+        }
     }
 
     #[test]
