@@ -196,10 +196,11 @@ impl StartResponse {
     /// it here as well, or it misses that data.
     ///
     /// Hooks run innermost first, as head hooks do; each gets what the hook inside it returned.
-    /// They see only non-empty chunks (an empty write fixes the head and nothing more), and a
-    /// hook may return an empty chunk to hold the data back. A hook that fails makes the write
-    /// fail with its error: the chunk is not queued and the head is not fixed by it, though the
-    /// hooks that ran before it saw the chunk.
+    /// They see every write, empty ones too: an empty write sends nothing but fixes the head,
+    /// so a hook that checks the head must be able to refuse it. A hook may return an empty
+    /// chunk to hold the data back. A hook that fails makes the write fail with its error: the
+    /// chunk is not queued and the head is not fixed by it, though the hooks that ran before it
+    /// saw the chunk.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -308,10 +309,8 @@ impl Writer {
             ));
         }
         let mut data = data.into();
-        if !data.is_empty() {
-            for hook in self.write_hooks.iter_mut().rev() {
-                data = hook(data)?;
-            }
+        for hook in self.write_hooks.iter_mut().rev() {
+            data = hook(data)?;
         }
         if !data.is_empty() {
             if let Some(declared) = write_limit(&state) {
@@ -628,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn write_hooks_run_innermost_first_and_see_only_data() {
+    fn write_hooks_run_innermost_first_and_see_every_write() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (outer_seen, inner_seen) = (seen.clone(), seen.clone());
         let (start, shared) = pair();
@@ -642,11 +641,34 @@ mod tests {
                 Ok(Bytes::from(data.to_ascii_uppercase()))
             });
         let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
-        writer.write("").unwrap();
-        assert!(shared.lock().committed, "an empty write fixes the head");
         writer.write("hi").unwrap();
         assert_eq!(shared.lock().written, ["HI!"]);
-        assert_eq!(*seen.lock().unwrap(), ["inner b\"hi\"", "outer b\"HI\""]);
+        writer.write("").unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "inner b\"hi\"",
+                "outer b\"HI\"",
+                "inner b\"\"",
+                "outer b\"\""
+            ]
+        );
+        assert_eq!(shared.lock().written, ["HI!", "!"]);
+    }
+
+    #[test]
+    fn an_empty_write_fixes_the_head_unless_a_hook_refuses_it() {
+        let (start, shared) = pair();
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        writer.write("").unwrap();
+        assert!(shared.lock().committed);
+        assert!(shared.lock().written.is_empty());
+
+        let (start, shared) = pair();
+        let start = start.map_write(|_| Err(io::Error::other("refused")));
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        assert_eq!(writer.write("").unwrap_err().to_string(), "refused");
+        assert!(!shared.lock().committed);
     }
 
     #[test]

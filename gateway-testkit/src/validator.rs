@@ -563,9 +563,13 @@ impl<A: App> App for ValidatorApp<A> {
                     .started = Some((*status, declared, typed));
             })
             .map_write(move |data: Bytes| {
-                write_hook.on_data(data.len());
+                if !data.is_empty() {
+                    write_hook.on_data(data.len());
+                }
                 // In strict mode an error refuses the write, as it fails a body chunk: the data
-                // never goes out, and the body fails the response at its first poll.
+                // never goes out, and the body fails the response at its first poll. An empty
+                // write is refused too: it would fix the head, and the driver could then send
+                // it without polling the body.
                 match write_hook.pending() {
                     Some(violation) => Err(std::io::Error::other(violation)),
                     None => Ok(data),

@@ -557,6 +557,33 @@ fn written_data_is_checked_as_body_data() {
 }
 
 #[test]
+fn an_empty_write_does_not_slip_a_broken_head_past_strict_mode() {
+    // An empty write fixes the head; the driver then sends it without polling the body, so
+    // the write itself must be refused.
+    let written = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let result = written.clone();
+    let app = move |_: Environ, start: StartResponse| {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", HeaderValue::from_static("3"));
+        let mut writer = start.start(StatusCode::NO_CONTENT, headers).unwrap();
+        *result.lock().unwrap() = Some(writer.write("").map_err(|e| e.to_string()));
+        Body::empty()
+    };
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    let response = TestClient::new(Builder::new().with(validator).app(app))
+        .with_context(context)
+        .get("/")
+        .send();
+    let refused = written.lock().unwrap().take().expect("the app wrote");
+    assert!(refused.expect_err("the write is refused").contains("R65"));
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(report.contains(Rule::BodyForbidden));
+}
+
+#[test]
 fn r64_head_bodies() {
     assert_caught(&app_report(hello, http::Method::HEAD), Rule::HeadBody);
     let bodiless = |_: Environ, start: StartResponse| {
