@@ -362,10 +362,11 @@ impl Writer {
         status: StatusCode,
         headers: HeaderMap,
     ) -> Result<(), BoxError> {
-        if self.shared.lock().committed {
-            return Err(error);
+        match set_head(&self.shared, &mut self.hooks, status, headers, true) {
+            Ok(()) => Ok(()),
+            Err(StartError::AlreadySent) => Err(error),
+            Err(refused) => Err(refused.into()),
         }
-        set_head(&self.shared, &mut self.hooks, status, headers, true).map_err(|e| e.into())
     }
 }
 
@@ -400,6 +401,8 @@ fn write_limit(state: &State) -> Option<u64> {
         .flatten()
 }
 
+/// Runs the head hooks on a head, checks it and stores it. A restart fails with
+/// [`StartError::AlreadySent`], before any hook runs, once the head is fixed.
 fn set_head(
     shared: &Shared,
     hooks: &mut [Hook],
@@ -407,16 +410,18 @@ fn set_head(
     mut headers: HeaderMap,
     restart: bool,
 ) -> Result<(), StartError> {
+    // The lock is held while the hooks run, as `write` holds it for its hooks: the driver,
+    // which may take the head on another thread at any time, cannot take it between the check
+    // and the store, and no hook sees a head that is then refused because it did.
+    let mut state = shared.lock();
+    if restart && state.committed {
+        return Err(StartError::AlreadySent);
+    }
     for hook in hooks.iter_mut().rev() {
         hook(&mut status, &mut headers);
     }
-    let checked = check_headers(&headers);
-    let mut state = shared.lock();
-    match checked {
+    match check_headers(&headers) {
         Ok(()) => {
-            if restart && state.committed {
-                return Err(StartError::AlreadySent);
-            }
             state.head = Some((status, headers));
             state.refused = None;
             Ok(())
@@ -473,7 +478,8 @@ pub enum StartError {
     HopByHop(HeaderName),
     /// A `Status` header: the status is the `status` argument.
     StatusHeader,
-    /// A restart after the head was sent.
+    /// A restart after the head was sent. [`Writer::restart_on_error`] hands back the app's
+    /// error instead of this one.
     AlreadySent,
 }
 
@@ -559,6 +565,52 @@ mod tests {
             shared.lock().head.as_ref().unwrap().0,
             StatusCode::BAD_GATEWAY
         );
+    }
+
+    #[test]
+    fn a_restart_that_loses_the_head_to_the_driver_hands_back_the_apps_error() {
+        // While the hooks of a restart run, another thread (the driver's) takes the head if the
+        // state lets it: the restart must either win whole or hand back the app's error.
+        let (start, shared) = pair();
+        let driver = shared.clone();
+        let hooked = Arc::new(Mutex::new(Vec::new()));
+        let seen = hooked.clone();
+        let start = start.map_head(move |status: &mut StatusCode, _: &mut HeaderMap| {
+            seen.lock().unwrap().push(*status);
+            if *status == StatusCode::SERVICE_UNAVAILABLE {
+                let driver = driver.clone();
+                std::thread::spawn(move || {
+                    if let Ok(mut state) = driver.state.try_lock() {
+                        state.committed = true;
+                    }
+                })
+                .join()
+                .unwrap();
+            }
+        });
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        let restarted = writer.restart_on_error(
+            "the app's error".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            HeaderMap::new(),
+        );
+        let head = shared.lock().head.as_ref().unwrap().0;
+        match restarted {
+            Ok(()) => assert_eq!(head, StatusCode::SERVICE_UNAVAILABLE),
+            Err(error) => {
+                assert_eq!(error.to_string(), "the app's error");
+                assert_eq!(head, StatusCode::OK);
+            }
+        }
+
+        // Once the head is fixed, a restart runs no hook: none sees a head that is not sent.
+        shared.lock().committed = true;
+        hooked.lock().unwrap().clear();
+        let error = writer
+            .restart_on_error("again".into(), StatusCode::BAD_GATEWAY, HeaderMap::new())
+            .unwrap_err();
+        assert_eq!(error.to_string(), "again");
+        assert!(hooked.lock().unwrap().is_empty());
     }
 
     #[test]
