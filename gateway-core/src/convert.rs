@@ -96,12 +96,18 @@ impl fmt::Debug for ServerContext {
 ///   none); `REQUEST_URI` the target as sent; `SERVER_PROTOCOL`, `SERVER_NAME`, `SERVER_PORT`,
 ///   `GATEWAY_INTERFACE`, and from the context `REMOTE_ADDR`, `REMOTE_PORT`,
 ///   `SERVER_SOFTWARE` and `HTTPS`.
-/// - Headers become `HTTP_*` variables; `Content-Type` and `Content-Length` become
-///   `CONTENT_TYPE` and `CONTENT_LENGTH`. Repeated headers are joined with `, ` (`Cookie` with
-///   `; `). Headers whose names contain `_` are dropped (they would pose as the dashed name),
-///   and so is `Proxy` (httpoxy: it would become `HTTP_PROXY`). An HTTP/2 request's authority
-///   becomes `HTTP_HOST` when it has no `Host` header.
-/// - The body becomes the input, bounded by `Content-Length` when there is one, and
+/// - Headers become `HTTP_*` variables; `Content-Type` becomes `CONTENT_TYPE`. Repeated
+///   headers are joined with `, ` (`Cookie` with `; `). Headers whose names contain `_` are
+///   dropped (they would pose as the dashed name), and so is `Proxy` (httpoxy: it would become
+///   `HTTP_PROXY`). An HTTP/2 request's authority becomes `HTTP_HOST` when it has no `Host`
+///   header.
+/// - `Content-Length` becomes `CONTENT_LENGTH`, the one number it declares: each value is
+///   digits only, and repeated values (which HTTP/2 allows when they are equal) are that one
+///   number. Values that are not numbers (`+5`, ` 5`, the list `5, 5`) or that differ leave
+///   `CONTENT_LENGTH` out, and the input then ends where the body does. hyper refuses such a
+///   request itself (400 on HTTP/1, a reset stream on HTTP/2), so only a request made another
+///   way (by a tower service's caller, or a test) reaches this with one.
+/// - The body becomes the input, bounded by `CONTENT_LENGTH` when there is one, and
 ///   `input_terminated` is set.
 /// - The request's extensions become the environ's; the context's addresses are
 ///   [`Environ::peer_addr`] and [`Environ::local_addr`].
@@ -226,11 +232,18 @@ where
             more.for_each(drop);
             continue;
         }
+        if name == header::CONTENT_LENGTH {
+            // The one number, not the values joined: `5, 5` is no CONTENT_LENGTH (rule 22).
+            let mut more = more.map(|(_, v)| v);
+            content_length = request_content_length(std::iter::once(value).chain(&mut more));
+            more.for_each(drop);
+            if let Some(length) = content_length {
+                environ.push_new(Bytes::from_static(b"CONTENT_LENGTH"), decimal(length));
+            }
+            continue;
+        }
         let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
         let value = copies.join(value, more.map(|(_, v)| v), separator);
-        if name == header::CONTENT_LENGTH {
-            content_length = crate::environ::parse_digits(&value);
-        }
         environ.push_new(header_var_name(name_str), value);
     }
     if !parts.headers.contains_key(header::HOST) {
@@ -261,6 +274,31 @@ where
     environ.set_local_addr(context.local_addr);
     *environ.extensions_mut() = parts.extensions;
     environ
+}
+
+/// The body length a request's `Content-Length` values declare, read as hyper's server reads
+/// them: each value is ASCII digits only (no sign, no spaces, no list) and fits a `u64`, and
+/// repeated values are equal. `None` when a value is not such a number, or when two differ.
+fn request_content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
+    let mut length = None;
+    for value in values {
+        let digits = value.as_bytes();
+        if digits.is_empty() {
+            return None;
+        }
+        let n = digits.iter().try_fold(0u64, |n, &d| {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        match length {
+            None => length = Some(n),
+            Some(m) if m == n => {}
+            Some(_) => return None,
+        }
+    }
+    length
 }
 
 /// The mount prefix (`SCRIPT_NAME`) of the environ a request was made from, in the request's
@@ -652,6 +690,62 @@ mod tests {
         let mut body = Vec::new();
         std::io::Read::read_to_end(env.input(), &mut body).unwrap();
         assert_eq!(body, b"abc", "the input stops at CONTENT_LENGTH");
+    }
+
+    #[test]
+    fn content_length_is_the_one_number_its_values_declare() {
+        let environ_with = |values: &[&'static str]| {
+            let mut request = Request::post("/");
+            for value in values {
+                request = request.header("content-length", *value);
+            }
+            let body = Full::new(Bytes::from("abcdefgh"));
+            environ_from_request(request.body(body).unwrap(), &ServerContext::default())
+        };
+        // Read as hyper's server reads them: digits, repeated values equal.
+        for values in [
+            &["5"][..],
+            &["5", "5"],
+            &["005"],
+            &["000000000000000000005"],
+        ] {
+            let mut env = environ_with(values);
+            assert_eq!(env.get("CONTENT_LENGTH"), Some(&b"5"[..]), "{values:?}");
+            assert!(!env.contains("HTTP_CONTENT_LENGTH"), "{values:?}");
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(env.input(), &mut body).unwrap();
+            assert_eq!(body, b"abcde", "{values:?}: the input stops at the length");
+        }
+        // No number: no CONTENT_LENGTH, and the input ends where the body does.
+        let no_number: [&[&str]; 9] = [
+            &["+5"],
+            &[" 5"],
+            &["5, 5"],
+            &["5", "6"],
+            &["5", "+5"],
+            &[""],
+            &["0x5"],
+            &["18446744073709551616"],
+            &["5 bytes"],
+        ];
+        for values in no_number {
+            let mut env = environ_with(values);
+            assert!(!env.contains("CONTENT_LENGTH"), "{values:?}");
+            assert!(!env.contains("HTTP_CONTENT_LENGTH"), "{values:?}");
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(env.input(), &mut body).unwrap();
+            assert_eq!(body, b"abcdefgh", "{values:?}");
+        }
+        // The headers after it are still read.
+        let request = Request::post("/")
+            .header("content-length", "+5")
+            .header("content-length", "5")
+            .header("x-after", "kept")
+            .body(Full::new(Bytes::from("abcde")))
+            .unwrap();
+        let env = environ_from_request(request, &ServerContext::default());
+        assert_eq!(env.get("HTTP_X_AFTER"), Some(&b"kept"[..]));
+        assert!(!env.contains("CONTENT_LENGTH"));
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //!   nothing of the length). 1xx, 204 and 304 responses carry no body, and 1xx and 204
 //!   no `Content-Length`. Their bodies are dropped as soon as the head is decided.
 //! - **Content-Length.** When the app gives none and the whole body is known before the head
-//!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one, a
-//!   longer body is cut there, the app's body is dropped, and
+//!   goes out (a full body, or a body that ended), the driver adds it. When the app gives one,
+//!   a [`Writer::write`](crate::Writer::write) that would go past it fails; a longer body is
+//!   cut there, the app's body is dropped, and
 //!   [`ResponseBody::must_close`] says that the connection should not be reused; a shorter one
 //!   ends in an [`ErrorKind::ShortBody`] error, so the server
 //!   aborts it rather than leaving the client waiting.
@@ -27,7 +28,7 @@
 //!   logged to the request's error stream. A panic fails that request only.
 //! - **close().** The app's body is dropped as soon as it is no longer needed: at its end, on
 //!   failure, when the head decides there is no body, and when the server drops the response
-//!   (the client went away).
+//!   (the client went away). A panic in its drop is caught and logged like any other.
 //!
 //! ```
 //! use gateway_core::{driver, Body, Environ, StartResponse};
@@ -166,6 +167,18 @@ fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
     }
 }
 
+/// Drops the app's body, which is its close(), catching a panic there: like a panic anywhere
+/// else in the app it fails this request only, and is logged to the request's error stream
+/// (the response may be complete by then, so nothing else is changed). Every drop of an app's
+/// body by the driver goes through here.
+fn close_body(body: Option<Body>, errors: &SharedSink) {
+    let Some(body) = body else { return };
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
+        let error = Error::panic(&*payload);
+        log_line(&**errors, &format!("gateway: {error} (closing its body)"));
+    }
+}
+
 /// Marks the response as decided in the shared state: a `Writer` the app kept can neither
 /// write nor restart any more.
 fn close(shared: &Shared) {
@@ -216,6 +229,14 @@ impl fmt::Debug for ResponseFuture {
     }
 }
 
+impl Drop for ResponseFuture {
+    /// Closes the app's body when the server gives up on the response before its head (the
+    /// client went away).
+    fn drop(&mut self) {
+        close_body(self.body.take(), &self.errors);
+    }
+}
+
 impl Future for ResponseFuture {
     type Output = Response<ResponseBody>;
 
@@ -242,7 +263,7 @@ impl Future for ResponseFuture {
                     return Poll::Pending;
                 }
                 Ok(Poll::Ready(None)) => {
-                    this.body = None;
+                    close_body(this.body.take(), &this.errors);
                     (None, "ended")
                 }
                 Ok(Poll::Ready(Some(Err(error)))) => {
@@ -294,7 +315,7 @@ impl ResponseFuture {
             .is_some_and(http_body::Body::is_end_stream)
         {
             // The body has nothing left: close it now.
-            self.body = None;
+            close_body(self.body.take(), &self.errors);
         }
         let no_length = status.is_informational() || status == StatusCode::NO_CONTENT;
         // One lookup of Content-Length: read what the app declared, or add what is known.
@@ -356,7 +377,7 @@ impl ResponseFuture {
                 body.must_close = known.sum::<usize>() as u64 > declared;
             }
         }
-        self.body = None;
+        close_body(self.body.take(), &self.errors);
         let mut response = Response::new(body);
         *response.status_mut() = status;
         // The map `Response::new` made is empty and holds no memory (`HeaderMap::new` does
@@ -373,7 +394,7 @@ impl ResponseFuture {
 
     /// The 500 response of a failure before the head (logged where it happened).
     fn failed(&mut self, error: Arc<Error>) -> Response<ResponseBody> {
-        self.body = None;
+        close_body(self.body.take(), &self.errors);
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head {
@@ -424,7 +445,7 @@ pub fn status_has_body(status: StatusCode) -> bool {
 
 /// The Content-Length the headers declare: `None` when absent, an error when it is not a
 /// number or when repeated with different values.
-fn declared_length<'a>(
+pub(crate) fn declared_length<'a>(
     values: impl Iterator<Item = &'a HeaderValue>,
 ) -> Result<Option<u64>, Error> {
     let mut declared = None;
@@ -574,7 +595,7 @@ impl ResponseBody {
                 data.truncate(*remaining as usize);
                 self.queue.clear();
                 self.first = None;
-                self.body = None;
+                close_body(self.body.take(), &self.errors);
                 self.must_close = true;
             }
             *remaining -= data.len() as u64;
@@ -586,7 +607,7 @@ impl ResponseBody {
     /// The end of the body: an error if it fell short of its Content-Length.
     fn finish(&mut self) -> Option<Result<Frame<Bytes>, Error>> {
         self.done = true;
-        self.body = None;
+        close_body(self.body.take(), &self.errors);
         match self.remaining {
             Some(missing) if missing > 0 => {
                 let error = Error::new(
@@ -610,10 +631,17 @@ impl ResponseBody {
             &format!("gateway: {error} (after the head was sent)"),
         );
         self.done = true;
-        self.body = None;
+        close_body(self.body.take(), &self.errors);
         self.queue.clear();
         self.first = None;
         Some(Err(error))
+    }
+}
+
+impl Drop for ResponseBody {
+    /// Closes the app's body when the server drops the response before its end.
+    fn drop(&mut self) {
+        close_body(self.body.take(), &self.errors);
     }
 }
 

@@ -32,9 +32,12 @@ enum Source {
 /// if the client had sent nothing more, and never reads past the request; without one it ends
 /// where the transport says the body ends (a chunked or HTTP/2 body, CGI's stdin at EOF). Either
 /// way it ends at the true end of the body, so servers set `input_terminated`. A body that stops
-/// short of its CONTENT_LENGTH (the client went away) is an error of kind
-/// [`io::ErrorKind::UnexpectedEof`], never a silent short read. A read that failed fails again
-/// each time it is retried, with the same kind and message.
+/// short of its CONTENT_LENGTH (the client went away), whether its source ends or fails, is an
+/// error of kind [`io::ErrorKind::UnexpectedEof`] that says how many bytes came, never a silent
+/// short read. Without a limit, a source's error keeps the [`io::ErrorKind`] found in its chain
+/// of sources (hyper's error for a chunked body cut short is caused by an `UnexpectedEof`), or is
+/// [`io::ErrorKind::Other`]. A read that failed fails again each time it is retried, with the
+/// same kind and message.
 ///
 /// The blocking view waits with [`block_on`]: use it on a worker thread, not on the thread of
 /// an async runtime's event loop.
@@ -107,8 +110,8 @@ impl Input {
         }
     }
 
-    /// Ends the input after `limit` bytes (the request's CONTENT_LENGTH). If the source ends
-    /// sooner, reading fails with [`io::ErrorKind::UnexpectedEof`].
+    /// Ends the input after `limit` bytes (the request's CONTENT_LENGTH). If the source ends or
+    /// fails sooner, reading fails with [`io::ErrorKind::UnexpectedEof`].
     #[must_use]
     pub fn with_limit(mut self, limit: u64) -> Self {
         self.remaining = Some(limit.saturating_sub(self.buf.len() as u64));
@@ -162,7 +165,7 @@ impl Input {
                 match body.as_mut().poll_frame(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => break None,
-                    Poll::Ready(Some(Err(e))) => break Some(Err(io::Error::other(e))),
+                    Poll::Ready(Some(Err(e))) => break Some(Err(body_error(e))),
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                         Ok(data) if !data.is_empty() => break Some(Ok(data)),
                         _ => continue,
@@ -208,23 +211,36 @@ impl Input {
                     None
                 }
                 Some(missing) => {
-                    let error = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "request body ended after {} of {} bytes",
-                            self.delivered,
-                            self.delivered + missing
-                        ),
-                    );
+                    let error = self.cut_short(missing, None);
                     self.fail(&error);
                     Some(Err(error))
                 }
             },
             Some(Err(e)) => {
-                self.fail(&e);
-                Some(Err(e))
+                // Before the limit, a failing source (a connection reset, a client gone in
+                // the middle of the body) cut the body short as an early end does.
+                let error = match self.remaining.filter(|&r| r > 0) {
+                    Some(missing) => self.cut_short(missing, Some(&e)),
+                    None => e,
+                };
+                self.fail(&error);
+                Some(Err(error))
             }
         })
+    }
+
+    /// The error of a body that stopped `missing` bytes short of its limit, because its source
+    /// ended or failed with `cause`.
+    fn cut_short(&self, missing: u64, cause: Option<&io::Error>) -> io::Error {
+        let mut message = format!(
+            "request body ended after {} of {} bytes",
+            self.delivered,
+            self.delivered + missing
+        );
+        if let Some(cause) = cause {
+            message = format!("{message}: {cause}");
+        }
+        io::Error::new(io::ErrorKind::UnexpectedEof, message)
     }
 
     /// The next chunk of the body, `None` at its end.
@@ -392,6 +408,27 @@ impl http_body::Body for Input {
     }
 }
 
+/// A body's error as an `io::Error` of the first kind other than `Other` found in its chain of
+/// sources (hyper reports a body cut short as its own error, caused by an `UnexpectedEof`), or
+/// of kind `Other` when there is none.
+fn body_error(error: BoxError) -> io::Error {
+    let mut kind = io::ErrorKind::Other;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(current) = next {
+        match current.downcast_ref::<io::Error>() {
+            Some(io) if io.kind() != io::ErrorKind::Other => {
+                kind = io.kind();
+                break;
+            }
+            // An `io::Error`'s `source` is that of the error it wraps, skipping the wrapped
+            // error itself, which may carry the kind.
+            Some(io) => next = io.get_ref().map(|inner| inner as _),
+            None => next = current.source(),
+        }
+    }
+    io::Error::new(kind, error)
+}
+
 pin_project_lite::pin_project! {
     struct DataBody<B> {
         #[pin]
@@ -504,6 +541,80 @@ mod tests {
         assert_eq!(all, b"x");
         let again = input.read(&mut [0; 4]).unwrap_err();
         assert!(again.to_string().contains("connection reset"), "{again}");
+    }
+
+    /// An error as hyper makes one for a body cut short: its own, caused by an `io::Error`.
+    #[derive(Debug)]
+    struct Wrapping(io::Error);
+
+    impl fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("error reading a body from connection")
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// A body that yields `abc`, then fails with `error`.
+    fn failing_after_abc(error: BoxError) -> Input {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+            vec![Ok(Frame::data(Bytes::from("abc"))), Err(error)];
+        Input::from_body(http_body_util::StreamBody::new(Iter(frames.into_iter())))
+    }
+
+    #[test]
+    fn a_failing_body_keeps_the_kind_of_its_cause() {
+        let cases: [(&str, BoxError, io::ErrorKind); 4] = [
+            (
+                "hyper's body cut short",
+                Box::new(Wrapping(io::ErrorKind::UnexpectedEof.into())),
+                io::ErrorKind::UnexpectedEof,
+            ),
+            (
+                "a reset, wrapped twice",
+                Box::new(io::Error::other(Wrapping(
+                    io::ErrorKind::ConnectionReset.into(),
+                ))),
+                io::ErrorKind::ConnectionReset,
+            ),
+            (
+                "an io::Error",
+                Box::new(io::Error::from(io::ErrorKind::TimedOut)),
+                io::ErrorKind::TimedOut,
+            ),
+            ("no io::Error", "gone".into(), io::ErrorKind::Other),
+        ];
+        for (case, error, kind) in cases {
+            let message = error.to_string();
+            let mut input = failing_after_abc(error);
+            let mut all = Vec::new();
+            let err = input.read_to_end(&mut all).unwrap_err();
+            assert_eq!((err.kind(), &all[..]), (kind, &b"abc"[..]), "{case}");
+            assert!(err.to_string().contains(&message), "{case}: {err}");
+            let again = input.read(&mut [0; 4]).unwrap_err();
+            assert_eq!(again.kind(), kind, "{case}: retried");
+        }
+    }
+
+    #[test]
+    fn a_body_that_fails_before_its_limit_is_cut_short() {
+        for error in [
+            Box::new(Wrapping(io::ErrorKind::UnexpectedEof.into())) as BoxError,
+            Box::new(io::Error::from(io::ErrorKind::ConnectionReset)),
+            "gone".into(),
+        ] {
+            let cause = error.to_string();
+            let mut input = failing_after_abc(error).with_limit(10);
+            let err = input.read_to_end(&mut Vec::new()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{cause}");
+            let message = err.to_string();
+            assert!(message.contains("after 3 of 10 bytes"), "{message}");
+            assert!(message.contains(&cause), "{message}");
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(crate) struct State {
     pub(crate) committed: bool,
     /// Data pushed with `write()`, not yet taken by the driver.
     pub(crate) written: VecDeque<Bytes>,
+    /// How many bytes `write()` queued in all, against the head's Content-Length.
+    pub(crate) written_len: u64,
     /// `write()` is refused once the app's call returned (PEP 3333: the body must not call it).
     pub(crate) writes_closed: bool,
     /// Why the last start was refused, for the driver's report.
@@ -39,6 +41,7 @@ impl State {
         self.head = None;
         self.committed = false;
         self.written.clear();
+        self.written_len = 0;
         self.writes_closed = false;
         self.refused = None;
     }
@@ -193,10 +196,11 @@ impl StartResponse {
     /// it here as well, or it misses that data.
     ///
     /// Hooks run innermost first, as head hooks do; each gets what the hook inside it returned.
-    /// They see only non-empty chunks (an empty write fixes the head and nothing more), and a
-    /// hook may return an empty chunk to hold the data back. A hook that fails makes the write
-    /// fail with its error: the chunk is not queued and the head is not fixed by it, though the
-    /// hooks that ran before it saw the chunk.
+    /// They see every write, empty ones too: an empty write sends nothing but fixes the head,
+    /// so a hook that checks the head must be able to refuse it. A hook may return an empty
+    /// chunk to hold the data back. A hook that fails makes the write fail with its error: the
+    /// chunk is not queued and the head is not fixed by it, though the hooks that ran before it
+    /// saw the chunk.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -270,6 +274,31 @@ impl Writer {
     ///
     /// The [`map_write`](StartResponse::map_write) hooks of the middleware around the app get
     /// the data first; when one of them fails, so does the write, and nothing is queued.
+    ///
+    /// A write that would take what was written past the `Content-Length` of the head (of a
+    /// status that has a body: not 1xx, 204 or 304) fails with [`io::ErrorKind::InvalidInput`]
+    /// and queues nothing, as PEP 3333 asks of a server; the data counted is what the hooks
+    /// return. (A returned body that goes past it is cut there instead: see the
+    /// [driver](crate::driver).)
+    ///
+    /// ```
+    /// use gateway_core::{Body, Environ, StartResponse};
+    /// use http::{HeaderMap, HeaderValue, StatusCode};
+    ///
+    /// let app = |_: Environ, start: StartResponse| {
+    ///     let mut headers = HeaderMap::new();
+    ///     headers.insert("content-length", HeaderValue::from_static("5"));
+    ///     let mut writer = start.start(StatusCode::OK, headers).unwrap();
+    ///     writer.write("hel").unwrap();
+    ///     let refused = writer.write("lo!").unwrap_err();
+    ///     assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    ///     writer.write("lo").unwrap();
+    ///     Body::empty()
+    /// };
+    /// let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+    /// let body = gateway_core::block_on(http_body_util::BodyExt::collect(response.into_body()));
+    /// assert_eq!(body.unwrap().to_bytes(), "hello");
+    /// ```
     pub fn write(&mut self, data: impl Into<Bytes>) -> io::Result<()> {
         // The lock is held while the hooks run, so that no hook sees data that is then refused
         // because the app's call returned in the meantime.
@@ -280,13 +309,28 @@ impl Writer {
             ));
         }
         let mut data = data.into();
+        for hook in self.write_hooks.iter_mut().rev() {
+            data = hook(data)?;
+        }
         if !data.is_empty() {
-            for hook in self.write_hooks.iter_mut().rev() {
-                data = hook(data)?;
+            if let Some(declared) = write_limit(&state) {
+                let total = state.written_len + data.len() as u64;
+                if total > declared {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "write() of {} bytes refused: the response's Content-Length is \
+                             {declared}, and {} bytes were written before",
+                            data.len(),
+                            state.written_len
+                        ),
+                    ));
+                }
             }
         }
         state.committed = true;
         if !data.is_empty() {
+            state.written_len += data.len() as u64;
             state.written.push_back(data);
         }
         Ok(())
@@ -318,10 +362,11 @@ impl Writer {
         status: StatusCode,
         headers: HeaderMap,
     ) -> Result<(), BoxError> {
-        if self.shared.lock().committed {
-            return Err(error);
+        match set_head(&self.shared, &mut self.hooks, status, headers, true) {
+            Ok(()) => Ok(()),
+            Err(StartError::AlreadySent) => Err(error),
+            Err(refused) => Err(refused.into()),
         }
-        set_head(&self.shared, &mut self.hooks, status, headers, true).map_err(|e| e.into())
     }
 }
 
@@ -344,6 +389,20 @@ impl fmt::Debug for Writer {
     }
 }
 
+/// The Content-Length that bounds written data: the head's, when its status has a body and the
+/// value is valid (an invalid one fails the response when the driver takes the head).
+fn write_limit(state: &State) -> Option<u64> {
+    let (status, headers) = state.head.as_ref()?;
+    if !crate::driver::status_has_body(*status) {
+        return None;
+    }
+    crate::driver::declared_length(headers.get_all(http::header::CONTENT_LENGTH).iter())
+        .ok()
+        .flatten()
+}
+
+/// Runs the head hooks on a head, checks it and stores it. A restart fails with
+/// [`StartError::AlreadySent`], before any hook runs, once the head is fixed.
 fn set_head(
     shared: &Shared,
     hooks: &mut [Hook],
@@ -351,16 +410,18 @@ fn set_head(
     mut headers: HeaderMap,
     restart: bool,
 ) -> Result<(), StartError> {
+    // The lock is held while the hooks run, as `write` holds it for its hooks: the driver,
+    // which may take the head on another thread at any time, cannot take it between the check
+    // and the store, and no hook sees a head that is then refused because it did.
+    let mut state = shared.lock();
+    if restart && state.committed {
+        return Err(StartError::AlreadySent);
+    }
     for hook in hooks.iter_mut().rev() {
         hook(&mut status, &mut headers);
     }
-    let checked = check_headers(&headers);
-    let mut state = shared.lock();
-    match checked {
+    match check_headers(&headers) {
         Ok(()) => {
-            if restart && state.committed {
-                return Err(StartError::AlreadySent);
-            }
             state.head = Some((status, headers));
             state.refused = None;
             Ok(())
@@ -417,7 +478,8 @@ pub enum StartError {
     HopByHop(HeaderName),
     /// A `Status` header: the status is the `status` argument.
     StatusHeader,
-    /// A restart after the head was sent.
+    /// A restart after the head was sent. [`Writer::restart_on_error`] hands back the app's
+    /// error instead of this one.
     AlreadySent,
 }
 
@@ -506,6 +568,52 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_that_loses_the_head_to_the_driver_hands_back_the_apps_error() {
+        // While the hooks of a restart run, another thread (the driver's) takes the head if the
+        // state lets it: the restart must either win whole or hand back the app's error.
+        let (start, shared) = pair();
+        let driver = shared.clone();
+        let hooked = Arc::new(Mutex::new(Vec::new()));
+        let seen = hooked.clone();
+        let start = start.map_head(move |status: &mut StatusCode, _: &mut HeaderMap| {
+            seen.lock().unwrap().push(*status);
+            if *status == StatusCode::SERVICE_UNAVAILABLE {
+                let driver = driver.clone();
+                std::thread::spawn(move || {
+                    if let Ok(mut state) = driver.state.try_lock() {
+                        state.committed = true;
+                    }
+                })
+                .join()
+                .unwrap();
+            }
+        });
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        let restarted = writer.restart_on_error(
+            "the app's error".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            HeaderMap::new(),
+        );
+        let head = shared.lock().head.as_ref().unwrap().0;
+        match restarted {
+            Ok(()) => assert_eq!(head, StatusCode::SERVICE_UNAVAILABLE),
+            Err(error) => {
+                assert_eq!(error.to_string(), "the app's error");
+                assert_eq!(head, StatusCode::OK);
+            }
+        }
+
+        // Once the head is fixed, a restart runs no hook: none sees a head that is not sent.
+        shared.lock().committed = true;
+        hooked.lock().unwrap().clear();
+        let error = writer
+            .restart_on_error("again".into(), StatusCode::BAD_GATEWAY, HeaderMap::new())
+            .unwrap_err();
+        assert_eq!(error.to_string(), "again");
+        assert!(hooked.lock().unwrap().is_empty());
+    }
+
+    #[test]
     fn writes_queue_in_order_and_are_refused_after_the_call() {
         let (start, shared) = pair();
         let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
@@ -514,6 +622,41 @@ mod tests {
         assert_eq!(shared.lock().written, ["a", "b"]);
         shared.lock().writes_closed = true;
         assert!(writer.write("c").is_err());
+    }
+
+    #[test]
+    fn writes_past_the_content_length_are_refused_whole() {
+        let with_length = |status: StatusCode, length: &'static str| {
+            let (start, shared) = pair();
+            let mut headers = HeaderMap::new();
+            headers.insert("content-length", HeaderValue::from_static(length));
+            (start.start(status, headers).unwrap(), shared)
+        };
+        let (mut writer, shared) = with_length(StatusCode::OK, "5");
+        writer.write("hel").unwrap();
+        let err = writer.write("lo!").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("Content-Length is 5"), "{err}");
+        assert_eq!(shared.lock().written, ["hel"], "nothing of it is queued");
+        writer.write("lo").unwrap();
+        assert!(writer.write("!").is_err());
+        assert_eq!(shared.lock().written, ["hel", "lo"]);
+
+        // The first write alone can be too long, and then it does not fix the head.
+        let (mut writer, shared) = with_length(StatusCode::OK, "0");
+        assert!(writer.write("x").is_err());
+        assert!(!shared.lock().committed);
+        writer.write("").unwrap();
+
+        // No body to bound (the driver drops it), or a length the driver refuses anyway.
+        for (status, length) in [
+            (StatusCode::NOT_MODIFIED, "2"),
+            (StatusCode::NO_CONTENT, "2"),
+            (StatusCode::OK, "two"),
+        ] {
+            let (mut writer, _) = with_length(status, length);
+            writer.write("three").unwrap();
+        }
     }
 
     #[test]
@@ -536,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn write_hooks_run_innermost_first_and_see_only_data() {
+    fn write_hooks_run_innermost_first_and_see_every_write() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (outer_seen, inner_seen) = (seen.clone(), seen.clone());
         let (start, shared) = pair();
@@ -550,11 +693,34 @@ mod tests {
                 Ok(Bytes::from(data.to_ascii_uppercase()))
             });
         let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
-        writer.write("").unwrap();
-        assert!(shared.lock().committed, "an empty write fixes the head");
         writer.write("hi").unwrap();
         assert_eq!(shared.lock().written, ["HI!"]);
-        assert_eq!(*seen.lock().unwrap(), ["inner b\"hi\"", "outer b\"HI\""]);
+        writer.write("").unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "inner b\"hi\"",
+                "outer b\"HI\"",
+                "inner b\"\"",
+                "outer b\"\""
+            ]
+        );
+        assert_eq!(shared.lock().written, ["HI!", "!"]);
+    }
+
+    #[test]
+    fn an_empty_write_fixes_the_head_unless_a_hook_refuses_it() {
+        let (start, shared) = pair();
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        writer.write("").unwrap();
+        assert!(shared.lock().committed);
+        assert!(shared.lock().written.is_empty());
+
+        let (start, shared) = pair();
+        let start = start.map_write(|_| Err(io::Error::other("refused")));
+        let mut writer = start.start(StatusCode::OK, HeaderMap::new()).unwrap();
+        assert_eq!(writer.write("").unwrap_err().to_string(), "refused");
+        assert!(!shared.lock().committed);
     }
 
     #[test]

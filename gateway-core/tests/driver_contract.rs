@@ -556,6 +556,123 @@ fn rule_58_dropping_the_response_closes_the_body() {
     assert!(dropped.load(Ordering::SeqCst));
 }
 
+/// A body whose close() (its drop) panics.
+struct PanicsOnClose(Body);
+
+impl Drop for PanicsOnClose {
+    fn drop(&mut self) {
+        panic!("close failed");
+    }
+}
+
+impl http_body::Body for PanicsOnClose {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+}
+
+#[test]
+fn a_panic_in_the_close_of_a_body_is_caught_and_logged_on_every_path() {
+    /// Runs an app whose body is `inner` behind a panicking close, started with `pairs` (or
+    /// not at all), then `finish`es the response as a server would.
+    fn closing(
+        method: &str,
+        pairs: Option<&'static [(&'static str, &'static str)]>,
+        inner: fn() -> Body,
+        finish: fn(driver::ResponseFuture),
+    ) -> Vec<String> {
+        let app = move |_: Environ, start: StartResponse| {
+            if let Some(pairs) = pairs {
+                let _ = start.start(StatusCode::OK, headers(pairs));
+            }
+            Body::new(PanicsOnClose(inner()))
+        };
+        let (environ, log) = request(method);
+        finish(driver::call(&app, environ));
+        log.lock().unwrap().clone()
+    }
+    fn drained(future: driver::ResponseFuture) {
+        drain(gateway_core::block_on(future));
+    }
+    fn dropped_after_one_frame(future: driver::ResponseFuture) {
+        let mut body = gateway_core::block_on(future).into_body();
+        let first = gateway_core::block_on(std::future::poll_fn(|cx| {
+            Pin::new(&mut body).poll_frame(cx)
+        }));
+        assert!(first.is_some());
+        drop(body);
+    }
+    fn dropped_before_the_head(future: driver::ResponseFuture) {
+        drop(future);
+    }
+    let lazy = || {
+        Body::from_future(async {
+            std::future::ready(()).await;
+            Ok(Body::empty())
+        })
+    };
+    let cases: [(&str, Vec<String>); 7] = [
+        (
+            "ended",
+            closing("GET", Some(&[]), || Body::from_chunks(["a", "b"]), drained),
+        ),
+        (
+            "dropped by the server",
+            closing(
+                "GET",
+                Some(&[]),
+                || Body::from_chunks(["a", "b"]),
+                dropped_after_one_frame,
+            ),
+        ),
+        (
+            "cut at its Content-Length",
+            closing(
+                "GET",
+                Some(&[("content-length", "1")]),
+                || Body::from_chunks(["ab", "c"]),
+                drained,
+            ),
+        ),
+        (
+            "no body for HEAD",
+            closing("HEAD", Some(&[]), || Body::from_chunks(["a"]), drained),
+        ),
+        (
+            "ended before the head",
+            closing("GET", Some(&[]), lazy, drained),
+        ),
+        (
+            "failed before the head",
+            closing("GET", Some(&[]), || Body::error("no"), drained),
+        ),
+        (
+            "dropped before the head",
+            closing(
+                "GET",
+                None,
+                || Body::from_future(std::future::pending()),
+                dropped_before_the_head,
+            ),
+        ),
+    ];
+    for (case, log) in cases {
+        assert!(
+            log.iter()
+                .any(|l| l.contains("app panicked: close failed (closing its body)")),
+            "{case}: {log:?}"
+        );
+    }
+}
+
 #[test]
 fn a_full_body_is_closed_as_soon_as_it_is_read() {
     let (body, dropped) = tracked(Body::from("all"));

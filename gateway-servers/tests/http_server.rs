@@ -987,6 +987,45 @@ fn a_client_that_goes_away_mid_body_closes_the_app_body() {
 }
 
 #[test]
+fn a_body_the_client_cuts_short_is_an_unexpected_eof_to_the_app() {
+    let (seen, results) = std::sync::mpsc::channel();
+    let seen = Mutex::new(seen);
+    let app = move |mut environ: Environ, start: StartResponse| {
+        let read = environ.input().read_to_end(&mut Vec::new());
+        let _ = seen
+            .lock()
+            .unwrap()
+            .send(read.map_err(|e| (e.kind(), e.to_string())));
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::empty()
+    };
+    let server = Server::start(app, config());
+    // A declared length (above what is read before the app runs), and a chunked body.
+    for (framing, sent) in [
+        ("Content-Length: 100000\r\n", "0123456789"),
+        ("Transfer-Encoding: chunked\r\n", "a\r\n0123456789\r\n"),
+    ] {
+        let mut stream = server.connect();
+        stream
+            .write_all(format!("POST / HTTP/1.1\r\nHost: x\r\n{framing}\r\n{sent}").as_bytes())
+            .unwrap();
+        drop(stream);
+        let read = results
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the app ran");
+        let (kind, message) = read.expect_err(framing);
+        assert_eq!(
+            kind,
+            std::io::ErrorKind::UnexpectedEof,
+            "{framing}{message}"
+        );
+        if framing.starts_with("Content-Length") {
+            assert!(message.contains("10 of 100000"), "{message}");
+        }
+    }
+}
+
+#[test]
 fn graceful_shutdown_finishes_requests_in_flight() {
     let started = Arc::new(AtomicUsize::new(0));
     let count = started.clone();
@@ -1059,6 +1098,54 @@ fn http2_with_prior_knowledge() {
     assert_eq!(status, 200);
     assert_eq!(protocol, "HTTP/2");
     assert_eq!(body, "POST /h2 two");
+}
+
+#[test]
+fn repeated_equal_content_lengths_are_one_number() {
+    let server = Server::start(echo, config());
+    // HTTP/1: hyper takes the same number repeated, and refuses a list.
+    for (lengths, status) in [
+        ("Content-Length: 3\r\nContent-Length: 3\r\n", 200),
+        ("Content-Length: 3, 3\r\n", 400),
+    ] {
+        let reply = request(
+            &server,
+            &format!("POST /cl HTTP/1.1\r\nHost: x\r\n{lengths}\r\nabc"),
+        );
+        assert_eq!(reply.status, status, "{lengths:?}");
+        if status == 200 {
+            assert_eq!(reply.header("x-seen-content-length"), Some("3"));
+            assert_eq!(reply.body, b"POST /cl abc");
+        }
+    }
+    // HTTP/2 takes the same number repeated.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    let (status, seen, body) = runtime.block_on(async move {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let request = http::Request::post("http://localhost/cl")
+            .header("content-length", "3")
+            .header("content-length", "3")
+            .body(http_body_util::Full::new(Bytes::from("abc")))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let seen = response
+            .headers()
+            .get("x-seen-content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, seen, body)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(seen.as_deref(), Some("3"));
+    assert_eq!(body, "POST /cl abc");
 }
 
 #[test]

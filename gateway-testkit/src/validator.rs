@@ -118,7 +118,7 @@ rules! {
     ContentVariables = "R22", Error, "CONTENT_LENGTH, when present and not empty, is digits only (CONTENT_TYPE and CONTENT_LENGTH may be empty).";
     ServerNameAndPort = "R23", Error, "SERVER_NAME and SERVER_PORT are present and not empty; SERVER_PORT is digits.";
     ServerProtocol = "R24", Error, "SERVER_PROTOCOL is present and looks like HTTP/1.1.";
-    HeaderVariableNames = "R25", Error, "HTTP_* variable names hold only A-Z, 0-9 and '_'.";
+    HeaderVariableNames = "R25", Error, "HTTP_* variable names are header names in upper case with '-' as '_': no lower-case letter, no '-', nothing a header name cannot hold.";
     HopByHop = "R45", Error, "The app sends no hop-by-hop header (Connection, Transfer-Encoding, ...).";
     StatusHeader = "R42", Error, "There is never a Status header: the status is start's argument.";
     ContentTypeMissing = "R48", Warning, "A response with a body has a Content-Type.";
@@ -459,13 +459,12 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
             ),
         );
     }
+    // A header name is a token, so besides letters, digits and `-` it may hold `.`, `~`, `!`
+    // and the other token characters (`X.Trace`), which the variable keeps as they are: only a
+    // lower-case letter, a `-` (which becomes `_`) or a byte no header name holds is wrong.
     for (name, _) in environ.vars() {
         if let Some(rest) = name.strip_prefix(b"HTTP_") {
-            if rest.is_empty()
-                || !rest
-                    .iter()
-                    .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-            {
+            if !is_token(rest) || rest.iter().any(|&b| b.is_ascii_lowercase() || b == b'-') {
                 record(
                     Rule::HeaderVariableNames,
                     format!("{:?}", String::from_utf8_lossy(name)),
@@ -569,9 +568,13 @@ impl<A: App> App for ValidatorApp<A> {
                     .started = Some((*status, declared, typed));
             })
             .map_write(move |data: Bytes| {
-                write_hook.on_data(data.len());
+                if !data.is_empty() {
+                    write_hook.on_data(data.len());
+                }
                 // In strict mode an error refuses the write, as it fails a body chunk: the data
-                // never goes out, and the body fails the response at its first poll.
+                // never goes out, and the body fails the response at its first poll. An empty
+                // write is refused too: it would fix the head, and the driver could then send
+                // it without polling the body.
                 match write_hook.pending() {
                     Some(violation) => Err(std::io::Error::other(violation)),
                     None => Ok(data),
@@ -601,7 +604,7 @@ impl Drop for Checked {
     fn drop(&mut self) {
         // A body known to be at its end may be dropped without the poll that says so (the
         // driver does this when the app wrote its whole response and returned an empty body):
-        // that is its end all the same.
+        // that is its end all the same. A body that failed is `done`: it never ended.
         if !self.done && http_body::Body::is_end_stream(&self.body) {
             self.done = true;
             self.recorder.on_end();
@@ -640,7 +643,13 @@ impl http_body::Body for Checked {
                 self.done = true;
                 self.recorder.on_end();
             }
-            _ => {}
+            Poll::Ready(Some(Err(_))) => {
+                // The app failed (`Body::error`, a failing stream): the response is over, but
+                // the body did not end, so neither the start nor the length is checked (the
+                // body left behind may well say it is at its end).
+                self.done = true;
+            }
+            Poll::Pending => {}
         }
         if let Some(violation) = self.recorder.take_pending() {
             self.done = true;

@@ -244,10 +244,30 @@ fn r25_header_variable_names() {
         &server_report(|e| e.set("HTTP_lower", "1")),
         Rule::HeaderVariableNames,
     );
-    assert_passed(
-        &server_report(|e| e.set("HTTP_X_UPPER_2", "1")),
-        Rule::HeaderVariableNames,
-    );
+    for bad in ["HTTP_X Y", "HTTP_X:Y", "HTTP_X\"Y", "HTTP_"] {
+        assert_caught(
+            &server_report(|e| e.set(bad, "1")),
+            Rule::HeaderVariableNames,
+        );
+    }
+    // Header names are tokens: the characters of a token other than letters and `-` stay.
+    for good in ["HTTP_X_UPPER_2", "HTTP_X.TRACE", "HTTP_X~Y!#$%&'*+^`|"] {
+        assert_passed(
+            &server_report(|e| e.set(good, "1")),
+            Rule::HeaderVariableNames,
+        );
+    }
+}
+
+#[test]
+fn r25_a_header_name_with_a_dot_passes_strict_mode() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let response = TestClient::new(app).get("/").header("x.trace", "1").send();
+    assert_eq!(response.environ().get("HTTP_X.TRACE"), Some(&b"1"[..]));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(report.is_clean(), "{:?}", report.violations());
 }
 
 fn with_headers(
@@ -329,6 +349,34 @@ fn r49_data_before_start_and_r53_never_started() {
     let report = app_report(late_start, http::Method::GET);
     assert_passed(&report, Rule::DataBeforeStart);
     assert_passed(&report, Rule::NeverStarted);
+}
+
+#[test]
+fn an_app_that_fails_is_not_taken_for_one_that_ended() {
+    // The documented way to fail: `Body::error`, before the start or after it.
+    let unstarted = |_: Environ, _start: StartResponse| Body::error("no database");
+    let declared = |_: Environ, start: StartResponse| {
+        let mut headers = typed();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        match start.start(StatusCode::OK, headers) {
+            Ok(_) => Body::error("no database"),
+            Err(error) => Body::error(error),
+        }
+    };
+    // A failure after part of the body went out.
+    let cut = |_: Environ, start: StartResponse| {
+        let mut headers = typed();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        let _ = start.start(StatusCode::OK, headers);
+        Body::try_from_chunks([Ok("ab"), Err("lost the backend")])
+    };
+    for (case, report) in [
+        ("unstarted", app_report(unstarted, http::Method::GET)),
+        ("declared", app_report(declared, http::Method::GET)),
+        ("cut", app_report(cut, http::Method::GET)),
+    ] {
+        assert!(report.is_clean(), "{case}: {:?}", report.violations());
+    }
 }
 
 #[test]
@@ -506,6 +554,33 @@ fn written_data_is_checked_as_body_data() {
     context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
     let response = TestClient::new(app).with_context(context).get("/").send();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[test]
+fn an_empty_write_does_not_slip_a_broken_head_past_strict_mode() {
+    // An empty write fixes the head; the driver then sends it without polling the body, so
+    // the write itself must be refused.
+    let written = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let result = written.clone();
+    let app = move |_: Environ, start: StartResponse| {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", HeaderValue::from_static("3"));
+        let mut writer = start.start(StatusCode::NO_CONTENT, headers).unwrap();
+        *result.lock().unwrap() = Some(writer.write("").map_err(|e| e.to_string()));
+        Body::empty()
+    };
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    let response = TestClient::new(Builder::new().with(validator).app(app))
+        .with_context(context)
+        .get("/")
+        .send();
+    let refused = written.lock().unwrap().take().expect("the app wrote");
+    assert!(refused.expect_err("the write is refused").contains("R65"));
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(report.contains(Rule::BodyForbidden));
 }
 
 #[test]
