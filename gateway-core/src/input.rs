@@ -32,9 +32,10 @@ enum Source {
 /// if the client had sent nothing more, and never reads past the request; without one it ends
 /// where the transport says the body ends (a chunked or HTTP/2 body, CGI's stdin at EOF). Either
 /// way it ends at the true end of the body, so servers set `input_terminated`. A body that stops
-/// short of its CONTENT_LENGTH (the client went away), whether its source ends or fails, is an
-/// error of kind [`io::ErrorKind::UnexpectedEof`] that says how many bytes came, never a silent
-/// short read. Without a limit, a source's error keeps the [`io::ErrorKind`] found in its chain
+/// short of its CONTENT_LENGTH (the client went away), whether its source ends or fails as a
+/// peer gone does (reset, aborted, or an error of no specific kind), is an error of kind
+/// [`io::ErrorKind::UnexpectedEof`] that says how many bytes came, never a silent short read;
+/// other failures (a server's timeout, `TimedOut`) keep their kind. Without a limit, a source's error keeps the [`io::ErrorKind`] found in its chain
 /// of sources (hyper's error for a chunked body cut short is caused by an `UnexpectedEof`), or is
 /// [`io::ErrorKind::Other`]. A read that failed fails again each time it is retried, with the
 /// same kind and message.
@@ -217,9 +218,18 @@ impl Input {
                 }
             },
             Some(Err(e)) => {
-                // Before the limit, a failing source (a connection reset, a client gone in
-                // the middle of the body) cut the body short as an early end does.
-                let error = match self.remaining.filter(|&r| r > 0) {
+                // Before the limit, a source that failed as a peer gone does (a connection
+                // reset, a client gone in the middle of the body) cut the body short as an
+                // early end does; other failures (a timeout, a limit) keep their kind.
+                let gone = matches!(
+                    e.kind(),
+                    io::ErrorKind::Other
+                        | io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                );
+                let error = match self.remaining.filter(|&r| r > 0 && gone) {
                     Some(missing) => self.cut_short(missing, Some(&e)),
                     None => e,
                 };

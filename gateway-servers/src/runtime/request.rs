@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future as _;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -96,7 +97,10 @@ where
                 if let Some(data) = frame.data_ref() {
                     if data.len() as u64 > this.left {
                         this.outcome.store(BODY_TOO_LARGE, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err("request body larger than the limit".into())));
+                        return Poll::Ready(Some(Err(Box::new(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "request body larger than the limit",
+                        )))));
                     }
                     this.left -= data.len() as u64;
                 }
@@ -121,7 +125,10 @@ where
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.outcome.store(BODY_TOO_SLOW, Ordering::Relaxed);
-                        Poll::Ready(Some(Err("request body read timed out".into())))
+                        Poll::Ready(Some(Err(Box::new(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "request body read timed out",
+                        )))))
                     }
                     Poll::Pending => Poll::Pending,
                 }
