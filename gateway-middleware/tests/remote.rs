@@ -610,3 +610,18 @@ fn a_backend_that_stops_reading_the_body_and_never_answers_is_504() {
     assert_eq!(response.status(), 504);
     backend.join().unwrap();
 }
+
+#[test]
+fn timeouts_too_large_to_add_to_an_instant_mean_no_timeout() {
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .connect_timeout(Duration::MAX)
+            .response_timeout(Duration::MAX)
+            .build();
+        let response = TestClient::new(remote).post("/").body("no limit").send();
+        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.failure());
+        assert_eq!(response.text(), "no limit", "{scheme}");
+    }
+}

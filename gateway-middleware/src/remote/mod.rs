@@ -161,7 +161,8 @@ struct Settings {
 }
 
 impl RemoteBuilder {
-    /// How long connecting may take (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    /// How long connecting may take (default [`DEFAULT_CONNECT_TIMEOUT`]; `Duration::MAX`
+    /// waits without limit).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
         self
@@ -171,7 +172,7 @@ impl RemoteBuilder {
     /// (default [`DEFAULT_RESPONSE_TIMEOUT`]). The head's time counts from the last piece of
     /// the request written to the backend, so a body that takes longer than this to upload is
     /// not cut while it moves; a backend that stops taking the body and does not answer is
-    /// given up on this long after it last took some.
+    /// given up on this long after it last took some. `Duration::MAX` waits without limit.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.settings.response_timeout = timeout;
         self
@@ -464,9 +465,11 @@ impl Progress {
         self.last.fetch_max(elapsed, Ordering::Relaxed);
     }
 
-    /// When the head is late, as things stand.
+    /// When the head is late, as things stand; far in the future for a timeout too large to
+    /// add to an instant (`Duration::MAX`: no timeout).
     fn head_by(&self, timeout: Duration) -> tokio::time::Instant {
-        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed)) + timeout
+        let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
+        later(later(self.start, last), timeout)
     }
 
     /// Awaits `future` until the head is late: `None` once `timeout` has passed since the
@@ -483,6 +486,15 @@ impl Progress {
             }
         }
     }
+}
+
+/// `instant` + `wait`, or a time far in the future (some thirty years, as tokio's own timers
+/// take it) when that cannot be represented.
+fn later(instant: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    instant
+        .checked_add(wait)
+        .unwrap_or_else(|| tokio::time::Instant::now() + FAR)
 }
 
 /// Sends a request (`head`, then the body: read ahead, or streamed from `input`, each piece
