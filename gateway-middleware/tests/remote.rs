@@ -424,23 +424,77 @@ fn a_balancer_sends_a_post_again_only_when_the_remote_could_not_connect() {
     }
 }
 
+/// A backend on a free port that serves one connection with `serve`.
+fn one_connection(
+    serve: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        serve(stream);
+    });
+    (addr, backend)
+}
+
 /// A uwsgi backend on a free port that reads one request packet (its vars ignored), then
 /// answers with `answer`.
 fn uwsgi_backend(
     answer: impl FnOnce(std::net::TcpStream) + Send + 'static,
 ) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let backend = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
+    one_connection(move |mut stream| {
         // The packet's header says how long its vars are.
         let mut header = [0u8; 4];
         std::io::Read::read_exact(&mut stream, &mut header).unwrap();
         let mut vars = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
         std::io::Read::read_exact(&mut stream, &mut vars).unwrap();
         answer(stream);
-    });
-    (addr, backend)
+    })
+}
+
+/// Reads one HTTP request from `stream`, its body framed by `Content-Length` or chunked (up to
+/// the last chunk, trailers not expected): the bytes as they came. `None` when the connection
+/// ends before a byte of it.
+fn read_http_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    // A remote backend that never sends the whole request fails the test, not hangs it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |request: &[u8]| {
+        let end = request.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+        let body = &request[end..];
+        if head.contains("\r\ntransfer-encoding: chunked\r\n") {
+            return body.ends_with(b"0\r\n\r\n").then_some(());
+        }
+        let length = head
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+        (body.len() >= length).then_some(())
+    };
+    while complete(&request).is_none() {
+        let n = std::io::Read::read(stream, &mut chunk).unwrap();
+        if n == 0 {
+            assert!(request.is_empty(), "a request cut short: {request:?}");
+            return None;
+        }
+        request.extend_from_slice(&chunk[..n]);
+    }
+    Some(request)
+}
+
+/// An HTTP backend on a free port that reads one request, then answers with `answer`, given
+/// the request's bytes.
+fn http_backend(
+    answer: impl FnOnce(std::net::TcpStream, Vec<u8>) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    one_connection(move |mut stream| {
+        let request = read_http_request(&mut stream).expect("a request");
+        answer(stream, request);
+    })
 }
 
 #[test]
@@ -624,4 +678,29 @@ fn timeouts_too_large_to_add_to_an_instant_mean_no_timeout() {
         assert_eq!(response.status(), 200, "{scheme}: {:?}", response.failure());
         assert_eq!(response.text(), "no limit", "{scheme}");
     }
+}
+
+#[test]
+fn a_status_header_from_an_http_or_uwsgi_backend_is_dropped_and_logged() {
+    let answer = b"HTTP/1.1 200 OK\r\nStatus: 201 Created\r\nContent-Length: 2\r\n\r\nok";
+    let (http, http_backend) = http_backend(|mut stream, _| stream.write_all(answer).unwrap());
+    let (uwsgi, uwsgi_backend) = uwsgi_backend(|mut stream| stream.write_all(answer).unwrap());
+    for url in [format!("http://{http}"), format!("uwsgi://{uwsgi}")] {
+        let lines = Lines::default();
+        let remote = Remote::new(url.parse().unwrap());
+        let response = TestClient::new(logged(remote, lines.clone()))
+            .get("/")
+            .send();
+        assert_eq!(response.status(), 200, "{url}: {:?}", response.failure());
+        assert_eq!(response.text(), "ok", "{url}");
+        assert_eq!(response.header("status"), None, "{url}");
+        let logged = lines.0.lock().unwrap().join("");
+        assert_eq!(
+            logged.matches("`Status` header dropped").count(),
+            1,
+            "{url}: {logged:?}"
+        );
+    }
+    http_backend.join().unwrap();
+    uwsgi_backend.join().unwrap();
 }

@@ -14,6 +14,10 @@
 //! chunked; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is read first, up to
 //! [`RemoteBuilder::max_buffered_body`] (413 above).
 //!
+//! The status of an answer is its head's own: a `Status` header besides it (an HTTP or uwsgi
+//! backend's, a FastCGI backend's second) is dropped and logged to `wsgi.errors`, since the
+//! contract refuses it in a head.
+//!
 //! Failures are answered as a reverse proxy answers them, and logged to `wsgi.errors`: 502
 //! when the backend cannot be reached or breaks the protocol, 504 when connecting or the
 //! response takes longer than its timeout; a failure after the head cuts the response short.
@@ -47,7 +51,7 @@ use std::time::Duration;
 use ::http::header::{CONNECTION, HeaderName};
 use ::http::{HeaderMap, StatusCode};
 use bytes::{Bytes, BytesMut};
-use gateway_core::{App, Body, Environ, Input, StartResponse, is_hop_by_hop};
+use gateway_core::{App, Body, Environ, ErrorStream, Input, StartResponse, is_hop_by_hop};
 use gateway_servers::cgi::ResponseHead;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Handle;
@@ -276,10 +280,13 @@ impl App for Remote {
         // Dropped with the response body: a client that goes away ends the exchange.
         let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
         let inner = Arc::clone(&self.inner);
+        let out_errors = errors.clone();
         let exchange = async move {
             let out = Out {
                 head: Some(head_tx),
                 body: body_tx,
+                errors: out_errors,
+                backend: Arc::clone(&inner),
             };
             tokio::select! {
                 _ = cancel_rx => {}
@@ -325,12 +332,25 @@ impl Inner {
 struct Out {
     head: Option<oneshot::Sender<Result<ResponseHead, Failure>>>,
     body: mpsc::Sender<io::Result<Bytes>>,
+    /// The request's `wsgi.errors`.
+    errors: ErrorStream,
+    backend: Arc<Inner>,
 }
 
 impl Out {
-    /// Sends the head, hop-by-hop headers removed; false when nobody waits for it any more.
+    /// Sends the head, hop-by-hop headers and `Status` removed; false when nobody waits for it
+    /// any more.
     fn head(&mut self, mut head: ResponseHead) -> bool {
         strip_hop_by_hop(&mut head.headers);
+        // The status is the head's own (an HTTP status line, or a FastCGI backend's first
+        // `Status`): a `Status` header besides it is one the contract refuses in a head, which
+        // would make the backend's answer a 500.
+        if head.headers.remove(STATUS).is_some() {
+            self.errors.log(&format!(
+                "backend {}: `Status` header dropped from the response",
+                self.backend.url
+            ));
+        }
         self.head
             .take()
             .is_some_and(|sender| sender.send(Ok(head)).is_ok())
@@ -416,6 +436,9 @@ impl fmt::Display for Failure {
         }
     }
 }
+
+/// The header the CGI gives the status in, which the contract refuses in a response head.
+const STATUS: HeaderName = HeaderName::from_static("status");
 
 /// The largest response head read from a FastCGI or uwsgi backend (502 above).
 const MAX_HEAD: usize = 64 * 1024;
