@@ -45,6 +45,7 @@ fn mirror(mut environ: Environ, start: StartResponse) -> Body {
     );
     for (var, header) in [
         ("CONTENT_LENGTH", "x-content-length"),
+        ("CONTENT_TYPE", "x-content-type"),
         ("HTTP_X_TOKEN", "x-token"),
         ("HTTP_X_HOP", "x-hop"),
         ("HTTP_X_FORWARDED_FOR", "x-saw-forwarded-for"),
@@ -703,4 +704,33 @@ fn a_status_header_from_an_http_or_uwsgi_backend_is_dropped_and_logged() {
     }
     http_backend.join().unwrap();
     uwsgi_backend.join().unwrap();
+}
+
+#[test]
+fn connection_tokens_do_not_take_the_body_s_length_and_type_or_the_host() {
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        let response = TestClient::new(remote)
+            .post("/")
+            .header("host", "example.org")
+            .header("content-type", "text/plain")
+            .header("connection", "content-length, content-type, host, x-hop")
+            .header("x-hop", "dropped")
+            .body("abc")
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}");
+        assert_eq!(response.text(), "abc", "{scheme}: the body came whole");
+        assert_eq!(response.header("x-content-length"), Some("3"), "{scheme}");
+        assert_eq!(response.header("x-host"), Some("example.org"), "{scheme}");
+        assert_eq!(response.header("x-hop"), None, "{scheme}: hop-by-hop");
+        if scheme != "http" {
+            // An HTTP proxy removes the fields `Connection` names (RFC 9110 §7.6.1); hyper
+            // frames the body again by its length.
+            assert_eq!(
+                response.header("x-content-type"),
+                Some("text/plain"),
+                "{scheme}"
+            );
+        }
+    }
 }

@@ -658,12 +658,16 @@ fn is_hop_by_hop_var(var: &[u8]) -> bool {
 /// hop-by-hop headers, `CONTENT_LENGTH` set to `length` when the body was read ahead, and
 /// `HTTPS`/`REQUEST_SCHEME` for the scheme when the front end did not set them.
 fn backend_vars(environ: &Environ, length: Option<u64>) -> Vec<(Bytes, Bytes)> {
-    // The headers `Connection` names are hop-by-hop too.
+    // The headers `Connection` names are hop-by-hop too, but only among the variables of
+    // ordinary headers (`HTTP_*`), and not `HTTP_HOST`: `CONTENT_LENGTH` and `CONTENT_TYPE`
+    // describe the body, which is sent all the same (and framed by `CONTENT_LENGTH`), and the
+    // host is the request's own, which an HTTP backend gets too.
     let named: Vec<Bytes> = environ
         .get_str("HTTP_CONNECTION")
         .into_iter()
         .flat_map(|value| value.split(','))
         .map(|name| gateway_core::header_var_name(name.trim()))
+        .filter(|var| var.starts_with(b"HTTP_") && var != "HTTP_HOST")
         .collect();
     let mut vars: Vec<(Bytes, Bytes)> = environ
         .vars()
