@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Body, Environ, ErrorSink, ErrorStream, StartResponse};
 use gateway_middleware::balancer::Balancer;
 use gateway_middleware::remote::{BackendUrl, Remote};
+use gateway_middleware::{ProxyHeaders, TrustedNet};
 use gateway_servers::fastcgi::codec::{
     ProtocolStatus, Record, StreamKind, decode_record, encode_end_of_stream, encode_end_request,
     encode_stream,
@@ -51,6 +52,7 @@ fn mirror(mut environ: Environ, start: StartResponse) -> Body {
         ("HTTP_X_FORWARDED_FOR", "x-saw-forwarded-for"),
         ("HTTP_X_FORWARDED_PROTO", "x-saw-forwarded-proto"),
         ("HTTP_HOST", "x-host"),
+        ("REQUEST_SCHEME", "x-request-scheme"),
     ] {
         if let Some(value) = environ.get(var) {
             put(header, value);
@@ -731,6 +733,44 @@ fn connection_tokens_do_not_take_the_body_s_length_and_type_or_the_host() {
                 Some("text/plain"),
                 "{scheme}"
             );
+        }
+    }
+}
+
+#[test]
+fn behind_proxy_headers_the_hop_appended_is_the_peer_and_the_scheme_the_believed_one() {
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        let trusted = "127.0.0.1".parse::<TrustedNet>().unwrap();
+        let proxied = gateway_core::Builder::new()
+            .with(ProxyHeaders::new().trust(trusted))
+            .app(remote);
+        // A front end that gives its own hop's scheme, as a FastCGI one does.
+        let front = move |mut environ: Environ, start: StartResponse| {
+            environ.set("REQUEST_SCHEME", "http");
+            proxied.call(environ, start)
+        };
+        // The peer (the test client's 127.0.0.1) is a trusted proxy, which says its client
+        // came over https.
+        let response = TestClient::new(front)
+            .get("/")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "https")
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}");
+        match scheme {
+            "http" => {
+                assert_eq!(
+                    response.header("x-saw-forwarded-for"),
+                    Some("203.0.113.7, 127.0.0.1")
+                );
+                assert_eq!(response.header("x-saw-forwarded-proto"), Some("https"));
+            }
+            _ => assert_eq!(
+                response.header("x-request-scheme"),
+                Some("https"),
+                "{scheme}"
+            ),
         }
     }
 }

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::pool::Pool;
 use super::{Failure, Inner, Out, Progress, strip_hop_by_hop};
+use crate::OriginalPeer;
 
 /// The sending half of a kept-alive connection.
 pub(super) type Sender = http1::SendRequest<Upload>;
@@ -167,7 +168,14 @@ async fn connect(inner: &Inner) -> Result<Sender, Failure> {
 /// hop-by-hop ones, and the `X-Forwarded-*` headers.
 fn to_request(environ: Environ) -> Result<Request<Input>, String> {
     let target = original_target(&environ);
-    let peer = environ.remote_addr().map(str::to_owned);
+    // The hop this request came from: behind `ProxyHeaders`, `REMOTE_ADDR` is the client it
+    // believed, which `X-Forwarded-For` already names, and the peer is the original one.
+    let peer = match environ.extensions().get::<OriginalPeer>() {
+        Some(original) => original.remote_addr.clone(),
+        None => environ
+            .remote_addr()
+            .map(|addr| Bytes::copy_from_slice(addr.as_bytes())),
+    };
     let scheme = environ.url_scheme().to_string();
     let host = environ
         .get("HTTP_HOST")
@@ -183,10 +191,10 @@ fn to_request(environ: Environ) -> Result<Request<Input>, String> {
             Some(earlier) => {
                 let mut value = earlier.as_bytes().to_vec();
                 value.extend_from_slice(b", ");
-                value.extend_from_slice(peer.as_bytes());
+                value.extend_from_slice(&peer);
                 HeaderValue::from_bytes(&value)
             }
-            None => HeaderValue::from_str(&peer),
+            None => HeaderValue::from_maybe_shared(peer),
         };
         if let Ok(value) = forwarded_for {
             headers.insert(X_FORWARDED_FOR, value);

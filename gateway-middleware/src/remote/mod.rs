@@ -2,13 +2,15 @@
 //! FastCGI or uwsgi and streams the answer back.
 //!
 //! - HTTP/1.1 through hyper's client connection, kept alive in a pool; hop-by-hop headers are
-//!   removed both ways and `X-Forwarded-For` (appended to), `X-Forwarded-Proto` and
-//!   `X-Forwarded-Host` are set; the original `Host` is kept, and the target is the original
+//!   removed both ways and `X-Forwarded-For` (appended to, with the peer the request came from:
+//!   behind [`ProxyHeaders`](crate::ProxyHeaders), its [`OriginalPeer`](crate::OriginalPeer)),
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host` are set; the original `Host` is kept, and the target is the original
 //!   `REQUEST_URI` (or `SCRIPT_NAME` + `PATH_INFO`, encoded, and the query string).
 //! - FastCGI as a Responder with `FCGI_KEEP_CONN`, connections pooled; the environ's variables
 //!   become the params, the backend's `FCGI_STDERR` goes to this request's `wsgi.errors`.
 //! - uwsgi (modifier 0), one connection per request as uwsgi has no keep-alive; the environ's
-//!   variables become the vars.
+//!   variables become the vars. For FastCGI and uwsgi alike `REQUEST_SCHEME` is made from
+//!   `wsgi.url_scheme` (the front end's may be a hop `ProxyHeaders` replaced).
 //!
 //! Bodies stream both ways. A request body of unknown length (chunked) goes to an HTTP backend
 //! chunked; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is read first, up to
@@ -655,8 +657,8 @@ fn is_hop_by_hop_var(var: &[u8]) -> bool {
 }
 
 /// The request's variables as a FastCGI or uwsgi backend gets them: every CGI variable but the
-/// hop-by-hop headers, `CONTENT_LENGTH` set to `length` when the body was read ahead, and
-/// `HTTPS`/`REQUEST_SCHEME` for the scheme when the front end did not set them.
+/// hop-by-hop headers, `CONTENT_LENGTH` set to `length` when the body was read ahead,
+/// `REQUEST_SCHEME` for the scheme, and `HTTPS` for https when the front end did not set it.
 fn backend_vars(environ: &Environ, length: Option<u64>) -> Vec<(Bytes, Bytes)> {
     // The headers `Connection` names are hop-by-hop too, but only among the variables of
     // ordinary headers (`HTTP_*`), and not `HTTP_HOST`: `CONTENT_LENGTH` and `CONTENT_TYPE`
@@ -673,6 +675,9 @@ fn backend_vars(environ: &Environ, length: Option<u64>) -> Vec<(Bytes, Bytes)> {
         .vars()
         .filter(|(name, _)| !is_hop_by_hop_var(name) && !named.iter().any(|n| n == name))
         .filter(|(name, _)| length.is_none() || *name != b"CONTENT_LENGTH")
+        // The front end's `REQUEST_SCHEME` is its own hop's, which `ProxyHeaders` may have
+        // replaced (with `wsgi.url_scheme` and `HTTPS`): it is made again from the scheme.
+        .filter(|(name, _)| *name != b"REQUEST_SCHEME")
         .map(|(name, value)| (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
         .collect();
     if let Some(length) = length {
@@ -682,12 +687,10 @@ fn backend_vars(environ: &Environ, length: Option<u64>) -> Vec<(Bytes, Bytes)> {
         ));
     }
     let scheme = environ.url_scheme().to_string();
-    if !environ.contains("REQUEST_SCHEME") {
-        vars.push((
-            Bytes::from_static(b"REQUEST_SCHEME"),
-            Bytes::from(scheme.clone()),
-        ));
-    }
+    vars.push((
+        Bytes::from_static(b"REQUEST_SCHEME"),
+        Bytes::from(scheme.clone()),
+    ));
     if scheme == "https" && !environ.contains("HTTPS") {
         vars.push((Bytes::from_static(b"HTTPS"), Bytes::from_static(b"on")));
     }
