@@ -774,3 +774,42 @@ fn behind_proxy_headers_the_hop_appended_is_the_peer_and_the_scheme_the_believed
         }
     }
 }
+
+#[test]
+fn transfer_encoding_overrides_content_length_in_an_answer() {
+    // Each answer's Content-Length is shorter than its body: kept, it would cut the body there
+    // and the answer would look complete.
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+                    6\r\nabcdef\r\n0\r\n\r\n";
+    let (http, http_backend) = http_backend(|mut stream, _| stream.write_all(chunked).unwrap());
+    let url: BackendUrl = format!("http://{http}").parse().unwrap();
+    let response = TestClient::new(Remote::new(url)).get("/").send();
+    assert_eq!(response.status(), 200, "{:?}", response.failure());
+    assert_eq!(response.text(), "abcdef", "http");
+    assert_eq!(response.header("content-length"), None, "http");
+    http_backend.join().unwrap();
+
+    for answer in [
+        &chunked[..],
+        // `chunked` is the last coding of all the values, in two fields.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\
+          Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n0\r\n\r\n",
+        // Not chunked last: the body runs to the close.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\nContent-Length: 3\r\n\r\n\
+          abcdef",
+    ] {
+        let (uwsgi, backend) = uwsgi_backend(move |mut stream| stream.write_all(answer).unwrap());
+        let url: BackendUrl = format!("uwsgi://{uwsgi}").parse().unwrap();
+        let response = TestClient::new(Remote::new(url)).get("/").send();
+        let answer = String::from_utf8_lossy(answer);
+        assert_eq!(
+            response.status(),
+            200,
+            "{answer:?}: {:?}",
+            response.failure()
+        );
+        assert_eq!(response.text(), "abcdef", "{answer:?}");
+        assert_eq!(response.header("content-length"), None, "{answer:?}");
+        backend.join().unwrap();
+    }
+}

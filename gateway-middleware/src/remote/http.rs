@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use gateway_core::convert::{percent_encode_path, request_from_environ};
 use gateway_core::{Environ, Input};
 use gateway_servers::cgi::ResponseHead;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Request, Uri};
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
@@ -104,6 +104,12 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
     };
     let (parts, mut body) = response.into_parts();
     let mut headers = parts.headers;
+    // hyper reads a body by its Transfer-Encoding when it has both that and Content-Length,
+    // but keeps the length, which the body as the client gets it need not have (the driver
+    // would cut it there): it goes, as RFC 9112 §6.3 has a proxy do.
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut headers);
     if !out.head(ResponseHead {
         status: parts.status,
