@@ -813,3 +813,61 @@ fn transfer_encoding_overrides_content_length_in_an_answer() {
         backend.join().unwrap();
     }
 }
+
+#[test]
+fn a_body_of_unknown_length_goes_chunked_whatever_the_method_and_no_body_goes_as_none() {
+    // A GET's body of unknown length reaches the backend whole (hyper sends none for a GET of
+    // unknown length unless told the framing).
+    let backends = Backends::start();
+    let (_, remote) = backends.remotes().remove(0);
+    let response = TestClient::new(remote).get("/").chunks(["ab", "cd"]).send();
+    assert_eq!(
+        (response.status().as_u16(), response.text().as_str()),
+        (200, "abcd")
+    );
+
+    // Behind a balancer, which reads the body for each attempt, each request goes as it came.
+    // The backend answers with the request as it got it.
+    let cases: [(&str, Option<Vec<&'static str>>, &str); 4] = [
+        ("GET", None, ""),
+        ("DELETE", None, ""),
+        (
+            "GET",
+            Some(vec!["ab", "cd"]),
+            "2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n",
+        ),
+        ("PUT", Some(vec!["abc"]), "abc"),
+    ];
+    for (method, chunks, sent) in cases {
+        let (addr, backend) = http_backend(|mut stream, request| {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                request.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&request).unwrap();
+        });
+        let url: BackendUrl = format!("http://{addr}").parse().unwrap();
+        let balancer = Balancer::builder().backend("one", Remote::new(url)).build();
+        let client = TestClient::new(balancer);
+        let request = client.request(method.parse().unwrap(), "/");
+        let request = match chunks {
+            // A length: PUT's body is given with one.
+            Some(chunks) if method == "PUT" => request.body(chunks.concat()),
+            Some(chunks) => request.chunks(chunks),
+            None => request,
+        };
+        let response = request.send();
+        assert_eq!(response.status(), 200, "{method}");
+        let got = response.text();
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert_eq!(body, sent, "{method}: {got:?}");
+        let chunked = head.contains("\r\ntransfer-encoding: chunked");
+        assert_eq!(chunked, sent.ends_with("0\r\n\r\n"), "{method}: {got:?}");
+        if method == "PUT" {
+            assert!(head.contains("\r\ncontent-length: 3"), "{got:?}");
+        }
+        backend.join().unwrap();
+    }
+}

@@ -11,6 +11,7 @@ use gateway_core::{Environ, Input};
 use gateway_servers::cgi::ResponseHead;
 use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Request, Uri};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -212,6 +213,14 @@ fn to_request(environ: Environ) -> Result<Request<Input>, String> {
     if let Some(host) = host.and_then(|h| HeaderValue::from_maybe_shared(h).ok()) {
         headers.insert(X_FORWARDED_HOST, host.clone());
         headers.entry(HOST).or_insert(host);
+    }
+    // hyper sends a body of unknown length chunked, but not for GET and HEAD, whose body it
+    // drops then (taking one for a mistake) unless the request says how it is framed.
+    let body = request.body();
+    let unframed = !body.is_end_stream() && body.size_hint().exact().is_none();
+    if unframed && !request.headers().contains_key(CONTENT_LENGTH) {
+        let chunked = HeaderValue::from_static("chunked");
+        request.headers_mut().insert(TRANSFER_ENCODING, chunked);
     }
     Ok(request)
 }

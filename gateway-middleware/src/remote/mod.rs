@@ -13,7 +13,7 @@
 //!   `wsgi.url_scheme` (the front end's may be a hop `ProxyHeaders` replaced).
 //!
 //! Bodies stream both ways. A request body of unknown length (chunked) goes to an HTTP backend
-//! chunked; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is read first, up to
+//! chunked, whatever the method; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is read first, up to
 //! [`RemoteBuilder::max_buffered_body`] (413 above).
 //!
 //! The status of an answer is its head's own: a `Status` header besides it (an HTTP or uwsgi
