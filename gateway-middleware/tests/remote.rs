@@ -541,58 +541,106 @@ fn a_head_trickled_past_the_response_timeout_is_504() {
 fn a_kept_fastcgi_connection_the_backend_closed_is_replaced_for_the_next_request() {
     // The backend answers the first request and keeps the connection, then closes it when the
     // second comes, unanswered, as a PHP-FPM child does when it ends at `pm.max_requests` just
-    // as a request arrives; it answers on the next connection.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url: BackendUrl = format!("fastcgi://{}", listener.local_addr().unwrap())
-        .parse()
-        .unwrap();
-    let backend = std::thread::spawn(move || {
-        /// Reads one request whole from `conn`.
-        fn read_request(conn: &mut std::net::TcpStream, buf: &mut BytesMut) {
-            loop {
-                while let Some(record) = decode_record(buf).unwrap() {
-                    if matches!(&record, Record::Stream { kind: StreamKind::Stdin, data, .. } if data.is_empty())
-                    {
-                        return;
+    // as a request arrives; it answers on the next connection. The GETs have no body, or one of
+    // `Content-Length: 0`.
+    for with_length in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: BackendUrl = format!("fastcgi://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let backend = std::thread::spawn(move || {
+            /// Reads one request whole from `conn`.
+            fn read_request(conn: &mut std::net::TcpStream, buf: &mut BytesMut) {
+                loop {
+                    while let Some(record) = decode_record(buf).unwrap() {
+                        if matches!(&record, Record::Stream { kind: StreamKind::Stdin, data, .. } if data.is_empty())
+                        {
+                            return;
+                        }
                     }
+                    let mut chunk = [0u8; 4096];
+                    let n = std::io::Read::read(conn, &mut chunk).unwrap();
+                    assert!(n > 0, "the request came whole");
+                    buf.extend_from_slice(&chunk[..n]);
                 }
-                let mut chunk = [0u8; 4096];
-                let n = std::io::Read::read(conn, &mut chunk).unwrap();
-                assert!(n > 0, "the request came whole");
-                buf.extend_from_slice(&chunk[..n]);
             }
-        }
-        let answer = || {
-            let mut answer = BytesMut::new();
-            encode_stream(
-                &mut answer,
-                StreamKind::Stdout,
-                1,
-                b"Status: 200 OK\r\n\r\nok",
+            let answer = || {
+                let mut answer = BytesMut::new();
+                encode_stream(
+                    &mut answer,
+                    StreamKind::Stdout,
+                    1,
+                    b"Status: 200 OK\r\n\r\nok",
+                );
+                encode_end_of_stream(&mut answer, StreamKind::Stdout, 1);
+                encode_end_request(&mut answer, 1, 0, ProtocolStatus::RequestComplete);
+                answer
+            };
+            let (mut first, _) = listener.accept().unwrap();
+            let mut buf = BytesMut::new();
+            read_request(&mut first, &mut buf);
+            first.write_all(&answer()).unwrap();
+            read_request(&mut first, &mut buf);
+            drop(first);
+            let (mut second, _) = listener.accept().unwrap();
+            read_request(&mut second, &mut BytesMut::new());
+            second.write_all(&answer()).unwrap();
+        });
+        let client = TestClient::new(Remote::new(url));
+        for _ in 0..2 {
+            let request = match with_length {
+                true => client.get("/").body(""),
+                false => client.get("/"),
+            };
+            let response = request.send();
+            assert_eq!(
+                (response.status().as_u16(), response.text().as_str()),
+                (200, "ok"),
+                "with a length: {with_length}"
             );
-            encode_end_of_stream(&mut answer, StreamKind::Stdout, 1);
-            encode_end_request(&mut answer, 1, 0, ProtocolStatus::RequestComplete);
-            answer
-        };
-        let (mut first, _) = listener.accept().unwrap();
-        let mut buf = BytesMut::new();
-        read_request(&mut first, &mut buf);
-        first.write_all(&answer()).unwrap();
-        read_request(&mut first, &mut buf);
-        drop(first);
-        let (mut second, _) = listener.accept().unwrap();
-        read_request(&mut second, &mut BytesMut::new());
-        second.write_all(&answer()).unwrap();
-    });
-    let client = TestClient::new(Remote::new(url));
-    for _ in 0..2 {
-        let response = client.get("/").send();
-        assert_eq!(
-            (response.status().as_u16(), response.text().as_str()),
-            (200, "ok")
-        );
+        }
+        backend.join().unwrap();
     }
-    backend.join().unwrap();
+}
+
+#[test]
+fn a_kept_http_connection_the_backend_closed_as_the_request_came_is_replaced_for_a_get() {
+    // The backend answers the first request and keeps the connection, then reads the second
+    // and closes the connection unanswered, as a server does whose keep-alive time ends just as
+    // a request comes; it answers on the next connection. The GETs have no body, or one of
+    // `Content-Length: 0`: nothing of them is lost.
+    for with_length in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: BackendUrl = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let backend = std::thread::spawn(move || {
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            let (mut first, _) = listener.accept().unwrap();
+            read_http_request(&mut first).expect("the first request");
+            first.write_all(ok).unwrap();
+            read_http_request(&mut first).expect("the second request");
+            drop(first);
+            let (mut second, _) = listener.accept().unwrap();
+            read_http_request(&mut second).expect("the second request again");
+            second.write_all(ok).unwrap();
+        });
+        let client = TestClient::new(Remote::new(url));
+        for _ in 0..2 {
+            let request = match with_length {
+                true => client.get("/").body(""),
+                false => client.get("/"),
+            };
+            let response = request.send();
+            assert_eq!(
+                (response.status().as_u16(), response.text().as_str()),
+                (200, "ok"),
+                "with a length: {with_length}: {:?}",
+                response.failure()
+            );
+        }
+        backend.join().unwrap();
+    }
 }
 
 /// A request body that arrives in `pieces` pieces of 1,000 bytes, `gap` apart: a slow client.

@@ -13,7 +13,8 @@
 //! - **Retries**: a failed request goes to another backend when it can be sent again without
 //!   harm: its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it never
 //!   reached the first backend's server (a [`Remote`](crate::remote::Remote) that could not
-//!   connect says so with [`Unsent`]); and the part of the body read so far is still held (up
+//!   connect, or whose new connection closed before the request was written, says so with
+//!   [`Unsent`]); and the part of the body read so far is still held (up
 //!   to [`retry_buffer`](BalancerBuilder::retry_buffer)). A POST answered 502, 503 or 504 is
 //!   not sent again, even with its body unread: the server may have acted on it, and a 504 may
 //!   come while it still runs. Each backend is tried once at most.

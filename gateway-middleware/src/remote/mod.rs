@@ -23,8 +23,8 @@
 //! Failures are answered as a reverse proxy answers them, and logged to `wsgi.errors`: 502
 //! when the backend cannot be reached or breaks the protocol, 504 when connecting or the
 //! response takes longer than its timeout; a failure after the head cuts the response short.
-//! When connecting fails nothing of the request was sent, and the [`Unsent`] mark of a
-//! balancer's attempt says so.
+//! When connecting fails, or a new connection closes before the request is written to it,
+//! nothing of the request was sent, and the [`Unsent`] mark of a balancer's attempt says so.
 //!
 //! The exchange runs as a task on the tokio runtime the call is made on (the servers of this
 //! project run apps inside theirs), or on a small runtime of this module's own thread when
@@ -308,7 +308,9 @@ impl App for Remote {
                 }),
                 Ok(Err(failure)) => {
                     errors.log(&format!("backend {}: {failure}", url.url));
-                    if let (Failure::Connect(_), Some(unsent)) = (&failure, &unsent) {
+                    if let (Failure::Connect(_) | Failure::Unsent(_), Some(unsent)) =
+                        (&failure, &unsent)
+                    {
                         // Nothing was written: a balancer may send the request elsewhere.
                         unsent.mark();
                     }
@@ -385,6 +387,8 @@ impl Out {
 enum Failure {
     /// Connecting failed (a timeout is a 504).
     Connect(io::Error),
+    /// The connection closed before any of the request was written to it.
+    Unsent(String),
     /// The backend took longer than the response timeout.
     Timeout(Duration),
     /// Reading or writing failed, or the backend broke its protocol.
@@ -409,9 +413,10 @@ impl Failure {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Connect(_) | Failure::Backend(_) | Failure::ClosedWhileIdle => {
-                StatusCode::BAD_GATEWAY
-            }
+            Failure::Connect(_)
+            | Failure::Unsent(_)
+            | Failure::Backend(_)
+            | Failure::ClosedWhileIdle => StatusCode::BAD_GATEWAY,
             Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
             Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -424,6 +429,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(error) => write!(f, "cannot connect: {error}"),
+            Failure::Unsent(why) => f.write_str(why),
             Failure::Timeout(after) => write!(f, "no answer within {after:?}"),
             Failure::Backend(error) => write!(f, "{error}"),
             Failure::BadRequest(why) => write!(f, "request not forwarded: {why}"),
