@@ -919,3 +919,28 @@ fn a_body_of_unknown_length_goes_chunked_whatever_the_method_and_no_body_goes_as
         backend.join().unwrap();
     }
 }
+
+#[test]
+fn a_client_that_stalls_its_upload_longer_than_the_response_timeout_is_not_the_backend_s_504() {
+    // The body's one piece comes after three times the response timeout: the Remote waits for
+    // the client, not for the backend, and the backend answers once the body has come.
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .response_timeout(Duration::from_millis(500))
+            .build();
+        let body = Trickle {
+            pieces: 1,
+            gap: Duration::from_millis(1500),
+            delay: None,
+        };
+        let response = TestClient::new(remote)
+            .post("/upload")
+            .header("content-length", "1000")
+            .stream(body)
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
+        assert_eq!(response.text(), "u".repeat(1000), "{scheme}");
+    }
+}

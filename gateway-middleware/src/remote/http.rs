@@ -24,8 +24,8 @@ use crate::OriginalPeer;
 /// The sending half of a kept-alive connection.
 pub(super) type Sender = http1::SendRequest<Upload>;
 
-/// The request body on its way to the backend: the request's input, each piece hyper takes
-/// telling the exchange's [`Progress`].
+/// The request body on its way to the backend: the request's input, each poll hyper makes
+/// telling the exchange's [`Progress`] (a piece taken, or a wait for the client).
 pub(super) struct Upload {
     input: Input,
     progress: Arc<Progress>,
@@ -49,11 +49,8 @@ impl http_body::Body for Upload {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.input).poll_frame(cx);
-        if frame.is_ready() {
-            this.progress.moved();
-        }
-        frame
+        this.progress
+            .input(Pin::new(&mut this.input).poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -46,8 +46,9 @@ mod uwsgi;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use ::http::header::{CONNECTION, HeaderName};
@@ -177,8 +178,10 @@ impl RemoteBuilder {
     /// How long the backend may take to send its head, and then between two reads of its body
     /// (default [`DEFAULT_RESPONSE_TIMEOUT`]). The head's time counts from the last piece of
     /// the request written to the backend, so a body that takes longer than this to upload is
-    /// not cut while it moves; a backend that stops taking the body and does not answer is
-    /// given up on this long after it last took some. `Duration::MAX` waits without limit.
+    /// not cut while it moves, and time spent waiting for the client's body does not count (a
+    /// client that stalls is the server's body timeout's to end); a backend that stops taking
+    /// the body and does not answer is given up on this long after it last took some.
+    /// `Duration::MAX` waits without limit.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.settings.response_timeout = timeout;
         self
@@ -474,12 +477,16 @@ enum WriteError {
 /// body written), not from the start of the exchange. A large body from a slow client can take
 /// longer than the timeout to arrive, and a backend answers only once it has it; nginx's
 /// `proxy_read_timeout` also counts from the last write. A backend that stops reading the body
-/// and does not answer is given up on one timeout after it last took some.
+/// and does not answer is given up on one timeout after it last took some. Time spent waiting
+/// for the request's input (a client that stalls its upload) does not count at all: the
+/// backend is not late then, the client is, and the server's body timeout is the one for it.
 #[derive(Debug)]
 struct Progress {
     start: tokio::time::Instant,
     /// Nanoseconds from `start` to the last progress.
     last: AtomicU64,
+    /// Whether the writer waits for the request's input.
+    waiting: AtomicBool,
 }
 
 impl Progress {
@@ -487,6 +494,7 @@ impl Progress {
         Progress {
             start: tokio::time::Instant::now(),
             last: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -494,11 +502,27 @@ impl Progress {
     fn moved(&self) {
         let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last.fetch_max(elapsed, Ordering::Relaxed);
+        // After `last`, so that a deadline read once the wait is over counts from its end.
+        self.waiting.store(false, Ordering::SeqCst);
     }
 
-    /// When the head is late, as things stand; far in the future for a timeout too large to
-    /// add to an instant (`Duration::MAX`: no timeout).
+    /// Notes a poll of the request's input: pending, the writer waits for the client; ready,
+    /// the request moved on.
+    fn input<T>(&self, poll: Poll<T>) -> Poll<T> {
+        match poll.is_pending() {
+            true => self.waiting.store(true, Ordering::SeqCst),
+            false => self.moved(),
+        }
+        poll
+    }
+
+    /// When the head is late, as things stand: a timeout from now while the writer waits for
+    /// the request's input; far in the future for a timeout too large to add to an instant
+    /// (`Duration::MAX`: no timeout).
     fn head_by(&self, timeout: Duration) -> tokio::time::Instant {
+        if self.waiting.load(Ordering::SeqCst) {
+            return later(tokio::time::Instant::now(), timeout);
+        }
         let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
         later(later(self.start, last), timeout)
     }
@@ -556,7 +580,9 @@ where
             Some(body) => encode(&mut buf, &body),
             None => {
                 // The head leaves with the first piece of the body.
-                while let Some(data) = std::future::poll_fn(|cx| input.poll_chunk(cx)).await {
+                let mut next =
+                    |cx: &mut std::task::Context<'_>| progress.input(input.poll_chunk(cx));
+                while let Some(data) = std::future::poll_fn(&mut next).await {
                     let data = data.map_err(WriteError::Input)?;
                     if data.is_empty() {
                         continue;
