@@ -9,11 +9,14 @@ use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Body, Environ, ErrorSink, ErrorStream, StartResponse};
 use gateway_middleware::balancer::Balancer;
 use gateway_middleware::remote::{BackendUrl, Remote};
-use gateway_middleware::{ProxyHeaders, TrustedNet};
+use gateway_middleware::{BodyLimit, ProxyHeaders, TrustedNet};
 use gateway_servers::fastcgi::codec::{
     ProtocolStatus, Record, StreamKind, decode_record, encode_end_of_stream, encode_end_request,
     encode_stream,
 };
+use gateway_servers::runtime::{Config, Runtime};
+use gateway_testkit::clients::WireRequest;
+use gateway_testkit::clients::http::Connection;
 use gateway_testkit::{Mode, TestClient, TestServer, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -64,7 +67,9 @@ fn mirror(mut environ: Environ, start: StartResponse) -> Body {
     }
     let mut input = environ.take_input();
     let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut input, &mut body).unwrap();
+    if let Err(error) = std::io::Read::read_to_end(&mut input, &mut body) {
+        return Body::error(error);
+    }
     let _ = start.start(StatusCode::OK, headers);
     // In pieces, so the response streams.
     let chunks: Vec<Bytes> = Bytes::from(body)
@@ -942,5 +947,79 @@ fn a_client_that_stalls_its_upload_longer_than_the_response_timeout_is_not_the_b
             .send();
         assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
         assert_eq!(response.text(), "u".repeat(1000), "{scheme}");
+    }
+}
+
+/// This project's HTTP server with `config`, running `app`.
+fn http_server(app: impl App + 'static, config: Config) -> TestServer {
+    TestServer::start(8, move |listener, stop| {
+        gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
+    })
+}
+
+#[test]
+fn a_request_body_over_a_limit_behind_a_remote_is_the_limit_s_413_not_the_backend_s_failure() {
+    // A chunked body of 1,200 bytes against limits of 1,000: the server's `max_body_size`, and
+    // a `BodyLimit` inside it. The remote backends read it (HTTP streams it, FastCGI and uwsgi
+    // read it ahead) until it fails; behind a balancer that ejects at the first failure.
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        for limit in ["server", "BodyLimit"] {
+            let balancer = Balancer::builder()
+                .max_fails(1)
+                .backend(scheme, remote.clone())
+                .build();
+            let mut config = Config::default();
+            let server = match limit {
+                "server" => {
+                    config.max_body_size = 1000;
+                    http_server(balancer.clone(), config)
+                }
+                _ => {
+                    let limited = gateway_core::Builder::new()
+                        .with(BodyLimit::new(1000))
+                        .app(balancer.clone());
+                    http_server(limited, config)
+                }
+            };
+            let mut client = Connection::connect(&server.addr.to_string()).unwrap();
+            let request = WireRequest::new("POST", "/").chunked(vec![vec![b'a'; 600]; 2]);
+            let reply = client.exchange(&request).unwrap();
+            assert_eq!(reply.status, 413, "{scheme}, {limit}");
+            assert_eq!(
+                balancer.status()[0].fails,
+                0,
+                "{scheme}, {limit}: not counted"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_that_stalls_its_upload_behind_a_remote_gets_the_server_s_408() {
+    // The client sends 3 of its 10 bytes and stops: the server's body timeout ends the body,
+    // and the server answers 408, though the Remote's response timeout is shorter.
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .response_timeout(Duration::from_millis(200))
+            .build();
+        let balancer = Balancer::builder()
+            .max_fails(1)
+            .backend(*scheme, remote)
+            .build();
+        let mut config = Config::default();
+        config.body_read_timeout = Duration::from_millis(800);
+        // The body streams to the app (a short one of known length is read before it).
+        config.body_buffer_size = 0;
+        let front = http_server(balancer.clone(), config);
+        let mut client = Connection::connect(&front.addr.to_string()).unwrap();
+        client
+            .send_raw(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        let reply = client.read_reply(false).unwrap();
+        assert_eq!(reply.status, 408, "{scheme}");
+        assert_eq!(balancer.status()[0].fails, 0, "{scheme}: not counted");
     }
 }

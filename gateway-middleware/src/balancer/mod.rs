@@ -6,7 +6,9 @@
 //!   times in a row is ejected for a [`cool_down`](BalancerBuilder::cool_down); then one
 //!   request is let through as a probe, and its success brings the backend back. A failure is
 //!   an app error before the head, or a 502, 503 or 504 (what a remote backend answers when
-//!   its server cannot be reached, is overloaded or too slow).
+//!   its server cannot be reached, is overloaded or too slow); but an app error that is the
+//!   request body's ([`RequestBodyError`]) is the client's, passed on as it is, and neither
+//!   counted nor retried.
 //! - **Active health**: with [`health_check`](BalancerBuilder::health_check), a thread sends
 //!   `GET path` to every backend at an interval; a backend that does not answer 2xx or 3xx in
 //!   time is out until it does.
@@ -42,6 +44,7 @@
 //! assert_eq!(answers, ["a", "b", "a", "b"]);
 //! ```
 
+mod body_error;
 mod health;
 mod replay;
 mod strategy;
@@ -63,6 +66,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Frame;
 
+pub use body_error::RequestBodyError;
 pub use health::BackendStatus;
 pub use strategy::{HashKey, HashRing, POINTS_PER_WEIGHT, Strategy, hash64};
 
@@ -352,11 +356,14 @@ pub(crate) fn is_idempotent(method: &str) -> bool {
 
 /// Whether a backend's answer counts as its failure.
 fn failed<B>(response: &Response<B>) -> bool {
-    driver::failure(response).is_some()
-        || matches!(
+    match driver::failure(response) {
+        // The request's body failed: the client's doing.
+        Some(error) => !RequestBodyError::caused(error),
+        None => matches!(
             response.status(),
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-        )
+        ),
+    }
 }
 
 impl App for Balancer {

@@ -204,12 +204,16 @@ async fn attempt(
         }
         None => {}
     }
-    // The request's own body failed (the client went away, a body limit): not the backend's
-    // doing, and no mark against it.
+    // A failure of the request's own (its body's, which is an `io::Error`, or one hyper found
+    // in its head): not the backend's doing.
     if error.is_user() {
-        return Attempt::Failed(Failure::BadRequest(format!(
-            "the request body failed: {error}"
-        )));
+        let cause = std::error::Error::source(&error);
+        return Attempt::Failed(
+            match cause.and_then(|c| c.downcast_ref::<std::io::Error>()) {
+                Some(input) => Failure::Input(std::io::Error::new(input.kind(), input.to_string())),
+                None => Failure::BadRequest(error.to_string()),
+            },
+        );
     }
     let failure = Failure::Backend(format!("HTTP: {error}"));
     match !fresh && connection_ended(&error) {

@@ -25,6 +25,10 @@
 //! response takes longer than its timeout; a failure after the head cuts the response short.
 //! When connecting fails, or a new connection closes before the request is written to it,
 //! nothing of the request was sent, and the [`Unsent`] mark of a balancer's attempt says so.
+//! A request body that fails while it is read (the client went away or stalled, a body limit)
+//! is no backend's failure: before the head the Remote fails with a [`RequestBodyError`], as
+//! an app that fails on its input, so that the server answers its 413 or 408 (or
+//! [`BodyLimit`](crate::BodyLimit) its 413), and a balancer knows it for the client's.
 //!
 //! The exchange runs as a task on the tokio runtime the call is made on (the servers of this
 //! project run apps inside theirs), or on a small runtime of this module's own thread when
@@ -62,7 +66,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use stream::Endpoint;
 
-use crate::balancer::Unsent;
+use crate::balancer::{RequestBodyError, Unsent};
 use crate::plain::plain;
 use pool::Pool;
 
@@ -309,6 +313,10 @@ impl App for Remote {
                     }),
                     Err(error) => Body::error(error),
                 }),
+                // The request's body failed before the head: the Remote fails with it, so
+                // that the server answers its 413 or 408 (or `BodyLimit` its 413), and a
+                // balancer knows it for the client's. The driver logs it.
+                Ok(Err(Failure::Input(error))) => Err(RequestBodyError::new(error).into()),
                 Ok(Err(failure)) => {
                     errors.log(&format!("backend {}: {failure}", url.url));
                     if let (Failure::Connect(_) | Failure::Unsent(_), Some(unsent)) =
@@ -398,6 +406,9 @@ enum Failure {
     Backend(String),
     /// The request cannot be sent as it is (400).
     BadRequest(String),
+    /// Reading the request body failed (the client went away or stalled, a body limit): the
+    /// Remote fails with a [`RequestBodyError`], which the layers outside answer.
+    Input(io::Error),
     /// A request body of unknown length over the read-ahead limit.
     BodyTooLarge(u64),
     /// The request's variables do not fit the protocol's packet.
@@ -420,7 +431,7 @@ impl Failure {
             | Failure::Unsent(_)
             | Failure::Backend(_)
             | Failure::ClosedWhileIdle => StatusCode::BAD_GATEWAY,
-            Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Failure::BadRequest(_) | Failure::Input(_) => StatusCode::BAD_REQUEST,
             Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -436,6 +447,7 @@ impl fmt::Display for Failure {
             Failure::Timeout(after) => write!(f, "no answer within {after:?}"),
             Failure::Backend(error) => write!(f, "{error}"),
             Failure::BadRequest(why) => write!(f, "request not forwarded: {why}"),
+            Failure::Input(error) => write!(f, "reading the request body: {error}"),
             Failure::BodyTooLarge(limit) => {
                 write!(f, "request body of unknown length over {limit} bytes")
             }
@@ -608,8 +620,7 @@ where
             result = &mut write, if written.is_none() => match result {
                 Ok(writer) => written = Some(Some(writer)),
                 Err(WriteError::Input(error)) => {
-                    let failure = Failure::BadRequest(format!("reading the request body: {error}"));
-                    return (ReadEnd::Failed(failure), None);
+                    return (ReadEnd::Failed(Failure::Input(error)), None);
                 }
                 // The backend may have answered before it stopped reading: the reading half
                 // tells.
@@ -738,7 +749,7 @@ async fn read_ahead(environ: &mut Environ, limit: u64) -> Result<Option<Bytes>, 
     let input = environ.input();
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = std::future::poll_fn(|cx| input.poll_chunk(cx)).await {
-        let chunk = chunk.map_err(|e| Failure::BadRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(Failure::Input)?;
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(Failure::BodyTooLarge(limit));
         }
