@@ -4,8 +4,9 @@
 //! - HTTP/1.1 through hyper's client connection, kept alive in a pool; hop-by-hop headers are
 //!   removed both ways and `X-Forwarded-For` (appended to, with the peer the request came from:
 //!   behind [`ProxyHeaders`](crate::ProxyHeaders), its [`OriginalPeer`](crate::OriginalPeer)),
-//!   `X-Forwarded-Proto` and `X-Forwarded-Host` are set; the original `Host` is kept, and the target is the original
-//!   `REQUEST_URI` (or `SCRIPT_NAME` + `PATH_INFO`, encoded, and the query string).
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host` are set; the original `Host` is kept, and the
+//!   target is the original `REQUEST_URI` (or `SCRIPT_NAME` + `PATH_INFO`, encoded, and the
+//!   query string).
 //! - FastCGI as a Responder with `FCGI_KEEP_CONN`, connections pooled; the environ's variables
 //!   become the params, the backend's `FCGI_STDERR` goes to this request's `wsgi.errors`.
 //! - uwsgi (modifier 0), one connection per request as uwsgi has no keep-alive; the environ's
@@ -13,8 +14,8 @@
 //!   `wsgi.url_scheme` (the front end's may be a hop `ProxyHeaders` replaced).
 //!
 //! Bodies stream both ways. A request body of unknown length (chunked) goes to an HTTP backend
-//! chunked, whatever the method; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is read first, up to
-//! [`RemoteBuilder::max_buffered_body`] (413 above).
+//! chunked, whatever the method; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is
+//! read first, up to [`RemoteBuilder::max_buffered_body`] (413 above).
 //!
 //! The status of an answer is its head's own: a `Status` header besides it (an HTTP or uwsgi
 //! backend's, a FastCGI backend's second) is dropped and logged to `wsgi.errors`, since the
