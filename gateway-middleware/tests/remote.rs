@@ -9,10 +9,14 @@ use bytes::{Bytes, BytesMut};
 use gateway_core::{App, Body, Environ, ErrorSink, ErrorStream, StartResponse};
 use gateway_middleware::balancer::Balancer;
 use gateway_middleware::remote::{BackendUrl, Remote};
+use gateway_middleware::{BodyLimit, ProxyHeaders, TrustedNet};
 use gateway_servers::fastcgi::codec::{
     ProtocolStatus, Record, StreamKind, decode_record, encode_end_of_stream, encode_end_request,
     encode_stream,
 };
+use gateway_servers::runtime::{Config, Runtime};
+use gateway_testkit::clients::WireRequest;
+use gateway_testkit::clients::http::Connection;
 use gateway_testkit::{Mode, TestClient, TestServer, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -45,11 +49,13 @@ fn mirror(mut environ: Environ, start: StartResponse) -> Body {
     );
     for (var, header) in [
         ("CONTENT_LENGTH", "x-content-length"),
+        ("CONTENT_TYPE", "x-content-type"),
         ("HTTP_X_TOKEN", "x-token"),
         ("HTTP_X_HOP", "x-hop"),
         ("HTTP_X_FORWARDED_FOR", "x-saw-forwarded-for"),
         ("HTTP_X_FORWARDED_PROTO", "x-saw-forwarded-proto"),
         ("HTTP_HOST", "x-host"),
+        ("REQUEST_SCHEME", "x-request-scheme"),
     ] {
         if let Some(value) = environ.get(var) {
             put(header, value);
@@ -61,7 +67,9 @@ fn mirror(mut environ: Environ, start: StartResponse) -> Body {
     }
     let mut input = environ.take_input();
     let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut input, &mut body).unwrap();
+    if let Err(error) = std::io::Read::read_to_end(&mut input, &mut body) {
+        return Body::error(error);
+    }
     let _ = start.start(StatusCode::OK, headers);
     // In pieces, so the response streams.
     let chunks: Vec<Bytes> = Bytes::from(body)
@@ -424,23 +432,77 @@ fn a_balancer_sends_a_post_again_only_when_the_remote_could_not_connect() {
     }
 }
 
+/// A backend on a free port that serves one connection with `serve`.
+fn one_connection(
+    serve: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        serve(stream);
+    });
+    (addr, backend)
+}
+
 /// A uwsgi backend on a free port that reads one request packet (its vars ignored), then
 /// answers with `answer`.
 fn uwsgi_backend(
     answer: impl FnOnce(std::net::TcpStream) + Send + 'static,
 ) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let backend = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
+    one_connection(move |mut stream| {
         // The packet's header says how long its vars are.
         let mut header = [0u8; 4];
         std::io::Read::read_exact(&mut stream, &mut header).unwrap();
         let mut vars = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
         std::io::Read::read_exact(&mut stream, &mut vars).unwrap();
         answer(stream);
-    });
-    (addr, backend)
+    })
+}
+
+/// Reads one HTTP request from `stream`, its body framed by `Content-Length` or chunked (up to
+/// the last chunk, trailers not expected): the bytes as they came. `None` when the connection
+/// ends before a byte of it.
+fn read_http_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    // A remote backend that never sends the whole request fails the test, not hangs it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |request: &[u8]| {
+        let end = request.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+        let body = &request[end..];
+        if head.contains("\r\ntransfer-encoding: chunked\r\n") {
+            return body.ends_with(b"0\r\n\r\n").then_some(());
+        }
+        let length = head
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+        (body.len() >= length).then_some(())
+    };
+    while complete(&request).is_none() {
+        let n = std::io::Read::read(stream, &mut chunk).unwrap();
+        if n == 0 {
+            assert!(request.is_empty(), "a request cut short: {request:?}");
+            return None;
+        }
+        request.extend_from_slice(&chunk[..n]);
+    }
+    Some(request)
+}
+
+/// An HTTP backend on a free port that reads one request, then answers with `answer`, given
+/// the request's bytes.
+fn http_backend(
+    answer: impl FnOnce(std::net::TcpStream, Vec<u8>) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    one_connection(move |mut stream| {
+        let request = read_http_request(&mut stream).expect("a request");
+        answer(stream, request);
+    })
 }
 
 #[test]
@@ -484,58 +546,106 @@ fn a_head_trickled_past_the_response_timeout_is_504() {
 fn a_kept_fastcgi_connection_the_backend_closed_is_replaced_for_the_next_request() {
     // The backend answers the first request and keeps the connection, then closes it when the
     // second comes, unanswered, as a PHP-FPM child does when it ends at `pm.max_requests` just
-    // as a request arrives; it answers on the next connection.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url: BackendUrl = format!("fastcgi://{}", listener.local_addr().unwrap())
-        .parse()
-        .unwrap();
-    let backend = std::thread::spawn(move || {
-        /// Reads one request whole from `conn`.
-        fn read_request(conn: &mut std::net::TcpStream, buf: &mut BytesMut) {
-            loop {
-                while let Some(record) = decode_record(buf).unwrap() {
-                    if matches!(&record, Record::Stream { kind: StreamKind::Stdin, data, .. } if data.is_empty())
-                    {
-                        return;
+    // as a request arrives; it answers on the next connection. The GETs have no body, or one of
+    // `Content-Length: 0`.
+    for with_length in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: BackendUrl = format!("fastcgi://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let backend = std::thread::spawn(move || {
+            /// Reads one request whole from `conn`.
+            fn read_request(conn: &mut std::net::TcpStream, buf: &mut BytesMut) {
+                loop {
+                    while let Some(record) = decode_record(buf).unwrap() {
+                        if matches!(&record, Record::Stream { kind: StreamKind::Stdin, data, .. } if data.is_empty())
+                        {
+                            return;
+                        }
                     }
+                    let mut chunk = [0u8; 4096];
+                    let n = std::io::Read::read(conn, &mut chunk).unwrap();
+                    assert!(n > 0, "the request came whole");
+                    buf.extend_from_slice(&chunk[..n]);
                 }
-                let mut chunk = [0u8; 4096];
-                let n = std::io::Read::read(conn, &mut chunk).unwrap();
-                assert!(n > 0, "the request came whole");
-                buf.extend_from_slice(&chunk[..n]);
             }
-        }
-        let answer = || {
-            let mut answer = BytesMut::new();
-            encode_stream(
-                &mut answer,
-                StreamKind::Stdout,
-                1,
-                b"Status: 200 OK\r\n\r\nok",
+            let answer = || {
+                let mut answer = BytesMut::new();
+                encode_stream(
+                    &mut answer,
+                    StreamKind::Stdout,
+                    1,
+                    b"Status: 200 OK\r\n\r\nok",
+                );
+                encode_end_of_stream(&mut answer, StreamKind::Stdout, 1);
+                encode_end_request(&mut answer, 1, 0, ProtocolStatus::RequestComplete);
+                answer
+            };
+            let (mut first, _) = listener.accept().unwrap();
+            let mut buf = BytesMut::new();
+            read_request(&mut first, &mut buf);
+            first.write_all(&answer()).unwrap();
+            read_request(&mut first, &mut buf);
+            drop(first);
+            let (mut second, _) = listener.accept().unwrap();
+            read_request(&mut second, &mut BytesMut::new());
+            second.write_all(&answer()).unwrap();
+        });
+        let client = TestClient::new(Remote::new(url));
+        for _ in 0..2 {
+            let request = match with_length {
+                true => client.get("/").body(""),
+                false => client.get("/"),
+            };
+            let response = request.send();
+            assert_eq!(
+                (response.status().as_u16(), response.text().as_str()),
+                (200, "ok"),
+                "with a length: {with_length}"
             );
-            encode_end_of_stream(&mut answer, StreamKind::Stdout, 1);
-            encode_end_request(&mut answer, 1, 0, ProtocolStatus::RequestComplete);
-            answer
-        };
-        let (mut first, _) = listener.accept().unwrap();
-        let mut buf = BytesMut::new();
-        read_request(&mut first, &mut buf);
-        first.write_all(&answer()).unwrap();
-        read_request(&mut first, &mut buf);
-        drop(first);
-        let (mut second, _) = listener.accept().unwrap();
-        read_request(&mut second, &mut BytesMut::new());
-        second.write_all(&answer()).unwrap();
-    });
-    let client = TestClient::new(Remote::new(url));
-    for _ in 0..2 {
-        let response = client.get("/").send();
-        assert_eq!(
-            (response.status().as_u16(), response.text().as_str()),
-            (200, "ok")
-        );
+        }
+        backend.join().unwrap();
     }
-    backend.join().unwrap();
+}
+
+#[test]
+fn a_kept_http_connection_the_backend_closed_as_the_request_came_is_replaced_for_a_get() {
+    // The backend answers the first request and keeps the connection, then reads the second
+    // and closes the connection unanswered, as a server does whose keep-alive time ends just as
+    // a request comes; it answers on the next connection. The GETs have no body, or one of
+    // `Content-Length: 0`: nothing of them is lost.
+    for with_length in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: BackendUrl = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let backend = std::thread::spawn(move || {
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            let (mut first, _) = listener.accept().unwrap();
+            read_http_request(&mut first).expect("the first request");
+            first.write_all(ok).unwrap();
+            read_http_request(&mut first).expect("the second request");
+            drop(first);
+            let (mut second, _) = listener.accept().unwrap();
+            read_http_request(&mut second).expect("the second request again");
+            second.write_all(ok).unwrap();
+        });
+        let client = TestClient::new(Remote::new(url));
+        for _ in 0..2 {
+            let request = match with_length {
+                true => client.get("/").body(""),
+                false => client.get("/"),
+            };
+            let response = request.send();
+            assert_eq!(
+                (response.status().as_u16(), response.text().as_str()),
+                (200, "ok"),
+                "with a length: {with_length}: {:?}",
+                response.failure()
+            );
+        }
+        backend.join().unwrap();
+    }
 }
 
 /// A request body that arrives in `pieces` pieces of 1,000 bytes, `gap` apart: a slow client.
@@ -609,4 +719,307 @@ fn a_backend_that_stops_reading_the_body_and_never_answers_is_504() {
         .send();
     assert_eq!(response.status(), 504);
     backend.join().unwrap();
+}
+
+#[test]
+fn timeouts_too_large_to_add_to_an_instant_mean_no_timeout() {
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .connect_timeout(Duration::MAX)
+            .response_timeout(Duration::MAX)
+            .build();
+        let response = TestClient::new(remote).post("/").body("no limit").send();
+        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.failure());
+        assert_eq!(response.text(), "no limit", "{scheme}");
+    }
+}
+
+#[test]
+fn a_status_header_from_an_http_or_uwsgi_backend_is_dropped_and_logged() {
+    let answer = b"HTTP/1.1 200 OK\r\nStatus: 201 Created\r\nContent-Length: 2\r\n\r\nok";
+    let (http, http_backend) = http_backend(|mut stream, _| stream.write_all(answer).unwrap());
+    let (uwsgi, uwsgi_backend) = uwsgi_backend(|mut stream| stream.write_all(answer).unwrap());
+    for url in [format!("http://{http}"), format!("uwsgi://{uwsgi}")] {
+        let lines = Lines::default();
+        let remote = Remote::new(url.parse().unwrap());
+        let response = TestClient::new(logged(remote, lines.clone()))
+            .get("/")
+            .send();
+        assert_eq!(response.status(), 200, "{url}: {:?}", response.failure());
+        assert_eq!(response.text(), "ok", "{url}");
+        assert_eq!(response.header("status"), None, "{url}");
+        let logged = lines.0.lock().unwrap().join("");
+        assert_eq!(
+            logged.matches("`Status` header dropped").count(),
+            1,
+            "{url}: {logged:?}"
+        );
+    }
+    http_backend.join().unwrap();
+    uwsgi_backend.join().unwrap();
+}
+
+#[test]
+fn connection_tokens_do_not_take_the_body_s_length_and_type_or_the_host() {
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        let response = TestClient::new(remote)
+            .post("/")
+            .header("host", "example.org")
+            .header("content-type", "text/plain")
+            .header("connection", "content-length, content-type, host, x-hop")
+            .header("x-hop", "dropped")
+            .body("abc")
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}");
+        assert_eq!(response.text(), "abc", "{scheme}: the body came whole");
+        assert_eq!(response.header("x-content-length"), Some("3"), "{scheme}");
+        assert_eq!(response.header("x-host"), Some("example.org"), "{scheme}");
+        assert_eq!(response.header("x-hop"), None, "{scheme}: hop-by-hop");
+        if scheme != "http" {
+            // An HTTP proxy removes the fields `Connection` names (RFC 9110 §7.6.1); hyper
+            // frames the body again by its length.
+            assert_eq!(
+                response.header("x-content-type"),
+                Some("text/plain"),
+                "{scheme}"
+            );
+        }
+    }
+}
+
+#[test]
+fn behind_proxy_headers_the_hop_appended_is_the_peer_and_the_scheme_the_believed_one() {
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        let trusted = "127.0.0.1".parse::<TrustedNet>().unwrap();
+        let proxied = gateway_core::Builder::new()
+            .with(ProxyHeaders::new().trust(trusted))
+            .app(remote);
+        // A front end that gives its own hop's scheme, as a FastCGI one does.
+        let front = move |mut environ: Environ, start: StartResponse| {
+            environ.set("REQUEST_SCHEME", "http");
+            proxied.call(environ, start)
+        };
+        // The peer (the test client's 127.0.0.1) is a trusted proxy, which says its client
+        // came over https.
+        let response = TestClient::new(front)
+            .get("/")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "https")
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}");
+        match scheme {
+            "http" => {
+                assert_eq!(
+                    response.header("x-saw-forwarded-for"),
+                    Some("203.0.113.7, 127.0.0.1")
+                );
+                assert_eq!(response.header("x-saw-forwarded-proto"), Some("https"));
+            }
+            _ => assert_eq!(
+                response.header("x-request-scheme"),
+                Some("https"),
+                "{scheme}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn transfer_encoding_overrides_content_length_in_an_answer() {
+    // Each answer's Content-Length is shorter than its body: kept, it would cut the body there
+    // and the answer would look complete.
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+                    6\r\nabcdef\r\n0\r\n\r\n";
+    let (http, http_backend) = http_backend(|mut stream, _| stream.write_all(chunked).unwrap());
+    let url: BackendUrl = format!("http://{http}").parse().unwrap();
+    let response = TestClient::new(Remote::new(url)).get("/").send();
+    assert_eq!(response.status(), 200, "{:?}", response.failure());
+    assert_eq!(response.text(), "abcdef", "http");
+    assert_eq!(response.header("content-length"), None, "http");
+    http_backend.join().unwrap();
+
+    for answer in [
+        &chunked[..],
+        // `chunked` is the last coding of all the values, in two fields.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\
+          Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n0\r\n\r\n",
+        // Not chunked last: the body runs to the close.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\nContent-Length: 3\r\n\r\n\
+          abcdef",
+    ] {
+        let (uwsgi, backend) = uwsgi_backend(move |mut stream| stream.write_all(answer).unwrap());
+        let url: BackendUrl = format!("uwsgi://{uwsgi}").parse().unwrap();
+        let response = TestClient::new(Remote::new(url)).get("/").send();
+        let answer = String::from_utf8_lossy(answer);
+        assert_eq!(
+            response.status(),
+            200,
+            "{answer:?}: {:?}",
+            response.failure()
+        );
+        assert_eq!(response.text(), "abcdef", "{answer:?}");
+        assert_eq!(response.header("content-length"), None, "{answer:?}");
+        backend.join().unwrap();
+    }
+}
+
+#[test]
+fn a_body_of_unknown_length_goes_chunked_whatever_the_method_and_no_body_goes_as_none() {
+    // A GET's body of unknown length reaches the backend whole (hyper sends none for a GET of
+    // unknown length unless told the framing).
+    let backends = Backends::start();
+    let (_, remote) = backends.remotes().remove(0);
+    let response = TestClient::new(remote).get("/").chunks(["ab", "cd"]).send();
+    assert_eq!(
+        (response.status().as_u16(), response.text().as_str()),
+        (200, "abcd")
+    );
+
+    // Behind a balancer, which reads the body for each attempt, each request goes as it came.
+    // The backend answers with the request as it got it.
+    let cases: [(&str, Option<Vec<&'static str>>, &str); 4] = [
+        ("GET", None, ""),
+        ("DELETE", None, ""),
+        (
+            "GET",
+            Some(vec!["ab", "cd"]),
+            "2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n",
+        ),
+        ("PUT", Some(vec!["abc"]), "abc"),
+    ];
+    for (method, chunks, sent) in cases {
+        let (addr, backend) = http_backend(|mut stream, request| {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                request.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&request).unwrap();
+        });
+        let url: BackendUrl = format!("http://{addr}").parse().unwrap();
+        let balancer = Balancer::builder().backend("one", Remote::new(url)).build();
+        let client = TestClient::new(balancer);
+        let request = client.request(method.parse().unwrap(), "/");
+        let request = match chunks {
+            // A length: PUT's body is given with one.
+            Some(chunks) if method == "PUT" => request.body(chunks.concat()),
+            Some(chunks) => request.chunks(chunks),
+            None => request,
+        };
+        let response = request.send();
+        assert_eq!(response.status(), 200, "{method}");
+        let got = response.text();
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert_eq!(body, sent, "{method}: {got:?}");
+        let chunked = head.contains("\r\ntransfer-encoding: chunked");
+        assert_eq!(chunked, sent.ends_with("0\r\n\r\n"), "{method}: {got:?}");
+        if method == "PUT" {
+            assert!(head.contains("\r\ncontent-length: 3"), "{got:?}");
+        }
+        backend.join().unwrap();
+    }
+}
+
+#[test]
+fn a_client_that_stalls_its_upload_longer_than_the_response_timeout_is_not_the_backend_s_504() {
+    // The body's one piece comes after three times the response timeout: the Remote waits for
+    // the client, not for the backend, and the backend answers once the body has come.
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .response_timeout(Duration::from_millis(500))
+            .build();
+        let body = Trickle {
+            pieces: 1,
+            gap: Duration::from_millis(1500),
+            delay: None,
+        };
+        let response = TestClient::new(remote)
+            .post("/upload")
+            .header("content-length", "1000")
+            .stream(body)
+            .send();
+        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
+        assert_eq!(response.text(), "u".repeat(1000), "{scheme}");
+    }
+}
+
+/// This project's HTTP server with `config`, running `app`.
+fn http_server(app: impl App + 'static, config: Config) -> TestServer {
+    TestServer::start(8, move |listener, stop| {
+        gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
+    })
+}
+
+#[test]
+fn a_request_body_over_a_limit_behind_a_remote_is_the_limit_s_413_not_the_backend_s_failure() {
+    // A chunked body of 1,200 bytes against limits of 1,000: the server's `max_body_size`, and
+    // a `BodyLimit` inside it. The remote backends read it (HTTP streams it, FastCGI and uwsgi
+    // read it ahead) until it fails; behind a balancer that ejects at the first failure.
+    let backends = Backends::start();
+    for (scheme, remote) in backends.remotes() {
+        for limit in ["server", "BodyLimit"] {
+            let balancer = Balancer::builder()
+                .max_fails(1)
+                .backend(scheme, remote.clone())
+                .build();
+            let mut config = Config::default();
+            let server = match limit {
+                "server" => {
+                    config.max_body_size = 1000;
+                    http_server(balancer.clone(), config)
+                }
+                _ => {
+                    let limited = gateway_core::Builder::new()
+                        .with(BodyLimit::new(1000))
+                        .app(balancer.clone());
+                    http_server(limited, config)
+                }
+            };
+            let mut client = Connection::connect(&server.addr.to_string()).unwrap();
+            let request = WireRequest::new("POST", "/").chunked(vec![vec![b'a'; 600]; 2]);
+            let reply = client.exchange(&request).unwrap();
+            assert_eq!(reply.status, 413, "{scheme}, {limit}");
+            assert_eq!(
+                balancer.status()[0].fails,
+                0,
+                "{scheme}, {limit}: not counted"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_that_stalls_its_upload_behind_a_remote_gets_the_server_s_408() {
+    // The client sends 3 of its 10 bytes and stops: the server's body timeout ends the body,
+    // and the server answers 408, though the Remote's response timeout is shorter.
+    let backends = Backends::start();
+    for (scheme, server) in &backends.servers {
+        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
+        let remote = Remote::builder(url)
+            .response_timeout(Duration::from_millis(200))
+            .build();
+        let balancer = Balancer::builder()
+            .max_fails(1)
+            .backend(*scheme, remote)
+            .build();
+        let mut config = Config::default();
+        config.body_read_timeout = Duration::from_millis(800);
+        // The body streams to the app (a short one of known length is read before it).
+        config.body_buffer_size = 0;
+        let front = http_server(balancer.clone(), config);
+        let mut client = Connection::connect(&front.addr.to_string()).unwrap();
+        client
+            .send_raw(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        let reply = client.read_reply(false).unwrap();
+        assert_eq!(reply.status, 408, "{scheme}");
+        assert_eq!(balancer.status()[0].fails, 0, "{scheme}: not counted");
+    }
 }

@@ -6,14 +6,17 @@
 //!   times in a row is ejected for a [`cool_down`](BalancerBuilder::cool_down); then one
 //!   request is let through as a probe, and its success brings the backend back. A failure is
 //!   an app error before the head, or a 502, 503 or 504 (what a remote backend answers when
-//!   its server cannot be reached, is overloaded or too slow).
+//!   its server cannot be reached, is overloaded or too slow); but an app error that is the
+//!   request body's ([`RequestBodyError`]) is the client's, passed on as it is, and neither
+//!   counted nor retried.
 //! - **Active health**: with [`health_check`](BalancerBuilder::health_check), a thread sends
 //!   `GET path` to every backend at an interval; a backend that does not answer 2xx or 3xx in
 //!   time is out until it does.
 //! - **Retries**: a failed request goes to another backend when it can be sent again without
 //!   harm: its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it never
 //!   reached the first backend's server (a [`Remote`](crate::remote::Remote) that could not
-//!   connect says so with [`Unsent`]); and the part of the body read so far is still held (up
+//!   connect, or whose new connection closed before the request was written, says so with
+//!   [`Unsent`]); and the part of the body read so far is still held (up
 //!   to [`retry_buffer`](BalancerBuilder::retry_buffer)). A POST answered 502, 503 or 504 is
 //!   not sent again, even with its body unread: the server may have acted on it, and a 504 may
 //!   come while it still runs. Each backend is tried once at most.
@@ -41,6 +44,7 @@
 //! assert_eq!(answers, ["a", "b", "a", "b"]);
 //! ```
 
+mod body_error;
 mod health;
 mod replay;
 mod strategy;
@@ -62,6 +66,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Frame;
 
+pub use body_error::RequestBodyError;
 pub use health::BackendStatus;
 pub use strategy::{HashKey, HashRing, POINTS_PER_WEIGHT, Strategy, hash64};
 
@@ -351,11 +356,14 @@ pub(crate) fn is_idempotent(method: &str) -> bool {
 
 /// Whether a backend's answer counts as its failure.
 fn failed<B>(response: &Response<B>) -> bool {
-    driver::failure(response).is_some()
-        || matches!(
+    match driver::failure(response) {
+        // The request's body failed: the client's doing.
+        Some(error) => !RequestBodyError::caused(error),
+        None => matches!(
             response.status(),
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-        )
+        ),
+    }
 }
 
 impl App for Balancer {

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Input;
-use http_body::Frame;
+use http_body::{Body as _, Frame};
 
 /// The request body shared by the attempts at a request.
 #[derive(Debug, Clone)]
@@ -52,18 +52,43 @@ impl Replay {
         !self.lock().overflowed
     }
 
-    /// A new reading of the body, from its start.
+    /// A new reading of the body, from its start, as long as the body when that is known: a
+    /// backend sends a request without a body as one (not as a body of unknown length, which
+    /// an HTTP backend sends chunked), and one with a length with that length.
     pub(super) fn input(&self) -> Input {
-        let reading = {
+        let (reading, length) = {
             let mut state = self.lock();
             state.readings += 1;
-            state.readings
+            (state.readings, state.length())
         };
-        Input::from_body(Reader {
+        let input = Input::from_body(Reader {
             replay: self.clone(),
             reading,
             position: 0,
-        })
+        });
+        match length {
+            Some(length) => input.with_limit(length),
+            None => input,
+        }
+    }
+}
+
+impl State {
+    /// How long a reading from the start is, when that is known: what was kept, and what the
+    /// source has left.
+    fn length(&self) -> Option<u64> {
+        let kept = self.kept.len() as u64;
+        if self.overflowed {
+            // The reading fails.
+            None
+        } else if self.source.is_end_stream() {
+            Some(kept)
+        } else if self.source.is_exhausted() {
+            // The source failed, and the reading must give its error.
+            None
+        } else {
+            self.source.remaining_limit().map(|left| kept + left)
+        }
     }
 }
 
@@ -160,6 +185,28 @@ mod tests {
             "the body went to the later attempt"
         );
         assert_eq!(read_all(second).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn each_reading_has_the_body_s_length_when_it_is_known() {
+        let exact = |input: &Input| input.size_hint().exact();
+        let source = Input::from_body(gateway_core::Body::from_chunks(["ab", "c"])).with_limit(3);
+        let replay = Replay::new(source, 100);
+        let mut first = replay.input();
+        assert_eq!(exact(&first), Some(3));
+        let mut two = [0u8; 2];
+        first.read_exact(&mut two).unwrap();
+        assert_eq!(
+            exact(&replay.input()),
+            Some(3),
+            "2 kept, 1 left in the source"
+        );
+
+        let replay = Replay::new(Input::empty(), 100);
+        assert!(replay.input().is_end_stream(), "no body: none to send");
+
+        let unknown = Input::from_body(gateway_core::Body::from_chunks(["ab"]));
+        assert_eq!(exact(&Replay::new(unknown, 100).input()), None);
     }
 
     #[test]

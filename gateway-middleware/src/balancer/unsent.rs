@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// A failed request whose method is not idempotent goes to another backend only when its
 /// attempt was marked so: after an answer, even a 502, 503 or 504, the first server may have
 /// acted on it (a request that timed out may still be running), and sending it again could run
-/// it twice. [`Remote`](crate::remote::Remote) marks it when it cannot connect; an app of your
-/// own that forwards requests can do the same.
+/// it twice. [`Remote`](crate::remote::Remote) marks it when it cannot connect, or when a new
+/// connection closes before the request is written to it; an app of your own that forwards
+/// requests can do the same.
 ///
 /// ```
 /// use gateway_core::{Body, Environ, StartResponse};

@@ -36,8 +36,10 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Stream>, mut environ: En
     encode_end_of_stream(&mut head, StreamKind::Params, REQUEST_ID);
     let errors = environ.errors().clone();
     // A request sent again when its kept connection turns out dead: one whose whole body is in
-    // memory, and whose method may run twice (the backend may have read it before it closed).
-    let again = ahead.is_some() && crate::balancer::is_idempotent(environ.request_method());
+    // memory (read ahead, or none: `CONTENT_LENGTH` 0), and whose method may run twice (the
+    // backend may have read it before it closed).
+    let in_memory = ahead.is_some() || environ.content_length() == Some(0);
+    let again = in_memory && crate::balancer::is_idempotent(environ.request_method());
     let mut input = Some(environ.take_input());
     let encode = |dst: &mut BytesMut, data: &[u8]| {
         if data.is_empty() {

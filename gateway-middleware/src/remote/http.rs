@@ -9,23 +9,35 @@ use bytes::{BufMut, Bytes, BytesMut};
 use gateway_core::convert::{percent_encode_path, request_from_environ};
 use gateway_core::{Environ, Input};
 use gateway_servers::cgi::ResponseHead;
-use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Request, Uri};
+use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::{Request, Response, Uri};
+use http_body::Body as _;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::pool::Pool;
 use super::{Failure, Inner, Out, Progress, strip_hop_by_hop};
+use crate::OriginalPeer;
 
 /// The sending half of a kept-alive connection.
 pub(super) type Sender = http1::SendRequest<Upload>;
 
-/// The request body on its way to the backend: the request's input, each piece hyper takes
-/// telling the exchange's [`Progress`].
+/// The request body on its way to the backend: the request's input, each poll hyper makes
+/// telling the exchange's [`Progress`] (a piece taken, or a wait for the client).
 pub(super) struct Upload {
     input: Input,
     progress: Arc<Progress>,
+}
+
+impl Upload {
+    fn new(input: Input, progress: &Arc<Progress>) -> Upload {
+        Upload {
+            input,
+            progress: Arc::clone(progress),
+        }
+    }
 }
 
 impl http_body::Body for Upload {
@@ -37,11 +49,8 @@ impl http_body::Body for Upload {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.input).poll_frame(cx);
-        if frame.is_ready() {
-            this.progress.moved();
-        }
-        frame
+        this.progress
+            .input(Pin::new(&mut this.input).poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -60,49 +69,62 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Environ, mut out: Out) {
     let settings = &inner.settings;
     let progress = Arc::new(Progress::new());
+    let idempotent = crate::balancer::is_idempotent(environ.request_method());
     let mut request = match to_request(environ) {
-        Ok(request) => request.map(|input| Upload {
-            input,
-            progress: progress.clone(),
-        }),
+        Ok(request) => request.map(|input| Upload::new(input, &progress)),
         Err(why) => return out.fail(Failure::BadRequest(why)).await,
     };
-    // A kept-alive connection the backend has closed in the meantime gives the request back
-    // unsent: it then goes on a new connection.
+    // What is needed to send the request again when a kept connection ends under it: only a
+    // request whose method may run twice (the backend may have read it before it closed the
+    // connection) and whose body is known to be empty (none of it can have been used up).
+    let again = (idempotent && request.body().is_end_stream()).then(|| Again::of(&request));
+    let mut may_reuse = true;
     let (mut sender, response) = loop {
-        let (mut sender, fresh) = match reuse(pool).await {
+        let kept = match may_reuse {
+            true => reuse(pool).await,
+            false => None,
+        };
+        let (mut sender, fresh) = match kept {
             Some(sender) => (sender, false),
             None => match connect(inner).await {
                 Ok(sender) => (sender, true),
                 Err(failure) => return out.fail(failure).await,
             },
         };
-        // The head is awaited from the request's last progress: hyper answers once the
-        // backend's head arrives, while the body may still be uploading.
-        progress.moved();
-        let sent = progress
-            .before_head(settings.response_timeout, sender.try_send_request(request))
-            .await;
-        match sent {
-            None => return out.fail(Failure::Timeout(settings.response_timeout)).await,
-            Some(Ok(response)) => break (sender, response),
-            Some(Err(mut error)) => match error.take_message() {
-                Some(unsent) if !fresh => request = unsent,
-                _ => {
-                    let error = error.into_error();
-                    // The request's own body failed (the client went away, a body limit):
-                    // not the backend's doing, and no mark against it.
-                    let failure = match error.is_user() {
-                        true => Failure::BadRequest(format!("the request body failed: {error}")),
-                        false => Failure::Backend(format!("HTTP: {error}")),
-                    };
-                    return out.fail(failure).await;
+        match attempt(
+            &mut sender,
+            request,
+            fresh,
+            &progress,
+            settings.response_timeout,
+        )
+        .await
+        {
+            Attempt::Answered(response) => break (sender, response),
+            // A kept-alive connection the backend had closed in the meantime: the request goes
+            // on another.
+            Attempt::GivenBack(unsent) => request = unsent,
+            // A kept-alive connection the backend closed just as the request went out: it goes
+            // again, once, on a new connection, as nginx gives a cached connection's failure
+            // another try.
+            Attempt::Lost(failure) => match again.as_ref().filter(|_| may_reuse) {
+                Some(again) => {
+                    request = again.request(Upload::new(Input::empty(), &progress));
+                    may_reuse = false;
                 }
+                None => return out.fail(failure).await,
             },
+            Attempt::Failed(failure) => return out.fail(failure).await,
         }
     };
     let (parts, mut body) = response.into_parts();
     let mut headers = parts.headers;
+    // hyper reads a body by its Transfer-Encoding when it has both that and Content-Length,
+    // but keeps the length, which the body as the client gets it need not have (the driver
+    // would cut it there): it goes, as RFC 9112 §6.3 has a proxy do.
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut headers);
     if !out.head(ResponseHead {
         status: parts.status,
@@ -137,6 +159,108 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
     }
 }
 
+/// How sending a request on a connection ended.
+enum Attempt {
+    /// The backend's head came.
+    Answered(Response<Incoming>),
+    /// A kept connection gave the request back unsent: it had closed.
+    GivenBack(Request<Upload>),
+    /// A kept connection ended before the backend's head, after the request went out: the
+    /// backend may have closed it as the request came.
+    Lost(Failure),
+    /// The exchange fails.
+    Failed(Failure),
+}
+
+/// Sends `request` on `sender`, a connection just opened (`fresh`) or kept; the backend's head
+/// is awaited for `timeout` from the request's last progress (hyper answers once the head
+/// arrives, while the body may still be uploading).
+async fn attempt(
+    sender: &mut Sender,
+    request: Request<Upload>,
+    fresh: bool,
+    progress: &Progress,
+    timeout: Duration,
+) -> Attempt {
+    progress.moved();
+    let sent = progress
+        .before_head(timeout, sender.try_send_request(request))
+        .await;
+    let mut error = match sent {
+        None => return Attempt::Failed(Failure::Timeout(timeout)),
+        Some(Ok(response)) => return Attempt::Answered(response),
+        Some(Err(error)) => error,
+    };
+    let unsent = error.take_message();
+    let error = error.into_error();
+    match unsent {
+        Some(unsent) if !fresh => return Attempt::GivenBack(unsent),
+        // A new connection that closed before hyper wrote a byte of the request: the backend
+        // never had it, and a balancer may send it elsewhere.
+        Some(_) => {
+            return Attempt::Failed(Failure::Unsent(format!(
+                "HTTP: the connection closed before the request was sent: {error}"
+            )));
+        }
+        None => {}
+    }
+    // A failure of the request's own (its body's, which is an `io::Error`, or one hyper found
+    // in its head): not the backend's doing.
+    if error.is_user() {
+        let cause = std::error::Error::source(&error);
+        return Attempt::Failed(
+            match cause.and_then(|c| c.downcast_ref::<std::io::Error>()) {
+                Some(input) => Failure::Input(std::io::Error::new(input.kind(), input.to_string())),
+                None => Failure::BadRequest(error.to_string()),
+            },
+        );
+    }
+    let failure = Failure::Backend(format!("HTTP: {error}"));
+    match !fresh && connection_ended(&error) {
+        true => Attempt::Lost(failure),
+        false => Attempt::Failed(failure),
+    }
+}
+
+/// Whether `error` is the end of the connection (closed, or reset), not an answer the backend
+/// got wrong.
+fn connection_ended(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    error.is_incomplete_message() || error.is_canceled()
+}
+
+/// A request's head, kept to send the request again with an empty body.
+struct Again {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Again {
+    fn of<B>(request: &Request<B>) -> Again {
+        Again {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    /// The request again, with `body`.
+    fn request(&self, body: Upload) -> Request<Upload> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
 /// An idle connection that is still open and ready for a request.
 async fn reuse(pool: &Pool<Sender>) -> Option<Sender> {
     while let Some(mut sender) = pool.take(|sender| !sender.is_closed()) {
@@ -167,7 +291,14 @@ async fn connect(inner: &Inner) -> Result<Sender, Failure> {
 /// hop-by-hop ones, and the `X-Forwarded-*` headers.
 fn to_request(environ: Environ) -> Result<Request<Input>, String> {
     let target = original_target(&environ);
-    let peer = environ.remote_addr().map(str::to_owned);
+    // The hop this request came from: behind `ProxyHeaders`, `REMOTE_ADDR` is the client it
+    // believed, which `X-Forwarded-For` already names, and the peer is the original one.
+    let peer = match environ.extensions().get::<OriginalPeer>() {
+        Some(original) => original.remote_addr.clone(),
+        None => environ
+            .remote_addr()
+            .map(|addr| Bytes::copy_from_slice(addr.as_bytes())),
+    };
     let scheme = environ.url_scheme().to_string();
     let host = environ
         .get("HTTP_HOST")
@@ -183,10 +314,10 @@ fn to_request(environ: Environ) -> Result<Request<Input>, String> {
             Some(earlier) => {
                 let mut value = earlier.as_bytes().to_vec();
                 value.extend_from_slice(b", ");
-                value.extend_from_slice(peer.as_bytes());
+                value.extend_from_slice(&peer);
                 HeaderValue::from_bytes(&value)
             }
-            None => HeaderValue::from_str(&peer),
+            None => HeaderValue::from_maybe_shared(peer),
         };
         if let Ok(value) = forwarded_for {
             headers.insert(X_FORWARDED_FOR, value);
@@ -198,6 +329,14 @@ fn to_request(environ: Environ) -> Result<Request<Input>, String> {
     if let Some(host) = host.and_then(|h| HeaderValue::from_maybe_shared(h).ok()) {
         headers.insert(X_FORWARDED_HOST, host.clone());
         headers.entry(HOST).or_insert(host);
+    }
+    // hyper sends a body of unknown length chunked, but not for GET and HEAD, whose body it
+    // drops then (taking one for a mistake) unless the request says how it is framed.
+    let body = request.body();
+    let unframed = !body.is_end_stream() && body.size_hint().exact().is_none();
+    if unframed && !request.headers().contains_key(CONTENT_LENGTH) {
+        let chunked = HeaderValue::from_static("chunked");
+        request.headers_mut().insert(TRANSFER_ENCODING, chunked);
     }
     Ok(request)
 }
@@ -259,6 +398,32 @@ mod tests {
         assert_eq!(headers["x-kept"], "2");
         assert!(!headers.contains_key("connection"));
         assert!(!headers.contains_key("x-hop"));
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_that_closed_before_the_request_was_written_leaves_it_unsent() {
+        // A backend that accepts a connection and closes it at once; the close has come before
+        // the connection is handed to hyper, whose connection task then sees it before it
+        // takes the request.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        drop(listener.accept().await.unwrap());
+        assert_eq!(stream.peek(&mut [0u8; 1]).await.unwrap(), 0, "closed");
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let progress = Arc::new(Progress::new());
+        let request = Request::new(Upload::new(Input::empty(), &progress));
+        let timeout = Duration::from_secs(10);
+        let fresh = true;
+        match attempt(&mut sender, request, fresh, &progress, timeout).await {
+            Attempt::Failed(failure @ Failure::Unsent(_)) => {
+                assert_eq!(failure.status(), http::StatusCode::BAD_GATEWAY);
+            }
+            Attempt::Failed(other) | Attempt::Lost(other) => panic!("{other:?}"),
+            Attempt::Answered(_) | Attempt::GivenBack(_) => panic!("not unsent"),
+        }
     }
 
     #[test]

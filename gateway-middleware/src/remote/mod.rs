@@ -2,23 +2,34 @@
 //! FastCGI or uwsgi and streams the answer back.
 //!
 //! - HTTP/1.1 through hyper's client connection, kept alive in a pool; hop-by-hop headers are
-//!   removed both ways and `X-Forwarded-For` (appended to), `X-Forwarded-Proto` and
-//!   `X-Forwarded-Host` are set; the original `Host` is kept, and the target is the original
-//!   `REQUEST_URI` (or `SCRIPT_NAME` + `PATH_INFO`, encoded, and the query string).
+//!   removed both ways and `X-Forwarded-For` (appended to, with the peer the request came from:
+//!   behind [`ProxyHeaders`](crate::ProxyHeaders), its [`OriginalPeer`](crate::OriginalPeer)),
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host` are set; the original `Host` is kept, and the
+//!   target is the original `REQUEST_URI` (or `SCRIPT_NAME` + `PATH_INFO`, encoded, and the
+//!   query string).
 //! - FastCGI as a Responder with `FCGI_KEEP_CONN`, connections pooled; the environ's variables
 //!   become the params, the backend's `FCGI_STDERR` goes to this request's `wsgi.errors`.
 //! - uwsgi (modifier 0), one connection per request as uwsgi has no keep-alive; the environ's
-//!   variables become the vars.
+//!   variables become the vars. For FastCGI and uwsgi alike `REQUEST_SCHEME` is made from
+//!   `wsgi.url_scheme` (the front end's may be a hop `ProxyHeaders` replaced).
 //!
 //! Bodies stream both ways. A request body of unknown length (chunked) goes to an HTTP backend
-//! chunked; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is read first, up to
-//! [`RemoteBuilder::max_buffered_body`] (413 above).
+//! chunked, whatever the method; FastCGI and uwsgi backends need `CONTENT_LENGTH`, so it is
+//! read first, up to [`RemoteBuilder::max_buffered_body`] (413 above).
+//!
+//! The status of an answer is its head's own: a `Status` header besides it (an HTTP or uwsgi
+//! backend's, a FastCGI backend's second) is dropped and logged to `wsgi.errors`, since the
+//! contract refuses it in a head.
 //!
 //! Failures are answered as a reverse proxy answers them, and logged to `wsgi.errors`: 502
 //! when the backend cannot be reached or breaks the protocol, 504 when connecting or the
 //! response takes longer than its timeout; a failure after the head cuts the response short.
-//! When connecting fails nothing of the request was sent, and the [`Unsent`] mark of a
-//! balancer's attempt says so.
+//! When connecting fails, or a new connection closes before the request is written to it,
+//! nothing of the request was sent, and the [`Unsent`] mark of a balancer's attempt says so.
+//! A request body that fails while it is read (the client went away or stalled, a body limit)
+//! is no backend's failure: before the head the Remote fails with a [`RequestBodyError`], as
+//! an app that fails on its input, so that the server answers its 413 or 408 (or
+//! [`BodyLimit`](crate::BodyLimit) its 413), and a balancer knows it for the client's.
 //!
 //! The exchange runs as a task on the tokio runtime the call is made on (the servers of this
 //! project run apps inside theirs), or on a small runtime of this module's own thread when
@@ -40,14 +51,15 @@ mod uwsgi;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use ::http::header::{CONNECTION, HeaderName};
 use ::http::{HeaderMap, StatusCode};
 use bytes::{Bytes, BytesMut};
-use gateway_core::{App, Body, Environ, Input, StartResponse, is_hop_by_hop};
+use gateway_core::{App, Body, Environ, ErrorStream, Input, StartResponse, is_hop_by_hop};
 use gateway_servers::cgi::ResponseHead;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Handle;
@@ -55,7 +67,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use stream::Endpoint;
 
-use crate::balancer::Unsent;
+use crate::balancer::{RequestBodyError, Unsent};
 use crate::plain::plain;
 use pool::Pool;
 
@@ -161,7 +173,8 @@ struct Settings {
 }
 
 impl RemoteBuilder {
-    /// How long connecting may take (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    /// How long connecting may take (default [`DEFAULT_CONNECT_TIMEOUT`]; `Duration::MAX`
+    /// waits without limit).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
         self
@@ -170,8 +183,10 @@ impl RemoteBuilder {
     /// How long the backend may take to send its head, and then between two reads of its body
     /// (default [`DEFAULT_RESPONSE_TIMEOUT`]). The head's time counts from the last piece of
     /// the request written to the backend, so a body that takes longer than this to upload is
-    /// not cut while it moves; a backend that stops taking the body and does not answer is
-    /// given up on this long after it last took some.
+    /// not cut while it moves, and time spent waiting for the client's body does not count (a
+    /// client that stalls is the server's body timeout's to end); a backend that stops taking
+    /// the body and does not answer is given up on this long after it last took some.
+    /// `Duration::MAX` waits without limit.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.settings.response_timeout = timeout;
         self
@@ -275,10 +290,13 @@ impl App for Remote {
         // Dropped with the response body: a client that goes away ends the exchange.
         let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
         let inner = Arc::clone(&self.inner);
+        let out_errors = errors.clone();
         let exchange = async move {
             let out = Out {
                 head: Some(head_tx),
                 body: body_tx,
+                errors: out_errors,
+                backend: Arc::clone(&inner),
             };
             tokio::select! {
                 _ = cancel_rx => {}
@@ -296,9 +314,15 @@ impl App for Remote {
                     }),
                     Err(error) => Body::error(error),
                 }),
+                // The request's body failed before the head: the Remote fails with it, so
+                // that the server answers its 413 or 408 (or `BodyLimit` its 413), and a
+                // balancer knows it for the client's. The driver logs it.
+                Ok(Err(Failure::Input(error))) => Err(RequestBodyError::new(error).into()),
                 Ok(Err(failure)) => {
                     errors.log(&format!("backend {}: {failure}", url.url));
-                    if let (Failure::Connect(_), Some(unsent)) = (&failure, &unsent) {
+                    if let (Failure::Connect(_) | Failure::Unsent(_), Some(unsent)) =
+                        (&failure, &unsent)
+                    {
                         // Nothing was written: a balancer may send the request elsewhere.
                         unsent.mark();
                     }
@@ -324,12 +348,25 @@ impl Inner {
 struct Out {
     head: Option<oneshot::Sender<Result<ResponseHead, Failure>>>,
     body: mpsc::Sender<io::Result<Bytes>>,
+    /// The request's `wsgi.errors`.
+    errors: ErrorStream,
+    backend: Arc<Inner>,
 }
 
 impl Out {
-    /// Sends the head, hop-by-hop headers removed; false when nobody waits for it any more.
+    /// Sends the head, hop-by-hop headers and `Status` removed; false when nobody waits for it
+    /// any more.
     fn head(&mut self, mut head: ResponseHead) -> bool {
         strip_hop_by_hop(&mut head.headers);
+        // The status is the head's own (an HTTP status line, or a FastCGI backend's first
+        // `Status`): a `Status` header besides it is one the contract refuses in a head, which
+        // would make the backend's answer a 500.
+        if head.headers.remove(STATUS).is_some() {
+            self.errors.log(&format!(
+                "backend {}: `Status` header dropped from the response",
+                self.backend.url
+            ));
+        }
         self.head
             .take()
             .is_some_and(|sender| sender.send(Ok(head)).is_ok())
@@ -362,12 +399,17 @@ impl Out {
 enum Failure {
     /// Connecting failed (a timeout is a 504).
     Connect(io::Error),
+    /// The connection closed before any of the request was written to it.
+    Unsent(String),
     /// The backend took longer than the response timeout.
     Timeout(Duration),
     /// Reading or writing failed, or the backend broke its protocol.
     Backend(String),
     /// The request cannot be sent as it is (400).
     BadRequest(String),
+    /// Reading the request body failed (the client went away or stalled, a body limit): the
+    /// Remote fails with a [`RequestBodyError`], which the layers outside answer.
+    Input(io::Error),
     /// A request body of unknown length over the read-ahead limit.
     BodyTooLarge(u64),
     /// The request's variables do not fit the protocol's packet.
@@ -386,10 +428,11 @@ impl Failure {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Connect(_) | Failure::Backend(_) | Failure::ClosedWhileIdle => {
-                StatusCode::BAD_GATEWAY
-            }
-            Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Failure::Connect(_)
+            | Failure::Unsent(_)
+            | Failure::Backend(_)
+            | Failure::ClosedWhileIdle => StatusCode::BAD_GATEWAY,
+            Failure::BadRequest(_) | Failure::Input(_) => StatusCode::BAD_REQUEST,
             Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -401,9 +444,11 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(error) => write!(f, "cannot connect: {error}"),
+            Failure::Unsent(why) => f.write_str(why),
             Failure::Timeout(after) => write!(f, "no answer within {after:?}"),
             Failure::Backend(error) => write!(f, "{error}"),
             Failure::BadRequest(why) => write!(f, "request not forwarded: {why}"),
+            Failure::Input(error) => write!(f, "reading the request body: {error}"),
             Failure::BodyTooLarge(limit) => {
                 write!(f, "request body of unknown length over {limit} bytes")
             }
@@ -415,6 +460,9 @@ impl fmt::Display for Failure {
         }
     }
 }
+
+/// The header the CGI gives the status in, which the contract refuses in a response head.
+const STATUS: HeaderName = HeaderName::from_static("status");
 
 /// The largest response head read from a FastCGI or uwsgi backend (502 above).
 const MAX_HEAD: usize = 64 * 1024;
@@ -442,12 +490,16 @@ enum WriteError {
 /// body written), not from the start of the exchange. A large body from a slow client can take
 /// longer than the timeout to arrive, and a backend answers only once it has it; nginx's
 /// `proxy_read_timeout` also counts from the last write. A backend that stops reading the body
-/// and does not answer is given up on one timeout after it last took some.
+/// and does not answer is given up on one timeout after it last took some. Time spent waiting
+/// for the request's input (a client that stalls its upload) does not count at all: the
+/// backend is not late then, the client is, and the server's body timeout is the one for it.
 #[derive(Debug)]
 struct Progress {
     start: tokio::time::Instant,
     /// Nanoseconds from `start` to the last progress.
     last: AtomicU64,
+    /// Whether the writer waits for the request's input.
+    waiting: AtomicBool,
 }
 
 impl Progress {
@@ -455,6 +507,7 @@ impl Progress {
         Progress {
             start: tokio::time::Instant::now(),
             last: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -462,11 +515,29 @@ impl Progress {
     fn moved(&self) {
         let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last.fetch_max(elapsed, Ordering::Relaxed);
+        // After `last`, so that a deadline read once the wait is over counts from its end.
+        self.waiting.store(false, Ordering::SeqCst);
     }
 
-    /// When the head is late, as things stand.
+    /// Notes a poll of the request's input: pending, the writer waits for the client; ready,
+    /// the request moved on.
+    fn input<T>(&self, poll: Poll<T>) -> Poll<T> {
+        match poll.is_pending() {
+            true => self.waiting.store(true, Ordering::SeqCst),
+            false => self.moved(),
+        }
+        poll
+    }
+
+    /// When the head is late, as things stand: a timeout from now while the writer waits for
+    /// the request's input; far in the future for a timeout too large to add to an instant
+    /// (`Duration::MAX`: no timeout).
     fn head_by(&self, timeout: Duration) -> tokio::time::Instant {
-        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed)) + timeout
+        if self.waiting.load(Ordering::SeqCst) {
+            return later(tokio::time::Instant::now(), timeout);
+        }
+        let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
+        later(later(self.start, last), timeout)
     }
 
     /// Awaits `future` until the head is late: `None` once `timeout` has passed since the
@@ -483,6 +554,15 @@ impl Progress {
             }
         }
     }
+}
+
+/// `instant` + `wait`, or a time far in the future (some thirty years, as tokio's own timers
+/// take it) when that cannot be represented.
+fn later(instant: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    instant
+        .checked_add(wait)
+        .unwrap_or_else(|| tokio::time::Instant::now() + FAR)
 }
 
 /// Sends a request (`head`, then the body: read ahead, or streamed from `input`, each piece
@@ -513,7 +593,9 @@ where
             Some(body) => encode(&mut buf, &body),
             None => {
                 // The head leaves with the first piece of the body.
-                while let Some(data) = std::future::poll_fn(|cx| input.poll_chunk(cx)).await {
+                let mut next =
+                    |cx: &mut std::task::Context<'_>| progress.input(input.poll_chunk(cx));
+                while let Some(data) = std::future::poll_fn(&mut next).await {
                     let data = data.map_err(WriteError::Input)?;
                     if data.is_empty() {
                         continue;
@@ -539,8 +621,7 @@ where
             result = &mut write, if written.is_none() => match result {
                 Ok(writer) => written = Some(Some(writer)),
                 Err(WriteError::Input(error)) => {
-                    let failure = Failure::BadRequest(format!("reading the request body: {error}"));
-                    return (ReadEnd::Failed(failure), None);
+                    return (ReadEnd::Failed(Failure::Input(error)), None);
                 }
                 // The backend may have answered before it stopped reading: the reading half
                 // tells.
@@ -620,20 +701,27 @@ fn is_hop_by_hop_var(var: &[u8]) -> bool {
 }
 
 /// The request's variables as a FastCGI or uwsgi backend gets them: every CGI variable but the
-/// hop-by-hop headers, `CONTENT_LENGTH` set to `length` when the body was read ahead, and
-/// `HTTPS`/`REQUEST_SCHEME` for the scheme when the front end did not set them.
+/// hop-by-hop headers, `CONTENT_LENGTH` set to `length` when the body was read ahead,
+/// `REQUEST_SCHEME` for the scheme, and `HTTPS` for https when the front end did not set it.
 fn backend_vars(environ: &Environ, length: Option<u64>) -> Vec<(Bytes, Bytes)> {
-    // The headers `Connection` names are hop-by-hop too.
+    // The headers `Connection` names are hop-by-hop too, but only among the variables of
+    // ordinary headers (`HTTP_*`), and not `HTTP_HOST`: `CONTENT_LENGTH` and `CONTENT_TYPE`
+    // describe the body, which is sent all the same (and framed by `CONTENT_LENGTH`), and the
+    // host is the request's own, which an HTTP backend gets too.
     let named: Vec<Bytes> = environ
         .get_str("HTTP_CONNECTION")
         .into_iter()
         .flat_map(|value| value.split(','))
         .map(|name| gateway_core::header_var_name(name.trim()))
+        .filter(|var| var.starts_with(b"HTTP_") && var != "HTTP_HOST")
         .collect();
     let mut vars: Vec<(Bytes, Bytes)> = environ
         .vars()
         .filter(|(name, _)| !is_hop_by_hop_var(name) && !named.iter().any(|n| n == name))
         .filter(|(name, _)| length.is_none() || *name != b"CONTENT_LENGTH")
+        // The front end's `REQUEST_SCHEME` is its own hop's, which `ProxyHeaders` may have
+        // replaced (with `wsgi.url_scheme` and `HTTPS`): it is made again from the scheme.
+        .filter(|(name, _)| *name != b"REQUEST_SCHEME")
         .map(|(name, value)| (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
         .collect();
     if let Some(length) = length {
@@ -643,12 +731,10 @@ fn backend_vars(environ: &Environ, length: Option<u64>) -> Vec<(Bytes, Bytes)> {
         ));
     }
     let scheme = environ.url_scheme().to_string();
-    if !environ.contains("REQUEST_SCHEME") {
-        vars.push((
-            Bytes::from_static(b"REQUEST_SCHEME"),
-            Bytes::from(scheme.clone()),
-        ));
-    }
+    vars.push((
+        Bytes::from_static(b"REQUEST_SCHEME"),
+        Bytes::from(scheme.clone()),
+    ));
     if scheme == "https" && !environ.contains("HTTPS") {
         vars.push((Bytes::from_static(b"HTTPS"), Bytes::from_static(b"on")));
     }
@@ -664,7 +750,7 @@ async fn read_ahead(environ: &mut Environ, limit: u64) -> Result<Option<Bytes>, 
     let input = environ.input();
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = std::future::poll_fn(|cx| input.poll_chunk(cx)).await {
-        let chunk = chunk.map_err(|e| Failure::BadRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(Failure::Input)?;
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(Failure::BodyTooLarge(limit));
         }

@@ -94,10 +94,6 @@ async fn read_response<R: AsyncRead + Unpin>(
                 }
                 Ok(Some((mut head, len))) => {
                     buf.advance(len);
-                    let chunked = head
-                        .headers
-                        .get(TRANSFER_ENCODING)
-                        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
                     let length = head
                         .headers
                         .get(CONTENT_LENGTH)
@@ -105,14 +101,21 @@ async fn read_response<R: AsyncRead + Unpin>(
                     let bodiless = head_request
                         || head.status == http::StatusCode::NO_CONTENT
                         || head.status == http::StatusCode::NOT_MODIFIED;
-                    framing = Some(match (chunked, length) {
+                    // Transfer-Encoding overrides Content-Length, which must go with it (RFC
+                    // 9112 §6.3): the body is chunked when `chunked` is the last coding, and
+                    // runs to the close otherwise. (Transfer-Encoding itself is hop-by-hop.)
+                    let encoded = head.headers.contains_key(TRANSFER_ENCODING);
+                    framing = Some(match (encoded, length) {
                         _ if bodiless => Framing::Length(0),
-                        (true, _) => Framing::Chunked(ChunkedDecoder::new()),
+                        (true, _) if last_coding_is_chunked(&head.headers) => {
+                            Framing::Chunked(ChunkedDecoder::new())
+                        }
+                        (true, _) => Framing::UntilClose,
                         (false, Some(length)) => Framing::Length(length),
                         (false, None) => Framing::UntilClose,
                     });
-                    if chunked {
-                        head.headers.remove(TRANSFER_ENCODING);
+                    if encoded {
+                        head.headers.remove(CONTENT_LENGTH);
                     }
                     if !out.head(head) {
                         return ReadEnd::ClientGone;
@@ -183,4 +186,15 @@ async fn read_response<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Whether the last transfer coding of all the `Transfer-Encoding` values is `chunked`.
+fn last_coding_is_chunked(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .rfind(|coding| !coding.is_empty())
+        .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }
