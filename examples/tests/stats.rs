@@ -65,6 +65,20 @@ impl Server {
         text.split_once("\r\n\r\n").unwrap().1.to_owned()
     }
 
+    /// The first access log line, waited for.
+    fn access_line(&self) -> String {
+        let mut line = None;
+        wait_until("the access log line", Duration::from_secs(5), || {
+            line = self
+                .log()
+                .lines()
+                .find(|l| l.contains("gateway::access"))
+                .map(str::to_owned);
+            line.is_some()
+        });
+        line.unwrap_or_default()
+    }
+
     /// The samples of `/metrics`, by name with labels.
     fn metrics(&self) -> HashMap<String, f64> {
         parse_metrics(&self.scrape("/metrics"))
@@ -246,16 +260,7 @@ fn access_log_has_the_combined_format_duration_and_pid() {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 "));
     let pid = server.group.pid();
-    let mut line = None;
-    wait_until("the access log line", Duration::from_secs(5), || {
-        line = server
-            .log()
-            .lines()
-            .find(|l| l.contains("gateway::access"))
-            .map(str::to_owned);
-        line.is_some()
-    });
-    let line = line.unwrap();
+    let line = server.access_line();
     let entry = line.split_once("gateway::access: ").unwrap().1;
     let (start, rest) = entry.split_once(" [").unwrap();
     assert_eq!(start, "127.0.0.1 - -");
@@ -356,16 +361,7 @@ fn a_client_gone_while_its_short_body_is_read_is_counted_and_logged() {
         .write_all(b"POST /gone HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
         .unwrap();
     drop(stream);
-    let mut line = None;
-    wait_until("the access log line", Duration::from_secs(5), || {
-        line = server
-            .log()
-            .lines()
-            .find(|l| l.contains("gateway::access"))
-            .map(str::to_owned);
-        line.is_some()
-    });
-    let line = line.unwrap();
+    let line = server.access_line();
     assert!(line.contains("\"POST /gone HTTP/1.1\" 400 "), "{line}");
     let metrics = server.metrics();
     assert_eq!(metrics["gateway_requests_total"], 1.0);

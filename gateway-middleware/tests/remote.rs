@@ -676,29 +676,35 @@ impl futures_core::Stream for Trickle {
     }
 }
 
-#[test]
-fn a_body_uploading_longer_than_the_response_timeout_is_not_cut_while_it_moves() {
-    // Eight pieces 250 ms apart: two seconds to send, against a one-second response timeout
-    // that each gap stays well inside. The backend answers once it has read the whole body.
+/// Sends a body of `pieces` pieces, `gap` apart, through a Remote with `response_timeout` to
+/// each backend, which answers once it has read the whole body: each must answer it whole.
+fn trickled_through_each_backend(response_timeout: Duration, pieces: usize, gap: Duration) {
     let backends = Backends::start();
     for (scheme, server) in &backends.servers {
         let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
         let remote = Remote::builder(url)
-            .response_timeout(Duration::from_secs(1))
+            .response_timeout(response_timeout)
             .build();
         let body = Trickle {
-            pieces: 8,
-            gap: Duration::from_millis(250),
+            pieces,
+            gap,
             delay: None,
         };
         let response = TestClient::new(remote)
             .post("/upload")
-            .header("content-length", "8000")
+            .header("content-length", (pieces * 1000).to_string())
             .stream(body)
             .send();
         assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
-        assert_eq!(response.text(), "u".repeat(8000), "{scheme}");
+        assert_eq!(response.text(), "u".repeat(pieces * 1000), "{scheme}");
     }
+}
+
+#[test]
+fn a_body_uploading_longer_than_the_response_timeout_is_not_cut_while_it_moves() {
+    // Eight pieces 250 ms apart: two seconds to send, against a one-second response timeout
+    // that each gap stays well inside.
+    trickled_through_each_backend(Duration::from_secs(1), 8, Duration::from_millis(250));
 }
 
 #[test]
@@ -928,26 +934,8 @@ fn a_body_of_unknown_length_goes_chunked_whatever_the_method_and_no_body_goes_as
 #[test]
 fn a_client_that_stalls_its_upload_longer_than_the_response_timeout_is_not_the_backend_s_504() {
     // The body's one piece comes after three times the response timeout: the Remote waits for
-    // the client, not for the backend, and the backend answers once the body has come.
-    let backends = Backends::start();
-    for (scheme, server) in &backends.servers {
-        let url: BackendUrl = format!("{scheme}://{}", server.addr).parse().unwrap();
-        let remote = Remote::builder(url)
-            .response_timeout(Duration::from_millis(500))
-            .build();
-        let body = Trickle {
-            pieces: 1,
-            gap: Duration::from_millis(1500),
-            delay: None,
-        };
-        let response = TestClient::new(remote)
-            .post("/upload")
-            .header("content-length", "1000")
-            .stream(body)
-            .send();
-        assert_eq!(response.status(), 200, "{scheme}: {:?}", response.text());
-        assert_eq!(response.text(), "u".repeat(1000), "{scheme}");
-    }
+    // the client, not for the backend.
+    trickled_through_each_backend(Duration::from_millis(500), 1, Duration::from_millis(1500));
 }
 
 /// This project's HTTP server with `config`, running `app`.
