@@ -10,14 +10,21 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   # Without nextest, the test binaries that .config/nextest.toml runs alone run with one test
   # at a time (cargo test runs binaries one after another; the rest keep their threads).
-  heavy=$(grep -o 'binary_id(examples::[a-z_]*)' .config/nextest.toml | sed 's/.*::\(.*\))/\1/')
+  heavy=$(grep -o 'binary_id(examples::[a-z_]*)' .config/nextest.toml | sed 's/.*::\(.*\))/\1/' || true)
   light=()
   for file in examples/tests/*.rs; do
     name=$(basename "$file" .rs)
     grep -qx "$name" <<<"$heavy" || light+=(--test "$name")
   done
-  cargo test --workspace --exclude examples --all-features --no-fail-fast --lib --bins --tests --examples
-  cargo test -p examples --all-features --no-fail-fast --lib --bins "${light[@]}"
-  cargo test -p examples --all-features --no-fail-fast $(sed 's/^/--test /' <<<"$heavy") -- --test-threads=1
+  # Every part runs, whatever failed before it; the script fails if any did.
+  failed=0
+  cargo test --workspace --exclude examples --all-features --no-fail-fast --lib --bins --tests --examples || failed=1
+  cargo test -p examples --all-features --no-fail-fast --lib --bins "${light[@]}" || failed=1
+  if [ -n "$heavy" ]; then
+    # shellcheck disable=SC2046 # one --test flag and name per word
+    cargo test -p examples --all-features --no-fail-fast $(sed 's/^/--test /' <<<"$heavy") -- --test-threads=1 || failed=1
+  fi
+  cargo test --workspace --all-features --doc || failed=1
+  exit "$failed"
 fi
 cargo test --workspace --all-features --doc

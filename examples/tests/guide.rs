@@ -591,7 +591,7 @@ fn nginx_upstreams_fail_over_when_a_backend_dies_under_load() {
         std::thread::sleep(Duration::from_millis(500));
         echoes[1].kill();
         std::thread::sleep(Duration::from_millis(1500));
-        // Its first failure took it out (max_fails=1) for the 5 s of fail_timeout: neither
+        // Its first failure took it out (max_fails=1) for the 10 s of fail_timeout: neither
         // these GETs (a third of them its turn) nor the load try it again.
         let logged = attempts();
         assert!(

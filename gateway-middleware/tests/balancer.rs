@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gateway_core::{App, Body, Builder, Environ, StartResponse, driver};
 use gateway_middleware::balancer::{
-    Balancer, BalancerBuilder, HashKey, HashRing, Strategy, Unsent,
+    Balancer, BalancerBuilder, HashKey, HashRing, RequestBodyError, Strategy, Unsent,
 };
 use gateway_testkit::{Mode, TestClient, Validator};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -550,4 +550,30 @@ fn a_probe_abandoned_by_its_client_lets_the_next_request_probe() {
         "a new probe went out and brought the backend back"
     );
     assert!(!balancer.status()[0].ejected);
+}
+
+#[test]
+fn a_broken_request_body_neither_counts_against_a_backend_nor_for_it() {
+    // `/fail` is the backend's failure (502); `/body` fails on the client's body. A streak of
+    // failures goes on past it, and ejects at the second real one.
+    let backend = |environ: Environ, start: StartResponse| match environ.path_info() {
+        b"/fail" => {
+            let _ = start.start(StatusCode::BAD_GATEWAY, HeaderMap::new());
+            Body::empty()
+        }
+        _ => Body::error(RequestBodyError::new(std::io::Error::other(
+            "the client went away",
+        ))),
+    };
+    let balancer = Balancer::builder()
+        .max_fails(2)
+        .backend("one", backend)
+        .build();
+    let client = TestClient::new(balancer.clone());
+    assert_eq!(client.get("/fail").send().status(), 502);
+    assert_eq!(balancer.status()[0].fails, 1);
+    assert_eq!(client.post("/body").body("...").send().status(), 500);
+    assert_eq!(balancer.status()[0].fails, 1, "the streak goes on");
+    assert_eq!(client.get("/fail").send().status(), 502);
+    assert!(balancer.status()[0].ejected);
 }

@@ -148,6 +148,17 @@ const MAX_HTTP2_STREAMS: usize = 128;
 /// would keep the connection.
 const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
+/// `bytes` past the empty lines they begin with, if anything is left. Empty lines before a
+/// request line are ignored (RFC 9112 §2.2; some clients send a CRLF after a body): bytes that
+/// are only that begin no head, and leave the connection idle.
+fn past_blank_lines(bytes: Bytes) -> Option<Bytes> {
+    let blank = bytes
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    (blank < bytes.len()).then(|| bytes.slice(blank..))
+}
+
 /// The bytes with which an HTTP/2 client with prior knowledge opens a connection.
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -263,27 +274,23 @@ async fn serve_http1<S>(
             (read, unread) if read.is_empty() => Some(unread),
             (read, unread) => Some([read, unread].concat().into()),
         };
-        // Empty lines before a request line are ignored (RFC 9112 §2.2: some clients send a
-        // CRLF after a body): bytes that are only that begin no head, and leave the connection
-        // idle.
-        let unread = unread.and_then(|bytes| {
-            let blank = bytes
-                .iter()
-                .take_while(|b| matches!(b, b'\r' | b'\n'))
-                .count();
-            (blank < bytes.len()).then(|| bytes.slice(blank..))
-        });
-        let pending = match unread {
+        let pending = match unread.and_then(past_blank_lines) {
             // The start of a head that is still coming: served at once by a new hyper
             // connection (the watch waits for the next request's end before it fires again).
             Some(unread) => unread,
             None => {
-                // Parked: nothing held but the socket and the service, until the next bytes.
+                // Parked: nothing held but the socket and the service, until the next bytes
+                // that are more than empty lines.
                 idle.release();
                 let until = activity.last_end() + timeouts.keep_alive;
-                match next_bytes(&mut stream, until, stop).await {
-                    Some(bytes) => bytes,
-                    None => return,
+                loop {
+                    match next_bytes(&mut stream, until, stop).await {
+                        Some(bytes) => match past_blank_lines(bytes) {
+                            Some(bytes) => break bytes,
+                            None => continue,
+                        },
+                        None => return,
+                    }
                 }
             }
         };
@@ -326,8 +333,10 @@ async fn serve_http2<S>(
         () = idle => {
             tracing::debug!("HTTP/2 connection idle past the keep-alive timeout: closing");
             connection.as_mut().graceful_shutdown();
-            match tokio::time::timeout(GOAWAY_GRACE, connection).await {
+            match tokio::time::timeout(GOAWAY_GRACE, connection.as_mut()).await {
                 Ok(result) => result,
+                // Requests the client opened before it saw the `GOAWAY` are served whole.
+                Err(_) if activity.idle_since().is_none() => connection.await,
                 Err(_) => {
                     tracing::debug!("HTTP/2 client did not acknowledge GOAWAY: closed");
                     Ok(())
@@ -670,13 +679,20 @@ impl SendWatch {
             self.armed = false;
             return result;
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !std::mem::replace(&mut self.armed, true) {
-            timer.as_mut().reset(deadline);
+        if !self.armed {
+            // A timeout too long for the clock (`Duration::MAX`) is no timeout.
+            let Some(deadline) = tokio::time::Instant::now().checked_add(self.timeout) else {
+                return result;
+            };
+            self.armed = true;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
         }
+        let Some(timer) = self.timer.as_mut() else {
+            return result;
+        };
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }

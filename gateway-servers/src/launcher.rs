@@ -146,7 +146,8 @@ pub struct LauncherArgs {
     /// Kill (SIGKILL) and replace a worker in which a request has run this long, logging the
     /// request's method and path; off by default. Counted from when a thread runs the app; the
     /// time it waits for the client (its request body, or taking the response) does not
-    /// count. Starts a master (one worker unless --workers).
+    /// count (with --non-blocking, only the wait for the client to take the response is left
+    /// out). Starts a master (one worker unless --workers).
     #[arg(long, value_name = "SECONDS")]
     pub harakiri: Option<f64>,
     /// Recycle a worker gracefully once its resident memory passes MB megabytes (checked

@@ -1413,6 +1413,9 @@ fn a_crlf_after_a_request_leaves_the_connection_idle_not_owing_a_head() {
         .write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok\r\n")
         .unwrap();
     assert_eq!(read_reply(&mut stream, &mut buf, "POST").status, 200);
+    // Another empty line once the connection is parked (idle past 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"\r\n").unwrap();
     // Three times the header timeout, well within the keep-alive timeout.
     std::thread::sleep(Duration::from_millis(1500));
     stream

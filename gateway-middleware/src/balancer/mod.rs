@@ -366,6 +366,12 @@ fn failed<B>(response: &Response<B>) -> bool {
     }
 }
 
+/// Whether an answer says nothing of the backend either way: the request's own body failed
+/// (the client's doing), so the backend may not even have been reached.
+fn says_nothing<B>(response: &Response<B>) -> bool {
+    driver::failure(response).is_some_and(|error| RequestBodyError::caused(error))
+}
+
 impl App for Balancer {
     fn call(&self, mut environ: Environ, start: StartResponse) -> Body {
         let shared = Arc::clone(&self.shared);
@@ -387,7 +393,11 @@ impl App for Balancer {
                 attempt.extensions_mut().insert(unsent.clone());
                 let response = driver::call(&backend.app, attempt).await;
                 let failure = failed(&response);
-                backend.record(failure, shared.max_fails);
+                // Neither a failure nor a success: an ejected backend's probe that met a broken
+                // body does not bring it back, nor does it end a streak of failures.
+                if !says_nothing(&response) {
+                    backend.record(failure, shared.max_fails);
+                }
                 // An unread body says nothing about a request that may have been acted on
                 // without it: only a request that never reached a server is safe to send
                 // again whatever its method.

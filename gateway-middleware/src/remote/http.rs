@@ -18,7 +18,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::pool::Pool;
-use super::{Failure, Inner, Out, Progress, strip_hop_by_hop};
+use super::{Failure, Inner, Out, Progress, only_chunked, strip_hop_by_hop};
 use crate::OriginalPeer;
 
 /// The sending half of a kept-alive connection.
@@ -121,8 +121,14 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
     let mut headers = parts.headers;
     // hyper reads a body by its Transfer-Encoding when it has both that and Content-Length,
     // but keeps the length, which the body as the client gets it need not have (the driver
-    // would cut it there): it goes, as RFC 9112 §6.3 has a proxy do.
+    // would cut it there): it goes, as RFC 9112 §6.3 has a proxy do. hyper undoes only
+    // `chunked`: a body in another coding would reach the client without the header that
+    // names it (Transfer-Encoding is hop-by-hop), so it is refused, as nginx refuses it.
     if headers.contains_key(TRANSFER_ENCODING) {
+        if !only_chunked(&headers) {
+            let failure = Failure::Backend("HTTP: a Transfer-Encoding other than chunked".into());
+            return out.fail(failure).await;
+        }
         headers.remove(CONTENT_LENGTH);
     }
     strip_hop_by_hop(&mut headers);
@@ -291,6 +297,13 @@ async fn connect(inner: &Inner) -> Result<Sender, Failure> {
 /// hop-by-hop ones, and the `X-Forwarded-*` headers.
 fn to_request(environ: Environ) -> Result<Request<Input>, String> {
     let target = original_target(&environ);
+    // Whether the client sent a body of unknown length (chunked); a method that takes a body
+    // may have one without saying so (HTTP/2, FastCGI without `CONTENT_LENGTH`).
+    let chunked = environ.get("HTTP_TRANSFER_ENCODING").is_some()
+        || !matches!(
+            environ.request_method(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "DELETE"
+        );
     // The hop this request came from: behind `ProxyHeaders`, `REMOTE_ADDR` is the client it
     // believed, which `X-Forwarded-For` already names, and the peer is the original one.
     let peer = match environ.extensions().get::<OriginalPeer>() {
@@ -331,10 +344,12 @@ fn to_request(environ: Environ) -> Result<Request<Input>, String> {
         headers.entry(HOST).or_insert(host);
     }
     // hyper sends a body of unknown length chunked, but not for GET and HEAD, whose body it
-    // drops then (taking one for a mistake) unless the request says how it is framed.
+    // drops then (taking one for a mistake) unless the request says how it is framed. Said
+    // so only when the client sent one: a FastCGI web server's GET whose empty stdin has not
+    // come yet is no body to send.
     let body = request.body();
     let unframed = !body.is_end_stream() && body.size_hint().exact().is_none();
-    if unframed && !request.headers().contains_key(CONTENT_LENGTH) {
+    if chunked && unframed && !request.headers().contains_key(CONTENT_LENGTH) {
         let chunked = HeaderValue::from_static("chunked");
         request.headers_mut().insert(TRANSFER_ENCODING, chunked);
     }

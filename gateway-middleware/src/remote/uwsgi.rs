@@ -8,7 +8,8 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
-    Failure, Inner, MAX_HEAD, Out, Progress, ReadEnd, backend_vars, read_ahead, send_request,
+    Failure, Inner, MAX_HEAD, Out, Progress, ReadEnd, backend_vars, only_chunked, read_ahead,
+    send_request,
 };
 
 /// `modifier1` 0: a request for the backend's app.
@@ -102,15 +103,18 @@ async fn read_response<R: AsyncRead + Unpin>(
                         || head.status == http::StatusCode::NO_CONTENT
                         || head.status == http::StatusCode::NOT_MODIFIED;
                     // Transfer-Encoding overrides Content-Length, which must go with it (RFC
-                    // 9112 §6.3): the body is chunked when `chunked` is the last coding, and
-                    // runs to the close otherwise. (Transfer-Encoding itself is hop-by-hop.)
+                    // 9112 §6.3). Only `chunked` is undone here; a body in another coding
+                    // would reach the client without the header that names it
+                    // (Transfer-Encoding is hop-by-hop), so it is refused, as nginx refuses it.
                     let encoded = head.headers.contains_key(TRANSFER_ENCODING);
+                    if encoded && !bodiless && !only_chunked(&head.headers) {
+                        return ReadEnd::Failed(Failure::Backend(
+                            "uwsgi: a Transfer-Encoding other than chunked".into(),
+                        ));
+                    }
                     framing = Some(match (encoded, length) {
                         _ if bodiless => Framing::Length(0),
-                        (true, _) if last_coding_is_chunked(&head.headers) => {
-                            Framing::Chunked(ChunkedDecoder::new())
-                        }
-                        (true, _) => Framing::UntilClose,
+                        (true, _) => Framing::Chunked(ChunkedDecoder::new()),
                         (false, Some(length)) => Framing::Length(length),
                         (false, None) => Framing::UntilClose,
                     });
@@ -186,15 +190,4 @@ async fn read_response<R: AsyncRead + Unpin>(
             }
         }
     }
-}
-
-/// Whether the last transfer coding of all the `Transfer-Encoding` values is `chunked`.
-fn last_coding_is_chunked(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .rfind(|coding| !coding.is_empty())
-        .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }

@@ -201,10 +201,10 @@ impl ErrorSink for StderrSink {
     }
 }
 
-/// Logs a `wsgi.errors` line that cannot reach the web server.
+/// Logs a `wsgi.errors` line that cannot reach the web server, as the other servers log
+/// theirs.
 fn log_error_line(message: &[u8]) {
-    let line = String::from_utf8_lossy(message);
-    tracing::warn!(target: "gateway::errors", "{}", line.trim_end());
+    gateway_core::ErrorSink::write_message(&crate::runtime::TracingSink, message);
 }
 
 /// A request of a connection at work: the channels its body and data go through, and where it

@@ -18,7 +18,7 @@ mod write;
 
 use std::future::Future as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -220,13 +220,22 @@ impl<A> std::fmt::Debug for Runtime<A> {
 #[derive(Debug)]
 pub struct PooledBody {
     frames: mpsc::Receiver<Pumped>,
+    /// Set by the pump when the app's body ended: a channel that closes without it was given
+    /// up on (the app's body panicked, or the connection took nothing for the send timeout),
+    /// and the response is cut short. A flag, not a last item, so that the end needs no room
+    /// in the channel (the pool thread leaves as soon as the body ends).
+    ended: Arc<AtomicBool>,
     done: bool,
 }
 
-/// What goes through a pumped body's channel: a frame (or the body's error), or `None` for its
-/// end. A channel that closes without that end was given up on (the app's body panicked, or
-/// the connection took nothing for the send timeout): the response is cut short.
-type Pumped = Option<Result<Frame<Bytes>, BoxError>>;
+/// What goes through a pumped body's channel: a frame, or the body's error.
+type Pumped = Result<Frame<Bytes>, BoxError>;
+
+/// The largest piece of a pumped body's data that goes through its channel. The send timeout
+/// measures the wait for room in the channel; a connection takes a piece once it has written
+/// about as much, so a client that reads as slowly as this many bytes per send timeout is
+/// still served (HTTP/2's frames are this size too).
+const PUMPED_PIECE: usize = 16 * 1024;
 
 impl http_body::Body for PooledBody {
     type Data = Bytes;
@@ -240,8 +249,8 @@ impl http_body::Body for PooledBody {
             return std::task::Poll::Ready(None);
         }
         match std::task::ready!(self.frames.poll_recv(cx)) {
-            Some(Some(frame)) => std::task::Poll::Ready(Some(frame)),
-            Some(None) => {
+            Some(frame) => std::task::Poll::Ready(Some(frame)),
+            None if self.ended.load(Ordering::Acquire) => {
                 self.done = true;
                 std::task::Poll::Ready(None)
             }
@@ -320,9 +329,6 @@ impl<A: App + 'static> Runtime<A> {
         }
         let app = self.app.clone();
         let (head_tx, head_rx) = oneshot::channel();
-        // The runtime's timer bounds a pumped body's wait for the connection (a pool thread is
-        // outside the runtime).
-        let handle = tokio::runtime::Handle::try_current().ok();
         let send_timeout = self.config.send_timeout;
         self.requests.pool.spawn(move || {
             let mut head_tx = head_tx;
@@ -363,16 +369,21 @@ impl<A: App + 'static> Runtime<A> {
                     // Only a body that may block is pumped through a channel, made now (most
                     // responses never need one).
                     let (frame_tx, frames) = mpsc::channel(4);
+                    let ended = Arc::new(AtomicBool::new(false));
                     let pooled = gateway_core::Body::new(PooledBody {
                         frames,
+                        ended: ended.clone(),
                         done: false,
                     });
                     if head_tx.send((parts, pooled)).is_ok() {
                         let wait = Wait {
-                            handle,
+                            // A pool thread has entered the runtime: its timer bounds the wait.
+                            handle: tokio::runtime::Handle::try_current().ok(),
                             send_timeout,
                         };
-                        pump(body, &frame_tx, &mut permit, &wait);
+                        if pump(body, &frame_tx, &mut permit, &wait) {
+                            ended.store(true, Ordering::Release);
+                        }
                     }
                 }
             }
@@ -487,7 +498,8 @@ impl Wait {
         let Some(handle) = &self.handle else {
             return frames.blocking_send(frame).is_ok();
         };
-        match handle.block_on(tokio::time::timeout(self.send_timeout, frames.send(frame))) {
+        let send = async { tokio::time::timeout(self.send_timeout, frames.send(frame)).await };
+        match handle.block_on(send) {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
                 tracing::info!(
@@ -500,15 +512,16 @@ impl Wait {
     }
 }
 
-/// Sends the frames of `body` through `frames`, blocking this worker while the connection is
-/// behind (for the send timeout at most, then the response is cut short); stops (dropping the
-/// body) when the receiver is gone.
+/// Sends the frames of `body` through `frames`, data in pieces of [`PUMPED_PIECE`] at most,
+/// blocking this worker while the connection is behind (for the send timeout at most, then the
+/// response is cut short); stops (dropping the body) when the receiver is gone. True when the
+/// body ended and all of it was sent.
 fn pump(
     mut body: ResponseBody,
     frames: &mpsc::Sender<Pumped>,
     permit: &mut RequestPermit,
     wait: &Wait,
-) {
+) -> bool {
     loop {
         // The next frame, unless the connection is gone first (then the body is dropped).
         let mut closed = std::pin::pin!(frames.closed());
@@ -518,26 +531,52 @@ fn pump(
             }
             closed.as_mut().poll(cx).map(|()| None)
         }));
-        let item = match frame {
+        let frame = match frame {
             // The connection is gone.
-            None => return,
-            // The body's end, told as such (a channel closed without it is a cut).
-            Some(None) => None,
-            Some(Some(frame)) => Some(frame.map_err(Into::into)),
+            None => return false,
+            Some(None) => return true,
+            Some(Some(frame)) => frame.map_err(Into::into),
         };
-        let last = !matches!(item, Some(Ok(_)));
-        let sent = match frames.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-            // The client is slower than the app: that wait is not the app's.
-            Err(mpsc::error::TrySendError::Full(frame)) => match &mut permit.in_flight {
-                Some(watched) => watched.waiting(|| wait.send(frames, frame)),
-                None => wait.send(frames, frame),
-            },
+        let mut rest = match frame.map(Frame::into_data) {
+            Ok(Ok(data)) => Some(data),
+            Ok(Err(trailers)) => {
+                if !send_one(frames, Ok(trailers), permit, wait) {
+                    return false;
+                }
+                None
+            }
+            Err(error) => {
+                send_one(frames, Err(error), permit, wait);
+                return false;
+            }
         };
-        if !sent || last {
-            return;
+        while let Some(mut data) = rest.take() {
+            if data.len() > PUMPED_PIECE {
+                rest = Some(data.split_off(PUMPED_PIECE));
+            }
+            if !send_one(frames, Ok(Frame::data(data)), permit, wait) {
+                return false;
+            }
         }
+    }
+}
+
+/// Sends one frame through `frames`, waiting for room as [`Wait::send`] does: false when it
+/// could not be sent.
+fn send_one(
+    frames: &mpsc::Sender<Pumped>,
+    frame: Pumped,
+    permit: &mut RequestPermit,
+    wait: &Wait,
+) -> bool {
+    match frames.try_send(frame) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        // The client is slower than the app: that wait is not the app's.
+        Err(mpsc::error::TrySendError::Full(frame)) => match &mut permit.in_flight {
+            Some(watched) => watched.waiting(|| wait.send(frames, frame)),
+            None => wait.send(frames, frame),
+        },
     }
 }
 

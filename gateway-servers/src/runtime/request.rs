@@ -57,6 +57,8 @@ pub struct GuardedBody<B> {
     timeout: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The body may be read on worker threads; its timer belongs to the server's runtime.
+    /// Whether the last poll waited for the client (harakiri is told when that changes).
+    waiting: bool,
     runtime: tokio::runtime::Handle,
     outcome: Arc<AtomicU8>,
 }
@@ -70,28 +72,18 @@ impl<B> std::fmt::Debug for GuardedBody<B> {
     }
 }
 
-impl<B> http_body::Body for GuardedBody<B>
+impl<B> GuardedBody<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
+    /// The next frame, with the limits applied.
+    fn poll_limited(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        // A wait for the client begins at the first `Pending` (the timer is made then) and
-        // ends with the next frame, or the body's end: out of harakiri's watch meanwhile.
-        match (&polled, this.timer.is_some()) {
-            (Poll::Pending, false) => super::workers::client_wait(true),
-            (Poll::Ready(_), true) => super::workers::client_wait(false),
-            _ => {}
-        }
-        match polled {
+        let this = self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer = None;
                 if let Some(data) = frame.data_ref() {
@@ -134,6 +126,30 @@ where
                 }
             }
         }
+    }
+}
+
+impl<B> http_body::Body for GuardedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = this.poll_limited(cx);
+        // A wait for the client, from a `Pending` to whatever comes next (a frame, the end, an
+        // error, the timeout), is out of harakiri's watch.
+        if polled.is_pending() != this.waiting {
+            this.waiting = polled.is_pending();
+            super::workers::client_wait(this.waiting);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -227,6 +243,7 @@ impl<A: App + 'static> Runtime<A> {
             left: self.config().max_body_size,
             timeout: self.config().body_read_timeout,
             timer: None,
+            waiting: false,
             runtime: tokio::runtime::Handle::current(),
             outcome: outcome.clone(),
         };

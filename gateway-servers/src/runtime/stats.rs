@@ -850,7 +850,17 @@ pub async fn serve(listener: Listener, shutdown: Shutdown) -> io::Result<()> {
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(connection.stream), service);
-            match tokio::time::timeout(STATS_CONNECTION_TIME, connection).await {
+            let mut connection = std::pin::pin!(connection);
+            let served =
+                match tokio::time::timeout(STATS_CONNECTION_TIME, connection.as_mut()).await {
+                    Ok(served) => Ok(served),
+                    Err(_) => {
+                        // A scrape in progress is answered, then the connection closes.
+                        connection.as_mut().graceful_shutdown();
+                        tokio::time::timeout(Duration::from_secs(5), connection).await
+                    }
+                };
+            match served {
                 Ok(Err(error)) => tracing::debug!(%error, "stats connection ended with an error"),
                 Err(_) => tracing::debug!("stats connection open too long: closed"),
                 Ok(Ok(())) => {}
