@@ -688,6 +688,49 @@ mod tests {
     }
 
     #[test]
+    fn a_pumped_body_its_connection_takes_as_its_bytes_go_out_is_not_cut() {
+        // Six chunks of 1 MiB from the worker pool; the connection takes each piece after as
+        // long as writing it takes (1 ms per 8 KiB here), as hyper does: a 1 MiB piece would
+        // hold its channel slot past the send timeout, though the body never stops moving.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config = Config::default();
+        config.send_timeout = Duration::from_millis(100);
+        let app = Runtime::new(
+            |_: Environ, start: gateway_core::StartResponse| {
+                let _ = start.start(http::StatusCode::OK, http::HeaderMap::new());
+                gateway_core::Body::from_chunks((0..6).map(|_| Bytes::from(vec![b'x'; 1 << 20])))
+            },
+            config,
+        );
+        let (total, failed) = runtime.block_on(async move {
+            let response = app.run_app(Environ::new()).expect("a request slot").await;
+            let mut body = response.into_body();
+            let (mut total, mut failed) = (0, None);
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                match frame.map(Frame::into_data) {
+                    Ok(Ok(data)) => {
+                        total += data.len();
+                        let writing = data.len() as u64 * 1000 / 8192;
+                        tokio::time::sleep(Duration::from_micros(writing)).await;
+                    }
+                    Ok(Err(_)) => {}
+                    Err(error) => {
+                        failed = Some(error.to_string());
+                        break;
+                    }
+                }
+            }
+            (total, failed)
+        });
+        assert_eq!(failed, None);
+        assert_eq!(total, 6 << 20);
+    }
+
+    #[test]
     fn an_error_message_cannot_forge_a_log_line() {
         let captured = Captured::default();
         let writer = captured.clone();
