@@ -697,8 +697,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let mut config = Config::default();
-        config.send_timeout = Duration::from_millis(100);
+        let config = Config {
+            send_timeout: Duration::from_millis(100),
+            ..Config::default()
+        };
         let app = Runtime::new(
             |_: Environ, start: gateway_core::StartResponse| {
                 let _ = start.start(http::StatusCode::OK, http::HeaderMap::new());
