@@ -866,6 +866,8 @@ fn an_answer_in_a_transfer_coding_other_than_chunked_is_a_502() {
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n\
           3\r\nabc\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\nConnection: close\r\n\r\nabc",
+        // An empty element: hyper reads this body to the close, chunk lines and all.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     ] {
         let shown = String::from_utf8_lossy(answer).into_owned();
         let (http, backend) = http_backend(move |mut stream, _| stream.write_all(answer).unwrap());
@@ -879,6 +881,13 @@ fn an_answer_in_a_transfer_coding_other_than_chunked_is_a_502() {
         assert_eq!(response.status(), 502, "uwsgi, {shown:?}");
         backend.join().unwrap();
     }
+    // The answer to a HEAD has no body to decode, whatever its Transfer-Encoding says.
+    let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    let (http, backend) = http_backend(move |mut stream, _| stream.write_all(head).unwrap());
+    let url: BackendUrl = format!("http://{http}").parse().unwrap();
+    let response = TestClient::new(Remote::new(url)).head("/").send();
+    assert_eq!(response.status(), 200, "{:?}", response.failure());
+    backend.join().unwrap();
 }
 
 #[test]
@@ -1052,5 +1061,41 @@ fn a_get_whose_input_is_of_unknown_length_but_was_not_chunked_goes_without_a_bod
     let sent = response.text().to_ascii_lowercase();
     assert!(!sent.contains("transfer-encoding"), "{sent:?}");
     assert!(sent.ends_with("\r\n\r\n"), "no body: {sent:?}");
+    backend.join().unwrap();
+}
+
+#[test]
+fn an_http2_get_s_body_of_unknown_length_reaches_the_backend() {
+    // HTTP/2 frames a body itself: a GET with DATA frames and no content-length has no
+    // Transfer-Encoding to tell of it, and its body goes on chunked.
+    let (addr, backend) = http_backend(|mut stream, request| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            request.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&request).unwrap();
+    });
+    let url: BackendUrl = format!("http://{addr}").parse().unwrap();
+    let mut environ = Environ::new();
+    environ.set("REQUEST_METHOD", "GET");
+    environ.set("SERVER_PROTOCOL", "HTTP/2");
+    environ.set("PATH_INFO", "/");
+    environ.set_input(gateway_core::Input::from_body(Body::from_chunks([
+        "ab", "cd",
+    ])));
+    let response = gateway_core::block_on(gateway_core::driver::call(&Remote::new(url), environ));
+    let body = gateway_core::block_on(http_body_util::BodyExt::collect(response.into_body()))
+        .unwrap()
+        .to_bytes();
+    let sent = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(
+        sent.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{sent:?}"
+    );
+    assert!(
+        sent.ends_with("2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"),
+        "{sent:?}"
+    );
     backend.join().unwrap();
 }

@@ -333,13 +333,16 @@ async fn serve_http2<S>(
         () = idle => {
             tracing::debug!("HTTP/2 connection idle past the keep-alive timeout: closing");
             connection.as_mut().graceful_shutdown();
-            match tokio::time::timeout(GOAWAY_GRACE, connection.as_mut()).await {
-                Ok(result) => result,
-                // Requests the client opened before it saw the `GOAWAY` are served whole.
-                Err(_) if activity.idle_since().is_none() => connection.await,
-                Err(_) => {
-                    tracing::debug!("HTTP/2 client did not acknowledge GOAWAY: closed");
-                    Ok(())
+            loop {
+                match tokio::time::timeout(GOAWAY_GRACE, connection.as_mut()).await {
+                    Ok(result) => break result,
+                    // Requests the client opened before it saw the `GOAWAY` are served whole;
+                    // the connection is looked at again a grace later.
+                    Err(_) if activity.idle_since().is_none() => {}
+                    Err(_) => {
+                        tracing::debug!("HTTP/2 client did not acknowledge GOAWAY: closed");
+                        break Ok(());
+                    }
                 }
             }
         }

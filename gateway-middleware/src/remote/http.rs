@@ -70,6 +70,7 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
     let settings = &inner.settings;
     let progress = Arc::new(Progress::new());
     let idempotent = crate::balancer::is_idempotent(environ.request_method());
+    let head_request = environ.request_method() == "HEAD";
     let mut request = match to_request(environ) {
         Ok(request) => request.map(|input| Upload::new(input, &progress)),
         Err(why) => return out.fail(Failure::BadRequest(why)).await,
@@ -124,8 +125,12 @@ pub(super) async fn exchange(inner: &Inner, pool: &Pool<Sender>, environ: Enviro
     // would cut it there): it goes, as RFC 9112 §6.3 has a proxy do. hyper undoes only
     // `chunked`: a body in another coding would reach the client without the header that
     // names it (Transfer-Encoding is hop-by-hop), so it is refused, as nginx refuses it.
+    let bodiless = head_request
+        || parts.status.is_informational()
+        || parts.status == http::StatusCode::NO_CONTENT
+        || parts.status == http::StatusCode::NOT_MODIFIED;
     if headers.contains_key(TRANSFER_ENCODING) {
-        if !only_chunked(&headers) {
+        if !bodiless && !only_chunked(&headers) {
             let failure = Failure::Backend("HTTP: a Transfer-Encoding other than chunked".into());
             return out.fail(failure).await;
         }
@@ -297,9 +302,11 @@ async fn connect(inner: &Inner) -> Result<Sender, Failure> {
 /// hop-by-hop ones, and the `X-Forwarded-*` headers.
 fn to_request(environ: Environ) -> Result<Request<Input>, String> {
     let target = original_target(&environ);
-    // Whether the client sent a body of unknown length (chunked); a method that takes a body
-    // may have one without saying so (HTTP/2, FastCGI without `CONTENT_LENGTH`).
+    // Whether the client may have sent a body of unknown length: chunked, or over HTTP/2
+    // (which frames bodies itself), or with a method that takes one (FastCGI without
+    // `CONTENT_LENGTH`).
     let chunked = environ.get("HTTP_TRANSFER_ENCODING").is_some()
+        || environ.server_protocol().starts_with("HTTP/2")
         || !matches!(
             environ.request_method(),
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "DELETE"

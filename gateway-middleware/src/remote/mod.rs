@@ -665,14 +665,14 @@ impl futures_core::Stream for Chunks {
 }
 
 /// Whether the `Transfer-Encoding` values of `headers`, all together, are `chunked` and
-/// nothing else.
+/// nothing else: one field, one element (an empty element too makes hyper read the body to the
+/// close, undecoded).
 fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(::http::header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty());
+        .map(<[u8]>::trim_ascii);
     codings
         .next()
         .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))

@@ -56,9 +56,9 @@ pub struct GuardedBody<B> {
     left: u64,
     timeout: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The body may be read on worker threads; its timer belongs to the server's runtime.
     /// Whether the last poll waited for the client (harakiri is told when that changes).
     waiting: bool,
+    /// The body may be read on worker threads; its timer belongs to the server's runtime.
     runtime: tokio::runtime::Handle,
     outcome: Arc<AtomicU8>,
 }

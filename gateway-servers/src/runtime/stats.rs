@@ -819,9 +819,9 @@ const MAX_STATS_CONNECTIONS: usize = 64;
 const STATS_CONNECTION_TIME: Duration = Duration::from_secs(30);
 
 /// Serves the stats endpoint (HTTP/1.1: `GET /metrics`, `GET /stats.json`) on `listener`
-/// until `shutdown` stops accepting, 64 connections at once, each for 30 s at most (in one process with the app, a flood of scrapers must
-/// not take the descriptors its listeners need). Its own connections and requests are not
-/// counted.
+/// until `shutdown` stops accepting: 64 connections at once, each for 30 s, then 5 s more for
+/// a request in progress to finish. In one process with the app, a flood of scrapers must not
+/// take the descriptors its listeners need. Its own connections and requests are not counted.
 pub async fn serve(listener: Listener, shutdown: Shutdown) -> io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_STATS_CONNECTIONS));
