@@ -1253,8 +1253,9 @@ fn big_or_ok(environ: Environ, start: StartResponse) -> Body {
     Body::from("ok")
 }
 
-/// Sends `GET /` on new connections until one is answered 200 (true), for `wait` at most.
-fn answered_within(server: &Server, wait: Duration) -> bool {
+/// Sends `GET /` on new connections until one is answered with `status` (true), for `wait` at
+/// most; the others must be answered 200 or 503.
+fn answered_within(server: &Server, status: u16, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         let mut stream = server.connect();
@@ -1263,11 +1264,14 @@ fn answered_within(server: &Server, wait: Duration) -> bool {
             .unwrap();
         let mut reply = Vec::new();
         let _ = stream.read_to_end(&mut reply);
-        if reply.starts_with(b"HTTP/1.1 200 ") {
+        if reply.starts_with(format!("HTTP/1.1 {status} ").as_bytes()) {
             return true;
         }
-        assert!(reply.starts_with(b"HTTP/1.1 503 "), "{reply:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            reply.starts_with(b"HTTP/1.1 200 ") || reply.starts_with(b"HTTP/1.1 503 "),
+            "{reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     false
 }
@@ -1283,10 +1287,15 @@ fn a_client_that_stops_reading_gives_up_its_request_slot_at_the_send_timeout() {
     stalled
         .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    // Reads nothing: the socket's buffers fill, and the server's writes wait. Once they have
-    // waited the send timeout, the connection is closed and the slot is free again.
+    // Reads nothing: the socket's buffers fill, and the server's writes wait. The stalled
+    // response holds the slot (others get 503); once its writes have waited the send timeout,
+    // the connection is closed and the slot is free again.
     assert!(
-        answered_within(&server, Duration::from_secs(20)),
+        answered_within(&server, 503, Duration::from_secs(10)),
+        "the stalled response never held the slot"
+    );
+    assert!(
+        answered_within(&server, 200, Duration::from_secs(20)),
         "the stalled response kept the only request slot"
     );
     // The stalled client finds its response cut short: far less than 64 MiB, then the end.
@@ -1324,7 +1333,10 @@ fn an_http2_stream_whose_window_stays_shut_gives_up_its_request_slot_at_the_send
         // Kept, unread, while the other connection tries its luck.
         let status = response.status();
         tokio::task::spawn_blocking(move || {
-            (answered_within(&server, Duration::from_secs(20)), response)
+            (
+                answered_within(&server, 200, Duration::from_secs(20)),
+                response,
+            )
         })
         .await
         .map(|(answered, _)| (status, answered))
