@@ -1281,15 +1281,16 @@ fn a_client_that_stops_reading_gives_up_its_request_slot_at_the_send_timeout() {
     // One request at a time: while the stalled response holds its slot, others get 503.
     let mut config = config();
     config.max_requests = 1;
-    config.send_timeout = Duration::from_millis(500);
+    config.send_timeout = Duration::from_secs(2);
     let server = Server::start(big_or_ok, config);
     let mut stalled = server.connect();
     stalled
         .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     // Reads nothing: the socket's buffers fill, and the server's writes wait. The stalled
-    // response holds the slot (others get 503); once its writes have waited the send timeout,
-    // the connection is closed and the slot is free again.
+    // response holds the slot (others get 503, for the two seconds of the send timeout, long
+    // enough to see on a loaded machine); once its writes have waited that long, the
+    // connection is closed and the slot is free again.
     assert!(
         answered_within(&server, 503, Duration::from_secs(10)),
         "the stalled response never held the slot"
@@ -1308,7 +1309,7 @@ fn a_client_that_stops_reading_gives_up_its_request_slot_at_the_send_timeout() {
 fn an_http2_stream_whose_window_stays_shut_gives_up_its_request_slot_at_the_send_timeout() {
     let mut config = config();
     config.max_requests = 1;
-    config.send_timeout = Duration::from_millis(500);
+    config.send_timeout = Duration::from_secs(2);
     let server = Server::start(big_or_ok, config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
