@@ -919,14 +919,7 @@ fn a_body_of_unknown_length_goes_chunked_whatever_the_method_and_no_body_goes_as
         ("PUT", Some(vec!["abc"]), "abc"),
     ];
     for (method, chunks, sent) in cases {
-        let (addr, backend) = http_backend(|mut stream, request| {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                request.len()
-            );
-            stream.write_all(head.as_bytes()).unwrap();
-            stream.write_all(&request).unwrap();
-        });
+        let (addr, backend) = request_mirror();
         let url: BackendUrl = format!("http://{addr}").parse().unwrap();
         let balancer = Balancer::builder().backend("one", Remote::new(url)).build();
         let client = TestClient::new(balancer);
@@ -1035,18 +1028,23 @@ fn a_client_that_stalls_its_upload_behind_a_remote_gets_the_server_s_408() {
     }
 }
 
-#[test]
-fn a_get_whose_input_is_of_unknown_length_but_was_not_chunked_goes_without_a_body() {
-    // As a FastCGI web server's GET comes when its empty stdin record is still on the way: an
-    // input not yet known to be empty, and no sign of a body from the client.
-    let (addr, backend) = http_backend(|mut stream, request| {
+/// An HTTP backend for one request that answers with the request as it got it, head and body.
+fn request_mirror() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    http_backend(|mut stream, request| {
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
             request.len()
         );
         stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(&request).unwrap();
-    });
+    })
+}
+
+#[test]
+fn a_get_whose_input_is_of_unknown_length_but_was_not_chunked_goes_without_a_body() {
+    // As a FastCGI web server's GET comes when its empty stdin record is still on the way: an
+    // input not yet known to be empty, and no sign of a body from the client.
+    let (addr, backend) = request_mirror();
     let url: BackendUrl = format!("http://{addr}").parse().unwrap();
     let nothing = Trickle {
         pieces: 0,
@@ -1068,14 +1066,7 @@ fn a_get_whose_input_is_of_unknown_length_but_was_not_chunked_goes_without_a_bod
 fn an_http2_get_s_body_of_unknown_length_reaches_the_backend() {
     // HTTP/2 frames a body itself: a GET with DATA frames and no content-length has no
     // Transfer-Encoding to tell of it, and its body goes on chunked.
-    let (addr, backend) = http_backend(|mut stream, request| {
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            request.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&request).unwrap();
-    });
+    let (addr, backend) = request_mirror();
     let url: BackendUrl = format!("http://{addr}").parse().unwrap();
     let mut environ = Environ::new();
     environ.set("REQUEST_METHOD", "GET");
