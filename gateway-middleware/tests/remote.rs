@@ -542,6 +542,25 @@ fn a_head_trickled_past_the_response_timeout_is_504() {
     backend.join().unwrap();
 }
 
+/// Sends two GETs (with `Content-Length: 0` or with no body) through a Remote to `url`: both
+/// must be answered 200 `ok`.
+fn two_gets_answered_ok(url: BackendUrl, with_length: bool) {
+    let client = TestClient::new(Remote::new(url));
+    for _ in 0..2 {
+        let request = match with_length {
+            true => client.get("/").body(""),
+            false => client.get("/"),
+        };
+        let response = request.send();
+        assert_eq!(
+            (response.status().as_u16(), response.text().as_str()),
+            (200, "ok"),
+            "with a length: {with_length}: {:?}",
+            response.failure()
+        );
+    }
+}
+
 #[test]
 fn a_kept_fastcgi_connection_the_backend_closed_is_replaced_for_the_next_request() {
     // The backend answers the first request and keeps the connection, then closes it when the
@@ -591,19 +610,7 @@ fn a_kept_fastcgi_connection_the_backend_closed_is_replaced_for_the_next_request
             read_request(&mut second, &mut BytesMut::new());
             second.write_all(&answer()).unwrap();
         });
-        let client = TestClient::new(Remote::new(url));
-        for _ in 0..2 {
-            let request = match with_length {
-                true => client.get("/").body(""),
-                false => client.get("/"),
-            };
-            let response = request.send();
-            assert_eq!(
-                (response.status().as_u16(), response.text().as_str()),
-                (200, "ok"),
-                "with a length: {with_length}"
-            );
-        }
+        two_gets_answered_ok(url, with_length);
         backend.join().unwrap();
     }
 }
@@ -630,20 +637,7 @@ fn a_kept_http_connection_the_backend_closed_as_the_request_came_is_replaced_for
             read_http_request(&mut second).expect("the second request again");
             second.write_all(ok).unwrap();
         });
-        let client = TestClient::new(Remote::new(url));
-        for _ in 0..2 {
-            let request = match with_length {
-                true => client.get("/").body(""),
-                false => client.get("/"),
-            };
-            let response = request.send();
-            assert_eq!(
-                (response.status().as_u16(), response.text().as_str()),
-                (200, "ok"),
-                "with a length: {with_length}: {:?}",
-                response.failure()
-            );
-        }
+        two_gets_answered_ok(url, with_length);
         backend.join().unwrap();
     }
 }
