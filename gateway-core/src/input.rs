@@ -250,7 +250,36 @@ impl Input {
         if let Some(cause) = cause {
             message = format!("{message}: {cause}");
         }
-        io::Error::new(io::ErrorKind::UnexpectedEof, message)
+        io::Error::new(io::ErrorKind::UnexpectedEof, CutShort(message))
+    }
+
+    /// Whether `error` is, or was caused by, the error of a request body that ended before its
+    /// `CONTENT_LENGTH` (the client went away, or a web server ended the body early): what a
+    /// server answers 400 when an app failed on it, as the client's doing, not the app's.
+    ///
+    /// ```
+    /// use gateway_core::Input;
+    /// use std::io::Read;
+    ///
+    /// let mut input = Input::from_bytes("only").with_limit(10);
+    /// let error = input.read_to_end(&mut Vec::new()).unwrap_err();
+    /// assert!(Input::is_cut_short(&error));
+    /// assert!(!Input::is_cut_short(&std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+    /// ```
+    pub fn is_cut_short(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if error.is::<CutShort>() {
+                return true;
+            }
+            // An `io::Error`'s `source` is that of the error it wraps, skipping the wrapped
+            // error itself.
+            next = match error.downcast_ref::<io::Error>() {
+                Some(io) => io.get_ref().map(|inner| inner as _),
+                None => error.source(),
+            };
+        }
+        false
     }
 
     /// The next chunk of the body, `None` at its end.
@@ -417,6 +446,18 @@ impl http_body::Body for Input {
         }
     }
 }
+
+/// The error of a request body cut short of its limit (see [`Input::is_cut_short`]).
+#[derive(Debug)]
+struct CutShort(String);
+
+impl std::fmt::Display for CutShort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CutShort {}
 
 /// A body's error as an `io::Error` of the first kind other than `Other` found in its chain of
 /// sources (hyper reports a body cut short as its own error, caused by an `UnexpectedEof`), or

@@ -97,7 +97,15 @@ pub fn run<A: App>(app: A) -> ExitCode {
         );
         gateway_core::block_on(driver::call(&bad_request, environ))
     } else {
-        gateway_core::block_on(driver::call(&app, environ))
+        let response = gateway_core::block_on(driver::call(&app, environ));
+        match driver::failure(&response) {
+            // stdin ended before CONTENT_LENGTH (the web server closes it when its client goes
+            // away): the app failed on the client's doing.
+            Some(failure) if gateway_core::Input::is_cut_short(failure) => {
+                gateway_core::block_on(driver::call(&bad_request, Environ::new()))
+            }
+            _ => response,
+        }
     };
     let stdout = io::BufWriter::with_capacity(OUTPUT_BUFFER_SIZE, io::stdout().lock());
     match write_response(stdout, response, nph) {
@@ -112,7 +120,7 @@ pub fn run<A: App>(app: A) -> ExitCode {
     }
 }
 
-/// The answer to a request whose body cannot be delimited.
+/// The answer to a request whose body cannot be delimited, or ended before its length.
 fn bad_request(_: Environ, start: gateway_core::StartResponse) -> gateway_core::Body {
     let mut headers = http::HeaderMap::new();
     headers.insert(

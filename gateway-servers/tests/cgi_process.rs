@@ -231,6 +231,30 @@ fn a_content_length_that_is_not_a_number_is_a_400_and_the_app_is_not_called() {
 }
 
 #[test]
+fn a_body_that_ends_before_its_content_length_is_a_400() {
+    // The web server closes stdin when its client goes away: the app's read fails on the
+    // client's doing.
+    let outcome = run(
+        "echo",
+        &vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "10")]),
+        b"abc",
+        None,
+        false,
+    );
+    assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
+    let response = outcome.response();
+    assert!(
+        response.starts_with("Status: 400 Bad Request\r\n"),
+        "{response}"
+    );
+    assert!(
+        outcome.stderr.contains("ended after 3 of 10 bytes"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
 fn an_nph_program_by_its_argv0() {
     let mut base: Vec<_> = vars(&[("REQUEST_METHOD", "GET")]);
     base.retain(|(name, _)| *name != "SCRIPT_NAME");

@@ -439,12 +439,20 @@ impl Responding {
     /// The app's response, or 413, 408 or 400 in place of the driver's 500 when the app failed
     /// because its body broke a limit or was broken.
     fn checked(&self, response: Response<Body>) -> Response<Body> {
-        if driver::failure(&response).is_none() {
+        let Some(failure) = driver::failure(&response) else {
             return response;
+        };
+        if let Some(answer) = self.guard.limit_response(self.max_body_size) {
+            return answer;
         }
-        self.guard
-            .limit_response(self.max_body_size)
-            .unwrap_or(response)
+        // A body that ended before its length, cleanly (a FastCGI web server's early end of
+        // stdin when its client went away): no limit broke, but it is the client's doing.
+        if Input::is_cut_short(failure) {
+            tracing::info!("request body cut short: 400");
+            stats::count(Limit::BadRequest);
+            return plain_response(StatusCode::BAD_REQUEST, true);
+        }
+        response
     }
 }
 
