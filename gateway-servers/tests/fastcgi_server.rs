@@ -730,12 +730,13 @@ fn a_stdin_that_ends_with_the_params_and_one_that_comes_later_are_read_alike() {
     codec::encode_end_of_stream(&mut wire, StreamKind::Stdin, 2);
     peer.send(&wire);
     assert!(text(&peer.answers(&[2])[&2].stdout).ends_with("|later"));
-    // A declared length, and STDIN ends at once: the read fails, short by the whole length.
+    // A declared length, and STDIN ends at once: the read fails, short by the whole length,
+    // and the answer is the client's 400.
     let mut wire = BytesMut::new();
     request(&mut wire, 3, Role::Responder, true, PARAMS, Some(b""));
     peer.send(&wire);
     let answers = peer.answers(&[3]);
-    assert!(text(&answers[&3].stdout).starts_with("Status: 500"));
+    assert!(text(&answers[&3].stdout).starts_with("Status: 400"));
     assert!(text(&answers[&3].stderr).contains("ended after 0 of 5 bytes"));
 }
 
