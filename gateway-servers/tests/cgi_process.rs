@@ -206,38 +206,13 @@ fn a_request_from_the_environment_and_stdin() {
     );
 }
 
-#[test]
-fn a_content_length_that_is_not_a_number_is_a_400_and_the_app_is_not_called() {
-    for length in ["abc", "5 ", "-1"] {
-        let outcome = run(
-            "echo",
-            &vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", length)]),
-            b"hello",
-            None,
-            false,
-        );
-        assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
-        let response = outcome.response();
-        assert!(
-            response.starts_with("Status: 400 Bad Request\r\n"),
-            "{length}: {response}"
-        );
-        assert!(
-            outcome.stderr.contains("invalid CONTENT_LENGTH"),
-            "{}",
-            outcome.stderr
-        );
-    }
-}
-
-#[test]
-fn a_body_that_ends_before_its_content_length_is_a_400() {
-    // The web server closes stdin when its client goes away: the app's read fails on the
-    // client's doing.
+/// Runs the echo app as CGI for a POST with `length` as CONTENT_LENGTH and `stdin`: the answer
+/// must be a 400, and stderr must say `why`.
+fn assert_bad_request(length: &'static str, stdin: &[u8], why: &str) {
     let outcome = run(
         "echo",
-        &vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "10")]),
-        b"abc",
+        &vars(&[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", length)]),
+        stdin,
         None,
         false,
     );
@@ -245,13 +220,23 @@ fn a_body_that_ends_before_its_content_length_is_a_400() {
     let response = outcome.response();
     assert!(
         response.starts_with("Status: 400 Bad Request\r\n"),
-        "{response}"
+        "{length}: {response}"
     );
-    assert!(
-        outcome.stderr.contains("ended after 3 of 10 bytes"),
-        "{}",
-        outcome.stderr
-    );
+    assert!(outcome.stderr.contains(why), "{}", outcome.stderr);
+}
+
+#[test]
+fn a_content_length_that_is_not_a_number_is_a_400_and_the_app_is_not_called() {
+    for length in ["abc", "5 ", "-1"] {
+        assert_bad_request(length, b"hello", "invalid CONTENT_LENGTH");
+    }
+}
+
+#[test]
+fn a_body_that_ends_before_its_content_length_is_a_400() {
+    // The web server closes stdin when its client goes away: the app's read fails on the
+    // client's doing.
+    assert_bad_request("10", b"abc", "ended after 3 of 10 bytes");
 }
 
 #[test]

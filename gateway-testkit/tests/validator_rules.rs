@@ -47,16 +47,26 @@ fn server_report(edit: impl FnOnce(&mut Environ)) -> Report {
 
 /// Runs `app` under a validator through the test client.
 fn app_report(app: impl App + 'static, method: http::Method) -> Report {
-    let validator = Validator::new(Mode::Warn);
+    checked_run(app, Mode::Warn, method).1
+}
+
+/// Runs `app` under a validator in `mode` through the test client, its error lines dropped:
+/// the response and the validator's report.
+fn checked_run(
+    app: impl App + 'static,
+    mode: Mode,
+    method: http::Method,
+) -> (gateway_testkit::TestResponse, Report) {
+    let validator = Validator::new(mode);
     let report = validator.report();
     let app = Builder::new().with(validator).app(app);
     let mut context = gateway_core::convert::ServerContext::default();
     context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
-    TestClient::new(app)
+    let response = TestClient::new(app)
         .with_context(context)
         .request(method, "/x")
         .send();
-    report
+    (response, report)
 }
 
 fn assert_caught(report: &Report, rule: Rule) {
@@ -447,14 +457,7 @@ fn r61b_content_length_is_read_as_the_driver_reads_it() {
             let _ = start.start(StatusCode::OK, headers);
             Body::from("hello")
         };
-        let validator = Validator::new(Mode::Warn);
-        let report = validator.report();
-        let mut context = gateway_core::convert::ServerContext::default();
-        context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
-        let response = TestClient::new(Builder::new().with(validator).app(app))
-            .with_context(context)
-            .get("/")
-            .send();
+        let (response, report) = checked_run(app, Mode::Warn, http::Method::GET);
         let driver_refused = response
             .failure()
             .is_some_and(|f| f.contains("Content-Length"));
@@ -569,14 +572,7 @@ fn an_empty_write_does_not_slip_a_broken_head_past_strict_mode() {
         *result.lock().unwrap() = Some(writer.write("").map_err(|e| e.to_string()));
         Body::empty()
     };
-    let validator = Validator::new(Mode::Strict);
-    let report = validator.report();
-    let mut context = gateway_core::convert::ServerContext::default();
-    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
-    let response = TestClient::new(Builder::new().with(validator).app(app))
-        .with_context(context)
-        .get("/")
-        .send();
+    let (response, report) = checked_run(app, Mode::Strict, http::Method::GET);
     let refused = written.lock().unwrap().take().expect("the app wrote");
     assert!(refused.expect_err("the write is refused").contains("R65"));
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
