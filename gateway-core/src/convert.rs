@@ -54,6 +54,9 @@ pub struct ServerContext {
     pub errors: Option<ErrorStream>,
     /// `REMOTE_ADDR` and `REMOTE_PORT` as text, made once for the connection's requests.
     peer_text: OnceLock<(SocketAddr, Bytes, Bytes)>,
+    /// `SERVER_PORT` as text, made once for the connection's requests (a port of five digits
+    /// is not in [`decimal`]'s static table).
+    port_text: OnceLock<(u16, Bytes)>,
 }
 
 impl ServerContext {
@@ -68,6 +71,19 @@ impl ServerContext {
         } else {
             // The field was changed after the first request.
             (ip_text(peer.ip()), decimal(u64::from(peer.port())))
+        }
+    }
+
+    /// `SERVER_PORT` for `port`: written once, then shared by the context's requests that
+    /// name the same port (all of them, but for an odd client).
+    fn port_text(&self, port: u16) -> Bytes {
+        let (first, text) = self
+            .port_text
+            .get_or_init(|| (port, decimal(u64::from(port))));
+        if *first == port {
+            text.clone()
+        } else {
+            decimal(u64::from(port))
         }
     }
 }
@@ -135,10 +151,19 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let mut environ = Environ::with_capacity(14 + parts.headers.keys_len());
+    let host_header = parts.headers.get(header::HOST);
+    // Room for every variable set below, and no more: the list is one allocation, and
+    // a small one is much cheaper for the allocator than one past its smallest bins.
+    let vars = 9
+        + usize::from(context.server_software.is_some())
+        + 2 * usize::from(context.peer_addr.is_some())
+        + usize::from(context.url_scheme == UrlScheme::Https)
+        + parts.headers.keys_len()
+        + usize::from(host_header.is_none());
+    let mut environ = Environ::with_capacity(vars);
     // Every byte copied from the request goes into one buffer, and each variable is a slice
     // of it: one allocation per request instead of one per value.
-    let mut copies = Copies::for_request(&parts);
+    let mut copies = Copies::for_request(&parts, host_header);
     // Every name below is set once (header names are distinct, lower case, and those with `_`
     // are dropped, so no two map to one variable): `push_new` skips the search for a
     // previous value.
@@ -189,9 +214,7 @@ where
         Bytes::from_static(protocol_name(parts.version).as_bytes()),
     );
 
-    let host = parts
-        .headers
-        .get(header::HOST)
+    let host = host_header
         .map(|h| h.as_bytes())
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
     let (host_name, host_port) = host.map(split_host).unwrap_or((&b""[..], None));
@@ -209,7 +232,7 @@ where
         .or(context.local_addr.map(|a| a.port()))
         .unwrap_or(context.url_scheme.default_port());
     set("SERVER_NAME", server_name);
-    set("SERVER_PORT", decimal(u64::from(server_port)));
+    set("SERVER_PORT", context.port_text(server_port));
     if let Some(software) = &context.server_software {
         set("SERVER_SOFTWARE", software.clone());
     }
@@ -246,7 +269,7 @@ where
         let value = copies.join(value, more.map(|(_, v)| v), separator);
         environ.push_new(header_var_name(name_str), value);
     }
-    if !parts.headers.contains_key(header::HOST) {
+    if host_header.is_none() {
         if let Some(authority) = parts.uri.authority() {
             environ.push_new(
                 Bytes::from_static(b"HTTP_HOST"),
@@ -491,14 +514,24 @@ pub fn split_host(host: &[u8]) -> (&[u8], Option<u16>) {
         host.iter().rposition(|&b| b == b':')
     };
     match colon {
-        Some(i) => {
-            let port = std::str::from_utf8(&host[i + 1..])
-                .ok()
-                .and_then(|p| p.parse().ok());
-            (&host[..i], port)
-        }
+        Some(i) => (&host[..i], port_number(&host[i + 1..])),
         None => (host, None),
     }
+}
+
+/// A port number as `u16`'s `FromStr` reads it (digits, an optional leading `+`), without
+/// going through `str`.
+fn port_number(text: &[u8]) -> Option<u16> {
+    let digits = text.strip_prefix(b"+").unwrap_or(text);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u16, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u16::from(d - b'0'))
+    })
 }
 
 /// The bytes an environ copies from a request, in one buffer sized for all of them.
@@ -507,10 +540,10 @@ struct Copies(BytesMut);
 impl Copies {
     /// Room for the target, the authority (twice: a host name and `HTTP_HOST`) and every
     /// header value with a separator.
-    fn for_request(parts: &http::request::Parts) -> Self {
+    fn for_request(parts: &http::request::Parts, host: Option<&HeaderValue>) -> Self {
         let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
         let authority = parts.uri.authority().map_or(0, |a| a.as_str().len());
-        let host = parts.headers.get(header::HOST).map_or(0, HeaderValue::len);
+        let host = host.map_or(0, HeaderValue::len);
         let values: usize = parts.headers.values().map(|v| v.len() + 2).sum();
         Copies(BytesMut::with_capacity(
             target + 2 * authority + host + values,
@@ -768,6 +801,16 @@ mod tests {
         assert_eq!(env.url_scheme(), UrlScheme::Https);
         assert!(env.multithread());
         assert_eq!(env.peer_addr(), context.peer_addr);
+        // The port's text is kept for the context's next requests: one that names another
+        // port still gets its own.
+        for port in ["18090", "18091", "18090"] {
+            let request = Request::get("/")
+                .header("host", format!("example.com:{port}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let env = environ_from_request(request, &context);
+            assert_eq!(env.get("SERVER_PORT"), Some(port.as_bytes()));
+        }
     }
 
     #[test]
@@ -813,6 +856,22 @@ mod tests {
         assert_eq!(back.uri(), "/p%20q//r?a=1&b");
         assert_eq!(back.headers()["x-one"], "1");
         assert_eq!(back.headers()["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn ports_are_read_as_u16_reads_them() {
+        for text in [
+            "80", "+80", "00080", "65535", "65536", "0", "", "+", "-1", "8a", " 80", "80 ",
+            "999999", "++1",
+        ] {
+            assert_eq!(
+                port_number(text.as_bytes()),
+                text.parse::<u16>().ok(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(split_host(b"h:+80"), (&b"h"[..], Some(80)));
+        assert_eq!(split_host(b"h:"), (&b"h"[..], None));
     }
 
     #[test]
