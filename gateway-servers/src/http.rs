@@ -44,8 +44,8 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::runtime::{
-    BodyGuard, BodyWith, Config, Lingering, Listener, MustClose, Responding, Runtime, Shutdown,
-    Stream, plain_response, serve_connections,
+    BodyGuard, BodyWith, Lingering, Listener, MustClose, Responding, Runtime, Shutdown, Stream,
+    plain_response, serve_connections,
 };
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
@@ -58,9 +58,11 @@ pub async fn serve<A: App + 'static>(
 ) -> io::Result<()> {
     let config = runtime.config().clone();
     let mut http1 = http1::Builder::new();
+    // No timer for hyper's HTTP/1 head timeout: `HyperIo` bounds the first head of a
+    // connection (and answers 408), and a later head not ended 100 ms after the last response
+    // meets a parked connection's first head's watch (see `serve_http1`). hyper's timer cost
+    // a timer's allocation, registration and removal per request.
     http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(hyper_head_timeout(&config))
         .max_header_size(config.max_head_size)
         // The read buffer's bound: at least hyper's smallest (a head is bounded above).
         .max_buf_size(config.max_head_size.max(8192));
@@ -621,23 +623,6 @@ impl Future for Handling {
 
 /// The number of headers hyper accepts when `max_headers` is not set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-
-/// How much longer hyper's head timer runs than [`HyperIo`]'s, at least, when the keep-alive
-/// timeout does not make it shorter.
-const HYPER_HEAD_GRACE: Duration = Duration::from_secs(1);
-
-/// hyper's head timer runs from the start of its connection, and from the end of each response
-/// to the end of the next head, and closes without an answer. [`HyperIo`] answers a late head
-/// with a 408 at the header timeout, and an idle connection is parked long before either, so
-/// hyper's timer runs a second past the header timeout: it closes the connections still idle
-/// in hyper then (one whose client does not read its response), and bounds a head begun
-/// before the connection was parked. A keep-alive timeout shorter than the header timeout
-/// bounds every head instead (as documented on the config).
-fn hyper_head_timeout(config: &Config) -> Duration {
-    config
-        .keep_alive_timeout
-        .min(config.header_read_timeout + HYPER_HEAD_GRACE)
-}
 
 /// The answer to a client whose head did not arrive in time.
 const REQUEST_TIMEOUT: &[u8] =

@@ -543,10 +543,10 @@ fn the_keep_alive_timeout_closes_idle_connections_longer_or_shorter_than_the_hea
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let ms = Duration::from_millis;
     // (head timeout, keep-alive timeout, an idle time the connection outlives). Longer than
-    // the head timeout, the keep-alive timeout keeps a connection past it, and past hyper's own
-    // head timer a second after it (the idle time is more than a second past that timer, and
-    // more than a second short of the keep-alive timeout). Shorter, it closes one before the
-    // head timeout: within the client's read timeout of 10 s, half the head timeout.
+    // the head timeout, the keep-alive timeout keeps a connection well past it (the idle time
+    // is eight times the head timeout, and more than a second short of the keep-alive
+    // timeout). Shorter, it closes one before the head timeout: within the client's read
+    // timeout of 10 s, half the head timeout.
     for (head, keep_alive, outlived) in [
         (ms(300), ms(3600), Some(ms(2400))),
         (ms(20_000), ms(400), None),
@@ -646,6 +646,22 @@ fn an_idle_connection_taken_from_hyper_and_back_loses_nothing() {
     std::thread::sleep(idle);
     // (The keep-alive timeout, 75 s, is past the client's 10 s read timeout.)
     head_never_ends_408(&mut stream);
+
+    // A later head begun with the request before it, and never finished: the connection is
+    // parked with it and answers its 408 too (hyper's own head timer is not set).
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHo")
+        .unwrap();
+    assert_eq!(read_reply(&mut stream, &mut buf, "GET").body, b"GET /a ");
+    let mut rest = buf.to_vec();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{rest:?}"
+    );
 }
 
 #[test]

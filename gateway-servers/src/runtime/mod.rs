@@ -99,8 +99,7 @@ pub struct Config {
     /// nginx's: longer than the 60 s after which common load balancers drop idle connections,
     /// so that they close first). HTTP/1: from the end of a response to the first byte of the
     /// next request, then the connection is closed; HTTP/2: from the end of the last response
-    /// (or the connection's start) while no request is open, then `GOAWAY`. Shorter than
-    /// `header_read_timeout`, it bounds every head too (closed then, without a 408). FastCGI:
+    /// (or the connection's start) while no request is open, then `GOAWAY`. FastCGI:
     /// how long a connection the web server keeps (`FCGI_KEEP_CONN`) may stay with no request,
     /// then it is closed. Flag: `--keep-alive-timeout`, in seconds.
     pub keep_alive_timeout: Duration,
