@@ -320,9 +320,14 @@ struct AccessEntry {
 }
 
 /// A request being answered: counted in flight from its start until its response body ends
-/// or is dropped; then counted, timed, and logged.
+/// or is dropped; then counted, timed, and logged. Boxed: the futures of every request carry
+/// an `Option<Record>`, which costs them a pointer when stats and the access log are off.
 #[derive(Debug)]
-pub(crate) struct Record {
+pub(crate) struct Record(Box<RecordState>);
+
+/// What a [`Record`] follows.
+#[derive(Debug)]
+struct RecordState {
     start: Instant,
     slot: Option<&'static Slot>,
     access: Option<Box<AccessEntry>>,
@@ -342,24 +347,24 @@ impl Record {
             slot.in_flight.fetch_add(1, Ordering::Relaxed);
         }
         let access = log.then(|| Box::new(access_entry(environ)));
-        Some(Record {
+        Some(Record(Box::new(RecordState {
             start: Instant::now(),
             slot,
             access,
             status: 0,
             bytes: 0,
-        })
+        })))
     }
 
     /// Follows `response` to its end.
     pub(crate) fn attach(mut self, response: Response<Body>) -> Response<Body> {
-        self.status = response.status().as_u16();
+        self.0.status = response.status().as_u16();
         let (parts, body) = response.into_parts();
         Response::from_parts(parts, Body::new(Recorded { body, record: self }))
     }
 }
 
-impl Drop for Record {
+impl Drop for RecordState {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         if let Some(slot) = self.slot {
@@ -416,7 +421,7 @@ impl http_body::Body for Recorded {
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            this.record.bytes += data.len() as u64;
+            this.record.0.bytes += data.len() as u64;
         }
         polled
     }
