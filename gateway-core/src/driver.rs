@@ -150,7 +150,7 @@ fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
         Some((status, headers)) => Ok(Head {
             status,
             headers,
-            written: std::mem::take(&mut state.written),
+            written: Written::take(&mut state.written),
         }),
         None => {
             state.written.clear();
@@ -171,8 +171,18 @@ fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
 /// else in the app it fails this request only, and is logged to the request's error stream
 /// (the response may be complete by then, so nothing else is changed). Every drop of an app's
 /// body by the driver goes through here.
+// Inlined: most calls find no body left (it ended, or went into the response whole), and
+// then cost one test; the catch_unwind is only set up for a body to drop.
+#[inline]
 fn close_body(body: Option<Body>, errors: &SharedSink) {
-    let Some(body) = body else { return };
+    if let Some(body) = body {
+        drop_app_body(body, errors);
+    }
+}
+
+/// [`close_body`] for a body that is there.
+#[inline(never)]
+fn drop_app_body(body: Body, errors: &SharedSink) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
         let error = Error::panic(&*payload);
         log_line(&**errors, &format!("gateway: {error} (closing its body)"));
@@ -192,7 +202,43 @@ fn close(shared: &Shared) {
 struct Head {
     status: StatusCode,
     headers: HeaderMap,
-    written: VecDeque<Bytes>,
+    written: Written,
+}
+
+/// What `write()` pushed, in order. Most apps never write: then there is no queue at all, and
+/// nothing to drop.
+#[derive(Default)]
+struct Written(Option<VecDeque<Bytes>>);
+
+impl Written {
+    /// Takes what the shared state holds.
+    fn take(written: &mut VecDeque<Bytes>) -> Self {
+        if written.is_empty() {
+            Written(None)
+        } else {
+            Written(Some(std::mem::take(written)))
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.0.iter().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, VecDeque::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// Where a [`ResponseFuture`] stands.
@@ -474,7 +520,7 @@ pub(crate) fn declared_length<'a>(
 /// it drops the app's body.
 pub struct ResponseBody {
     /// What `write()` pushed, in order.
-    queue: VecDeque<Bytes>,
+    queue: Written,
     /// The first chunk of the app's body, taken while the head was decided.
     first: Option<Bytes>,
     trailers: Option<Box<HeaderMap>>,
@@ -490,7 +536,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn empty(errors: SharedSink) -> Self {
         ResponseBody {
-            queue: VecDeque::new(),
+            queue: Written(None),
             first: None,
             trailers: None,
             body: None,
