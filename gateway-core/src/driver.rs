@@ -87,7 +87,7 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
         }
         Err(payload) => {
             close(&shared);
-            (None, Stage::Failed(Error::panic(&*payload)))
+            (None, Stage::Failed(Box::new(Error::panic(&*payload))))
         }
     };
     ResponseFuture {
@@ -100,22 +100,25 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
 
 /// What the driver knows once the app's call returned: `write()` is refused from now on, and
 /// when the head can no longer change (the body is in memory and cannot start the response,
-/// or `write()` fixed the head), it is taken now. When nothing else holds the shared state
-/// (the app dropped its `StartResponse` or `Writer`, as most do), no lock is taken, and the
-/// state goes back to the thread's spare at once.
+/// or `write()` fixed the head), it is fixed now. A fixed head stays in the shared state until
+/// the future is polled (nothing can change it any more), so the future stays small. When
+/// nothing else holds the shared state (the app dropped its `StartResponse` or `Writer`, as
+/// most do), no lock is taken.
 fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
     let in_memory = body.in_memory_len().is_some();
-    let taken = match Arc::get_mut(&mut shared) {
+    let committed = match Arc::get_mut(&mut shared) {
         Some(unique) => {
             let state = unique.state_mut();
+            state.writes_closed = true;
             if !(in_memory || state.committed) {
-                state.writes_closed = true;
                 return Stage::Open(shared);
             }
-            let taken = take_head(state, body_did(body));
-            state.reset();
-            Shared::recycle_unique(shared);
-            taken
+            if let Err(error) = commit_head(state, body_did(body)) {
+                state.reset();
+                Shared::recycle_unique(shared);
+                return Stage::Failed(Box::new(error));
+            }
+            Ok(())
         }
         None => {
             let mut state = shared.lock();
@@ -124,12 +127,12 @@ fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
                 drop(state);
                 return Stage::Open(shared);
             }
-            take_head(&mut state, body_did(body))
+            commit_head(&mut state, body_did(body))
         }
     };
-    match taken {
-        Ok(head) => Stage::Decided(head),
-        Err(error) => Stage::Failed(error),
+    match committed {
+        Ok(()) => Stage::Decided(shared),
+        Err(error) => Stage::Failed(Box::new(error)),
     }
 }
 
@@ -142,29 +145,44 @@ fn body_did(body: &Body) -> &'static str {
     }
 }
 
-/// Fixes the head: takes the status, headers and written data from the shared state, or the
-/// error when the app never started the response. `what` names what the body did.
-fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
+/// Fixes the head in the shared state (a `Writer` can no longer restart the response), or
+/// returns the error when the app never started the response. `what` names what the body did.
+#[inline]
+fn commit_head(state: &mut State, what: &str) -> Result<(), Error> {
     state.committed = true;
-    match state.head.take() {
-        Some((status, headers)) => Ok(Head {
-            status,
-            headers,
-            written: Written::take(&mut state.written),
-        }),
-        None => {
-            state.written.clear();
-            Err(match &state.refused {
-                Some(refused) => {
-                    Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
-                }
-                None => Error::new(
-                    ErrorKind::NotStarted,
-                    format!("the app's body {what} before the response was started"),
-                ),
-            })
-        }
+    if state.head.is_some() {
+        return Ok(());
     }
+    Err(not_started(state, what))
+}
+
+/// The error of a head the app never started; what it wrote is dropped.
+#[cold]
+fn not_started(state: &mut State, what: &str) -> Error {
+    state.written.clear();
+    match &state.refused {
+        Some(refused) => Error::new(ErrorKind::StartRefused, format!("start refused: {refused}")),
+        None => Error::new(
+            ErrorKind::NotStarted,
+            format!("the app's body {what} before the response was started"),
+        ),
+    }
+}
+
+/// Fixes the head and takes it from the shared state: the status, headers and written data,
+/// or the error when the app never started the response. `what` names what the body did.
+// Inlined, so that the head goes to the response without a copy of the whole.
+#[inline(always)]
+fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
+    commit_head(state, what)?;
+    let Some((status, headers)) = state.head.take() else {
+        unreachable!("a committed head is there")
+    };
+    Ok(Head {
+        status,
+        headers,
+        written: Written::take(&mut state.written),
+    })
 }
 
 /// Drops the app's body, which is its close(), catching a panic there: like a panic anywhere
@@ -241,14 +259,15 @@ impl Written {
     }
 }
 
-/// Where a [`ResponseFuture`] stands.
+/// Where a [`ResponseFuture`] stands. Every variant is one pointer: the future is moved
+/// around whole, so it is kept small.
 enum Stage {
     /// The app may still start the response (inside its body): poll the body.
     Open(Arc<Shared>),
-    /// The head was decided when the call returned.
-    Decided(Head),
+    /// The head was fixed when the call returned; it waits in the shared state.
+    Decided(Arc<Shared>),
     /// The app failed before its head.
-    Failed(Error),
+    Failed(Box<Error>),
     /// The response was produced.
     Done,
 }
@@ -280,6 +299,12 @@ impl Drop for ResponseFuture {
     /// client went away).
     fn drop(&mut self) {
         close_body(self.body.take(), &self.errors);
+        if matches!(self.stage, Stage::Decided(_))
+            && let Stage::Decided(shared) = std::mem::replace(&mut self.stage, Stage::Done)
+        {
+            // Never polled: the state goes back to the thread's spare all the same.
+            Shared::recycle(shared);
+        }
     }
 }
 
@@ -290,8 +315,28 @@ impl Future for ResponseFuture {
         let this = &mut *self;
         let shared = match std::mem::replace(&mut this.stage, Stage::Done) {
             Stage::Open(shared) => shared,
-            Stage::Decided(head) => return Poll::Ready(this.respond(head, None)),
-            Stage::Failed(error) => return Poll::Ready(this.fail(error)),
+            Stage::Decided(mut shared) => {
+                let taken = match Arc::get_mut(&mut shared) {
+                    Some(unique) => {
+                        let state = unique.state_mut();
+                        let taken = take_head(state, "yielded data");
+                        state.reset();
+                        Shared::recycle_unique(shared);
+                        taken
+                    }
+                    None => {
+                        let taken = take_head(&mut shared.lock(), "yielded data");
+                        Shared::recycle(shared);
+                        taken
+                    }
+                };
+                // Each arm returns its own response: one value for both would be copied.
+                match taken {
+                    Ok(head) => return Poll::Ready(this.respond(head, None)),
+                    Err(error) => return Poll::Ready(this.fail(error)),
+                }
+            }
+            Stage::Failed(error) => return Poll::Ready(this.fail(*error)),
             Stage::Done => panic!("ResponseFuture polled after it completed"),
         };
         loop {
@@ -406,8 +451,11 @@ impl ResponseFuture {
             }
         };
 
-        let mut body = ResponseBody::empty(self.errors.clone());
+        // The body is filled in place: a `ResponseBody` built apart would be copied whole
+        // into the response.
+        let mut response = Response::new(ResponseBody::empty(self.errors.clone()));
         if !self.is_head && status_has_body(status) {
+            let body = response.body_mut();
             body.queue = written;
             body.body = self.body.take();
             body.remaining = remaining;
@@ -424,7 +472,6 @@ impl ResponseFuture {
             }
         }
         close_body(self.body.take(), &self.errors);
-        let mut response = Response::new(body);
         *response.status_mut() = status;
         // The map `Response::new` made is empty and holds no memory (`HeaderMap::new` does
         // not allocate): forgetting it saves the drop of a map with nothing in it.
