@@ -451,32 +451,46 @@ impl ResponseFuture {
             }
         };
 
-        // The body is filled in place: a `ResponseBody` built apart would be copied whole
-        // into the response.
-        let mut response = Response::new(ResponseBody::empty(self.errors.clone()));
-        if !self.is_head && status_has_body(status) {
-            let body = response.body_mut();
-            body.queue = written;
-            body.body = self.body.take();
-            body.remaining = remaining;
-            match first.map(Frame::into_data) {
-                Some(Ok(data)) => body.first = Some(data),
-                Some(Err(frame)) => body.trailers = frame.into_trailers().ok().map(Box::new),
-                None => {}
-            }
-            if let (Some(declared), None) = (remaining, &body.body) {
-                // The whole body is known now: when it is longer than declared, the
-                // connection is marked before the head goes out, so a server can say so in it.
-                let known = body.queue.iter().chain(&body.first).map(Bytes::len);
-                body.must_close = known.sum::<usize>() as u64 > declared;
-            }
-        }
-        close_body(self.body.take(), &self.errors);
-        *response.status_mut() = status;
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = status;
         // The map `Response::new` made is empty and holds no memory (`HeaderMap::new` does
         // not allocate): forgetting it saves the drop of a map with nothing in it.
-        std::mem::forget(std::mem::replace(response.headers_mut(), headers));
-        response
+        std::mem::forget(std::mem::replace(&mut parts.headers, headers));
+        if self.is_head || !status_has_body(status) {
+            close_body(self.body.take(), &self.errors);
+            return Response::from_parts(parts, ResponseBody::empty(self.errors.clone()));
+        }
+        let (first, trailers) = match first.map(Frame::into_data) {
+            Some(Ok(data)) => (Some(data), None),
+            Some(Err(frame)) => (None, frame.into_trailers().ok().map(Box::new)),
+            None => (None, None),
+        };
+        let body = self.body.take();
+        let must_close = match (remaining, &body) {
+            // The whole body is known now: when it is longer than declared, the connection
+            // is marked before the head goes out, so a server can say so in it.
+            (Some(declared), None) => {
+                let known = written.iter().chain(&first).map(Bytes::len);
+                known.sum::<usize>() as u64 > declared
+            }
+            _ => false,
+        };
+        // Built in one expression, straight into the response (a body built apart, then
+        // moved in, is copied whole).
+        Response::from_parts(
+            parts,
+            ResponseBody {
+                queue: written,
+                first,
+                trailers,
+                body,
+                remaining,
+                sent: 0,
+                must_close,
+                done: false,
+                errors: self.errors.clone(),
+            },
+        )
     }
 
     /// Turns a failure before the head into a 500 response, and logs it.
