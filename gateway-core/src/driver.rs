@@ -59,7 +59,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::decimal::decimal;
+use crate::decimal::{decimal, small_decimal_str};
 use crate::environ::parse_digits;
 use crate::error::{Error, ErrorKind, Relayed};
 use crate::errors::log_line;
@@ -526,6 +526,9 @@ impl ResponseFuture {
 
 /// A Content-Length header value; small ones are shared static bytes.
 fn length_value(n: u64) -> HeaderValue {
+    if let Some(text) = small_decimal_str(n) {
+        return HeaderValue::from_static(text);
+    }
     HeaderValue::from_maybe_shared(decimal(n)).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
