@@ -332,7 +332,7 @@ impl Future for ResponseFuture {
                 };
                 // Each arm returns its own response: one value for both would be copied.
                 match taken {
-                    Ok(head) => return Poll::Ready(this.respond(head, None)),
+                    Ok(head) => return Poll::Ready(this.respond(head, None, None)),
                     Err(error) => return Poll::Ready(this.fail(error)),
                 }
             }
@@ -374,7 +374,11 @@ impl Future for ResponseFuture {
             let taken = take_head(&mut shared.lock(), what);
             Shared::recycle(shared);
             return Poll::Ready(match taken {
-                Ok(head) => this.respond(head, first),
+                Ok(head) => match first.map(Frame::into_data) {
+                    None => this.respond(head, None, None),
+                    Some(Ok(data)) => this.respond(head, Some(data), None),
+                    Some(Err(frame)) => this.respond(head, None, frame.into_trailers().ok()),
+                },
                 Err(error) => this.fail(error),
             });
         }
@@ -382,23 +386,28 @@ impl Future for ResponseFuture {
 }
 
 impl ResponseFuture {
-    /// Builds the response from the decided head. `first` is the first frame of the body,
-    /// already taken from it; `self.body` is `None` when the body has ended.
-    fn respond(&mut self, head: Head, first: Option<Frame<Bytes>>) -> Response<ResponseBody> {
+    /// Builds the response from the decided head. `first` is the first chunk of the body, or
+    /// `trailers` its first frame, already taken from it; `self.body` is `None` when the body
+    /// has ended.
+    fn respond(
+        &mut self,
+        head: Head,
+        mut first: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    ) -> Response<ResponseBody> {
         let Head {
             status,
             mut headers,
             written,
         } = head;
-        let mut first = first;
         if let Some(len) = self.body.as_ref().and_then(Body::in_memory_len)
-            && (len == 0 || first.is_none())
+            && (len == 0 || (first.is_none() && trailers.is_none()))
         {
             // The rest of the body is in memory: it gives up its data now (no later poll of
             // it can fail, wait or start the response), and it is closed.
             let data = self.body.take().map(Body::into_full_bytes);
             if len > 0 {
-                first = data.map(Frame::data);
+                first = data;
             }
         } else if self
             .body
@@ -430,10 +439,7 @@ impl ResponseFuture {
                 };
                 match rest {
                     Some(rest) if !no_length && status != StatusCode::NOT_MODIFIED => {
-                        let first_len = first
-                            .as_ref()
-                            .and_then(Frame::data_ref)
-                            .map_or(0, Bytes::len);
+                        let first_len = first.as_ref().map_or(0, Bytes::len);
                         let total = written.iter().map(|d| d.len() as u64).sum::<u64>()
                             + first_len as u64
                             + rest;
@@ -451,20 +457,16 @@ impl ResponseFuture {
             }
         };
 
-        let (mut parts, ()) = Response::new(()).into_parts();
-        parts.status = status;
+        let mut response = Response::new(());
+        *response.status_mut() = status;
         // The map `Response::new` made is empty and holds no memory (`HeaderMap::new` does
         // not allocate): forgetting it saves the drop of a map with nothing in it.
-        std::mem::forget(std::mem::replace(&mut parts.headers, headers));
+        std::mem::forget(std::mem::replace(response.headers_mut(), headers));
         if self.is_head || !status_has_body(status) {
             close_body(self.body.take(), &self.errors);
-            return Response::from_parts(parts, ResponseBody::empty(self.errors.clone()));
+            return response.map(|()| ResponseBody::empty(self.errors.clone()));
         }
-        let (first, trailers) = match first.map(Frame::into_data) {
-            Some(Ok(data)) => (Some(data), None),
-            Some(Err(frame)) => (None, frame.into_trailers().ok().map(Box::new)),
-            None => (None, None),
-        };
+        let trailers = trailers.map(Box::new);
         let body = self.body.take();
         let must_close = match (remaining, &body) {
             // The whole body is known now: when it is longer than declared, the connection
@@ -477,20 +479,17 @@ impl ResponseFuture {
         };
         // Built in one expression, straight into the response (a body built apart, then
         // moved in, is copied whole).
-        Response::from_parts(
-            parts,
-            ResponseBody {
-                queue: written,
-                first,
-                trailers,
-                body,
-                remaining,
-                sent: 0,
-                must_close,
-                done: false,
-                errors: self.errors.clone(),
-            },
-        )
+        response.map(|()| ResponseBody {
+            queue: written,
+            first,
+            trailers,
+            body,
+            remaining,
+            sent: 0,
+            must_close,
+            done: false,
+            errors: self.errors.clone(),
+        })
     }
 
     /// Turns a failure before the head into a 500 response, and logs it.
