@@ -436,10 +436,11 @@ fn set_head(
 /// Checks response headers by the rules `start` enforces.
 pub(crate) fn check_headers(headers: &HeaderMap) -> Result<(), StartError> {
     for name in headers.keys() {
-        if name.as_str() == "status" {
+        let text = name.as_str();
+        if text == "status" {
             return Err(StartError::StatusHeader);
         }
-        if is_hop_by_hop(name) {
+        if is_hop_by_hop_str(text) {
             return Err(StartError::HopByHop(name.clone()));
         }
     }
@@ -456,8 +457,14 @@ pub(crate) fn check_headers(headers: &HeaderMap) -> Result<(), StartError> {
 /// assert!(!is_hop_by_hop(&http::header::CONTENT_LENGTH));
 /// ```
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop_str(name.as_str())
+}
+
+/// [`is_hop_by_hop`] on the text of a name.
+#[inline]
+fn is_hop_by_hop_str(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "keep-alive"
             | "proxy-authenticate"
