@@ -91,6 +91,45 @@ type Hook = Box<dyn FnMut(&mut StatusCode, &mut HeaderMap) + Send>;
 
 type WriteHook = Box<dyn FnMut(Bytes) -> io::Result<Bytes> + Send>;
 
+/// The middleware hooks of a `StartResponse` or `Writer`, both kinds in one list (one vector
+/// to move and drop, and none allocated when there is no middleware), outermost first.
+#[derive(Default)]
+struct Hooks(Vec<AnyHook>);
+
+enum AnyHook {
+    Head(Hook),
+    Write(WriteHook),
+}
+
+impl Hooks {
+    /// The head hooks, innermost first (the order they run in).
+    fn head(&mut self) -> impl Iterator<Item = &mut Hook> {
+        self.0.iter_mut().rev().filter_map(|hook| match hook {
+            AnyHook::Head(hook) => Some(hook),
+            AnyHook::Write(_) => None,
+        })
+    }
+
+    /// The hooks on written data, innermost first (the order they run in).
+    fn write(&mut self) -> impl Iterator<Item = &mut WriteHook> {
+        self.0.iter_mut().rev().filter_map(|hook| match hook {
+            AnyHook::Write(hook) => Some(hook),
+            AnyHook::Head(_) => None,
+        })
+    }
+
+    fn head_count(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|hook| matches!(hook, AnyHook::Head(_)))
+            .count()
+    }
+
+    fn write_count(&self) -> usize {
+        self.0.len() - self.head_count()
+    }
+}
+
 /// WSGI's `start_response`: how an app sets the status and headers of its response.
 ///
 /// An app gets one with each call and [`start`](StartResponse::start)s it exactly once: `start`
@@ -123,18 +162,16 @@ type WriteHook = Box<dyn FnMut(Bytes) -> io::Result<Bytes> + Send>;
 /// ```
 pub struct StartResponse {
     shared: Arc<Shared>,
-    /// Middleware hooks, outermost first; applied innermost first.
-    hooks: Vec<Hook>,
-    /// Middleware hooks on written data, in the same order as `hooks`.
-    write_hooks: Vec<WriteHook>,
+    /// Middleware hooks on the head and on written data, outermost first; applied innermost
+    /// first.
+    hooks: Hooks,
 }
 
 impl StartResponse {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         StartResponse {
             shared,
-            hooks: Vec::new(),
-            write_hooks: Vec::new(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -149,7 +186,6 @@ impl StartResponse {
         Ok(Writer {
             shared: self.shared,
             hooks: self.hooks,
-            write_hooks: self.write_hooks,
         })
     }
 
@@ -185,7 +221,7 @@ impl StartResponse {
     where
         F: FnMut(&mut StatusCode, &mut HeaderMap) + Send + 'static,
     {
-        self.hooks.push(Box::new(hook));
+        self.hooks.0.push(AnyHook::Head(Box::new(hook)));
         self
     }
 
@@ -237,7 +273,7 @@ impl StartResponse {
     where
         F: FnMut(Bytes) -> io::Result<Bytes> + Send + 'static,
     {
-        self.write_hooks.push(Box::new(hook));
+        self.hooks.0.push(AnyHook::Write(Box::new(hook)));
         self
     }
 }
@@ -245,8 +281,8 @@ impl StartResponse {
 impl fmt::Debug for StartResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StartResponse")
-            .field("hooks", &self.hooks.len())
-            .field("write_hooks", &self.write_hooks.len())
+            .field("hooks", &self.hooks.head_count())
+            .field("write_hooks", &self.hooks.write_count())
             .finish_non_exhaustive()
     }
 }
@@ -264,8 +300,7 @@ impl fmt::Debug for StartResponse {
 /// Dropping the writer is fine: most apps never use it.
 pub struct Writer {
     shared: Arc<Shared>,
-    hooks: Vec<Hook>,
-    write_hooks: Vec<WriteHook>,
+    hooks: Hooks,
 }
 
 impl Writer {
@@ -309,7 +344,7 @@ impl Writer {
             ));
         }
         let mut data = data.into();
-        for hook in self.write_hooks.iter_mut().rev() {
+        for hook in self.hooks.write() {
             data = hook(data)?;
         }
         if !data.is_empty() {
@@ -384,7 +419,7 @@ impl io::Write for Writer {
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
-            .field("write_hooks", &self.write_hooks.len())
+            .field("write_hooks", &self.hooks.write_count())
             .finish_non_exhaustive()
     }
 }
@@ -405,7 +440,7 @@ fn write_limit(state: &State) -> Option<u64> {
 /// [`StartError::AlreadySent`], before any hook runs, once the head is fixed.
 fn set_head(
     shared: &Shared,
-    hooks: &mut [Hook],
+    hooks: &mut Hooks,
     mut status: StatusCode,
     mut headers: HeaderMap,
     restart: bool,
@@ -417,7 +452,7 @@ fn set_head(
     if restart && state.committed {
         return Err(StartError::AlreadySent);
     }
-    for hook in hooks.iter_mut().rev() {
+    for hook in hooks.head() {
         hook(&mut status, &mut headers);
     }
     match check_headers(&headers) {
