@@ -691,47 +691,60 @@ impl ResponseBody {
     }
 
     /// Applies the Content-Length to a chunk: cuts it if it goes past the end.
+    #[inline]
     fn limit(&mut self, mut data: Bytes) -> Option<Bytes> {
-        if let Some(remaining) = &mut self.remaining {
-            if data.len() as u64 > *remaining {
-                let declared = self.sent + *remaining;
-                log_line(
-                    &*self.errors,
-                    &format!(
-                        "gateway: response body longer than its Content-Length ({declared}); cut there"
-                    ),
-                );
-                data.truncate(*remaining as usize);
-                self.queue.clear();
-                self.first = None;
-                close_body(self.body.take(), &self.errors);
-                self.must_close = true;
+        if let Some(remaining) = self.remaining {
+            if data.len() as u64 > remaining {
+                self.cut(&mut data, remaining);
             }
-            *remaining -= data.len() as u64;
+            self.remaining = Some(remaining - data.len() as u64);
         }
         self.sent += data.len() as u64;
         (!data.is_empty()).then_some(data)
     }
 
+    /// Cuts `data`, which goes past the Content-Length, to the `remaining` bytes it allows, and
+    /// drops the rest of the body.
+    #[cold]
+    fn cut(&mut self, data: &mut Bytes, remaining: u64) {
+        let declared = self.sent + remaining;
+        log_line(
+            &*self.errors,
+            &format!(
+                "gateway: response body longer than its Content-Length ({declared}); cut there"
+            ),
+        );
+        data.truncate(remaining as usize);
+        self.queue.clear();
+        self.first = None;
+        close_body(self.body.take(), &self.errors);
+        self.must_close = true;
+    }
+
     /// The end of the body: an error if it fell short of its Content-Length.
+    #[inline]
     fn finish(&mut self) -> Option<Result<Frame<Bytes>, Error>> {
         self.done = true;
         close_body(self.body.take(), &self.errors);
         match self.remaining {
-            Some(missing) if missing > 0 => {
-                let error = Error::new(
-                    ErrorKind::ShortBody,
-                    format!(
-                        "response body ended after {} of the {} bytes of its Content-Length",
-                        self.sent,
-                        self.sent + missing
-                    ),
-                );
-                log_line(&*self.errors, &format!("gateway: {error}"));
-                Some(Err(error))
-            }
+            Some(missing) if missing > 0 => Some(Err(self.short(missing))),
             _ => None,
         }
+    }
+
+    /// The error of a body `missing` bytes short of its Content-Length, logged.
+    #[cold]
+    fn short(&self, missing: u64) -> Error {
+        let error = Error::new(
+            ErrorKind::ShortBody,
+            format!(
+                "response body ended after {} of the {} bytes of its Content-Length",
+                self.sent,
+                self.sent + missing
+            ),
+        );
+        log_line(&*self.errors, &format!("gateway: {error}"));
+        error
     }
 
     fn abort(&mut self, error: Error) -> Option<Result<Frame<Bytes>, Error>> {
