@@ -246,6 +246,14 @@ impl Written {
         self.0.iter().flatten()
     }
 
+    /// How many bytes are queued.
+    fn byte_len(&self) -> u64 {
+        match &self.0 {
+            None => 0,
+            Some(queue) => queue.iter().map(|data| data.len() as u64).sum(),
+        }
+    }
+
     fn len(&self) -> usize {
         self.0.as_ref().map_or(0, VecDeque::len)
     }
@@ -440,9 +448,7 @@ impl ResponseFuture {
                 match rest {
                     Some(rest) if !no_length && status != StatusCode::NOT_MODIFIED => {
                         let first_len = first.as_ref().map_or(0, Bytes::len);
-                        let total = written.iter().map(|d| d.len() as u64).sum::<u64>()
-                            + first_len as u64
-                            + rest;
+                        let total = written.byte_len() + first_len as u64 + rest;
                         if total == 0 && self.is_head {
                             // An app that answers HEAD with an empty body says nothing of the
                             // length a GET would get: no `Content-Length: 0` in its name.
@@ -472,8 +478,8 @@ impl ResponseFuture {
             // The whole body is known now: when it is longer than declared, the connection
             // is marked before the head goes out, so a server can say so in it.
             (Some(declared), None) => {
-                let known = written.iter().chain(&first).map(Bytes::len);
-                known.sum::<usize>() as u64 > declared
+                let known = written.byte_len() + first.as_ref().map_or(0, Bytes::len) as u64;
+                known > declared
             }
             _ => false,
         };

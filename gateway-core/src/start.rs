@@ -40,7 +40,9 @@ impl State {
     pub(crate) fn reset(&mut self) {
         self.head = None;
         self.committed = false;
-        self.written.clear();
+        if !self.written.is_empty() {
+            self.written.clear();
+        }
         self.written_len = 0;
         self.writes_closed = false;
         self.refused = None;
