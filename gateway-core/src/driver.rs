@@ -238,6 +238,7 @@ impl Written {
         }
     }
 
+    #[inline]
     fn pop_front(&mut self) -> Option<Bytes> {
         self.0.as_mut()?.pop_front()
     }
@@ -753,6 +754,46 @@ impl ResponseBody {
         error
     }
 
+    /// The rest of [`poll_frame`](http_body::Body::poll_frame): trailers, and polling the
+    /// app's body.
+    #[inline(never)]
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            if let Some(data) = self.queue.pop_front().or_else(|| self.first.take()) {
+                match self.limit(data) {
+                    Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    None => continue,
+                }
+            }
+            if let Some(trailers) = self.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(self.finish());
+            };
+            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
+            match polled {
+                Err(payload) => return Poll::Ready(self.abort(Error::panic(&*payload))),
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(None)) => return Poll::Ready(self.finish()),
+                Ok(Poll::Ready(Some(Err(error)))) => {
+                    return Poll::Ready(self.abort(Error::app(error)));
+                }
+                Ok(Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(data) = self.limit(data) {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        if self.body.is_none() {
+                            return Poll::Ready(self.finish());
+                        }
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
+        }
+    }
+
     fn abort(&mut self, error: Error) -> Option<Result<Frame<Bytes>, Error>> {
         log_line(
             &*self.errors,
@@ -793,6 +834,9 @@ impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Error;
 
+    // Inlined: most polls take a chunk already in memory, or find the end; the rest (trailers,
+    // polling the app's body) is in `poll_more`.
+    #[inline]
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -801,40 +845,14 @@ impl http_body::Body for ResponseBody {
         if this.done {
             return Poll::Ready(None);
         }
-        loop {
-            if let Some(data) = this.queue.pop_front().or_else(|| this.first.take()) {
-                match this.limit(data) {
-                    Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    None => continue,
-                }
+        if let Some(data) = this.queue.pop_front().or_else(|| this.first.take()) {
+            if let Some(data) = this.limit(data) {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            if let Some(trailers) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
-            }
-            let Some(body) = this.body.as_mut() else {
-                return Poll::Ready(this.finish());
-            };
-            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
-            match polled {
-                Err(payload) => return Poll::Ready(this.abort(Error::panic(&*payload))),
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(None)) => return Poll::Ready(this.finish()),
-                Ok(Poll::Ready(Some(Err(error)))) => {
-                    return Poll::Ready(this.abort(Error::app(error)));
-                }
-                Ok(Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Some(data) = this.limit(data) {
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        if this.body.is_none() {
-                            return Poll::Ready(this.finish());
-                        }
-                    }
-                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                },
-            }
+        } else if this.trailers.is_none() && this.body.is_none() {
+            return Poll::Ready(this.finish());
         }
+        this.poll_more(cx)
     }
 
     fn is_end_stream(&self) -> bool {
