@@ -49,6 +49,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,7 +93,7 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
     };
     ResponseFuture {
         stage,
-        body,
+        body: AppBody::new(body),
         is_head,
         errors,
     }
@@ -216,6 +217,12 @@ fn close(shared: &Shared) {
     state.written.clear();
 }
 
+/// The app's body while the driver holds it, `None` once closed. Its holders (the
+/// [`ResponseFuture`], the [`ResponseBody`]) close it in their `Drop` through [`close_body`],
+/// which catches a panic there, so the field itself never needs dropping: `ManuallyDrop`
+/// spares the drop glue its test.
+type AppBody = ManuallyDrop<Option<Body>>;
+
 /// The head as the app left it, with what `write()` pushed.
 struct Head {
     status: StatusCode,
@@ -288,7 +295,7 @@ enum Stage {
 #[must_use = "a response does nothing unless polled"]
 pub struct ResponseFuture {
     stage: Stage,
-    body: Option<Body>,
+    body: AppBody,
     is_head: bool,
     errors: SharedSink,
 }
@@ -296,7 +303,7 @@ pub struct ResponseFuture {
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("body", &self.body)
+            .field("body", &*self.body)
             .field("is_head", &self.is_head)
             .field("done", &matches!(self.stage, Stage::Done))
             .finish_non_exhaustive()
@@ -442,7 +449,7 @@ impl ResponseFuture {
                 }
             }
             Entry::Vacant(entry) => {
-                let rest = match &self.body {
+                let rest = match &*self.body {
                     None => Some(0),
                     Some(body) => body.in_memory_len(),
                 };
@@ -474,8 +481,8 @@ impl ResponseFuture {
             return response.map(|()| ResponseBody::empty(self.errors.clone()));
         }
         let trailers = trailers.map(Box::new);
-        let body = self.body.take();
-        let must_close = match (remaining, &body) {
+        let body = AppBody::new(self.body.take());
+        let must_close = match (remaining, &*body) {
             // The whole body is known now: when it is longer than declared, the connection
             // is marked before the head goes out, so a server can say so in it.
             (Some(declared), None) => {
@@ -594,7 +601,7 @@ pub struct ResponseBody {
     /// The first chunk of the app's body, taken while the head was decided.
     first: Option<Bytes>,
     trailers: Option<Box<HeaderMap>>,
-    body: Option<Body>,
+    body: AppBody,
     /// Bytes still allowed by the Content-Length, if there is one.
     remaining: Option<u64>,
     sent: u64,
@@ -609,7 +616,7 @@ impl ResponseBody {
             queue: Written(None),
             first: None,
             trailers: None,
-            body: None,
+            body: AppBody::new(None),
             remaining: None,
             sent: 0,
             must_close: false,
@@ -664,7 +671,7 @@ impl ResponseBody {
         if self.done {
             return Ok(Bytes::new());
         }
-        let rest = match &self.body {
+        let rest = match &*self.body {
             None => 0,
             Some(body) => match body.in_memory_len() {
                 Some(len) => len,
@@ -821,7 +828,7 @@ impl fmt::Debug for ResponseBody {
                 "queued",
                 &(self.queue.len() + usize::from(self.first.is_some())),
             )
-            .field("body", &self.body)
+            .field("body", &*self.body)
             .field("remaining", &self.remaining)
             .field("sent", &self.sent)
             .field("must_close", &self.must_close)
@@ -884,7 +891,7 @@ impl http_body::Body for ResponseBody {
             .chain(&self.first)
             .map(|d| d.len() as u64)
             .sum::<u64>();
-        match &self.body {
+        match &*self.body {
             None => SizeHint::with_exact(queued),
             Some(body) => {
                 let inner = body.size_hint();
