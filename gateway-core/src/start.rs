@@ -57,6 +57,7 @@ thread_local! {
 
 impl Shared {
     /// A `Shared` in its initial state: the thread's spare one, or a new one.
+    #[inline]
     pub(crate) fn fresh() -> Arc<Shared> {
         SPARE.with(Cell::take).unwrap_or_default()
     }
@@ -72,9 +73,13 @@ impl Shared {
 
     /// Keeps `shared`, whose state was [reset](State::reset), as the thread's spare; the caller
     /// holds the only reference (it checked with `Arc::get_mut`, and gave none away since).
+    #[inline]
     pub(crate) fn recycle_unique(shared: Arc<Shared>) {
         debug_assert_eq!(Arc::strong_count(&shared), 1);
-        SPARE.with(|spare| spare.set(Some(shared)));
+        // The spare was taken by `fresh`: there is nothing to drop in its place.
+        let spare = SPARE.replace(Some(shared));
+        debug_assert!(spare.is_none());
+        drop(spare);
     }
 
     /// The state, without a lock: only for the one holder of the `Shared`.
