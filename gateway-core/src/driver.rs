@@ -101,12 +101,19 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
 
 /// What the driver knows once the app's call returned: `write()` is refused from now on, and
 /// when the head can no longer change (the body is in memory and cannot start the response,
-/// or `write()` fixed the head), it is fixed now. A fixed head stays in the shared state until
+/// or `write()` fixed the head), the stage says so. The head stays in the shared state until
 /// the future is polled (nothing can change it any more), so the future stays small. When
 /// nothing else holds the shared state (the app dropped its `StartResponse` or `Writer`, as
-/// most do), no lock is taken.
+/// most do), no lock is taken, and for an in-memory body the state is not even touched.
+#[inline]
 fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
     let in_memory = body.in_memory_len().is_some();
+    if in_memory && Arc::strong_count(&shared) == 1 {
+        // Nothing else holds the state, and nothing can take it any more (the driver gives
+        // out no other handle): no `write()` or restart can come, so there is nothing to mark
+        // now. The head, or the error of a response never started, is taken at the poll.
+        return Stage::Decided(shared);
+    }
     let committed = match Arc::get_mut(&mut shared) {
         Some(unique) => {
             let state = unique.state_mut();
@@ -280,7 +287,7 @@ impl Written {
 enum Stage {
     /// The app may still start the response (inside its body): poll the body.
     Open(Arc<Shared>),
-    /// The head was fixed when the call returned; it waits in the shared state.
+    /// The head can no longer change since the call returned; it waits in the shared state.
     Decided(Arc<Shared>),
     /// The app failed before its head.
     Failed(Box<Error>),
@@ -332,16 +339,19 @@ impl Future for ResponseFuture {
         let shared = match std::mem::replace(&mut this.stage, Stage::Done) {
             Stage::Open(shared) => shared,
             Stage::Decided(mut shared) => {
+                // What the body does first, for the error of a response never started (only
+                // an in-memory body can leave it to here).
+                let what = this.body.as_ref().map_or("ended", body_did);
                 let taken = match Arc::get_mut(&mut shared) {
                     Some(unique) => {
                         let state = unique.state_mut();
-                        let taken = take_head(state, "yielded data");
+                        let taken = take_head(state, what);
                         state.reset();
                         Shared::recycle_unique(shared);
                         taken
                     }
                     None => {
-                        let taken = take_head(&mut shared.lock(), "yielded data");
+                        let taken = take_head(&mut shared.lock(), what);
                         Shared::recycle(shared);
                         taken
                     }
