@@ -503,7 +503,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// [`is_hop_by_hop`] on the text of a name.
-#[inline]
+#[inline(always)]
 fn is_hop_by_hop_str(name: &str) -> bool {
     matches!(
         name,
