@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -101,7 +102,18 @@ type WriteHook = Box<dyn FnMut(Bytes) -> io::Result<Bytes> + Send>;
 /// The middleware hooks of a `StartResponse` or `Writer`, both kinds in one list (one vector
 /// to move and drop, and none allocated when there is no middleware), outermost first.
 #[derive(Default)]
-struct Hooks(Vec<AnyHook>);
+struct Hooks(ManuallyDrop<Vec<AnyHook>>);
+
+impl Drop for Hooks {
+    /// Drops the hooks, if there are any: an empty vector (no middleware, as most apps run)
+    /// is left as it is, without the call to its drop.
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.capacity() != 0 {
+            drop(std::mem::take(&mut *self.0));
+        }
+    }
+}
 
 enum AnyHook {
     Head(Hook),
