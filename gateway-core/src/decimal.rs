@@ -7,8 +7,8 @@ use bytes::Bytes;
 const SMALL: usize = 10_000;
 
 /// The decimal digits of every number below [`SMALL`], four bytes per number, left aligned.
-static DIGITS: [[u8; 4]; SMALL] = {
-    let mut table = [[0u8; 4]; SMALL];
+static DIGITS: [u8; 4 * SMALL] = {
+    let mut table = [0u8; 4 * SMALL];
     let mut n = 0;
     while n < SMALL {
         let len = digit_count(n);
@@ -16,12 +16,18 @@ static DIGITS: [[u8; 4]; SMALL] = {
         let mut i = len;
         while i > 0 {
             i -= 1;
-            table[n][i] = b'0' + (rest % 10) as u8;
+            table[4 * n + i] = b'0' + (rest % 10) as u8;
             rest /= 10;
         }
         n += 1;
     }
     table
+};
+
+/// [`DIGITS`] as text, for the callers that need a `&'static str` (a header value).
+static DIGITS_TEXT: &str = match std::str::from_utf8(&DIGITS) {
+    Ok(text) => text,
+    Err(_) => panic!("the digits are ASCII"),
 };
 
 const fn digit_count(n: usize) -> usize {
@@ -33,12 +39,19 @@ const fn digit_count(n: usize) -> usize {
     }
 }
 
+/// `n` in decimal as static text, when it is below 10,000.
+pub(crate) fn small_decimal_str(n: u64) -> Option<&'static str> {
+    let small = usize::try_from(n).ok().filter(|&n| n < SMALL)?;
+    let start = small * 4;
+    DIGITS_TEXT.get(start..start + digit_count(small))
+}
+
 /// `n` in decimal: static bytes below 10,000, else one small allocation.
 pub(crate) fn decimal(n: u64) -> Bytes {
     if let Ok(small) = usize::try_from(n)
         && small < SMALL
     {
-        return Bytes::from_static(&DIGITS[small][..digit_count(small)]);
+        return Bytes::from_static(&DIGITS[4 * small..4 * small + digit_count(small)]);
     }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -59,6 +72,12 @@ mod tests {
     fn every_number_is_its_decimal_text() {
         for n in (0..SMALL as u64 + 100).chain([65_535, 123_456, u64::MAX]) {
             assert_eq!(decimal(n), n.to_string().as_bytes(), "{n}");
+            let small = small_decimal_str(n);
+            if n < SMALL as u64 {
+                assert_eq!(small, Some(n.to_string().as_str()), "{n}");
+            } else {
+                assert_eq!(small, None, "{n}");
+            }
         }
     }
 }

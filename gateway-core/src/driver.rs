@@ -49,6 +49,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,7 +60,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::decimal::decimal;
+use crate::decimal::{decimal, small_decimal_str};
 use crate::environ::parse_digits;
 use crate::error::{Error, ErrorKind, Relayed};
 use crate::errors::log_line;
@@ -87,12 +88,12 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
         }
         Err(payload) => {
             close(&shared);
-            (None, Stage::Failed(Error::panic(&*payload)))
+            (None, Stage::Failed(Box::new(Error::panic(&*payload))))
         }
     };
     ResponseFuture {
         stage,
-        body,
+        body: AppBody::new(body),
         is_head,
         errors,
     }
@@ -100,22 +101,32 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
 
 /// What the driver knows once the app's call returned: `write()` is refused from now on, and
 /// when the head can no longer change (the body is in memory and cannot start the response,
-/// or `write()` fixed the head), it is taken now. When nothing else holds the shared state
-/// (the app dropped its `StartResponse` or `Writer`, as most do), no lock is taken, and the
-/// state goes back to the thread's spare at once.
+/// or `write()` fixed the head), the stage says so. The head stays in the shared state until
+/// the future is polled (nothing can change it any more), so the future stays small. When
+/// nothing else holds the shared state (the app dropped its `StartResponse` or `Writer`, as
+/// most do), no lock is taken, and for an in-memory body the state is not even touched.
+#[inline]
 fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
     let in_memory = body.in_memory_len().is_some();
-    let taken = match Arc::get_mut(&mut shared) {
+    if in_memory && Arc::strong_count(&shared) == 1 {
+        // Nothing else holds the state, and nothing can take it any more (the driver gives
+        // out no other handle): no `write()` or restart can come, so there is nothing to mark
+        // now. The head, or the error of a response never started, is taken at the poll.
+        return Stage::Decided(shared);
+    }
+    let committed = match Arc::get_mut(&mut shared) {
         Some(unique) => {
             let state = unique.state_mut();
+            state.writes_closed = true;
             if !(in_memory || state.committed) {
-                state.writes_closed = true;
                 return Stage::Open(shared);
             }
-            let taken = take_head(state, body_did(body));
-            state.reset();
-            Shared::recycle_unique(shared);
-            taken
+            if let Err(error) = commit_head(state, body_did(body)) {
+                state.reset();
+                Shared::recycle_unique(shared);
+                return Stage::Failed(Box::new(error));
+            }
+            Ok(())
         }
         None => {
             let mut state = shared.lock();
@@ -124,12 +135,12 @@ fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
                 drop(state);
                 return Stage::Open(shared);
             }
-            take_head(&mut state, body_did(body))
+            commit_head(&mut state, body_did(body))
         }
     };
-    match taken {
-        Ok(head) => Stage::Decided(head),
-        Err(error) => Stage::Failed(error),
+    match committed {
+        Ok(()) => Stage::Decided(shared),
+        Err(error) => Stage::Failed(Box::new(error)),
     }
 }
 
@@ -142,37 +153,62 @@ fn body_did(body: &Body) -> &'static str {
     }
 }
 
-/// Fixes the head: takes the status, headers and written data from the shared state, or the
-/// error when the app never started the response. `what` names what the body did.
-fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
+/// Fixes the head in the shared state (a `Writer` can no longer restart the response), or
+/// returns the error when the app never started the response. `what` names what the body did.
+#[inline]
+fn commit_head(state: &mut State, what: &str) -> Result<(), Error> {
     state.committed = true;
-    match state.head.take() {
-        Some((status, headers)) => Ok(Head {
-            status,
-            headers,
-            written: std::mem::take(&mut state.written),
-        }),
-        None => {
-            state.written.clear();
-            Err(match &state.refused {
-                Some(refused) => {
-                    Error::new(ErrorKind::StartRefused, format!("start refused: {refused}"))
-                }
-                None => Error::new(
-                    ErrorKind::NotStarted,
-                    format!("the app's body {what} before the response was started"),
-                ),
-            })
-        }
+    if state.head.is_some() {
+        return Ok(());
     }
+    Err(not_started(state, what))
+}
+
+/// The error of a head the app never started; what it wrote is dropped.
+#[cold]
+fn not_started(state: &mut State, what: &str) -> Error {
+    state.written.clear();
+    match &state.refused {
+        Some(refused) => Error::new(ErrorKind::StartRefused, format!("start refused: {refused}")),
+        None => Error::new(
+            ErrorKind::NotStarted,
+            format!("the app's body {what} before the response was started"),
+        ),
+    }
+}
+
+/// Fixes the head and takes it from the shared state: the status, headers and written data,
+/// or the error when the app never started the response. `what` names what the body did.
+// Inlined, so that the head goes to the response without a copy of the whole.
+#[inline(always)]
+fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
+    commit_head(state, what)?;
+    let Some((status, headers)) = state.head.take() else {
+        unreachable!("a committed head is there")
+    };
+    Ok(Head {
+        status,
+        headers,
+        written: Written::take(&mut state.written),
+    })
 }
 
 /// Drops the app's body, which is its close(), catching a panic there: like a panic anywhere
 /// else in the app it fails this request only, and is logged to the request's error stream
 /// (the response may be complete by then, so nothing else is changed). Every drop of an app's
 /// body by the driver goes through here.
+// Inlined: most calls find no body left (it ended, or went into the response whole), and
+// then cost one test; the catch_unwind is only set up for a body to drop.
+#[inline]
 fn close_body(body: Option<Body>, errors: &SharedSink) {
-    let Some(body) = body else { return };
+    if let Some(body) = body {
+        drop_app_body(body, errors);
+    }
+}
+
+/// [`close_body`] for a body that is there.
+#[inline(never)]
+fn drop_app_body(body: Body, errors: &SharedSink) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
         let error = Error::panic(&*payload);
         log_line(&**errors, &format!("gateway: {error} (closing its body)"));
@@ -188,21 +224,73 @@ fn close(shared: &Shared) {
     state.written.clear();
 }
 
+/// The app's body while the driver holds it, `None` once closed. Its holders (the
+/// [`ResponseFuture`], the [`ResponseBody`]) close it in their `Drop` through [`close_body`],
+/// which catches a panic there, so the field itself never needs dropping: `ManuallyDrop`
+/// spares the drop glue its test.
+type AppBody = ManuallyDrop<Option<Body>>;
+
 /// The head as the app left it, with what `write()` pushed.
 struct Head {
     status: StatusCode,
     headers: HeaderMap,
-    written: VecDeque<Bytes>,
+    written: Written,
 }
 
-/// Where a [`ResponseFuture`] stands.
+/// What `write()` pushed, in order. Most apps never write: then there is no queue at all, and
+/// nothing to drop.
+#[derive(Default)]
+struct Written(Option<VecDeque<Bytes>>);
+
+impl Written {
+    /// Takes what the shared state holds.
+    fn take(written: &mut VecDeque<Bytes>) -> Self {
+        if written.is_empty() {
+            Written(None)
+        } else {
+            Written(Some(std::mem::take(written)))
+        }
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<Bytes> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.0.iter().flatten()
+    }
+
+    /// How many bytes are queued.
+    fn byte_len(&self) -> u64 {
+        match &self.0 {
+            None => 0,
+            Some(queue) => queue.iter().map(|data| data.len() as u64).sum(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, VecDeque::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Where a [`ResponseFuture`] stands. Every variant is one pointer: the future is moved
+/// around whole, so it is kept small.
 enum Stage {
     /// The app may still start the response (inside its body): poll the body.
     Open(Arc<Shared>),
-    /// The head was decided when the call returned.
-    Decided(Head),
+    /// The head can no longer change since the call returned; it waits in the shared state.
+    Decided(Arc<Shared>),
     /// The app failed before its head.
-    Failed(Error),
+    Failed(Box<Error>),
     /// The response was produced.
     Done,
 }
@@ -214,7 +302,7 @@ enum Stage {
 #[must_use = "a response does nothing unless polled"]
 pub struct ResponseFuture {
     stage: Stage,
-    body: Option<Body>,
+    body: AppBody,
     is_head: bool,
     errors: SharedSink,
 }
@@ -222,7 +310,7 @@ pub struct ResponseFuture {
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("body", &self.body)
+            .field("body", &*self.body)
             .field("is_head", &self.is_head)
             .field("done", &matches!(self.stage, Stage::Done))
             .finish_non_exhaustive()
@@ -234,6 +322,12 @@ impl Drop for ResponseFuture {
     /// client went away).
     fn drop(&mut self) {
         close_body(self.body.take(), &self.errors);
+        if matches!(self.stage, Stage::Decided(_))
+            && let Stage::Decided(shared) = std::mem::replace(&mut self.stage, Stage::Done)
+        {
+            // Never polled: the state goes back to the thread's spare all the same.
+            Shared::recycle(shared);
+        }
     }
 }
 
@@ -244,8 +338,31 @@ impl Future for ResponseFuture {
         let this = &mut *self;
         let shared = match std::mem::replace(&mut this.stage, Stage::Done) {
             Stage::Open(shared) => shared,
-            Stage::Decided(head) => return Poll::Ready(this.respond(head, None)),
-            Stage::Failed(error) => return Poll::Ready(this.fail(error)),
+            Stage::Decided(mut shared) => {
+                // What the body does first, for the error of a response never started (only
+                // an in-memory body can leave it to here).
+                let what = this.body.as_ref().map_or("ended", body_did);
+                let taken = match Arc::get_mut(&mut shared) {
+                    Some(unique) => {
+                        let state = unique.state_mut();
+                        let taken = take_head(state, what);
+                        state.reset();
+                        Shared::recycle_unique(shared);
+                        taken
+                    }
+                    None => {
+                        let taken = take_head(&mut shared.lock(), what);
+                        Shared::recycle(shared);
+                        taken
+                    }
+                };
+                // Each arm returns its own response: one value for both would be copied.
+                match taken {
+                    Ok(head) => return Poll::Ready(this.respond(head, None, None)),
+                    Err(error) => return Poll::Ready(this.fail(error)),
+                }
+            }
+            Stage::Failed(error) => return Poll::Ready(this.fail(*error)),
             Stage::Done => panic!("ResponseFuture polled after it completed"),
         };
         loop {
@@ -283,7 +400,11 @@ impl Future for ResponseFuture {
             let taken = take_head(&mut shared.lock(), what);
             Shared::recycle(shared);
             return Poll::Ready(match taken {
-                Ok(head) => this.respond(head, first),
+                Ok(head) => match first.map(Frame::into_data) {
+                    None => this.respond(head, None, None),
+                    Some(Ok(data)) => this.respond(head, Some(data), None),
+                    Some(Err(frame)) => this.respond(head, None, frame.into_trailers().ok()),
+                },
                 Err(error) => this.fail(error),
             });
         }
@@ -291,23 +412,28 @@ impl Future for ResponseFuture {
 }
 
 impl ResponseFuture {
-    /// Builds the response from the decided head. `first` is the first frame of the body,
-    /// already taken from it; `self.body` is `None` when the body has ended.
-    fn respond(&mut self, head: Head, first: Option<Frame<Bytes>>) -> Response<ResponseBody> {
+    /// Builds the response from the decided head. `first` is the first chunk of the body, or
+    /// `trailers` its first frame, already taken from it; `self.body` is `None` when the body
+    /// has ended.
+    fn respond(
+        &mut self,
+        head: Head,
+        mut first: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    ) -> Response<ResponseBody> {
         let Head {
             status,
             mut headers,
             written,
         } = head;
-        let mut first = first;
         if let Some(len) = self.body.as_ref().and_then(Body::in_memory_len)
-            && (len == 0 || first.is_none())
+            && (len == 0 || (first.is_none() && trailers.is_none()))
         {
             // The rest of the body is in memory: it gives up its data now (no later poll of
             // it can fail, wait or start the response), and it is closed.
             let data = self.body.take().map(Body::into_full_bytes);
             if len > 0 {
-                first = data.map(Frame::data);
+                first = data;
             }
         } else if self
             .body
@@ -333,19 +459,14 @@ impl ResponseFuture {
                 }
             }
             Entry::Vacant(entry) => {
-                let rest = match &self.body {
+                let rest = match &*self.body {
                     None => Some(0),
                     Some(body) => body.in_memory_len(),
                 };
                 match rest {
                     Some(rest) if !no_length && status != StatusCode::NOT_MODIFIED => {
-                        let first_len = first
-                            .as_ref()
-                            .and_then(Frame::data_ref)
-                            .map_or(0, Bytes::len);
-                        let total = written.iter().map(|d| d.len() as u64).sum::<u64>()
-                            + first_len as u64
-                            + rest;
+                        let first_len = first.as_ref().map_or(0, Bytes::len);
+                        let total = written.byte_len() + first_len as u64 + rest;
                         if total == 0 && self.is_head {
                             // An app that answers HEAD with an empty body says nothing of the
                             // length a GET would get: no `Content-Length: 0` in its name.
@@ -360,30 +481,39 @@ impl ResponseFuture {
             }
         };
 
-        let mut body = ResponseBody::empty(self.errors.clone());
-        if !self.is_head && status_has_body(status) {
-            body.queue = written;
-            body.body = self.body.take();
-            body.remaining = remaining;
-            match first.map(Frame::into_data) {
-                Some(Ok(data)) => body.first = Some(data),
-                Some(Err(frame)) => body.trailers = frame.into_trailers().ok().map(Box::new),
-                None => {}
-            }
-            if let (Some(declared), None) = (remaining, &body.body) {
-                // The whole body is known now: when it is longer than declared, the
-                // connection is marked before the head goes out, so a server can say so in it.
-                let known = body.queue.iter().chain(&body.first).map(Bytes::len);
-                body.must_close = known.sum::<usize>() as u64 > declared;
-            }
-        }
-        close_body(self.body.take(), &self.errors);
-        let mut response = Response::new(body);
+        let mut response = Response::new(());
         *response.status_mut() = status;
         // The map `Response::new` made is empty and holds no memory (`HeaderMap::new` does
         // not allocate): forgetting it saves the drop of a map with nothing in it.
         std::mem::forget(std::mem::replace(response.headers_mut(), headers));
-        response
+        if self.is_head || !status_has_body(status) {
+            close_body(self.body.take(), &self.errors);
+            return response.map(|()| ResponseBody::empty(self.errors.clone()));
+        }
+        let trailers = trailers.map(Box::new);
+        let body = AppBody::new(self.body.take());
+        let must_close = match (remaining, &*body) {
+            // The whole body is known now: when it is longer than declared, the connection
+            // is marked before the head goes out, so a server can say so in it.
+            (Some(declared), None) => {
+                let known = written.byte_len() + first.as_ref().map_or(0, Bytes::len) as u64;
+                known > declared
+            }
+            _ => false,
+        };
+        // Built in one expression, straight into the response (a body built apart, then
+        // moved in, is copied whole).
+        response.map(|()| ResponseBody {
+            queue: written,
+            first,
+            trailers,
+            body,
+            remaining,
+            sent: 0,
+            must_close,
+            done: false,
+            errors: self.errors.clone(),
+        })
     }
 
     /// Turns a failure before the head into a 500 response, and logs it.
@@ -419,6 +549,9 @@ impl ResponseFuture {
 
 /// A Content-Length header value; small ones are shared static bytes.
 fn length_value(n: u64) -> HeaderValue {
+    if let Some(text) = small_decimal_str(n) {
+        return HeaderValue::from_static(text);
+    }
     HeaderValue::from_maybe_shared(decimal(n)).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
@@ -474,11 +607,11 @@ pub(crate) fn declared_length<'a>(
 /// it drops the app's body.
 pub struct ResponseBody {
     /// What `write()` pushed, in order.
-    queue: VecDeque<Bytes>,
+    queue: Written,
     /// The first chunk of the app's body, taken while the head was decided.
     first: Option<Bytes>,
     trailers: Option<Box<HeaderMap>>,
-    body: Option<Body>,
+    body: AppBody,
     /// Bytes still allowed by the Content-Length, if there is one.
     remaining: Option<u64>,
     sent: u64,
@@ -490,10 +623,10 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn empty(errors: SharedSink) -> Self {
         ResponseBody {
-            queue: VecDeque::new(),
+            queue: Written(None),
             first: None,
             trailers: None,
-            body: None,
+            body: AppBody::new(None),
             remaining: None,
             sent: 0,
             must_close: false,
@@ -548,7 +681,7 @@ impl ResponseBody {
         if self.done {
             return Ok(Bytes::new());
         }
-        let rest = match &self.body {
+        let rest = match &*self.body {
             None => 0,
             Some(body) => match body.in_memory_len() {
                 Some(len) => len,
@@ -582,46 +715,99 @@ impl ResponseBody {
     }
 
     /// Applies the Content-Length to a chunk: cuts it if it goes past the end.
+    #[inline]
     fn limit(&mut self, mut data: Bytes) -> Option<Bytes> {
-        if let Some(remaining) = &mut self.remaining {
-            if data.len() as u64 > *remaining {
-                let declared = self.sent + *remaining;
-                log_line(
-                    &*self.errors,
-                    &format!(
-                        "gateway: response body longer than its Content-Length ({declared}); cut there"
-                    ),
-                );
-                data.truncate(*remaining as usize);
-                self.queue.clear();
-                self.first = None;
-                close_body(self.body.take(), &self.errors);
-                self.must_close = true;
+        if let Some(remaining) = self.remaining {
+            if data.len() as u64 > remaining {
+                self.cut(&mut data, remaining);
             }
-            *remaining -= data.len() as u64;
+            self.remaining = Some(remaining - data.len() as u64);
         }
         self.sent += data.len() as u64;
         (!data.is_empty()).then_some(data)
     }
 
+    /// Cuts `data`, which goes past the Content-Length, to the `remaining` bytes it allows, and
+    /// drops the rest of the body.
+    #[cold]
+    fn cut(&mut self, data: &mut Bytes, remaining: u64) {
+        let declared = self.sent + remaining;
+        log_line(
+            &*self.errors,
+            &format!(
+                "gateway: response body longer than its Content-Length ({declared}); cut there"
+            ),
+        );
+        data.truncate(remaining as usize);
+        self.queue.clear();
+        self.first = None;
+        close_body(self.body.take(), &self.errors);
+        self.must_close = true;
+    }
+
     /// The end of the body: an error if it fell short of its Content-Length.
+    #[inline]
     fn finish(&mut self) -> Option<Result<Frame<Bytes>, Error>> {
         self.done = true;
         close_body(self.body.take(), &self.errors);
         match self.remaining {
-            Some(missing) if missing > 0 => {
-                let error = Error::new(
-                    ErrorKind::ShortBody,
-                    format!(
-                        "response body ended after {} of the {} bytes of its Content-Length",
-                        self.sent,
-                        self.sent + missing
-                    ),
-                );
-                log_line(&*self.errors, &format!("gateway: {error}"));
-                Some(Err(error))
-            }
+            Some(missing) if missing > 0 => Some(Err(self.short(missing))),
             _ => None,
+        }
+    }
+
+    /// The error of a body `missing` bytes short of its Content-Length, logged.
+    #[cold]
+    fn short(&self, missing: u64) -> Error {
+        let error = Error::new(
+            ErrorKind::ShortBody,
+            format!(
+                "response body ended after {} of the {} bytes of its Content-Length",
+                self.sent,
+                self.sent + missing
+            ),
+        );
+        log_line(&*self.errors, &format!("gateway: {error}"));
+        error
+    }
+
+    /// The rest of [`poll_frame`](http_body::Body::poll_frame): trailers, and polling the
+    /// app's body.
+    #[inline(never)]
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            if let Some(data) = self.queue.pop_front().or_else(|| self.first.take()) {
+                match self.limit(data) {
+                    Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    None => continue,
+                }
+            }
+            if let Some(trailers) = self.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(self.finish());
+            };
+            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
+            match polled {
+                Err(payload) => return Poll::Ready(self.abort(Error::panic(&*payload))),
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(None)) => return Poll::Ready(self.finish()),
+                Ok(Poll::Ready(Some(Err(error)))) => {
+                    return Poll::Ready(self.abort(Error::app(error)));
+                }
+                Ok(Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(data) = self.limit(data) {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        if self.body.is_none() {
+                            return Poll::Ready(self.finish());
+                        }
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
         }
     }
 
@@ -652,7 +838,7 @@ impl fmt::Debug for ResponseBody {
                 "queued",
                 &(self.queue.len() + usize::from(self.first.is_some())),
             )
-            .field("body", &self.body)
+            .field("body", &*self.body)
             .field("remaining", &self.remaining)
             .field("sent", &self.sent)
             .field("must_close", &self.must_close)
@@ -665,6 +851,9 @@ impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Error;
 
+    // Inlined: most polls take a chunk already in memory, or find the end; the rest (trailers,
+    // polling the app's body) is in `poll_more`.
+    #[inline]
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -673,40 +862,14 @@ impl http_body::Body for ResponseBody {
         if this.done {
             return Poll::Ready(None);
         }
-        loop {
-            if let Some(data) = this.queue.pop_front().or_else(|| this.first.take()) {
-                match this.limit(data) {
-                    Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    None => continue,
-                }
+        if let Some(data) = this.queue.pop_front().or_else(|| this.first.take()) {
+            if let Some(data) = this.limit(data) {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            if let Some(trailers) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
-            }
-            let Some(body) = this.body.as_mut() else {
-                return Poll::Ready(this.finish());
-            };
-            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
-            match polled {
-                Err(payload) => return Poll::Ready(this.abort(Error::panic(&*payload))),
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(None)) => return Poll::Ready(this.finish()),
-                Ok(Poll::Ready(Some(Err(error)))) => {
-                    return Poll::Ready(this.abort(Error::app(error)));
-                }
-                Ok(Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Some(data) = this.limit(data) {
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        if this.body.is_none() {
-                            return Poll::Ready(this.finish());
-                        }
-                    }
-                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                },
-            }
+        } else if this.trailers.is_none() && this.body.is_none() {
+            return Poll::Ready(this.finish());
         }
+        this.poll_more(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -738,7 +901,7 @@ impl http_body::Body for ResponseBody {
             .chain(&self.first)
             .map(|d| d.len() as u64)
             .sum::<u64>();
-        match &self.body {
+        match &*self.body {
             None => SizeHint::with_exact(queued),
             Some(body) => {
                 let inner = body.size_hint();

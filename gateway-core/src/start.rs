@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -40,7 +41,9 @@ impl State {
     pub(crate) fn reset(&mut self) {
         self.head = None;
         self.committed = false;
-        self.written.clear();
+        if !self.written.is_empty() {
+            self.written.clear();
+        }
         self.written_len = 0;
         self.writes_closed = false;
         self.refused = None;
@@ -55,6 +58,7 @@ thread_local! {
 
 impl Shared {
     /// A `Shared` in its initial state: the thread's spare one, or a new one.
+    #[inline]
     pub(crate) fn fresh() -> Arc<Shared> {
         SPARE.with(Cell::take).unwrap_or_default()
     }
@@ -70,9 +74,13 @@ impl Shared {
 
     /// Keeps `shared`, whose state was [reset](State::reset), as the thread's spare; the caller
     /// holds the only reference (it checked with `Arc::get_mut`, and gave none away since).
+    #[inline]
     pub(crate) fn recycle_unique(shared: Arc<Shared>) {
         debug_assert_eq!(Arc::strong_count(&shared), 1);
-        SPARE.with(|spare| spare.set(Some(shared)));
+        // The spare was taken by `fresh`: there is nothing to drop in its place.
+        let spare = SPARE.replace(Some(shared));
+        debug_assert!(spare.is_none());
+        drop(spare);
     }
 
     /// The state, without a lock: only for the one holder of the `Shared`.
@@ -90,6 +98,56 @@ impl Shared {
 type Hook = Box<dyn FnMut(&mut StatusCode, &mut HeaderMap) + Send>;
 
 type WriteHook = Box<dyn FnMut(Bytes) -> io::Result<Bytes> + Send>;
+
+/// The middleware hooks of a `StartResponse` or `Writer`, both kinds in one list (one vector
+/// to move and drop, and none allocated when there is no middleware), outermost first.
+#[derive(Default)]
+struct Hooks(ManuallyDrop<Vec<AnyHook>>);
+
+impl Drop for Hooks {
+    /// Drops the hooks, if there are any: an empty vector (no middleware, as most apps run)
+    /// is left as it is, without the call to its drop.
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.capacity() != 0 {
+            drop(std::mem::take(&mut *self.0));
+        }
+    }
+}
+
+enum AnyHook {
+    Head(Hook),
+    Write(WriteHook),
+}
+
+impl Hooks {
+    /// The head hooks, innermost first (the order they run in).
+    fn head(&mut self) -> impl Iterator<Item = &mut Hook> {
+        self.0.iter_mut().rev().filter_map(|hook| match hook {
+            AnyHook::Head(hook) => Some(hook),
+            AnyHook::Write(_) => None,
+        })
+    }
+
+    /// The hooks on written data, innermost first (the order they run in).
+    fn write(&mut self) -> impl Iterator<Item = &mut WriteHook> {
+        self.0.iter_mut().rev().filter_map(|hook| match hook {
+            AnyHook::Write(hook) => Some(hook),
+            AnyHook::Head(_) => None,
+        })
+    }
+
+    fn head_count(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|hook| matches!(hook, AnyHook::Head(_)))
+            .count()
+    }
+
+    fn write_count(&self) -> usize {
+        self.0.len() - self.head_count()
+    }
+}
 
 /// WSGI's `start_response`: how an app sets the status and headers of its response.
 ///
@@ -123,18 +181,16 @@ type WriteHook = Box<dyn FnMut(Bytes) -> io::Result<Bytes> + Send>;
 /// ```
 pub struct StartResponse {
     shared: Arc<Shared>,
-    /// Middleware hooks, outermost first; applied innermost first.
-    hooks: Vec<Hook>,
-    /// Middleware hooks on written data, in the same order as `hooks`.
-    write_hooks: Vec<WriteHook>,
+    /// Middleware hooks on the head and on written data, outermost first; applied innermost
+    /// first.
+    hooks: Hooks,
 }
 
 impl StartResponse {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         StartResponse {
             shared,
-            hooks: Vec::new(),
-            write_hooks: Vec::new(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -149,7 +205,6 @@ impl StartResponse {
         Ok(Writer {
             shared: self.shared,
             hooks: self.hooks,
-            write_hooks: self.write_hooks,
         })
     }
 
@@ -185,7 +240,7 @@ impl StartResponse {
     where
         F: FnMut(&mut StatusCode, &mut HeaderMap) + Send + 'static,
     {
-        self.hooks.push(Box::new(hook));
+        self.hooks.0.push(AnyHook::Head(Box::new(hook)));
         self
     }
 
@@ -237,7 +292,7 @@ impl StartResponse {
     where
         F: FnMut(Bytes) -> io::Result<Bytes> + Send + 'static,
     {
-        self.write_hooks.push(Box::new(hook));
+        self.hooks.0.push(AnyHook::Write(Box::new(hook)));
         self
     }
 }
@@ -245,8 +300,8 @@ impl StartResponse {
 impl fmt::Debug for StartResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StartResponse")
-            .field("hooks", &self.hooks.len())
-            .field("write_hooks", &self.write_hooks.len())
+            .field("hooks", &self.hooks.head_count())
+            .field("write_hooks", &self.hooks.write_count())
             .finish_non_exhaustive()
     }
 }
@@ -264,8 +319,7 @@ impl fmt::Debug for StartResponse {
 /// Dropping the writer is fine: most apps never use it.
 pub struct Writer {
     shared: Arc<Shared>,
-    hooks: Vec<Hook>,
-    write_hooks: Vec<WriteHook>,
+    hooks: Hooks,
 }
 
 impl Writer {
@@ -309,7 +363,7 @@ impl Writer {
             ));
         }
         let mut data = data.into();
-        for hook in self.write_hooks.iter_mut().rev() {
+        for hook in self.hooks.write() {
             data = hook(data)?;
         }
         if !data.is_empty() {
@@ -384,7 +438,7 @@ impl io::Write for Writer {
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
-            .field("write_hooks", &self.write_hooks.len())
+            .field("write_hooks", &self.hooks.write_count())
             .finish_non_exhaustive()
     }
 }
@@ -405,7 +459,7 @@ fn write_limit(state: &State) -> Option<u64> {
 /// [`StartError::AlreadySent`], before any hook runs, once the head is fixed.
 fn set_head(
     shared: &Shared,
-    hooks: &mut [Hook],
+    hooks: &mut Hooks,
     mut status: StatusCode,
     mut headers: HeaderMap,
     restart: bool,
@@ -417,7 +471,7 @@ fn set_head(
     if restart && state.committed {
         return Err(StartError::AlreadySent);
     }
-    for hook in hooks.iter_mut().rev() {
+    for hook in hooks.head() {
         hook(&mut status, &mut headers);
     }
     match check_headers(&headers) {
@@ -436,10 +490,11 @@ fn set_head(
 /// Checks response headers by the rules `start` enforces.
 pub(crate) fn check_headers(headers: &HeaderMap) -> Result<(), StartError> {
     for name in headers.keys() {
-        if name.as_str() == "status" {
+        let text = name.as_str();
+        if text == "status" {
             return Err(StartError::StatusHeader);
         }
-        if is_hop_by_hop(name) {
+        if is_hop_by_hop_str(text) {
             return Err(StartError::HopByHop(name.clone()));
         }
     }
@@ -456,8 +511,14 @@ pub(crate) fn check_headers(headers: &HeaderMap) -> Result<(), StartError> {
 /// assert!(!is_hop_by_hop(&http::header::CONTENT_LENGTH));
 /// ```
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop_str(name.as_str())
+}
+
+/// [`is_hop_by_hop`] on the text of a name.
+#[inline(always)]
+fn is_hop_by_hop_str(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "keep-alive"
             | "proxy-authenticate"
