@@ -113,7 +113,7 @@ rules! {
     RequestMethod = "R14", Error, "REQUEST_METHOD is present and is a method token.";
     ScriptName = "R15", Error, "SCRIPT_NAME is empty or starts with '/', and is never exactly '/'.";
     PathInfo = "R17", Error, "PATH_INFO is empty or starts with '/'.";
-    PathPresent = "R18", Error, "At least one of SCRIPT_NAME and PATH_INFO is set.";
+    PathPresent = "R18", Error, "PATH_INFO is set unless SCRIPT_NAME is set and not empty (so at least one of them is set, and an empty SCRIPT_NAME comes with a PATH_INFO).";
     QueryString = "R21", Warning, "QUERY_STRING is present, empty when there is no query.";
     ContentVariables = "R22", Error, "CONTENT_LENGTH, when present and not empty, is digits only (CONTENT_TYPE and CONTENT_LENGTH may be empty).";
     ServerNameAndPort = "R23", Error, "SERVER_NAME and SERVER_PORT are present and not empty; SERVER_PORT is digits.";
@@ -406,10 +406,16 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
             );
         }
     }
-    if script_name.is_none() && path_info.is_none() {
+    // wsgiref.validate's rule: with no SCRIPT_NAME, or an empty one, the path is all in
+    // PATH_INFO, which must then be there (even empty, as it is for CONNECT's authority-form).
+    if path_info.is_none() && script_name.is_none_or(<[u8]>::is_empty) {
+        let script = match script_name {
+            None => "SCRIPT_NAME is not set",
+            Some(_) => "SCRIPT_NAME is empty",
+        };
         record(
             Rule::PathPresent,
-            "neither SCRIPT_NAME nor PATH_INFO is set".into(),
+            format!("{script} and PATH_INFO is not set"),
         );
     }
     if !environ.contains("QUERY_STRING") {

@@ -150,9 +150,29 @@ fn r18_a_path_is_present() {
         e.remove("PATH_INFO");
     });
     assert_caught(&report, Rule::PathPresent);
+    // wsgiref.validate: an empty SCRIPT_NAME needs PATH_INFO.
+    let report = server_report(|e| {
+        e.set("SCRIPT_NAME", "");
+        e.remove("PATH_INFO");
+    });
+    assert_caught(&report, Rule::PathPresent);
     assert_passed(
         &server_report(|e| {
             e.remove("SCRIPT_NAME");
+        }),
+        Rule::PathPresent,
+    );
+    // The twins: the root mount, its PATH_INFO there; a mount prefix alone.
+    assert_passed(
+        &server_report(|e| {
+            e.set("SCRIPT_NAME", "");
+            e.set("PATH_INFO", "/");
+        }),
+        Rule::PathPresent,
+    );
+    assert_passed(
+        &server_report(|e| {
+            e.remove("PATH_INFO");
         }),
         Rule::PathPresent,
     );
