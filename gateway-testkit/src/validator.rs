@@ -21,6 +21,18 @@
 //! `Content-Length` and follow the same rules. In strict mode a write that breaks a rule is
 //! refused with the violation as its error.
 //!
+//! R12 is a warning (PEP 3333's "should"): a variable with no value is left out rather than
+//! set empty, so that an app can test whether `REMOTE_USER` is there. The variables the rules
+//! let be empty are those of [`Environ::may_be_empty`]: `SCRIPT_NAME` (R15: the root mount) and
+//! `PATH_INFO` (R17: the mount itself, without a trailing slash), `QUERY_STRING` (R21: present
+//! even with no query), `CONTENT_TYPE` and `CONTENT_LENGTH` (R22: a request that carried the
+//! header empty) and every `HTTP_*` variable (R25: a header may have an empty value). Any other
+//! empty variable is reported: `REMOTE_USER` without authentication, `AUTH_TYPE`,
+//! `REMOTE_HOST`, `REMOTE_IDENT`, `HTTPS` without TLS, `PATH_TRANSLATED` without `PATH_INFO`, a
+//! variable of the server's own; the required ones (R14, R23, R24) are reported under their
+//! own rules too. This project's servers leave such variables out when a front end sends them
+//! (`gateway_servers::params`).
+//!
 //! Rules the types of this contract enforce (by the same numbers), so that no run can break
 //! them: the calling convention (1-5, 7: an app is a `Fn(Environ, StartResponse)`), the
 //! environ's container and value types (8-10, 28, 29: bytes, a typed scheme, a constant
@@ -109,6 +121,7 @@ macro_rules! rules {
 }
 
 rules! {
+    EmptyVariable = "R12", Warning, "A variable with no value is left out, not set empty (an app tests whether REMOTE_USER is there): only SCRIPT_NAME, PATH_INFO, QUERY_STRING, CONTENT_TYPE, CONTENT_LENGTH and HTTP_* variables may be empty.";
     NoContentHeaderAliases = "R13", Error, "HTTP_CONTENT_TYPE and HTTP_CONTENT_LENGTH never appear: they are CONTENT_TYPE and CONTENT_LENGTH.";
     RequestMethod = "R14", Error, "REQUEST_METHOD is present and is a method token.";
     ScriptName = "R15", Error, "SCRIPT_NAME is empty or starts with '/', and is never exactly '/'.";
@@ -468,7 +481,13 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
     // A header name is a token, so besides letters, digits and `-` it may hold `.`, `~`, `!`
     // and the other token characters (`X.Trace`), which the variable keeps as they are: only a
     // lower-case letter, a `-` (which becomes `_`) or a byte no header name holds is wrong.
-    for (name, _) in environ.vars() {
+    for (name, value) in environ.vars() {
+        if value.is_empty() && !Environ::may_be_empty(name) {
+            record(
+                Rule::EmptyVariable,
+                format!("{} is empty", String::from_utf8_lossy(name)),
+            );
+        }
         if let Some(rest) = name.strip_prefix(b"HTTP_") {
             if !is_token(rest) || rest.iter().any(|&b| b.is_ascii_lowercase() || b == b'-') {
                 record(

@@ -92,6 +92,46 @@ fn the_valid_environ_and_app_are_clean() {
 }
 
 #[test]
+fn r12_variables_with_no_value_are_left_out() {
+    for name in [
+        "REMOTE_USER",
+        "AUTH_TYPE",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "HTTPS",
+        "PATH_TRANSLATED",
+        "X_SERVER_OWN",
+    ] {
+        assert_caught(&server_report(|e| e.set(name, "")), Rule::EmptyVariable);
+        assert_passed(
+            &server_report(|e| e.set(name, "value")),
+            Rule::EmptyVariable,
+        );
+    }
+    // The variables the rules let be empty (QUERY_STRING is empty in the valid environ).
+    for name in [
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "HTTP_X_OK",
+    ] {
+        let report = server_report(|e| e.set(name, ""));
+        assert!(report.is_clean(), "{name}: {:?}", report.violations());
+    }
+}
+
+#[test]
+fn r12_an_empty_header_is_an_empty_variable() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let response = TestClient::new(app).get("/").header("x-empty", "").send();
+    assert_eq!(response.environ().get("HTTP_X_EMPTY"), Some(&b""[..]));
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
 fn r13_content_header_aliases() {
     assert_caught(
         &server_report(|e| e.set("HTTP_CONTENT_TYPE", "a/b")),
