@@ -40,8 +40,16 @@
 //! are the only types), status and header syntax and encoding (40-44: `StatusCode`,
 //! `HeaderName`, `HeaderValue`), a second start without an error (50: `start` takes `self`),
 //! `exc_info` (51, 52: `restart_on_error`), `write()` before start (54: the writer comes from
-//! `start`), bodies of bytes (57), the close of the body (58: dropping is closing, and the
-//! driver drops it on every path).
+//! `start`), bodies of bytes (the first half of 57: `Data = Bytes`), the close of the body (58:
+//! dropping is closing, and the driver drops it on every path).
+//!
+//! The second half of 57, "if `len(iterable)` works, it is accurate", is checked (`R57`): in
+//! Rust the length a body claims is its [`size_hint`](http_body::Body::size_hint), which hyper
+//! sends as the `Content-Length` when it is exact and a middleware may decide by. The
+//! validator reads the hint before each poll and holds the body to every bound it gave: more
+//! bytes than an upper bound (an exact size is both bounds) break it as they come, fewer than
+//! a lower bound when the body ends. The validated body passes the app's hint on, so that a
+//! server frames it as it would without the validator.
 //!
 //! ```
 //! use gateway_core::{Body, Builder, Environ, StartResponse};
@@ -137,6 +145,7 @@ rules! {
     ContentTypeMissing = "R48", Warning, "A response with a body has a Content-Type.";
     DataBeforeStart = "R49", Error, "The response is started before the body yields its first non-empty chunk.";
     NeverStarted = "R53", Error, "The response is started before the body ends.";
+    SizeHint = "R57", Error, "A body's size hint is right (WSGI's len() of the iterable): from the moment it is read, the body yields at least its lower bound and at most its upper bound of bytes (exactly the exact size).";
     ContentLengthMismatch = "R61", Error, "A response's body has exactly the length its Content-Length declares.";
     ContentLengthInvalid = "R61b", Error, "A response's Content-Length is ASCII digits only (at most 19), and repeated values are equal.";
     HeadBody = "R64", Warning, "A HEAD response's body is empty (the server strips it, but the app need not make one).";
@@ -608,12 +617,15 @@ impl<A: App> App for ValidatorApp<A> {
         // A test client's probe learns whether this body, the app's own, is ever dropped.
         let closed = CloseProbe::of(&environ).map(|probe| probe.guard());
         let body = self.inner.call(environ, start);
-        Body::new(Checked {
+        let mut checked = Checked {
             body,
             recorder,
             done: false,
+            hinted: Hinted::default(),
             _closed: closed,
-        })
+        };
+        checked.read_hint();
+        Body::new(checked)
     }
 }
 
@@ -622,7 +634,68 @@ struct Checked {
     body: Body,
     recorder: Recorder,
     done: bool,
+    hinted: Hinted,
     _closed: Option<CloseGuard>,
+}
+
+/// What the body's size hints promised (R57): the fewest and the most bytes it may yield in
+/// all, from every hint read so far, each counted from the bytes yielded when it was read.
+#[derive(Debug, Default)]
+struct Hinted {
+    /// The bytes the body yielded (not those written: a hint is the body's).
+    yielded: u64,
+    at_least: u64,
+    at_most: Option<u64>,
+    /// R57 is reported once per body.
+    reported: bool,
+}
+
+impl Checked {
+    /// Reads the body's size hint: from here on it yields at least its lower bound and at most
+    /// its upper bound. Read before each poll, when the body is in the state it describes.
+    fn read_hint(&mut self) {
+        let hint = http_body::Body::size_hint(&self.body);
+        let hinted = &mut self.hinted;
+        hinted.at_least = hinted
+            .at_least
+            .max(hinted.yielded.saturating_add(hint.lower()));
+        if let Some(upper) = hint.upper() {
+            let most = hinted.yielded.saturating_add(upper);
+            hinted.at_most = Some(hinted.at_most.map_or(most, |m| m.min(most)));
+        }
+    }
+
+    /// `len` bytes yielded: more than an upper bound allowed breaks R57 at once.
+    fn on_yield(&mut self, len: usize) {
+        self.hinted.yielded += len as u64;
+        let hinted = &self.hinted;
+        if let Some(most) = hinted.at_most.filter(|&most| hinted.yielded > most) {
+            let detail = format!(
+                "{} bytes yielded, its size hints allowed at most {most}",
+                hinted.yielded
+            );
+            self.size_hint_broken(detail);
+        }
+    }
+
+    /// The body's end: fewer bytes than a lower bound promised break R57.
+    fn on_body_end(&mut self) {
+        let hinted = &self.hinted;
+        if hinted.yielded < hinted.at_least {
+            let detail = format!(
+                "the body ended after {} bytes, its size hints promised at least {}",
+                hinted.yielded, hinted.at_least
+            );
+            self.size_hint_broken(detail);
+        }
+        self.recorder.on_end();
+    }
+
+    fn size_hint_broken(&mut self, detail: String) {
+        if !std::mem::replace(&mut self.hinted.reported, true) {
+            self.recorder.record(Rule::SizeHint, "app", detail);
+        }
+    }
 }
 
 impl Drop for Checked {
@@ -632,7 +705,7 @@ impl Drop for Checked {
         // that is its end all the same. A body that failed is `done`: it never ended.
         if !self.done && http_body::Body::is_end_stream(&self.body) {
             self.done = true;
-            self.recorder.on_end();
+            self.on_body_end();
         }
     }
 }
@@ -652,21 +725,24 @@ impl http_body::Body for Checked {
             self.done = true;
             return Poll::Ready(Some(Err(Box::new(violation))));
         }
+        self.read_hint();
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
-                    self.recorder.on_data(data.len());
+                    let len = data.len();
+                    self.recorder.on_data(len);
+                    self.on_yield(len);
                 }
                 if http_body::Body::is_end_stream(&self.body) {
                     // A body known to end here (a full body) may never be polled again.
                     self.done = true;
-                    self.recorder.on_end();
+                    self.on_body_end();
                 }
             }
             Poll::Ready(None) => {
                 self.done = true;
-                self.recorder.on_end();
+                self.on_body_end();
             }
             Poll::Ready(Some(Err(_))) => {
                 // The app failed (`Body::error`, a failing stream): the response is over, but
@@ -685,5 +761,15 @@ impl http_body::Body for Checked {
 
     fn is_end_stream(&self) -> bool {
         self.done || http_body::Body::is_end_stream(&self.body)
+    }
+
+    // The app's hint, passed on: a server frames by it (hyper sends an exact size as the
+    // Content-Length), and a middleware may decide by it, as it would without the validator.
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.done {
+            http_body::SizeHint::with_exact(0)
+        } else {
+            http_body::Body::size_hint(&self.body)
+        }
     }
 }

@@ -491,6 +491,104 @@ fn r61_content_length_agrees_with_the_body() {
     );
 }
 
+/// A size hint made from the bytes a body has left.
+type HintOf = fn(u64) -> http_body::SizeHint;
+
+/// A body of `chunks` whose size hint is `hint(bytes left)`: the truth, or a lie.
+struct Hinting {
+    chunks: std::collections::VecDeque<&'static str>,
+    hint: HintOf,
+}
+
+impl http_body::Body for Hinting {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c.into()))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        (self.hint)(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+}
+
+/// An app whose body is "hel", "lo" with the size hint `hint(bytes left)`.
+fn hinting(hint: HintOf) -> impl App + 'static {
+    move |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::OK, typed());
+        Body::new(Hinting {
+            chunks: ["hel", "lo"].into(),
+            hint,
+        })
+    }
+}
+
+fn bounds(lower: u64, upper: Option<u64>) -> http_body::SizeHint {
+    let mut hint = http_body::SizeHint::new();
+    hint.set_lower(lower);
+    if let Some(upper) = upper {
+        hint.set_upper(upper);
+    }
+    hint
+}
+
+#[test]
+fn r57_a_size_hint_is_right() {
+    let lies: [(&str, HintOf); 5] = [
+        ("exactly 10, from the start", |_| {
+            http_body::SizeHint::with_exact(10)
+        }),
+        ("exactly 3, from the start", |_| {
+            http_body::SizeHint::with_exact(3)
+        }),
+        ("exactly 5, never less", |_| {
+            http_body::SizeHint::with_exact(5)
+        }),
+        ("at most 4", |_| bounds(0, Some(4))),
+        ("at least one more byte than there is", |left| {
+            bounds(left + 1, None)
+        }),
+    ];
+    for (lie, hint) in lies {
+        let report = app_report(hinting(hint), http::Method::GET);
+        assert!(
+            report.contains(Rule::SizeHint),
+            "{lie}: not caught: {:?}",
+            report.violations()
+        );
+    }
+    let truths: [(&str, HintOf); 4] = [
+        ("exact", http_body::SizeHint::with_exact),
+        ("bounds around it", |left| bounds(left / 2, Some(left * 2))),
+        ("no bound", |_| http_body::SizeHint::new()),
+        ("at most 5, from the start", |_| bounds(0, Some(5))),
+    ];
+    for (truth, hint) in truths {
+        let report = app_report(hinting(hint), http::Method::GET);
+        assert!(report.is_clean(), "{truth}: {:?}", report.violations());
+    }
+    // The body the validator passes on keeps the app's hint, for the server to frame by.
+    let app = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .app(hinting(http_body::SizeHint::with_exact));
+    let environ = valid_environ();
+    let response = gateway_core::block_on(driver::call(&app, environ));
+    assert_eq!(http_body::Body::size_hint(response.body()).exact(), Some(5));
+    // Strict mode fails the response.
+    let (response, _) = checked_run(
+        hinting(|_| http_body::SizeHint::with_exact(10)),
+        Mode::Strict,
+        http::Method::GET,
+    );
+    let error = response.body_error().expect("the body fails");
+    assert!(error.contains("R57"), "{error}");
+}
+
 #[test]
 fn r61b_content_length_is_read_as_the_driver_reads_it() {
     let cases: [(&[&'static str], bool); 12] = [
