@@ -13,7 +13,41 @@
 //! request goes on. Either way every violation lands in the [`Report`].
 //!
 //! Wrap a middleware on both sides to check it as a server and as an app at once:
-//! `Validator(middleware(Validator(app)))`.
+//! `Validator(middleware(Validator(app)))`. The inner validator checks the environ and the
+//! polls the middleware makes as its app's server; the outer one checks the head and body it
+//! answers with as an app. Together they also check the rules of middleware alone, which
+//! neither side sees by itself (they go to the outer validator's report, `side` `middleware`):
+//!
+//! - R66, a value per chunk of the app: in one poll of the middleware's body (by its server),
+//!   the app's body is polled no more once it yielded a non-empty chunk. A middleware that
+//!   needs more of the app's body before it can send anything yields an empty chunk (or, in
+//!   Rust's terms, asks to be polled again), as PEP 3333 asks; one that loops over the app's
+//!   body, or collects it in its body's first poll, waits for several app chunks, which is
+//!   what PEP 3333 forbids. No timing is involved: what counts is which poll drives which.
+//! - R67, the app's body is the server's to drive: it is polled only inside a poll of the
+//!   middleware's body, never in the middleware's call (it would not return as soon as the app
+//!   does) and never by the middleware on its own (a drain when the middleware's body is
+//!   dropped; a thread or task that pumps it, whenever it polls between the server's polls).
+//!
+//! The two validators find each other through the environ's extensions: the outer one puts in
+//! its marks (its call of the middleware running, a poll of the middleware's body running, a
+//! chunk of the app's body seen in that poll), the inner one takes them out and checks each
+//! poll of the app's body against them. A middleware that passes the environ on (or a copy of
+//! it, for a retry) is checked; one that builds a new environ for its app is not paired, and
+//! nothing is reported of it. A poll of an app's body that has already ended counts for
+//! nothing: it cannot wait.
+//!
+//! What of rules 66 and 67 is not checked, and why: that the middleware's call returns as soon
+//! as the app's does, beyond not polling the app's body in it (a call that waits on anything
+//! else can only be seen by timing it); that it never pushes data the app's body yielded
+//! through the parent's `write()` (the outer validator sees the bytes written, but not whether
+//! they came from the app's body, once transformed); that it passes on response forms it does
+//! not understand (a body is a [`Body`], the only form). Of the other rules meant for running
+//! code, 55 (no `write()` from inside the body) is the driver's to enforce: it refuses
+//! `write()` once the call has returned; the close of a replaced body (68) is seen by the
+//! [`TestClient`](crate::TestClient)'s close probe, and a length a middleware left stale by the
+//! outer validator (R61). The rules checked on the wire (Content-Length cuts, HEAD, `Expect`,
+//! path decoding, ...) are the conformance suite's.
 //!
 //! What the app pushes through [`Writer::write`](gateway_core::Writer::write) is part of its
 //! response body, and the validator sees it (through
@@ -151,6 +185,8 @@ rules! {
     HeadBody = "R64", Warning, "A HEAD response's body is empty (the server strips it, but the app need not make one).";
     BodyForbidden = "R65", Error, "1xx, 204 and 304 responses have no body, and 1xx and 204 no Content-Length.";
     ContentTypeWithoutBody = "R65b", Warning, "1xx, 204 and 304 responses have no Content-Type (Rack and PSGI forbid it).";
+    MiddlewareBatches = "R66", Error, "A middleware never waits for several chunks of the app's body: it yields a value per chunk the app yields (an empty one if it has nothing yet), so in one poll of its own body it polls the app's body no more once that yielded a chunk (needs a validator on each side).";
+    MiddlewareConsumes = "R67", Error, "A middleware never consumes the app's body itself: the app's body is polled only inside a poll of the middleware's body by its server, never in the middleware's call, nor by the middleware on its own (needs a validator on each side).";
 }
 
 impl fmt::Display for Rule {
@@ -164,7 +200,8 @@ impl fmt::Display for Rule {
 pub struct Violation {
     /// The rule.
     pub rule: Rule,
-    /// Which side broke it: `server` or `app`.
+    /// Which side broke it: `server`, `app`, or `middleware` (R66 and R67, seen by a validator
+    /// on each side of it and reported to the outer one's report).
     pub side: &'static str,
     /// What was seen.
     pub detail: String,
@@ -616,12 +653,27 @@ impl<A: App> App for ValidatorApp<A> {
             });
         // A test client's probe learns whether this body, the app's own, is ever dropped.
         let closed = CloseProbe::of(&environ).map(|probe| probe.guard());
-        let body = self.inner.call(environ, start);
+        // The pairing of a validator outside, if one called this one through a middleware;
+        // then this one's own, for a validator a middleware inside calls.
+        let paired = environ.extensions_mut().remove::<Pairing>();
+        let pairing = Pairing::new(recorder.clone());
+        environ.extensions_mut().insert(pairing.clone());
+        let body = {
+            let _calling = pairing.mark(
+                |state| state.in_call = true,
+                |state| {
+                    state.in_call = false;
+                },
+            );
+            self.inner.call(environ, start)
+        };
         let mut checked = Checked {
             body,
             recorder,
             done: false,
             hinted: Hinted::default(),
+            paired,
+            pairing,
             _closed: closed,
         };
         checked.read_hint();
@@ -635,7 +687,101 @@ struct Checked {
     recorder: Recorder,
     done: bool,
     hinted: Hinted,
+    /// The pairing a validator outside put in the environ, when a middleware called this
+    /// validator: the polls of this body are checked against it (R66, R67).
+    paired: Option<Pairing>,
+    /// This validator's pairing, on which its polls of the body are marked.
+    pairing: Pairing,
     _closed: Option<CloseGuard>,
+}
+
+/// What a validator shares with the validators a middleware calls inside it, to check the
+/// middleware's rules 66 and 67. It travels inward in the environ's extensions: each validator
+/// takes the one the environ brings (from a validator outside) and puts in its own. The outer
+/// validator marks its call of the middleware and each of its polls of the middleware's body;
+/// the inner one, at each poll of the app's body, checks what is marked, and reports to the
+/// outer one's recorder.
+#[derive(Clone)]
+struct Pairing(Arc<Paired>);
+
+struct Paired {
+    recorder: Recorder,
+    state: Mutex<PairState>,
+}
+
+#[derive(Debug, Default)]
+struct PairState {
+    /// The middleware's call is running.
+    in_call: bool,
+    /// Polls of the middleware's body are running (one, unless a body polls itself).
+    polls: u32,
+    /// In the poll running, the app's body yielded a non-empty chunk.
+    app_yielded: bool,
+    /// R66 and R67 are each reported once per request.
+    reported_66: bool,
+    reported_67: bool,
+}
+
+impl Pairing {
+    fn new(recorder: Recorder) -> Self {
+        Pairing(Arc::new(Paired {
+            recorder,
+            state: Mutex::new(PairState::default()),
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PairState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `mark` now and `unmark` when the guard is dropped (a panic included).
+    fn mark(&self, mark: fn(&mut PairState), unmark: fn(&mut PairState)) -> Unmark<'_> {
+        mark(&mut self.state());
+        Unmark(self, unmark)
+    }
+
+    /// The app's body is about to be polled: by its server's poll of the middleware's body,
+    /// and not a second time in that poll after it yielded a chunk.
+    fn before_app_poll(&self) {
+        let mut state = self.state();
+        let (rule, detail) = if state.in_call {
+            (
+                Rule::MiddlewareConsumes,
+                "the app's body was polled in the middleware's call",
+            )
+        } else if state.polls == 0 {
+            (
+                Rule::MiddlewareConsumes,
+                "the app's body was polled while no poll of the middleware's body was running",
+            )
+        } else if state.app_yielded {
+            (
+                Rule::MiddlewareBatches,
+                "the app's body was polled again in the poll of the middleware's body in which \
+                 it yielded a chunk",
+            )
+        } else {
+            return;
+        };
+        let reported = match rule {
+            Rule::MiddlewareBatches => &mut state.reported_66,
+            _ => &mut state.reported_67,
+        };
+        if std::mem::replace(reported, true) {
+            return;
+        }
+        drop(state);
+        self.0.recorder.record(rule, "middleware", detail.into());
+    }
+}
+
+/// Undoes a [`Pairing`]'s mark when dropped.
+struct Unmark<'a>(&'a Pairing, fn(&mut PairState));
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        (self.1)(&mut self.0.state());
+    }
 }
 
 /// What the body's size hints promised (R57): the fewest and the most bytes it may yield in
@@ -726,10 +872,26 @@ impl http_body::Body for Checked {
             return Poll::Ready(Some(Err(Box::new(violation))));
         }
         self.read_hint();
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(paired) = &self.paired {
+            paired.before_app_poll();
+        }
+        let polled = {
+            let this = &mut *self;
+            let _polling = this.pairing.mark(
+                |state| {
+                    state.polls += 1;
+                    state.app_yielded = false;
+                },
+                |state| state.polls -= 1,
+            );
+            Pin::new(&mut this.body).poll_frame(cx)
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    if let Some(paired) = &self.paired {
+                        paired.state().app_yielded = true;
+                    }
                     let len = data.len();
                     self.recorder.on_data(len);
                     self.on_yield(len);

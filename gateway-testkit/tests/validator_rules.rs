@@ -861,6 +861,308 @@ fn a_middleware_is_checked_on_both_sides() {
     );
 }
 
+/// The app under the middleware of the R66 and R67 tests: a body of three chunks.
+fn three_chunks(_: Environ, start: StartResponse) -> Body {
+    let _ = start.start(StatusCode::OK, typed());
+    Body::from_chunks(["a", "b", "c"])
+}
+
+/// `Validator(middleware(Validator(three_chunks)))` in warn mode, through the test client: the
+/// response's text and the outer report (where the middleware's violations go). The inner
+/// report must stay clean: the app is fine.
+fn around(middleware: impl Fn(InnerApp) -> Wrapped) -> (String, Report) {
+    let (outer, inner) = (Validator::new(Mode::Warn), Validator::new(Mode::Warn));
+    let (outer_report, inner_report) = (outer.report(), inner.report());
+    let app: fn(Environ, StartResponse) -> Body = three_chunks;
+    let stack = Builder::new()
+        .with(outer)
+        .with(middleware)
+        .with(inner)
+        .app(app);
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    let text = TestClient::new(stack)
+        .with_context(context)
+        .get("/")
+        .send()
+        .text();
+    assert!(
+        inner_report.is_clean(),
+        "the app is fine: {:?}",
+        inner_report.violations()
+    );
+    (text, outer_report)
+}
+
+/// The app the middleware of the R66 and R67 tests wrap: the validated app.
+type InnerApp = gateway_testkit::ValidatorApp<fn(Environ, StartResponse) -> Body>;
+
+/// The app a test middleware makes of it.
+struct Wrapped(Box<dyn Fn(Environ, StartResponse) -> Body + Send + Sync>);
+
+impl App for Wrapped {
+    fn call(&self, environ: Environ, start: StartResponse) -> Body {
+        (self.0)(environ, start)
+    }
+}
+
+/// A middleware's body: `each` applied to every frame of the app's body, one for one.
+struct Mapped {
+    body: Body,
+    each: fn(bytes::Bytes) -> bytes::Bytes,
+}
+
+impl http_body::Body for Mapped {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let each = self.each;
+        std::pin::Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map(|f| f.map_data(each))))
+    }
+}
+
+/// A middleware's body that batches: it joins the app's chunks two by two, polling the app's
+/// body until it has two (the WSGI middleware that blocks for several app chunks).
+struct Pairs {
+    body: Body,
+    held: Vec<u8>,
+}
+
+impl http_body::Body for Pairs {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let mut chunks = 0;
+        loop {
+            match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.held.extend_from_slice(&data);
+                        chunks += 1;
+                    }
+                    if chunks < 2 {
+                        continue;
+                    }
+                }
+                Poll::Ready(None) if self.held.is_empty() => return Poll::Ready(None),
+                Poll::Ready(None) => {}
+            }
+            let data = bytes::Bytes::from(std::mem::take(&mut self.held));
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+    }
+}
+
+/// A middleware's body that buffers as PEP 3333 asks: an empty chunk for each chunk of the
+/// app's body, and all of it at the end.
+struct Buffered {
+    body: Body,
+    held: Option<Vec<u8>>,
+}
+
+impl http_body::Body for Buffered {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if self.held.is_none() {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Ok(data), Some(held)) = (frame.into_data(), self.held.as_mut()) {
+                    held.extend_from_slice(&data);
+                }
+                Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::new()))))
+            }
+            Poll::Ready(None) => {
+                let all = self.held.take().unwrap_or_default();
+                Poll::Ready(Some(Ok(http_body::Frame::data(all.into()))))
+            }
+        }
+    }
+}
+
+/// A middleware's body that yields the app's first chunk and ends; dropped, it drains the
+/// rest of the app's body when `drain` is set.
+struct FirstChunk {
+    body: Body,
+    done: bool,
+    drain: bool,
+}
+
+impl http_body::Body for FirstChunk {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.done, true) {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}
+
+impl Drop for FirstChunk {
+    fn drop(&mut self) {
+        if self.drain {
+            while let Some(Ok(_)) =
+                gateway_core::block_on(http_body_util::BodyExt::frame(&mut self.body))
+            {}
+        }
+    }
+}
+
+/// A test middleware that calls the app and makes its body into `make(body)`.
+fn body_middleware(make: fn(Body) -> Body) -> impl Fn(InnerApp) -> Wrapped {
+    move |app| {
+        Wrapped(Box::new(move |environ, start| {
+            make(app.call(environ, start))
+        }))
+    }
+}
+
+/// A test middleware that collects the app's body in its call.
+fn collecting(app: InnerApp) -> Wrapped {
+    Wrapped(Box::new(move |environ, start| {
+        let body = app.call(environ, start);
+        match gateway_core::block_on(http_body_util::BodyExt::collect(body)) {
+            Ok(collected) => Body::from(collected.to_bytes()),
+            Err(error) => Body::error(error),
+        }
+    }))
+}
+
+#[test]
+fn r66_a_middleware_yields_a_value_per_chunk_of_the_app() {
+    // Wrong: two app chunks per chunk of its own.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(Pairs {
+            body,
+            held: Vec::new(),
+        })
+    }));
+    assert_eq!(text, "abc");
+    assert_caught(&report, Rule::MiddlewareBatches);
+    // Wrong: the whole body collected in its body's first poll.
+    let (text, report) = around(body_middleware(|body| {
+        Body::from_future(async move {
+            let collected = http_body_util::BodyExt::collect(body).await?;
+            Ok(Body::from(collected.to_bytes()))
+        })
+    }));
+    assert_eq!(text, "abc");
+    assert_caught(&report, Rule::MiddlewareBatches);
+    // Right: a chunk per chunk; an empty one per chunk while it buffers, all at the end.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(Mapped {
+            body,
+            each: |data| data.to_ascii_uppercase().into(),
+        })
+    }));
+    assert_eq!(text, "ABC");
+    assert!(report.is_clean(), "{:?}", report.violations());
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(Buffered {
+            body,
+            held: Some(Vec::new()),
+        })
+    }));
+    assert_eq!(text, "abc");
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
+fn r67_a_middleware_never_consumes_the_apps_body_itself() {
+    // Wrong: the body collected in the middleware's call.
+    let (text, report) = around(collecting);
+    assert_eq!(text, "abc");
+    assert_caught(&report, Rule::MiddlewareConsumes);
+    let said = |report: &Report| report.violations()[0].detail.clone();
+    assert!(
+        said(&report).contains("in the middleware's call"),
+        "{report:?}"
+    );
+    // Wrong: the rest of the body drained by the middleware, after its own body ended.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(FirstChunk {
+            body,
+            done: false,
+            drain: true,
+        })
+    }));
+    assert_eq!(text, "a");
+    assert_caught(&report, Rule::MiddlewareConsumes);
+    assert!(said(&report).contains("no poll"), "{report:?}");
+    // Right: the same without the drain; the app's body relayed as it is polled.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(FirstChunk {
+            body,
+            done: false,
+            drain: false,
+        })
+    }));
+    assert_eq!(text, "a");
+    assert!(report.is_clean(), "{:?}", report.violations());
+    let (text, report) = around(body_middleware(|body| body));
+    assert_eq!(text, "abc");
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
+fn r66_and_r67_fail_the_response_in_strict_mode() {
+    let quiet = || {
+        let mut context = gateway_core::convert::ServerContext::default();
+        context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+        context
+    };
+    let app: fn(Environ, StartResponse) -> Body = three_chunks;
+    let stack = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .with(collecting)
+        .with(Validator::new(Mode::Strict))
+        .app(app);
+    let response = TestClient::new(stack).with_context(quiet()).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.failure().unwrap().contains("R67"));
+    let batching = body_middleware(|body| {
+        Body::new(Pairs {
+            body,
+            held: Vec::new(),
+        })
+    });
+    let stack = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .with(batching)
+        .with(Validator::new(Mode::Strict))
+        .app(app);
+    let response = TestClient::new(stack).with_context(quiet()).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.failure().unwrap().contains("R66"));
+}
+
 #[test]
 fn every_rule_has_a_unique_id_and_an_explanation() {
     let mut ids = std::collections::HashSet::new();
