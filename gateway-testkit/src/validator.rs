@@ -24,6 +24,8 @@
 //!   Rust's terms, asks to be polled again), as PEP 3333 asks; one that loops over the app's
 //!   body, or collects it in its body's first poll, waits for several app chunks, which is
 //!   what PEP 3333 forbids. No timing is involved: what counts is which poll drives which.
+//!   This is the rule's letter: a middleware that drops an app chunk and polls on for the next
+//!   in the same poll is reported too (PEP 3333 has it yield an empty chunk instead).
 //! - R67, the app's body is the server's to drive: it is polled only inside a poll of the
 //!   middleware's body, never in the middleware's call (it would not return as soon as the app
 //!   does) and never by the middleware on its own (a drain when the middleware's body is
