@@ -268,6 +268,42 @@ impl Environ {
         Some(self.vars.remove(i).1)
     }
 
+    /// Keeps only the meta-variables for which `keep(name, value)` is true, in their order.
+    ///
+    /// ```
+    /// use gateway_core::Environ;
+    ///
+    /// let mut environ = Environ::new();
+    /// environ.set("REMOTE_USER", "");
+    /// environ.set("PATH_INFO", "");
+    /// environ.retain_vars(|name, value| !value.is_empty() || Environ::may_be_empty(name));
+    /// assert!(!environ.contains("REMOTE_USER") && environ.contains("PATH_INFO"));
+    /// ```
+    pub fn retain_vars(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.vars.retain(|(name, value)| keep(name, value));
+    }
+
+    /// Whether the meta-variable `name` may be present with an empty value (PEP 3333: a variable
+    /// with no value is left out rather than set empty). These may: `SCRIPT_NAME` (the root
+    /// mount), `PATH_INFO` (the mount itself, without a trailing slash), `QUERY_STRING` (no
+    /// query: present all the same, as Rack and PSGI require), `CONTENT_TYPE` and
+    /// `CONTENT_LENGTH` (a request that carried the header empty), and every `HTTP_*` variable
+    /// (a header may have an empty value). Any other variable, `REMOTE_USER` with no
+    /// authentication, `HTTPS` off, `PATH_TRANSLATED` with no `PATH_INFO`, is left out instead.
+    ///
+    /// ```
+    /// use gateway_core::Environ;
+    ///
+    /// assert!(Environ::may_be_empty(b"QUERY_STRING") && Environ::may_be_empty(b"HTTP_X_EMPTY"));
+    /// assert!(!Environ::may_be_empty(b"REMOTE_USER") && !Environ::may_be_empty(b"HTTPS"));
+    /// ```
+    pub fn may_be_empty(name: &[u8]) -> bool {
+        matches!(
+            name,
+            b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" | b"CONTENT_TYPE" | b"CONTENT_LENGTH"
+        ) || name.starts_with(b"HTTP_")
+    }
+
     /// Every meta-variable, in the order they were set.
     pub fn vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))

@@ -138,8 +138,11 @@ fn bad_request(_: Environ, start: gateway_core::StartResponse) -> gateway_core::
 /// - the variables are normalised as every front end's are
 ///   ([`environ_from_params`](crate::params::environ_from_params)): empty
 ///   `CONTENT_LENGTH`/`CONTENT_TYPE` (nginx) removed, `HTTP_CONTENT_LENGTH`/`HTTP_CONTENT_TYPE`
-///   and `HTTP_PROXY` (httpoxy) dropped, `QUERY_STRING` always present, `HTTPS=on` making the
-///   scheme `https`; the others, `REQUEST_URI` included, are kept as the server gave them;
+///   and `HTTP_PROXY` (httpoxy) dropped, any other empty variable left out unless it may be
+///   empty ([`Environ::may_be_empty`]: Apache and lighttpd may set `REMOTE_USER`, `AUTH_TYPE`
+///   or `PATH_TRANSLATED` empty, and the process environment may hold empty variables of its
+///   own), `QUERY_STRING` always present, `HTTPS=on` making the scheme `https`; the others,
+///   `REQUEST_URI` included, are kept as the server gave them;
 /// - the input is `stdin` bounded by `CONTENT_LENGTH`, or read to its end when the request was
 ///   chunked and the server sent no length (Apache's mod_cgid), or empty; `input_terminated`
 ///   is set;
@@ -161,9 +164,11 @@ fn bad_request(_: Environ, start: gateway_core::StartResponse) -> gateway_core::
 ///     ("CONTENT_LENGTH", "5"),
 ///     ("HTTP_PROXY", "http://evil.example"),
 ///     ("HTTPS", "on"),
+///     ("REMOTE_USER", ""),
 /// ];
 /// let vars = vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v)));
 /// let mut environ = gateway_servers::cgi::environ_from_cgi(vars, &b"hello, and more"[..]);
+/// assert!(!environ.contains("REMOTE_USER")); // empty: no authentication
 /// let mut body = String::new();
 /// environ.input().read_to_string(&mut body).unwrap();
 /// assert_eq!(body, "hello"); // CONTENT_LENGTH bytes, not one more

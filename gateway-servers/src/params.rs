@@ -28,6 +28,11 @@ pub enum BodyFraming {
 /// - empty `CONTENT_LENGTH` and `CONTENT_TYPE` (nginx sends them on every request) are removed,
 ///   and so are `HTTP_CONTENT_LENGTH` and `HTTP_CONTENT_TYPE` (nginx's duplicates);
 /// - `HTTP_PROXY` is removed (httpoxy: nginx and uWSGI pass a client's `Proxy:` header on);
+/// - any other variable whose (last) value is empty is removed, unless it may be empty
+///   ([`Environ::may_be_empty`]: `SCRIPT_NAME`, `PATH_INFO`, `QUERY_STRING` and `HTTP_*`):
+///   PEP 3333 has a variable with no value left out, so that an app can test
+///   `REMOTE_USER`'s presence (nginx's `fastcgi_params` sends `REMOTE_USER` empty without
+///   authentication, Apache and lighttpd give a CGI script empty variables too);
 /// - `QUERY_STRING`, `SCRIPT_NAME` and `PATH_INFO` are always present, and a `SCRIPT_NAME`
 ///   ending in `/` gives its slash to `PATH_INFO` (it must not end in one, and must never be
 ///   `/`);
@@ -48,9 +53,11 @@ pub enum BodyFraming {
 ///     ("SCRIPT_NAME", "/app/"),
 ///     ("PATH_INFO", "x"),
 ///     ("HTTPS", "on"),
+///     ("REMOTE_USER", ""),
 /// ];
 /// let environ = environ_from_params(vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v))));
 /// assert!(!environ.contains("CONTENT_LENGTH") && !environ.contains("HTTP_PROXY"));
+/// assert!(!environ.contains("REMOTE_USER"));
 /// assert_eq!((environ.script_name(), environ.path_info()), (&b"/app"[..], &b"/x"[..]));
 /// assert_eq!(environ.query_string(), b"");
 /// assert_eq!(environ.url_scheme(), gateway_core::UrlScheme::Https);
@@ -88,6 +95,11 @@ pub fn framed_environ_from_params(
         if state == Emptied::Later {
             environ.remove(name);
         }
+    }
+    if seen.empty {
+        // Removed after the fact, not as they come: a name repeated keeps its last value, so
+        // a value given before an empty one goes too, and one given after it stays.
+        environ.retain_vars(|name, value| !value.is_empty() || Environ::may_be_empty(name));
     }
     if !seen.query_string {
         environ.set("QUERY_STRING", Bytes::new());
@@ -138,6 +150,8 @@ struct Seen {
     chunked: bool,
     /// Which of the variables `fill_required` gives a value are there and not empty.
     required: u8,
+    /// A variable that may not be empty ([`Environ::may_be_empty`]) came empty.
+    empty: bool,
 }
 
 /// Where a variable that is removed when empty (`CONTENT_LENGTH`, `CONTENT_TYPE`) stands: an
@@ -199,6 +213,9 @@ impl Seen {
             b"SERVER_NAME" => required(Self::SERVER_NAME),
             b"SERVER_PORT" => required(Self::SERVER_PORT),
             _ => {}
+        }
+        if value.is_empty() && !Environ::may_be_empty(name) {
+            self.empty = true;
         }
         true
     }
@@ -403,6 +420,14 @@ mod tests {
         for name in ["HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY"] {
             environ.remove(name);
         }
+        let empty: Vec<String> = environ
+            .vars()
+            .filter(|(name, value)| value.is_empty() && !Environ::may_be_empty(name))
+            .map(|(name, _)| String::from_utf8(name.to_vec()).unwrap())
+            .collect();
+        for name in empty {
+            environ.remove(&name);
+        }
         if !environ.contains("QUERY_STRING") {
             environ.set("QUERY_STRING", Bytes::new());
         }
@@ -459,7 +484,7 @@ mod tests {
                 "", "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY",
                 "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "HTTPS", "REQUEST_SCHEME",
                 "REQUEST_METHOD", "SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST",
-                "SERVER_ADDR", "HTTP_X", "HTTP_TRANSFER_ENCODING",
+                "SERVER_ADDR", "HTTP_X", "HTTP_TRANSFER_ENCODING", "REMOTE_USER",
             ][..]),
             proptest::sample::select(&[
                 "", "/", "/a", "a/", "/a/", "on", "1", "HTTPS", "GET", "x:81", "5", "chunked",
@@ -527,6 +552,59 @@ mod tests {
             assert_eq!(framing, BodyFraming::Invalid, "{length}");
             assert_eq!(body_framing(&e), BodyFraming::Invalid, "{length}");
         }
+    }
+
+    #[test]
+    fn empty_variables_are_left_out_unless_they_may_be_empty() {
+        // What nginx's fastcgi_params sends for a GET without authentication or query, and the
+        // empty variables Apache and lighttpd may give a CGI script.
+        let e = environ(&[
+            ("QUERY_STRING", ""),
+            ("REQUEST_METHOD", "GET"),
+            ("CONTENT_TYPE", ""),
+            ("CONTENT_LENGTH", ""),
+            ("SCRIPT_NAME", "/app"),
+            ("PATH_INFO", ""),
+            ("REMOTE_USER", ""),
+            ("AUTH_TYPE", ""),
+            ("REMOTE_HOST", ""),
+            ("REMOTE_IDENT", ""),
+            ("HTTPS", ""),
+            ("PATH_TRANSLATED", ""),
+            ("SERVER_NAME", ""),
+            ("HTTP_X_EMPTY", ""),
+            ("REMOTE_ADDR", "127.0.0.1"),
+        ]);
+        for gone in [
+            "REMOTE_USER",
+            "AUTH_TYPE",
+            "REMOTE_HOST",
+            "REMOTE_IDENT",
+            "HTTPS",
+            "PATH_TRANSLATED",
+        ] {
+            assert!(!e.contains(gone), "{gone}");
+        }
+        for (kept, value) in [
+            ("QUERY_STRING", ""),
+            ("PATH_INFO", ""),
+            ("HTTP_X_EMPTY", ""),
+            ("SCRIPT_NAME", "/app"),
+            ("REMOTE_ADDR", "127.0.0.1"),
+            // Filled in, as before.
+            ("SERVER_NAME", "localhost"),
+        ] {
+            assert_eq!(e.get(kept), Some(value.as_bytes()), "{kept}");
+        }
+        assert_eq!(e.url_scheme(), UrlScheme::Http);
+        // A name repeated counts by its last value: empty, it goes; set, it stays.
+        let e = environ(&[("REMOTE_USER", "alice"), ("REMOTE_USER", "")]);
+        assert!(!e.contains("REMOTE_USER"));
+        let e = environ(&[("REMOTE_USER", ""), ("REMOTE_USER", "alice")]);
+        assert_eq!(e.get("REMOTE_USER"), Some(&b"alice"[..]));
+        // Nothing empty: nothing removed.
+        let e = environ(&[("REMOTE_USER", "alice"), ("AUTH_TYPE", "Basic")]);
+        assert_eq!(e.get("AUTH_TYPE"), Some(&b"Basic"[..]));
     }
 
     #[test]

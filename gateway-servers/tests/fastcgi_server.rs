@@ -417,13 +417,15 @@ fn the_environs_pass_the_validator() {
     let server = Server::start(app, Roles::RESPONDER);
     let mut peer = server.connect();
     let mut wire = BytesMut::new();
-    // nginx style: empty CONTENT_* and its HTTP_CONTENT_* duplicates.
+    // nginx style: empty CONTENT_* and its HTTP_CONTENT_* duplicates, and fastcgi_params'
+    // `REMOTE_USER $remote_user`, empty without authentication.
     let nginx: Vec<(&str, &str)> = vec![
         ("REQUEST_METHOD", "GET"),
         ("SCRIPT_NAME", "/index"),
         ("QUERY_STRING", ""),
         ("CONTENT_TYPE", ""),
         ("CONTENT_LENGTH", ""),
+        ("REMOTE_USER", ""),
         ("HTTP_CONTENT_LENGTH", "0"),
         ("SERVER_NAME", "localhost"),
         ("SERVER_PORT", "80"),

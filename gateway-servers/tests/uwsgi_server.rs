@@ -255,5 +255,7 @@ fn the_environs_pass_the_validator() {
         &nginx_vars(&[("SCRIPT_NAME", "/m"), ("PATH_INFO", "/m/x")]),
         b"",
     );
+    // A variable with no value (a `uwsgi_param` set from an empty nginx variable) is left out.
+    server.request(0, &nginx_vars(&[("REMOTE_USER", ""), ("HTTPS", "")]), b"");
     assert!(report.is_clean(), "{:#?}", report.violations());
 }

@@ -92,6 +92,46 @@ fn the_valid_environ_and_app_are_clean() {
 }
 
 #[test]
+fn r12_variables_with_no_value_are_left_out() {
+    for name in [
+        "REMOTE_USER",
+        "AUTH_TYPE",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "HTTPS",
+        "PATH_TRANSLATED",
+        "X_SERVER_OWN",
+    ] {
+        assert_caught(&server_report(|e| e.set(name, "")), Rule::EmptyVariable);
+        assert_passed(
+            &server_report(|e| e.set(name, "value")),
+            Rule::EmptyVariable,
+        );
+    }
+    // The variables the rules let be empty (QUERY_STRING is empty in the valid environ).
+    for name in [
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "HTTP_X_OK",
+    ] {
+        let report = server_report(|e| e.set(name, ""));
+        assert!(report.is_clean(), "{name}: {:?}", report.violations());
+    }
+}
+
+#[test]
+fn r12_an_empty_header_is_an_empty_variable() {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let response = TestClient::new(app).get("/").header("x-empty", "").send();
+    assert_eq!(response.environ().get("HTTP_X_EMPTY"), Some(&b""[..]));
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
 fn r13_content_header_aliases() {
     assert_caught(
         &server_report(|e| e.set("HTTP_CONTENT_TYPE", "a/b")),
@@ -150,9 +190,29 @@ fn r18_a_path_is_present() {
         e.remove("PATH_INFO");
     });
     assert_caught(&report, Rule::PathPresent);
+    // wsgiref.validate: an empty SCRIPT_NAME needs PATH_INFO.
+    let report = server_report(|e| {
+        e.set("SCRIPT_NAME", "");
+        e.remove("PATH_INFO");
+    });
+    assert_caught(&report, Rule::PathPresent);
     assert_passed(
         &server_report(|e| {
             e.remove("SCRIPT_NAME");
+        }),
+        Rule::PathPresent,
+    );
+    // The twins: the root mount, its PATH_INFO there; a mount prefix alone.
+    assert_passed(
+        &server_report(|e| {
+            e.set("SCRIPT_NAME", "");
+            e.set("PATH_INFO", "/");
+        }),
+        Rule::PathPresent,
+    );
+    assert_passed(
+        &server_report(|e| {
+            e.remove("PATH_INFO");
         }),
         Rule::PathPresent,
     );
@@ -431,6 +491,104 @@ fn r61_content_length_agrees_with_the_body() {
     );
 }
 
+/// A size hint made from the bytes a body has left.
+type HintOf = fn(u64) -> http_body::SizeHint;
+
+/// A body of `chunks` whose size hint is `hint(bytes left)`: the truth, or a lie.
+struct Hinting {
+    chunks: std::collections::VecDeque<&'static str>,
+    hint: HintOf,
+}
+
+impl http_body::Body for Hinting {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c.into()))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        (self.hint)(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+}
+
+/// An app whose body is "hel", "lo" with the size hint `hint(bytes left)`.
+fn hinting(hint: HintOf) -> impl App + 'static {
+    move |_: Environ, start: StartResponse| {
+        let _ = start.start(StatusCode::OK, typed());
+        Body::new(Hinting {
+            chunks: ["hel", "lo"].into(),
+            hint,
+        })
+    }
+}
+
+fn bounds(lower: u64, upper: Option<u64>) -> http_body::SizeHint {
+    let mut hint = http_body::SizeHint::new();
+    hint.set_lower(lower);
+    if let Some(upper) = upper {
+        hint.set_upper(upper);
+    }
+    hint
+}
+
+#[test]
+fn r57_a_size_hint_is_right() {
+    let lies: [(&str, HintOf); 5] = [
+        ("exactly 10, from the start", |_| {
+            http_body::SizeHint::with_exact(10)
+        }),
+        ("exactly 3, from the start", |_| {
+            http_body::SizeHint::with_exact(3)
+        }),
+        ("exactly 5, never less", |_| {
+            http_body::SizeHint::with_exact(5)
+        }),
+        ("at most 4", |_| bounds(0, Some(4))),
+        ("at least one more byte than there is", |left| {
+            bounds(left + 1, None)
+        }),
+    ];
+    for (lie, hint) in lies {
+        let report = app_report(hinting(hint), http::Method::GET);
+        assert!(
+            report.contains(Rule::SizeHint),
+            "{lie}: not caught: {:?}",
+            report.violations()
+        );
+    }
+    let truths: [(&str, HintOf); 4] = [
+        ("exact", http_body::SizeHint::with_exact),
+        ("bounds around it", |left| bounds(left / 2, Some(left * 2))),
+        ("no bound", |_| http_body::SizeHint::new()),
+        ("at most 5, from the start", |_| bounds(0, Some(5))),
+    ];
+    for (truth, hint) in truths {
+        let report = app_report(hinting(hint), http::Method::GET);
+        assert!(report.is_clean(), "{truth}: {:?}", report.violations());
+    }
+    // The body the validator passes on keeps the app's hint, for the server to frame by.
+    let app = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .app(hinting(http_body::SizeHint::with_exact));
+    let environ = valid_environ();
+    let response = gateway_core::block_on(driver::call(&app, environ));
+    assert_eq!(http_body::Body::size_hint(response.body()).exact(), Some(5));
+    // Strict mode fails the response.
+    let (response, _) = checked_run(
+        hinting(|_| http_body::SizeHint::with_exact(10)),
+        Mode::Strict,
+        http::Method::GET,
+    );
+    let error = response.body_error().expect("the body fails");
+    assert!(error.contains("R57"), "{error}");
+}
+
 #[test]
 fn r61b_content_length_is_read_as_the_driver_reads_it() {
     let cases: [(&[&'static str], bool); 12] = [
@@ -701,6 +859,308 @@ fn a_middleware_is_checked_on_both_sides() {
         outer_report.contains(Rule::ContentLengthMismatch),
         "the middleware is not"
     );
+}
+
+/// The app under the middleware of the R66 and R67 tests: a body of three chunks.
+fn three_chunks(_: Environ, start: StartResponse) -> Body {
+    let _ = start.start(StatusCode::OK, typed());
+    Body::from_chunks(["a", "b", "c"])
+}
+
+/// `Validator(middleware(Validator(three_chunks)))` in warn mode, through the test client: the
+/// response's text and the outer report (where the middleware's violations go). The inner
+/// report must stay clean: the app is fine.
+fn around(middleware: impl Fn(InnerApp) -> Wrapped) -> (String, Report) {
+    let (outer, inner) = (Validator::new(Mode::Warn), Validator::new(Mode::Warn));
+    let (outer_report, inner_report) = (outer.report(), inner.report());
+    let app: fn(Environ, StartResponse) -> Body = three_chunks;
+    let stack = Builder::new()
+        .with(outer)
+        .with(middleware)
+        .with(inner)
+        .app(app);
+    let mut context = gateway_core::convert::ServerContext::default();
+    context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+    let text = TestClient::new(stack)
+        .with_context(context)
+        .get("/")
+        .send()
+        .text();
+    assert!(
+        inner_report.is_clean(),
+        "the app is fine: {:?}",
+        inner_report.violations()
+    );
+    (text, outer_report)
+}
+
+/// The app the middleware of the R66 and R67 tests wrap: the validated app.
+type InnerApp = gateway_testkit::ValidatorApp<fn(Environ, StartResponse) -> Body>;
+
+/// The app a test middleware makes of it.
+struct Wrapped(Box<dyn Fn(Environ, StartResponse) -> Body + Send + Sync>);
+
+impl App for Wrapped {
+    fn call(&self, environ: Environ, start: StartResponse) -> Body {
+        (self.0)(environ, start)
+    }
+}
+
+/// A middleware's body: `each` applied to every frame of the app's body, one for one.
+struct Mapped {
+    body: Body,
+    each: fn(bytes::Bytes) -> bytes::Bytes,
+}
+
+impl http_body::Body for Mapped {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let each = self.each;
+        std::pin::Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map(|f| f.map_data(each))))
+    }
+}
+
+/// A middleware's body that batches: it joins the app's chunks two by two, polling the app's
+/// body until it has two (the WSGI middleware that blocks for several app chunks).
+struct Pairs {
+    body: Body,
+    held: Vec<u8>,
+}
+
+impl http_body::Body for Pairs {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let mut chunks = 0;
+        loop {
+            match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.held.extend_from_slice(&data);
+                        chunks += 1;
+                    }
+                    if chunks < 2 {
+                        continue;
+                    }
+                }
+                Poll::Ready(None) if self.held.is_empty() => return Poll::Ready(None),
+                Poll::Ready(None) => {}
+            }
+            let data = bytes::Bytes::from(std::mem::take(&mut self.held));
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+    }
+}
+
+/// A middleware's body that buffers as PEP 3333 asks: an empty chunk for each chunk of the
+/// app's body, and all of it at the end.
+struct Buffered {
+    body: Body,
+    held: Option<Vec<u8>>,
+}
+
+impl http_body::Body for Buffered {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if self.held.is_none() {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Ok(data), Some(held)) = (frame.into_data(), self.held.as_mut()) {
+                    held.extend_from_slice(&data);
+                }
+                Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::new()))))
+            }
+            Poll::Ready(None) => {
+                let all = self.held.take().unwrap_or_default();
+                Poll::Ready(Some(Ok(http_body::Frame::data(all.into()))))
+            }
+        }
+    }
+}
+
+/// A middleware's body that yields the app's first chunk and ends; dropped, it drains the
+/// rest of the app's body when `drain` is set.
+struct FirstChunk {
+    body: Body,
+    done: bool,
+    drain: bool,
+}
+
+impl http_body::Body for FirstChunk {
+    type Data = bytes::Bytes;
+    type Error = gateway_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.done, true) {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}
+
+impl Drop for FirstChunk {
+    fn drop(&mut self) {
+        if self.drain {
+            while let Some(Ok(_)) =
+                gateway_core::block_on(http_body_util::BodyExt::frame(&mut self.body))
+            {}
+        }
+    }
+}
+
+/// A test middleware that calls the app and makes its body into `make(body)`.
+fn body_middleware(make: fn(Body) -> Body) -> impl Fn(InnerApp) -> Wrapped {
+    move |app| {
+        Wrapped(Box::new(move |environ, start| {
+            make(app.call(environ, start))
+        }))
+    }
+}
+
+/// A test middleware that collects the app's body in its call.
+fn collecting(app: InnerApp) -> Wrapped {
+    Wrapped(Box::new(move |environ, start| {
+        let body = app.call(environ, start);
+        match gateway_core::block_on(http_body_util::BodyExt::collect(body)) {
+            Ok(collected) => Body::from(collected.to_bytes()),
+            Err(error) => Body::error(error),
+        }
+    }))
+}
+
+#[test]
+fn r66_a_middleware_yields_a_value_per_chunk_of_the_app() {
+    // Wrong: two app chunks per chunk of its own.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(Pairs {
+            body,
+            held: Vec::new(),
+        })
+    }));
+    assert_eq!(text, "abc");
+    assert_caught(&report, Rule::MiddlewareBatches);
+    // Wrong: the whole body collected in its body's first poll.
+    let (text, report) = around(body_middleware(|body| {
+        Body::from_future(async move {
+            let collected = http_body_util::BodyExt::collect(body).await?;
+            Ok(Body::from(collected.to_bytes()))
+        })
+    }));
+    assert_eq!(text, "abc");
+    assert_caught(&report, Rule::MiddlewareBatches);
+    // Right: a chunk per chunk; an empty one per chunk while it buffers, all at the end.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(Mapped {
+            body,
+            each: |data| data.to_ascii_uppercase().into(),
+        })
+    }));
+    assert_eq!(text, "ABC");
+    assert!(report.is_clean(), "{:?}", report.violations());
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(Buffered {
+            body,
+            held: Some(Vec::new()),
+        })
+    }));
+    assert_eq!(text, "abc");
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
+fn r67_a_middleware_never_consumes_the_apps_body_itself() {
+    // Wrong: the body collected in the middleware's call.
+    let (text, report) = around(collecting);
+    assert_eq!(text, "abc");
+    assert_caught(&report, Rule::MiddlewareConsumes);
+    let said = |report: &Report| report.violations()[0].detail.clone();
+    assert!(
+        said(&report).contains("in the middleware's call"),
+        "{report:?}"
+    );
+    // Wrong: the rest of the body drained by the middleware, after its own body ended.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(FirstChunk {
+            body,
+            done: false,
+            drain: true,
+        })
+    }));
+    assert_eq!(text, "a");
+    assert_caught(&report, Rule::MiddlewareConsumes);
+    assert!(said(&report).contains("no poll"), "{report:?}");
+    // Right: the same without the drain; the app's body relayed as it is polled.
+    let (text, report) = around(body_middleware(|body| {
+        Body::new(FirstChunk {
+            body,
+            done: false,
+            drain: false,
+        })
+    }));
+    assert_eq!(text, "a");
+    assert!(report.is_clean(), "{:?}", report.violations());
+    let (text, report) = around(body_middleware(|body| body));
+    assert_eq!(text, "abc");
+    assert!(report.is_clean(), "{:?}", report.violations());
+}
+
+#[test]
+fn r66_and_r67_fail_the_response_in_strict_mode() {
+    let quiet = || {
+        let mut context = gateway_core::convert::ServerContext::default();
+        context.errors = Some(gateway_core::ErrorStream::new(|_: &[u8]| {}));
+        context
+    };
+    let app: fn(Environ, StartResponse) -> Body = three_chunks;
+    let stack = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .with(collecting)
+        .with(Validator::new(Mode::Strict))
+        .app(app);
+    let response = TestClient::new(stack).with_context(quiet()).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.failure().unwrap().contains("R67"));
+    let batching = body_middleware(|body| {
+        Body::new(Pairs {
+            body,
+            held: Vec::new(),
+        })
+    });
+    let stack = Builder::new()
+        .with(Validator::new(Mode::Strict))
+        .with(batching)
+        .with(Validator::new(Mode::Strict))
+        .app(app);
+    let response = TestClient::new(stack).with_context(quiet()).get("/").send();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.failure().unwrap().contains("R66"));
 }
 
 #[test]
