@@ -297,6 +297,7 @@ impl Environ {
     /// assert!(Environ::may_be_empty(b"QUERY_STRING") && Environ::may_be_empty(b"HTTP_X_EMPTY"));
     /// assert!(!Environ::may_be_empty(b"REMOTE_USER") && !Environ::may_be_empty(b"HTTPS"));
     /// ```
+    #[inline]
     pub fn may_be_empty(name: &[u8]) -> bool {
         matches!(
             name,

@@ -202,9 +202,19 @@ impl Seen {
             b"" | b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" | b"HTTP_PROXY" => return false,
             b"CONTENT_LENGTH" => return Self::unless_empty(&mut self.content_length, value),
             b"CONTENT_TYPE" => return Self::unless_empty(&mut self.content_type, value),
-            b"QUERY_STRING" => self.query_string = true,
-            b"SCRIPT_NAME" => self.script_name = Some(shape()),
-            b"PATH_INFO" => self.path_info = Some(shape()),
+            // These may be empty: no need to look them up in `Environ::may_be_empty`, below.
+            b"QUERY_STRING" => {
+                self.query_string = true;
+                return true;
+            }
+            b"SCRIPT_NAME" => {
+                self.script_name = Some(shape());
+                return true;
+            }
+            b"PATH_INFO" => {
+                self.path_info = Some(shape());
+                return true;
+            }
             b"HTTPS" => self.https = value.eq_ignore_ascii_case(b"on") || value == b"1",
             b"REQUEST_SCHEME" => self.scheme_https = value.eq_ignore_ascii_case(b"https"),
             b"HTTP_TRANSFER_ENCODING" => self.chunked = names_chunked(value),
