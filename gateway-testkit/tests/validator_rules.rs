@@ -69,6 +69,32 @@ fn checked_run(
     (response, report)
 }
 
+/// Sends `hello` a request with one header (and `body`, when not empty) under a strict
+/// validator through the test client: the response and the validator's report.
+fn strict_hello(
+    method: http::Method,
+    header: (&str, &str),
+    body: &'static str,
+) -> (gateway_testkit::TestResponse, Report) {
+    let validator = Validator::new(Mode::Strict);
+    let report = validator.report();
+    let app = Builder::new().with(validator).app(hello);
+    let client = TestClient::new(app);
+    let mut request = client.request(method, "/").header(header.0, header.1);
+    if !body.is_empty() {
+        request = request.body(body);
+    }
+    (request.send(), report)
+}
+
+/// Each of `names` set empty in an otherwise valid environ breaks no rule.
+fn assert_clean_when_empty(names: &[&'static str]) {
+    for name in names {
+        let report = server_report(|e| e.set(*name, ""));
+        assert!(report.is_clean(), "{name}: {:?}", report.violations());
+    }
+}
+
 fn assert_caught(report: &Report, rule: Rule) {
     assert!(
         report.contains(rule),
@@ -109,24 +135,18 @@ fn r12_variables_with_no_value_are_left_out() {
         );
     }
     // The variables the rules let be empty (QUERY_STRING is empty in the valid environ).
-    for name in [
+    assert_clean_when_empty(&[
         "SCRIPT_NAME",
         "PATH_INFO",
         "CONTENT_TYPE",
         "CONTENT_LENGTH",
         "HTTP_X_OK",
-    ] {
-        let report = server_report(|e| e.set(name, ""));
-        assert!(report.is_clean(), "{name}: {:?}", report.violations());
-    }
+    ]);
 }
 
 #[test]
 fn r12_an_empty_header_is_an_empty_variable() {
-    let validator = Validator::new(Mode::Strict);
-    let report = validator.report();
-    let app = Builder::new().with(validator).app(hello);
-    let response = TestClient::new(app).get("/").header("x-empty", "").send();
+    let (response, report) = strict_hello(http::Method::GET, ("x-empty", ""), "");
     assert_eq!(response.environ().get("HTTP_X_EMPTY"), Some(&b""[..]));
     assert!(report.is_clean(), "{:?}", report.violations());
 }
@@ -247,22 +267,12 @@ fn r22_content_variables() {
         Rule::ContentVariables,
     );
     // PEP 3333: both "may be empty or absent".
-    for name in ["CONTENT_TYPE", "CONTENT_LENGTH"] {
-        let report = server_report(|e| e.set(name, ""));
-        assert!(report.is_clean(), "{name}: {:?}", report.violations());
-    }
+    assert_clean_when_empty(&["CONTENT_TYPE", "CONTENT_LENGTH"]);
 }
 
 #[test]
 fn r22_an_empty_content_type_header_passed_on_is_clean() {
-    let validator = Validator::new(Mode::Strict);
-    let report = validator.report();
-    let app = Builder::new().with(validator).app(hello);
-    let response = TestClient::new(app)
-        .post("/")
-        .header("content-type", "")
-        .body("x")
-        .send();
+    let (response, report) = strict_hello(http::Method::POST, ("content-type", ""), "x");
     assert_eq!(response.environ().get("CONTENT_TYPE"), Some(&b""[..]));
     assert_eq!(response.text(), "hello");
     assert!(report.is_clean(), "{:?}", report.violations());
@@ -331,10 +341,7 @@ fn r25_header_variable_names() {
 
 #[test]
 fn r25_a_header_name_with_a_dot_passes_strict_mode() {
-    let validator = Validator::new(Mode::Strict);
-    let report = validator.report();
-    let app = Builder::new().with(validator).app(hello);
-    let response = TestClient::new(app).get("/").header("x.trace", "1").send();
+    let (response, report) = strict_hello(http::Method::GET, ("x.trace", "1"), "");
     assert_eq!(response.environ().get("HTTP_X.TRACE"), Some(&b"1"[..]));
     assert_eq!(response.status(), StatusCode::OK);
     assert!(report.is_clean(), "{:?}", report.violations());
