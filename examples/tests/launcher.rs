@@ -310,3 +310,47 @@ fn routing_mounts_echo_twice_and_static_files() {
     assert!(get(port, "/elsewhere").starts_with("HTTP/1.1 404 "));
     assert!(get(port, "/static/../Cargo.toml").starts_with("HTTP/1.1 404 "));
 }
+
+/// The name and scheduling policy (`/proc`'s number: 0 the default, 3 `SCHED_BATCH`) of each
+/// thread of process `pid`.
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_owned();
+        // Fields from the third (the state) on; the policy is the 41st.
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        threads.push((name, fields[41 - 3].parse().unwrap()));
+    }
+    threads
+}
+
+#[test]
+fn the_event_loop_runs_under_sched_batch_unless_told_not_to() {
+    for (flags, event_loop) in [(&[][..], 3), (&["--no-batch-scheduling"][..], 0)] {
+        let port = free_port();
+        let child = Command::new(HELLO)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(flags)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let running = Running(child);
+        wait_for(port);
+        // A request starts a thread of the worker pool too.
+        assert!(get(port, "/").ends_with("Hello, world!\n"));
+        let threads = thread_policies(running.0.id());
+        let of = |name: &str| -> Vec<u32> {
+            let found = threads.iter().filter(|(n, _)| n == name);
+            found.map(|(_, policy)| *policy).collect()
+        };
+        assert!(!of("gateway").is_empty(), "{threads:?}");
+        assert!(
+            of("gateway").iter().all(|p| *p == event_loop),
+            "{threads:?}"
+        );
+        assert_eq!(of("gateway-app"), [0], "{threads:?}");
+        assert_eq!(of("hello"), [0], "{threads:?}");
+    }
+}

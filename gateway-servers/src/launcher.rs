@@ -126,6 +126,13 @@ pub struct LauncherArgs {
     /// the event loop instead of the worker pool.
     #[arg(long)]
     pub non_blocking: bool,
+    /// Keep the event loop's threads under the default scheduling policy. By default they run
+    /// under Linux's SCHED_BATCH: woken, they wait for the running thread to sleep or end its
+    /// time slice rather than preempting it, so that a core shared with the worker pool or
+    /// the front end hands work over in batches (same CPU share; a later wake-up while other
+    /// programs keep every core busy).
+    #[arg(long)]
+    pub no_batch_scheduling: bool,
     /// Serve from N worker processes: a master process binds the sockets, forks N workers
     /// that serve on them, and replaces any that dies. Signals to the master: TERM stops
     /// gracefully, INT or QUIT at once, HUP reloads (new workers first, then the old ones
@@ -240,6 +247,7 @@ impl LauncherArgs {
             linger_timeout: seconds(self.linger_timeout, "linger-timeout")?,
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
             blocking: !self.non_blocking,
+            batch_scheduling: !self.no_batch_scheduling,
             ..Config::default()
         })
     }
@@ -513,13 +521,29 @@ struct Plan {
     stats: Option<BoundSocket>,
 }
 
+/// Puts the calling thread of the runtime under `SCHED_BATCH`, logging (once per process) why
+/// it could not.
+fn batch_scheduling_or_log() {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    if let Err(error) = crate::runtime::batch_scheduling() {
+        LOGGED.call_once(|| {
+            tracing::warn!(%error, "the event loop keeps the default scheduling policy");
+        });
+    }
+}
+
 /// Serves `app` on the sockets of `plan` in a runtime of this process (the one process, or a
 /// worker), until a shutdown.
 fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
         .max_blocking_threads(config.threads)
-        .thread_name("gateway")
+        .thread_name("gateway");
+    if config.batch_scheduling {
+        builder.on_thread_start(batch_scheduling_or_log);
+    }
+    let runtime = builder
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
     // A connection accepted as the shutdown begins may hold a request not read yet: the drain

@@ -10,6 +10,7 @@ mod linger;
 mod listener;
 mod pool;
 mod request;
+mod sched;
 mod shutdown;
 pub mod stats;
 mod tcp;
@@ -36,6 +37,7 @@ pub use listener::{
     is_listening_socket,
 };
 pub use request::{BodyGuard, GuardedBody, Responding, plain_response};
+pub use sched::batch_scheduling;
 pub use shutdown::Shutdown;
 pub use workers::{Supervision, is_worker, run_master, run_master_with_stats, serve_as_worker};
 pub(crate) use write::{poll_write_bufs, write_all_bufs};
@@ -125,6 +127,17 @@ pub struct Config {
     /// `SERVER_SOFTWARE` and the `Server` header (default `gateway/` and this crate's
     /// version). No flag: the launcher keeps the default.
     pub server_software: &'static str,
+    /// Whether the threads of the runtime the launcher starts (the event loop) run under
+    /// Linux's `SCHED_BATCH` policy (default `true`; see [`batch_scheduling`]): a woken event
+    /// loop then waits for the running thread to sleep or end its time slice instead of
+    /// preempting it, so that on a core shared with the worker pool or the front end, work
+    /// is handed over in batches rather than one request per thread switch. The CPU share is
+    /// the same; what it costs is the wake-up latency of the event loop while other programs
+    /// keep every core busy (up to a time slice, a few milliseconds). The worker pool's
+    /// threads keep the policy of the thread that made the [`Runtime`] (the program's). Only the launcher applies it: a server run in a
+    /// runtime of your own keeps that runtime's policy. Flag: `--no-batch-scheduling` sets it
+    /// to `false`.
+    pub batch_scheduling: bool,
 }
 
 impl Default for Config {
@@ -145,6 +158,7 @@ impl Default for Config {
             linger_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
+            batch_scheduling: true,
         }
     }
 }

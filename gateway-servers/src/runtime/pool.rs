@@ -36,6 +36,9 @@ struct Shared {
     wake: Condvar,
     max_threads: usize,
     idle_timeout: Duration,
+    /// The scheduling policy of the thread that made the pool, for its threads (they are
+    /// started by the event loop's, which may run under `SCHED_BATCH`).
+    policy: Option<super::sched::Policy>,
 }
 
 #[derive(Default)]
@@ -82,6 +85,7 @@ impl Pool {
                 wake: Condvar::new(),
                 max_threads: max_threads.max(1),
                 idle_timeout,
+                policy: super::sched::Policy::current(),
             }),
         }
     }
@@ -124,15 +128,14 @@ impl Drop for Flush {
         let shared = &self.0;
         let mut state = shared.lock();
         state.flush_pending = false;
-        Shared::wake_one_if_none_looking(shared, &mut state);
+        let wake = Shared::wake_one_if_none_looking(shared, &mut state);
         let runtime = tokio::runtime::Handle::try_current();
-        if state.queue.is_empty() || state.watched || runtime.is_err() {
-            return;
-        }
-        state.watched = true;
+        let watch_now = !(state.queue.is_empty() || state.watched || runtime.is_err());
+        state.watched |= watch_now;
         drop(state);
+        wake.send(shared);
         // Not under the lock: a runtime that is shutting down drops the task at once.
-        if let Ok(runtime) = runtime {
+        if let (true, Ok(runtime)) = (watch_now, runtime) {
             let watching = Watching {
                 shared: shared.clone(),
                 cleared: false,
@@ -171,10 +174,13 @@ async fn watch(mut watching: Watching) {
             watching.cleared = true;
             return;
         }
-        if state.started == started {
-            Shared::wake_one_if_none_looking(&shared, &mut state);
-        }
+        let wake = match state.started == started {
+            true => Shared::wake_one_if_none_looking(&shared, &mut state),
+            false => Wake::None,
+        };
         started = state.started;
+        drop(state);
+        wake.send(&shared);
     }
 }
 
@@ -185,6 +191,24 @@ impl Drop for Pool {
     }
 }
 
+/// A wake-up of a sleeping thread, owed under the lock and sent once it is released: sent
+/// under the lock, on a machine where the pool's threads and the runtime's share a core, the
+/// woken thread runs at once, finds the lock still held and sleeps again, and the runtime's
+/// thread wakes it a second time as it unlocks (two more thread switches per wake-up).
+#[must_use = "a wake-up owed is sent with `send`, after the lock is released"]
+enum Wake {
+    None,
+    One,
+}
+
+impl Wake {
+    fn send(self, shared: &Shared) {
+        if let Wake::One = self {
+            shared.wake.notify_one();
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A job never runs under the lock, so a poisoned lock still holds a consistent state.
@@ -192,14 +216,15 @@ impl Shared {
     }
 
     /// Makes sure a thread will look at the queue: when none is awake and looking (or about
-    /// to be), wakes a sleeping one, or starts one while there is room.
-    fn wake_one_if_none_looking(shared: &Arc<Shared>, state: &mut State) {
+    /// to be), owes a sleeping one a wake-up (sent by the caller once it has released the
+    /// lock), or starts one while there is room.
+    fn wake_one_if_none_looking(shared: &Arc<Shared>, state: &mut State) -> Wake {
         if state.queue.is_empty() || state.looking + state.wakeups > 0 {
-            return;
+            return Wake::None;
         }
         if state.sleeping > state.wakeups {
             state.wakeups += 1;
-            shared.wake.notify_one();
+            return Wake::One;
         } else if state.threads < shared.max_threads {
             state.threads += 1;
             state.looking += 1;
@@ -209,6 +234,9 @@ impl Shared {
             let started = std::thread::Builder::new()
                 .name("gateway-app".into())
                 .spawn(move || {
+                    if let Some(Err(error)) = shared.policy.map(super::sched::Policy::apply) {
+                        tracing::debug!(%error, "cannot set a worker thread's scheduling policy");
+                    }
                     let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
                     shared.work();
                 });
@@ -219,6 +247,7 @@ impl Shared {
             }
         }
         // Otherwise every thread is running a job; the first to finish takes the next.
+        Wake::None
     }
 
     /// A thread's life: take jobs while there are some, sleep when there are none, end after
