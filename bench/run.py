@@ -580,6 +580,9 @@ def flup(port):
 # The app on the event loop (`--non-blocking`) instead of the worker pool: hello only, since
 # the echo reads its body with a blocking read, which needs the worker pool.
 NON_BLOCKING = " (--non-blocking)"
+# Our server with its event loop under the default scheduling policy (see ARCHITECTURE.md,
+# "Thread switches on a shared core"): the rows that show what SCHED_BATCH changes.
+NO_BATCH = " (--no-batch-scheduling)"
 
 
 def section_http():
@@ -666,6 +669,8 @@ def fastcgi_peers():
         ("gateway FastCGI", lambda p: ours("fastcgi", p)),
         ("gateway FastCGI" + NON_BLOCKING, lambda p: ours("fastcgi", p, "--non-blocking"),
          ("hello",)),
+        ("gateway FastCGI" + NO_BATCH, lambda p: ours("fastcgi", p, "--no-batch-scheduling"),
+         ("hello",)),
         ("C libfcgi pool (%d processes)" % POOL, c_pool),
         ("Go net/http/fcgi", lambda p: go_peer("fcgi", p)),
         ("PHP-FPM (%d children)" % POOL, php_fpm),
@@ -681,6 +686,9 @@ def section_fastcgi():
                  for peer in fastcgi_peers()]
         cases.append(behind(lambda p, keep=keep: proxy_location(p, keep),
                             "nginx HTTP proxy -> gateway HTTP", lambda p: ours("http", p)))
+        cases.append(behind(lambda p, keep=keep: proxy_location(p, keep),
+                            "nginx HTTP proxy -> gateway HTTP" + NON_BLOCKING,
+                            lambda p: ours("http", p, "--non-blocking"), ("hello",)))
         result[mode] = run_cases(cases)
     return result
 
@@ -689,6 +697,8 @@ def section_uwsgi():
     peers = [
         ("gateway uwsgi", lambda p: ours("uwsgi", p)),
         ("gateway uwsgi" + NON_BLOCKING, lambda p: ours("uwsgi", p, "--non-blocking"),
+         ("hello",)),
+        ("gateway uwsgi" + NO_BATCH, lambda p: ours("uwsgi", p, "--no-batch-scheduling"),
          ("hello",)),
         ("uWSGI + Python", lambda p: uwsgi_python("uwsgi-socket", p)),
         ("gunicorn --protocol uwsgi + Python", lambda p: gunicorn(p, "uwsgi")),
@@ -1212,7 +1222,10 @@ def write_report(results, started, finished, load_start, load_end):
         w("## FastCGI behind nginx\n")
         w("nginx (`fastcgi_pass`) in front of each FastCGI server, the same nginx for all; and, "
           "as the reference of issue 4, nginx proxying HTTP to this project's built-in server "
-          "(`proxy_pass`). CPU columns: the FastCGI (or HTTP) server, then nginx.\n")
+          "(`proxy_pass`). CPU columns: the FastCGI (or HTTP) server, then nginx. Our rows marked "
+          "`--no-batch-scheduling` run the event loop under Linux's default scheduling policy "
+          "instead of `SCHED_BATCH` (the default since 2026-12-02; see ARCHITECTURE.md, "
+          "\"Thread switches on a shared core\").\n")
         for mode, label in (("on", "keep-conn and upstream keepalive on (`fastcgi_keep_conn on`, "
                                    "`keepalive %d`; for the HTTP proxy, `keepalive` and HTTP/1.1)"
                              % max(CONNECTIONS, 8)),
@@ -1246,8 +1259,12 @@ def write_report(results, started, finished, load_start, load_end):
                                 r >= 1.0 and mine["p99"] <= pool["p99"]))
             if mine and proxy:
                 r = ratio(mine["rps"], proxy["rps"])
+                both = (find(rows[workload], "gateway FastCGI" + NON_BLOCKING),
+                        find(rows[workload], "nginx HTTP proxy -> gateway HTTP" + NON_BLOCKING))
+                nb = (" (with `--non-blocking` on both: %.2fx)"
+                      % ratio(both[0]["rps"], both[1]["rps"]) if all(both) else "")
                 targets.append(("FastCGI %s (keep-alive on) ≥ 0.9x nginx's HTTP proxy to our "
-                                "server" % workload, "%.2fx" % r, r >= 0.9))
+                                "server" % workload, "%.2fx%s" % (r, nb), r >= 0.9))
         mine, pool = find(rows["hello"], "gateway FastCGI"), find(rows["hello"], "C libfcgi")
         if mine and pool and ratio(mine["rps"], pool["rps"]) < 1.0:
             profiles.append(("FastCGI behind nginx, keep-alive on, hello", profile(
