@@ -4,12 +4,14 @@
 //! shares them with the worker pool. Under Linux's default policy a thread that wakes up
 //! preempts the one running: when a pool thread hands a finished response to the event loop,
 //! the event loop takes the core at once, writes that one response and sleeps again, and the
-//! pool thread resumes for the next one; the front end's writes do the same. Measured behind
-//! nginx on one shared core (FastCGI, keep-alive, the hello app on the pool): 3.1 thread
-//! switches per request and about 27,000 requests a second under the default policy, 0.06
-//! switches and about 59,000 with the event loop under `SCHED_BATCH`, which runs a woken thread
-//! when the running one sleeps or its time slice ends, never at the wake-up itself (see
-//! ARCHITECTURE.md).
+//! pool thread resumes for the next one; the front end's writes do the same. `SCHED_BATCH`
+//! runs a woken thread when the running one sleeps or its time slice ends, never at the
+//! wake-up itself, so work changes hands in batches. How much that saves depends on whether
+//! the front end and the server are in one scheduling group: measured behind nginx on one
+//! shared core (FastCGI, keep-alive, the hello app on the pool), about 27,000 requests a second
+//! under the default policy and 59,000 under `SCHED_BATCH` with both started from one session
+//! (one autogroup), and 55,000 against 60,600 with each in a session of its own, as services
+//! and the benchmark run them (see ARCHITECTURE.md).
 //!
 //! [`Config::batch_scheduling`]: super::Config::batch_scheduling
 #![allow(unsafe_code)]
