@@ -97,8 +97,9 @@ pub fn framed_environ_from_params(
         }
     }
     if seen.empty {
-        // Removed after the fact, not as they come: a name repeated keeps its last value, so
-        // a value given before an empty one goes too, and one given after it stays.
+        // An empty value that may have replaced one kept before goes after the fact: a name
+        // repeated keeps its last value, so a value given before an empty one goes too, and
+        // one given after it stays.
         environ.retain_vars(|name, value| !value.is_empty() || Environ::may_be_empty(name));
     }
     if !seen.query_string {
@@ -150,8 +151,33 @@ struct Seen {
     chunked: bool,
     /// Which of the variables `fill_required` gives a value are there and not empty.
     required: u8,
-    /// A variable that may not be empty ([`Environ::may_be_empty`]) came empty.
+    /// A variable that may not be empty ([`Environ::may_be_empty`]) came empty after a value
+    /// of its name may have been kept: the empty value is kept too (it replaces the earlier
+    /// one), and both go at the end.
     empty: bool,
+    /// The names kept so far, as bits of their hash ([`name_bit`]): an empty value whose name
+    /// has no bit set was never kept before, and is left out as it comes, with no pass over
+    /// the environ at the end (nginx sends `SERVER_NAME` and, over uwsgi, `HTTPS` empty).
+    kept: [u64; 4],
+}
+
+/// The bit of `name` in [`Seen::kept`]: its last four bytes and its length, mixed by a
+/// multiplication. The names the front ends send have bits of their own where it matters
+/// (`SERVER_NAME`, `HTTPS`, `REMOTE_USER` and the other names sent empty collide with none of
+/// the others of nginx's, Apache's and lighttpd's lists; see the tests).
+#[inline]
+fn name_bit(name: &[u8]) -> u8 {
+    let tail = match name.len().checked_sub(4) {
+        Some(start) => u32::from_le_bytes([
+            name[start],
+            name[start + 1],
+            name[start + 2],
+            name[start + 3],
+        ]),
+        None => 0,
+    };
+    let mixed = (tail ^ name.len() as u32).wrapping_mul(0x9E37_79B1);
+    (mixed >> 24) as u8
 }
 
 /// Where a variable that is removed when empty (`CONTENT_LENGTH`, `CONTENT_TYPE`) stands: an
@@ -224,8 +250,17 @@ impl Seen {
             b"SERVER_PORT" => required(Self::SERVER_PORT),
             _ => {}
         }
+        let bit = name_bit(name);
+        let (word, mask) = (usize::from(bit >> 6), 1u64 << (bit & 63));
         if value.is_empty() && !Environ::may_be_empty(name) {
+            if self.kept[word] & mask == 0 {
+                return false;
+            }
             self.empty = true;
+        }
+        // An `HTTP_*` value is never left out for being empty: its name needs no bit.
+        if !name.starts_with(b"HTTP_") {
+            self.kept[word] |= mask;
         }
         true
     }
@@ -562,6 +597,53 @@ mod tests {
             assert_eq!(framing, BodyFraming::Invalid, "{length}");
             assert_eq!(body_framing(&e), BodyFraming::Invalid, "{length}");
         }
+    }
+
+    /// What nginx (fastcgi_params, uwsgi_params), Apache and lighttpd send empty is left out as
+    /// it comes, with no pass over the environ at the end: no name of theirs shares its bit
+    /// with one sent empty.
+    #[test]
+    fn the_usual_empty_variables_are_left_out_as_they_come() {
+        let sent = [
+            "REQUEST_METHOD",
+            "REQUEST_URI",
+            "DOCUMENT_URI",
+            "DOCUMENT_ROOT",
+            "SERVER_PROTOCOL",
+            "REQUEST_SCHEME",
+            "GATEWAY_INTERFACE",
+            "SERVER_SOFTWARE",
+            "REMOTE_ADDR",
+            "REMOTE_PORT",
+            "SERVER_ADDR",
+            "SERVER_PORT",
+            "REDIRECT_STATUS",
+            "SCRIPT_FILENAME",
+            "SERVER_ADMIN",
+            "CONTEXT_DOCUMENT_ROOT",
+            "UNIQUE_ID",
+            "DOCUMENT_NAME",
+            "UWSGI_SCHEME",
+        ];
+        let empty = [
+            "SERVER_NAME",
+            "HTTPS",
+            "REMOTE_USER",
+            "AUTH_TYPE",
+            "REMOTE_HOST",
+            "REMOTE_IDENT",
+            "PATH_TRANSLATED",
+            "SERVER_SIGNATURE",
+            "CONTEXT_PREFIX",
+        ];
+        let mut seen = Seen::default();
+        for name in sent {
+            assert!(seen.keep(name.as_bytes(), b"x"), "{name}");
+        }
+        for name in empty {
+            assert!(!seen.keep(name.as_bytes(), b""), "{name}");
+        }
+        assert!(!seen.empty);
     }
 
     #[test]
