@@ -1,17 +1,18 @@
 #!/bin/bash
-# Instructions per FastCGI or uwsgi request of a server binary behind nginx, counted by callgrind
-# (the companion of count-http.sh for the two protocols that need a front end).
+# Instructions per request of a server binary, counted by callgrind: a measure the noise of a
+# shared machine does not blur (wrk's requests/s move by 10-40% between runs here).
 #
-#   bench/count-proto.sh BINARY fastcgi|uwsgi [REQUESTS] [-- SERVER FLAGS...]
+#   bench/count.sh BINARY http|fastcgi|uwsgi [REQUESTS] [-- SERVER FLAGS...]
 #
-# Starts BINARY with `--fastcgi 127.0.0.1:18095` or `--uwsgi 127.0.0.1:18095` (plus the flags
-# given, default `--non-blocking`) under callgrind with instrumentation off, and nginx on
-# 127.0.0.1:18096 in front of it as scripts/bench.sh configures it (FastCGI: `fastcgi_keep_conn
-# on` with upstream keepalive; uwsgi: a connection per request). Warms it with 1,000 GETs from
-# ab (keep-alive on the client side), counts REQUESTS more (default 5,000, 10 connections) and
-# prints the server's instructions per request (every thread; nginx is not counted). The figure
+# Starts BINARY with `--http`, `--fastcgi` or `--uwsgi 127.0.0.1:18095` (plus the flags given,
+# default `--non-blocking`) under callgrind with instrumentation off. HTTP is loaded straight;
+# FastCGI and uwsgi behind nginx on 127.0.0.1:18096, configured as scripts/bench.sh does
+# (FastCGI: `fastcgi_keep_conn on` with upstream keepalive; uwsgi: a connection per request).
+# Warms the server with 1,000 GETs from ab (keep-alive on the client side), counts REQUESTS
+# more (default 5,000, 10 connections) and prints the server's instructions per request (every
+# thread; nginx is not counted). Compare two builds with runs of each, interleaved; the figure
 # moves by about 1% between runs. With KEEP=DIR, the callgrind output is left in DIR for
-# callgrind_annotate. Needs valgrind, nginx and ab (apache2-utils).
+# callgrind_annotate. Needs valgrind, ab (apache2-utils) and, for FastCGI and uwsgi, nginx.
 set -euo pipefail
 BIN=$1
 PROTO=$2
@@ -24,7 +25,13 @@ OUT=${KEEP:-$(mktemp -d)}
 mkdir -p "$OUT"
 rm -f "$OUT"/cg.out*
 NGINX_DIR=$(mktemp -d)
+URL=http://127.0.0.1:18096/
 case "$PROTO" in
+http)
+    URL=http://127.0.0.1:18095/
+    UPSTREAM=""
+    LOCATION=""
+    ;;
 fastcgi)
     UPSTREAM="upstream backend { server 127.0.0.1:18095; keepalive 50; }"
     LOCATION="
@@ -57,7 +64,7 @@ uwsgi)
       uwsgi_pass backend;"
     ;;
 *)
-    echo "count-proto.sh: the protocol is fastcgi or uwsgi, not $PROTO" >&2
+    echo "count.sh: the protocol is http, fastcgi or uwsgi, not $PROTO" >&2
     exit 2
     ;;
 esac
@@ -86,9 +93,9 @@ EOF
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" --instr-atstart=no \
     "$BIN" "--$PROTO" 127.0.0.1:18095 "${FLAGS[@]}" >/dev/null 2>"$OUT/stderr" &
 PID=$!
-nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf"
+[ "$PROTO" = http ] || nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf"
 stop() {
-    kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null || true
+    [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null || true
     kill -INT "$PID" 2>/dev/null || true
     sleep 1
     kill -9 "$PID" 2>/dev/null || true
@@ -96,12 +103,12 @@ stop() {
 }
 trap stop EXIT
 for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18096/)" = 200 ] && break
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL")" = 200 ] && break
     sleep 0.2
 done
-ab -q -k -n 1000 -c 10 http://127.0.0.1:18096/ >/dev/null
+ab -q -k -n 1000 -c 10 "$URL" >/dev/null
 callgrind_control -i on "$PID" >/dev/null 2>&1
-ab -q -k -n "$N" -c 10 http://127.0.0.1:18096/ | grep -E "^(Complete|Failed) requests"
+ab -q -k -n "$N" -c 10 "$URL" | grep -E "^(Complete|Failed) requests"
 callgrind_control -i off "$PID" >/dev/null 2>&1
 callgrind_control -d "$PID" >/dev/null 2>&1
 stop
