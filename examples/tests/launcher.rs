@@ -316,7 +316,10 @@ fn routing_mounts_echo_twice_and_static_files() {
 fn thread_policies(pid: u32) -> Vec<(String, u32)> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // A thread that ended since the listing has no stat left.
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
         let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
         let name = stat[open + 1..close].to_owned();
         // Fields from the third (the state) on; the policy is the 41st.
@@ -350,7 +353,9 @@ fn the_event_loop_runs_under_sched_batch_unless_told_not_to() {
             of("gateway").iter().all(|p| *p == event_loop),
             "{threads:?}"
         );
-        assert_eq!(of("gateway-app"), [0], "{threads:?}");
+        // One pool thread, or two if the first was slow to start (the pool's watcher).
+        assert!(!of("gateway-app").is_empty(), "{threads:?}");
+        assert!(of("gateway-app").iter().all(|p| *p == 0), "{threads:?}");
         assert_eq!(of("hello"), [0], "{threads:?}");
     }
 }

@@ -134,9 +134,9 @@ pub struct Config {
     /// is handed over in batches rather than one request per thread switch. The CPU share is
     /// the same; what it costs is the wake-up latency of the event loop while other programs
     /// keep every core busy (up to a time slice, a few milliseconds). The worker pool's
-    /// threads keep the policy of the thread that made the [`Runtime`] (the program's). Only the launcher applies it: a server run in a
-    /// runtime of your own keeps that runtime's policy. Flag: `--no-batch-scheduling` sets it
-    /// to `false`.
+    /// threads keep the policy of the thread that made the [`Runtime`] (the program's). Only
+    /// the launcher applies it: a server run in a runtime of your own keeps that runtime's
+    /// policy. Flag: `--no-batch-scheduling` sets it to `false`.
     pub batch_scheduling: bool,
 }
 

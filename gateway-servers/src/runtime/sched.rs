@@ -123,33 +123,41 @@ mod tests {
 
     #[test]
     fn the_calling_thread_and_only_it_runs_under_sched_batch() {
+        let before = Policy::current();
         let other = std::thread::spawn(|| {
             batch_scheduling().unwrap();
             is_batch()
         });
         assert!(other.join().unwrap());
-        assert!(!is_batch());
+        assert_eq!(Policy::current(), before);
     }
 
     #[test]
     fn a_policy_taken_from_one_thread_is_given_to_another() {
-        let default = Policy::current().unwrap();
-        let batch = std::thread::spawn(|| {
+        let (batch, other) = std::thread::spawn(|| {
             batch_scheduling().unwrap();
-            Policy::current().unwrap()
+            let batch = Policy::current().unwrap();
+            Policy {
+                policy: libc::SCHED_OTHER,
+                priority: 0,
+            }
+            .apply()
+            .unwrap();
+            (batch, Policy::current().unwrap())
         })
         .join()
         .unwrap();
-        assert_ne!(batch, default);
+        assert_eq!(batch.policy, libc::SCHED_BATCH);
+        assert_eq!(other.policy, libc::SCHED_OTHER);
         let (was, now) = std::thread::spawn(move || {
             batch.apply().unwrap();
             let was = is_batch();
-            default.apply().unwrap();
-            (was, is_batch())
+            other.apply().unwrap();
+            (was, Policy::current())
         })
         .join()
         .unwrap();
         assert!(was);
-        assert!(!now);
+        assert_eq!(now, Some(other));
     }
 }
