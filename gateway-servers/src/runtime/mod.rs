@@ -28,7 +28,7 @@ use gateway_core::driver::{self, ResponseBody};
 use gateway_core::{App, BoxError, Environ, ErrorSink, ErrorStream};
 use http::Response;
 use http_body::{Body as _, Frame};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use accept::{ConnectionLimit, serve_connections};
 pub(crate) use linger::{Lingering, read_until_close};
@@ -340,70 +340,216 @@ impl<A: App + 'static> Runtime<A> {
                 },
             });
         }
-        let app = self.app.clone();
-        let (head_tx, head_rx) = oneshot::channel();
-        let send_timeout = self.config.send_timeout;
-        self.requests.pool.spawn(move || {
-            let mut head_tx = head_tx;
-            if head_tx.is_closed() {
-                // The connection gave up while the job waited for a thread (the client left,
-                // the web server timed out): the app is not called for nobody.
-                return;
+        let (sender, receiver) = handoff();
+        self.requests.pool.spawn(PooledJob {
+            app: self.app.clone(),
+            environ,
+            permit,
+            head: sender,
+            send_timeout: self.config.send_timeout,
+        });
+        Some(AppRun {
+            state: AppRunState::Pooled { head: receiver },
+        })
+    }
+}
+
+/// A blocking app's request, queued on the worker pool: everything the job needs, by value (the
+/// pool queues jobs without a box of their own).
+struct PooledJob {
+    app: Arc<dyn App>,
+    environ: Environ,
+    permit: RequestPermit,
+    head: HeadSender,
+    send_timeout: Duration,
+}
+
+impl pool::Job for PooledJob {
+    fn run(self) {
+        let PooledJob {
+            app,
+            environ,
+            permit,
+            head,
+            send_timeout,
+        } = self;
+        if head.is_closed() {
+            // The connection gave up while the job waited for a thread (the client left,
+            // the web server timed out): the app is not called for nobody.
+            return;
+        }
+        // Harakiri watches the app from now (not the wait in the queue), on this thread.
+        let _here = permit.in_flight.as_ref().map(workers::InFlight::run_here);
+        let mut response = std::pin::pin!(driver::call(&*app, environ));
+        // Wait for the head, unless the connection gives up first (the client left, or
+        // the web server aborted the request): then the app's response is dropped here.
+        let response = gateway_core::block_on(std::future::poll_fn(|cx| {
+            if let Poll::Ready(response) = response.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
             }
-            // Harakiri watches the app from now (not the wait in the queue), on this thread.
-            let _here = permit.in_flight.as_ref().map(workers::InFlight::run_here);
-            let mut response = std::pin::pin!(driver::call(&*app, environ));
-            // Wait for the head, unless the connection gives up first (the client left, or
-            // the web server aborted the request): then the app's response is dropped here.
-            let response = gateway_core::block_on(std::future::poll_fn(|cx| {
-                if let Poll::Ready(response) = response.as_mut().poll(cx) {
-                    return Poll::Ready(Some(response));
-                }
-                head_tx.poll_closed(cx).map(|()| None)
-            }));
-            let Some(response) = response else {
-                return;
-            };
-            let (parts, body) = into_parts(response);
-            let body = match body.try_into_bytes() {
-                Ok(data) => Ok(gateway_core::Body::full(data)),
-                // Nothing left that could block: the connection sends it itself.
-                Err(body) if body.is_buffered() => Ok(gateway_core::Body::new(BodyWith::new(
-                    body,
-                    permit.app_done(),
-                ))),
-                Err(body) => Err((body, permit)),
-            };
-            match body {
-                Ok(body) => {
-                    let _ = head_tx.send((parts, body));
-                }
-                Err((body, mut permit)) => {
-                    // Only a body that may block is pumped through a channel, made now (most
-                    // responses never need one).
-                    let (frame_tx, frames) = mpsc::channel(4);
-                    let ended = Arc::new(AtomicBool::new(false));
-                    let pooled = gateway_core::Body::new(PooledBody {
-                        frames,
-                        ended: ended.clone(),
-                        done: false,
-                    });
-                    if head_tx.send((parts, pooled)).is_ok() {
-                        let wait = Wait {
-                            // A pool thread has entered the runtime: its timer bounds the wait.
-                            handle: tokio::runtime::Handle::try_current().ok(),
-                            send_timeout,
-                        };
-                        if pump(body, &frame_tx, &mut permit, &wait) {
-                            ended.store(true, Ordering::Release);
-                        }
+            head.poll_closed(cx).map(|()| None)
+        }));
+        let Some(response) = response else {
+            return;
+        };
+        let (parts, body) = into_parts(response);
+        let body = match body.try_into_bytes() {
+            Ok(data) => Ok(gateway_core::Body::full(data)),
+            // Nothing left that could block: the connection sends it itself.
+            Err(body) if body.is_buffered() => Ok(gateway_core::Body::new(BodyWith::new(
+                body,
+                permit.app_done(),
+            ))),
+            Err(body) => Err((body, permit)),
+        };
+        match body {
+            Ok(body) => {
+                // A connection that gave up has the head dropped in `send`.
+                let _ = head.send((parts, body));
+            }
+            Err((body, mut permit)) => {
+                // Only a body that may block is pumped through a channel, made now (most
+                // responses never need one).
+                let (frame_tx, frames) = mpsc::channel(4);
+                let ended = Arc::new(AtomicBool::new(false));
+                let pooled = gateway_core::Body::new(PooledBody {
+                    frames,
+                    ended: ended.clone(),
+                    done: false,
+                });
+                if head.send((parts, pooled)) {
+                    let wait = Wait {
+                        // A pool thread has entered the runtime: its timer bounds the wait.
+                        handle: tokio::runtime::Handle::try_current().ok(),
+                        send_timeout,
+                    };
+                    if pump(body, &frame_tx, &mut permit, &wait) {
+                        ended.store(true, Ordering::Release);
                     }
                 }
             }
-        });
-        Some(AppRun {
-            state: AppRunState::Pooled { head: head_rx },
-        })
+        }
+    }
+}
+
+/// A head and body on their way from a pool thread to the connection.
+type Head = (http::response::Parts, gateway_core::Body);
+
+/// Where a pooled request's head meets its connection: one allocation for the two sides, made
+/// by the connection's thread and, as the pool thread lets go first, freed there too (glibc's
+/// per-thread caches then serve it again; a tokio oneshot and the job's box, made on one thread
+/// and freed on the other, each took the allocator's slow path).
+#[derive(Default)]
+struct Handoff {
+    state: std::sync::Mutex<HandoffState>,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    head: Option<Head>,
+    /// The job ended, with or without a head.
+    ended: bool,
+    /// The connection gave up on the head.
+    left: bool,
+    /// The connection's task, waiting for the head.
+    connection: Option<std::task::Waker>,
+    /// The job, waiting for its app while it watches for the connection to leave.
+    job: Option<std::task::Waker>,
+}
+
+impl Handoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandoffState> {
+        // Nothing runs under the lock but these few lines: a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A new handoff's two sides.
+fn handoff() -> (HeadSender, HeadReceiver) {
+    let shared = Arc::new(Handoff::default());
+    (HeadSender(shared.clone()), HeadReceiver(shared))
+}
+
+/// The job's side of a [`Handoff`]. Dropped without a head, it tells the connection so.
+struct HeadSender(Arc<Handoff>);
+
+impl HeadSender {
+    /// Whether the connection gave up.
+    fn is_closed(&self) -> bool {
+        self.0.lock().left
+    }
+
+    /// Ready once the connection gives up.
+    fn poll_closed(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut state = self.0.lock();
+        if state.left {
+            return Poll::Ready(());
+        }
+        state.job = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Hands the head over; false when the connection gave up (the head is dropped here).
+    fn send(self, head: Head) -> bool {
+        let mut state = self.0.lock();
+        if state.left {
+            drop(state);
+            drop(head);
+            return false;
+        }
+        state.head = Some(head);
+        true
+    }
+}
+
+impl Drop for HeadSender {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.0.lock();
+            state.ended = true;
+            state.connection.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The connection's side of a [`Handoff`]: resolves to the head, or to an error when the job
+/// ended without one.
+struct HeadReceiver(Arc<Handoff>);
+
+impl std::future::Future for HeadReceiver {
+    type Output = Result<Head, ()>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.0.lock();
+        if let Some(head) = state.head.take() {
+            return Poll::Ready(Ok(head));
+        }
+        if state.ended {
+            return Poll::Ready(Err(()));
+        }
+        match &mut state.connection {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for HeadReceiver {
+    fn drop(&mut self) {
+        let (waker, head) = {
+            let mut state = self.0.lock();
+            state.left = true;
+            (state.job.take(), state.head.take())
+        };
+        // A head never taken is dropped outside the lock (its body's close runs app code).
+        drop(head);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -423,9 +569,7 @@ enum AppRunState {
     },
     /// A blocking app on the worker pool: its head comes back through `head`, with its body:
     /// the data when it is in memory, else a [`PooledBody`] its frames come through.
-    Pooled {
-        head: oneshot::Receiver<(http::response::Parts, gateway_core::Body)>,
-    },
+    Pooled { head: HeadReceiver },
 }
 
 impl std::fmt::Debug for AppRun {
@@ -616,7 +760,7 @@ impl RequestPermit {
 struct RequestLimit {
     in_flight: AtomicUsize,
     max: usize,
-    pool: pool::Pool,
+    pool: pool::Pool<PooledJob>,
 }
 
 impl RequestLimit {
@@ -684,6 +828,46 @@ impl<B: http_body::Body, G> http_body::Body for BodyWith<B, G> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    fn a_head(text: &'static str) -> Head {
+        let (parts, ()) = Response::new(()).into_parts();
+        (parts, gateway_core::Body::from(text))
+    }
+
+    #[test]
+    fn a_head_handed_over_wakes_the_connection_and_arrives_whole() {
+        let (sender, receiver) = handoff();
+        let job = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(!sender.is_closed());
+            assert!(sender.send(a_head("hi")));
+        });
+        let (_, body) = gateway_core::block_on(receiver).expect("the head");
+        job.join().unwrap();
+        let data = gateway_core::block_on(http_body_util::BodyExt::collect(body));
+        assert_eq!(data.unwrap().to_bytes(), "hi");
+    }
+
+    #[test]
+    fn a_job_that_ends_without_a_head_says_so() {
+        let (sender, receiver) = handoff();
+        std::thread::spawn(move || drop(sender)).join().unwrap();
+        assert!(gateway_core::block_on(receiver).is_err());
+    }
+
+    #[test]
+    fn a_connection_that_gives_up_wakes_the_job_and_gets_nothing() {
+        let (sender, receiver) = handoff();
+        let job = std::thread::spawn(move || {
+            gateway_core::block_on(std::future::poll_fn(|cx| sender.poll_closed(cx)));
+            assert!(sender.is_closed());
+            // The head is dropped, its body closed, here.
+            assert!(!sender.send(a_head("late")));
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        drop(receiver);
+        job.join().unwrap();
+    }
 
     /// Collects what a `tracing` subscriber writes.
     #[derive(Clone, Default)]

@@ -15,8 +15,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// A job of the pool: one request's app call and the polls of its body.
-type Job = Box<dyn FnOnce() + Send>;
+/// A job of the pool: one request's app call and the polls of its body. Jobs are queued by
+/// value, so that a job costs the pool no allocation of its own.
+pub(crate) trait Job: Send + 'static {
+    /// Does the job, on a thread of the pool.
+    fn run(self);
+}
+
+impl Job for Box<dyn FnOnce() + Send> {
+    fn run(self) {
+        self()
+    }
+}
 
 /// How long a thread waits for work before it ends.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,14 +35,20 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const STALL: Duration = Duration::from_millis(1);
 
 /// The pool. Dropping it lets its threads finish their jobs and end.
-#[derive(Debug)]
-pub(crate) struct Pool {
-    shared: Arc<Shared>,
+pub(crate) struct Pool<J> {
+    shared: Arc<Shared<J>>,
 }
 
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
+impl<J> std::fmt::Debug for Pool<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("state", &*self.shared.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<J> {
+    state: Mutex<State<J>>,
     wake: Condvar,
     max_threads: usize,
     idle_timeout: Duration,
@@ -41,9 +57,8 @@ struct Shared {
     policy: Option<super::sched::Policy>,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Job>,
+struct State<J> {
+    queue: VecDeque<J>,
     /// Threads alive.
     threads: usize,
     /// Threads awake and not running a job: they look at the queue before they sleep.
@@ -61,7 +76,23 @@ struct State {
     closed: bool,
 }
 
-impl std::fmt::Debug for State {
+impl<J> Default for State<J> {
+    fn default() -> Self {
+        State {
+            queue: VecDeque::new(),
+            threads: 0,
+            looking: 0,
+            sleeping: 0,
+            wakeups: 0,
+            flush_pending: false,
+            watched: false,
+            started: 0,
+            closed: false,
+        }
+    }
+}
+
+impl<J> std::fmt::Debug for State<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("queued", &self.queue.len())
@@ -72,13 +103,13 @@ impl std::fmt::Debug for State {
     }
 }
 
-impl Pool {
+impl<J: Job> Pool<J> {
     /// A pool of at most `max_threads` threads (at least one); none is started yet.
-    pub(crate) fn new(max_threads: usize) -> Pool {
+    pub(crate) fn new(max_threads: usize) -> Pool<J> {
         Pool::with_idle_timeout(max_threads, IDLE_TIMEOUT)
     }
 
-    fn with_idle_timeout(max_threads: usize, idle_timeout: Duration) -> Pool {
+    fn with_idle_timeout(max_threads: usize, idle_timeout: Duration) -> Pool<J> {
         Pool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -94,9 +125,9 @@ impl Pool {
     /// tokio runtime with its timer, the runtime runs the tasks that wake the pool's threads
     /// (see the [module documentation](self)); called outside one, a thread is woken at once
     /// and no watcher runs.
-    pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+    pub(crate) fn spawn(&self, job: J) {
         let mut state = self.shared.lock();
-        state.queue.push_back(Box::new(job));
+        state.queue.push_back(job);
         if state.flush_pending {
             return;
         }
@@ -112,7 +143,7 @@ impl Pool {
 
 /// Drops `flush` once the tasks that are ready now have been polled (and have queued their
 /// jobs).
-async fn after_ready_tasks(flush: Flush) {
+async fn after_ready_tasks<J: Job>(flush: Flush<J>) {
     crate::runtime::yield_to_ready_tasks().await;
     drop(flush);
 }
@@ -121,9 +152,9 @@ async fn after_ready_tasks(flush: Flush) {
 /// the watcher runs while jobs wait: in the drop, so that it happens even when the runtime
 /// drops the task that held it unrun (it was shutting down), and no job is left waiting for a
 /// wake-up that never comes.
-struct Flush(Arc<Shared>);
+struct Flush<J: Job>(Arc<Shared<J>>);
 
-impl Drop for Flush {
+impl<J: Job> Drop for Flush<J> {
     fn drop(&mut self) {
         let shared = &self.0;
         let mut state = shared.lock();
@@ -148,12 +179,12 @@ impl Drop for Flush {
 /// The watcher's mark in the pool's state, cleared however the watcher ends: by the watcher
 /// itself, under the lock in which it sees nothing left to watch (so that a wake-up owed at
 /// that moment starts a new watcher), or here when its task is dropped unfinished.
-struct Watching {
-    shared: Arc<Shared>,
+struct Watching<J> {
+    shared: Arc<Shared<J>>,
     cleared: bool,
 }
 
-impl Drop for Watching {
+impl<J> Drop for Watching<J> {
     fn drop(&mut self) {
         if !self.cleared {
             self.shared.lock().watched = false;
@@ -163,7 +194,7 @@ impl Drop for Watching {
 
 /// Every [`STALL`] while jobs wait: if no job started since the last look, every awake thread
 /// is held by its job; wakes or starts another.
-async fn watch(mut watching: Watching) {
+async fn watch<J: Job>(mut watching: Watching<J>) {
     let shared = watching.shared.clone();
     let mut started = shared.lock().started;
     loop {
@@ -184,7 +215,7 @@ async fn watch(mut watching: Watching) {
     }
 }
 
-impl Drop for Pool {
+impl<J> Drop for Pool<J> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
@@ -202,23 +233,25 @@ enum Wake {
 }
 
 impl Wake {
-    fn send(self, shared: &Shared) {
+    fn send<J>(self, shared: &Shared<J>) {
         if let Wake::One = self {
             shared.wake.notify_one();
         }
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<J> Shared<J> {
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
         // A job never runs under the lock, so a poisoned lock still holds a consistent state.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+impl<J: Job> Shared<J> {
     /// Makes sure a thread will look at the queue: when none is awake and looking (or about
     /// to be), owes a sleeping one a wake-up (sent by the caller once it has released the
     /// lock), or starts one while there is room.
-    fn wake_one_if_none_looking(shared: &Arc<Shared>, state: &mut State) -> Wake {
+    fn wake_one_if_none_looking(shared: &Arc<Shared<J>>, state: &mut State<J>) -> Wake {
         if state.queue.is_empty() || state.looking + state.wakeups > 0 {
             return Wake::None;
         }
@@ -260,7 +293,7 @@ impl Shared {
                 state.started = state.started.wrapping_add(1);
                 drop(state);
                 // The driver catches the app's panics; this keeps the thread for anything else.
-                let _ = catch_unwind(AssertUnwindSafe(job));
+                let _ = catch_unwind(AssertUnwindSafe(|| job.run()));
                 state = self.lock();
                 state.looking += 1;
                 continue;
@@ -295,6 +328,15 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Instant;
 
+    type Boxed = Box<dyn FnOnce() + Send>;
+
+    impl Pool<Boxed> {
+        /// Queues a closure.
+        fn run(&self, job: impl FnOnce() + Send + 'static) {
+            self.spawn(Box::new(job));
+        }
+    }
+
     /// A runtime for the pool's wake-up tasks, as the server's.
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -312,7 +354,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for n in 0..1000 {
             let tx = tx.clone();
-            pool.spawn(move || tx.send(n).unwrap());
+            pool.run(move || tx.send(n).unwrap());
         }
         let mut seen: Vec<i32> = (0..1000).map(|_| rx.recv().unwrap()).collect();
         seen.sort_unstable();
@@ -327,14 +369,14 @@ mod tests {
         let (running_tx, running_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel();
-        pool.spawn(move || {
+        pool.run(move || {
             running_tx.send(()).unwrap();
             let _ = release_rx.recv();
         });
         running_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the first job ran");
-        pool.spawn(move || done_tx.send(()).unwrap());
+        pool.run(move || done_tx.send(()).unwrap());
         done_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the second job ran while the first was blocked");
@@ -351,7 +393,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for _ in 0..30 {
             let (running, most, tx) = (running.clone(), most.clone(), tx.clone());
-            pool.spawn(move || {
+            pool.run(move || {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(5));
@@ -382,7 +424,7 @@ mod tests {
                     let _entered = runtime.enter();
                     for n in 0..500u64 {
                         let done = done.clone();
-                        pool.spawn(move || {
+                        pool.run(move || {
                             if (n + p) % 7 == 0 {
                                 std::thread::sleep(Duration::from_micros(300));
                             }
@@ -422,14 +464,14 @@ mod tests {
         {
             let _entered = runtime.enter();
             // The task that owes the wake-up is spawned, but nothing drives this runtime.
-            pool.spawn(move || tx.send(()).unwrap());
+            pool.run(move || tx.send(()).unwrap());
         }
         drop(runtime);
         rx.recv_timeout(Duration::from_secs(5))
             .expect("the job ran once its wake-up task was dropped");
         // Outside any runtime, a job gets a thread at once.
         let (tx, rx) = mpsc::channel();
-        pool.spawn(move || tx.send(()).unwrap());
+        pool.run(move || tx.send(()).unwrap());
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }
 
@@ -438,9 +480,9 @@ mod tests {
         let runtime = runtime();
         let _entered = runtime.enter();
         let pool = Pool::new(1);
-        pool.spawn(|| panic!("job failed"));
+        pool.run(|| panic!("job failed"));
         let (tx, rx) = mpsc::channel();
-        pool.spawn(move || tx.send(()).unwrap());
+        pool.run(move || tx.send(()).unwrap());
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }
 
@@ -450,7 +492,7 @@ mod tests {
         let _entered = runtime.enter();
         let pool = Pool::new(2);
         let (tx, rx) = mpsc::channel();
-        pool.spawn(move || tx.send(()).unwrap());
+        pool.run(move || tx.send(()).unwrap());
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
         let shared = pool.shared.clone();
         drop(pool);
