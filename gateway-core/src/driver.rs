@@ -569,6 +569,31 @@ pub fn failure<B>(response: &Response<B>) -> Option<&Error> {
     response.extensions().get::<Arc<Error>>().map(|e| &**e)
 }
 
+/// The status a server answers in place of the driver's 500 for the app's `failure` (a
+/// response's [`failure`]): the request body's, when it failed under the server's limits
+/// (`outcome`, the server's [`BodyOutcome`](crate::BodyOutcome)), else 400 when the body was
+/// cut short of its length ([`Input::is_cut_short`](crate::Input::is_cut_short): the client's
+/// doing); `None` when the 500 stands. The network servers answer so, and a middleware that
+/// logs the status the client gets uses it to agree with them.
+///
+/// ```
+/// use gateway_core::{driver, Body, BodyFailure, BodyOutcome, Environ, StartResponse};
+///
+/// let app = |_: Environ, _: StartResponse| Body::error("the body read failed");
+/// let response = gateway_core::block_on(driver::call(&app, Environ::new()));
+/// let failure = driver::failure(&response).unwrap();
+/// assert_eq!(driver::failure_status(failure, None), None);
+/// let outcome = BodyOutcome::new();
+/// outcome.note(BodyFailure::TooSlow);
+/// assert_eq!(driver::failure_status(failure, Some(&outcome)), Some(http::StatusCode::REQUEST_TIMEOUT));
+/// ```
+pub fn failure_status(failure: &Error, outcome: Option<&crate::BodyOutcome>) -> Option<StatusCode> {
+    if let Some(failed) = outcome.and_then(crate::BodyOutcome::failure) {
+        return Some(failed.status());
+    }
+    crate::Input::is_cut_short(failure).then_some(StatusCode::BAD_REQUEST)
+}
+
 /// Whether a response with this status may carry a body: not 1xx, 204 or 304.
 pub fn status_has_body(status: StatusCode) -> bool {
     !(status.is_informational()

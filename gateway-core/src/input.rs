@@ -10,6 +10,82 @@ use http_body::{Frame, SizeHint};
 
 use crate::{BoxError, block_on};
 
+/// How a request body failed under its server's limits, and so how the server answers a
+/// request whose app failed for it before its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyFailure {
+    /// Longer than the server's largest body: 413.
+    TooLarge,
+    /// No byte within the server's body read timeout while the app waited: 408.
+    TooSlow,
+    /// Broken by the client or its front end (cut short, a malformed chunk, the client gone):
+    /// 400.
+    Broken,
+}
+
+impl BodyFailure {
+    /// The status the server answers.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            BodyFailure::TooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
+            BodyFailure::TooSlow => http::StatusCode::REQUEST_TIMEOUT,
+            BodyFailure::Broken => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Where a server notes how the request body failed, shared with the layers between it and
+/// the app through the environ's extensions: a middleware that runs the app itself (an access
+/// log) learns there which status the server answers in place of the driver's 500 (see
+/// [`driver::failure_status`](crate::driver::failure_status)).
+///
+/// ```
+/// use gateway_core::{BodyFailure, BodyOutcome};
+///
+/// let outcome = BodyOutcome::new();
+/// outcome.note(BodyFailure::Broken);
+/// outcome.note(BodyFailure::TooSlow); // a limit replaces a break
+/// outcome.note(BodyFailure::Broken); // and a break does not replace a limit
+/// assert_eq!(outcome.failure(), Some(BodyFailure::TooSlow));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct BodyOutcome(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl BodyOutcome {
+    /// Nothing failed yet.
+    pub fn new() -> Self {
+        BodyOutcome::default()
+    }
+
+    /// Notes a failure: a limit (`TooLarge`, `TooSlow`) replaces what was noted, a break only
+    /// fills an empty note (a body read past a limit fails again on the next read).
+    pub fn note(&self, failure: BodyFailure) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let code = match failure {
+            BodyFailure::TooLarge => 1,
+            BodyFailure::TooSlow => 2,
+            BodyFailure::Broken => 3,
+        };
+        match failure {
+            BodyFailure::Broken => {
+                let _ = self.0.compare_exchange(0, code, Relaxed, Relaxed);
+            }
+            _ => self.0.store(code, Relaxed),
+        }
+    }
+
+    /// What was noted.
+    pub fn failure(&self) -> Option<BodyFailure> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::TooSlow),
+            3 => Some(BodyFailure::Broken),
+            _ => None,
+        }
+    }
+}
+
 /// The size of the reads [`Input`] makes from a blocking reader (CGI's stdin).
 pub const READ_CHUNK_SIZE: usize = 16 * 1024;
 

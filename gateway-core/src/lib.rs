@@ -73,7 +73,7 @@ pub use error::{Error, ErrorKind};
 pub use errors::{
     ErrorSink, ErrorStream, MAX_ERROR_LINE, SharedSink, Stderr, clf_time, log_escape,
 };
-pub use input::{Input, READ_CHUNK_SIZE};
+pub use input::{BodyFailure, BodyOutcome, Input, READ_CHUNK_SIZE};
 pub use start::{StartError, StartResponse, Writer, is_hop_by_hop};
 
 /// A boxed error that can cross threads: what bodies and apps fail with.

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use gateway_core::driver::ResponseBody;
 use gateway_core::{
-    App, Body, BoxError, Environ, Middleware, SharedSink, StartResponse, clf_time, driver,
-    log_escape,
+    App, Body, BodyOutcome, BoxError, Environ, Middleware, SharedSink, StartResponse, clf_time,
+    driver, log_escape,
 };
 use http::StatusCode;
 use http_body::Frame;
@@ -61,7 +61,9 @@ pub struct LogRecord {
     pub target: String,
     /// `SERVER_PROTOCOL`.
     pub protocol: String,
-    /// The response status.
+    /// The response status: the server's answer when the app failed for its request body
+    /// (413, 408 or 400 in place of the driver's 500, read from the server's
+    /// [`BodyOutcome`](gateway_core::BodyOutcome)).
     pub status: StatusCode,
     /// Body bytes sent.
     pub bytes_sent: u64,
@@ -245,12 +247,17 @@ impl<A: App> App for AccessLogApp<A> {
             sink,
             written: false,
         };
+        // The server's note of how the request body failed, if it keeps one: a request whose
+        // app failed for it is answered 413, 408 or 400 by the server, not 500.
+        let outcome = environ.extensions().get::<BodyOutcome>().cloned();
         let response = driver::call(&self.inner, environ);
         Body::from_future(async move {
             let response = response.await;
+            let answered = driver::failure(&response)
+                .and_then(|failure| driver::failure_status(failure, outcome.as_ref()));
             let (parts, body) = response.into_parts();
             let mut pending = pending;
-            pending.record.status = parts.status;
+            pending.record.status = answered.unwrap_or(parts.status);
             let logged = Logged { body, pending };
             Ok(gateway_core::convert::respond(
                 start,
@@ -397,6 +404,57 @@ mod tests {
             "{line}"
         );
         assert!(line.starts_with("10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
+    fn an_app_failed_by_its_body_is_logged_with_the_servers_answer() {
+        use gateway_core::{BodyFailure, BodyOutcome, Input};
+        use std::io::Read;
+        let (log, lines) = recorder();
+        // The app reads its body, and fails with the read's error before its head.
+        let app = Builder::new()
+            .with(log)
+            .app(|mut environ: Environ, _: StartResponse| {
+                match environ.input().read_to_end(&mut Vec::new()) {
+                    Ok(_) => Body::from("read"),
+                    Err(error) => Body::error(error),
+                }
+            });
+        let status = |outcome: Option<BodyFailure>, input: Input| {
+            let mut environ = environ("POST");
+            environ.set_input(input);
+            if let Some(failure) = outcome {
+                let noted = BodyOutcome::new();
+                noted.note(failure);
+                environ.extensions_mut().insert(noted);
+            }
+            let response = gateway_core::block_on(driver::call(&app, environ));
+            drop(response);
+            let line = lines.lock().unwrap().pop().unwrap();
+            line.split('"').nth(2).unwrap().trim().to_owned()
+        };
+        let failing = || Input::from_body(Failing);
+        assert_eq!(status(Some(BodyFailure::TooSlow), failing()), "408 0");
+        assert_eq!(status(Some(BodyFailure::TooLarge), failing()), "413 0");
+        assert_eq!(status(None, failing()), "500 0");
+        // Cut short of its length: the client's doing, 400, with no note from the server.
+        let short = Input::from_bytes("abc").with_limit(5);
+        assert_eq!(status(None, short), "400 0");
+    }
+
+    /// A request body whose first read fails.
+    struct Failing;
+
+    impl http_body::Body for Failing {
+        type Data = bytes::Bytes;
+        type Error = gateway_core::BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            Poll::Ready(Some(Err("timed out".into())))
+        }
     }
 
     #[test]

@@ -100,8 +100,9 @@ pub fn run<A: App>(app: A) -> ExitCode {
         let response = gateway_core::block_on(driver::call(&app, environ));
         match driver::failure(&response) {
             // stdin ended before CONTENT_LENGTH (the web server closes it when its client goes
-            // away): the app failed on the client's doing.
-            Some(failure) if gateway_core::Input::is_cut_short(failure) => {
+            // away): the app failed on the client's doing, 400 (CGI has no body limits to
+            // note, so that is the only answer `failure_status` can give here).
+            Some(failure) if driver::failure_status(failure, None).is_some() => {
                 gateway_core::block_on(driver::call(&bad_request, Environ::new()))
             }
             _ => response,

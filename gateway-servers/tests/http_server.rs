@@ -820,6 +820,40 @@ fn a_slow_body_is_408_whether_read_first_or_streamed() {
 }
 
 #[test]
+fn the_layers_in_between_see_how_the_body_failed() {
+    // A middleware that answers for the server (an access log) reads the server's
+    // `BodyOutcome` in the environ; here the app itself looks at it after its read failed.
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let noted = seen.clone();
+    let app = move |mut environ: Environ, _: StartResponse| {
+        let outcome = environ
+            .extensions()
+            .get::<gateway_core::BodyOutcome>()
+            .cloned();
+        let read = std::io::Read::read_to_end(environ.input(), &mut Vec::new());
+        *noted.lock().unwrap() = Some(outcome.map(|o| o.failure()));
+        match read {
+            Ok(_) => Body::from("read"),
+            Err(error) => Body::error(error),
+        }
+    };
+    let mut config = config();
+    config.body_read_timeout = Duration::from_millis(200);
+    config.body_buffer_size = 0;
+    let server = Server::start(app, config);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut BytesMut::new(), "POST");
+    assert_eq!(reply.status, 408);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(Some(Some(gateway_core::BodyFailure::TooSlow)))
+    );
+}
+
+#[test]
 fn a_whole_body_leaves_the_request_limit_while_it_is_sent() {
     // With room for one request, a client that does not read its 8 MiB answer holds the
     // connection but not the request slot: the app is done, the answer is in memory.

@@ -5,13 +5,11 @@ use std::collections::VecDeque;
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway_core::{App, Body, BoxError, Environ, Input, driver};
+use gateway_core::{App, Body, BodyFailure, BodyOutcome, BoxError, Environ, Input, driver};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
@@ -19,32 +17,17 @@ use http_body::Frame;
 use super::stats::{self, Limit, Record};
 use super::{AppRun, Runtime};
 
-/// Nothing went wrong with the body yet.
-const BODY_OK: u8 = 0;
-/// The body went past `max_body_size`.
-const BODY_TOO_LARGE: u8 = 1;
-/// The body stalled past `body_read_timeout`.
-const BODY_TOO_SLOW: u8 = 2;
-/// The body itself failed: cut short of its length, a broken chunk, the client gone.
-const BODY_BROKEN: u8 = 3;
-
 /// What a guarded body reports to [`Runtime::respond`].
 #[derive(Debug, Clone)]
 pub struct BodyGuard {
     /// `None` for a request with no body to guard.
-    outcome: Option<Arc<AtomicU8>>,
+    outcome: Option<BodyOutcome>,
 }
 
 impl BodyGuard {
     /// The guard of a request that has no body: nothing can break a body limit.
     pub fn none() -> Self {
         BodyGuard { outcome: None }
-    }
-
-    fn outcome(&self) -> u8 {
-        self.outcome
-            .as_ref()
-            .map_or(BODY_OK, |outcome| outcome.load(Ordering::Relaxed))
     }
 }
 
@@ -60,7 +43,7 @@ pub struct GuardedBody<B> {
     waiting: bool,
     /// The body may be read on worker threads; its timer belongs to the server's runtime.
     runtime: tokio::runtime::Handle,
-    outcome: Arc<AtomicU8>,
+    outcome: BodyOutcome,
 }
 
 impl<B> std::fmt::Debug for GuardedBody<B> {
@@ -88,7 +71,7 @@ where
                 this.timer = None;
                 if let Some(data) = frame.data_ref() {
                     if data.len() as u64 > this.left {
-                        this.outcome.store(BODY_TOO_LARGE, Ordering::Relaxed);
+                        this.outcome.note(BodyFailure::TooLarge);
                         return Poll::Ready(Some(Err(Box::new(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "request body larger than the limit",
@@ -99,12 +82,7 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
-                let _ = this.outcome.compare_exchange(
-                    BODY_OK,
-                    BODY_BROKEN,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                this.outcome.note(BodyFailure::Broken);
                 Poll::Ready(Some(Err(error.into())))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -116,7 +94,7 @@ where
                 });
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        this.outcome.store(BODY_TOO_SLOW, Ordering::Relaxed);
+                        this.outcome.note(BodyFailure::TooSlow);
                         Poll::Ready(Some(Err(Box::new(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "request body read timed out",
@@ -237,7 +215,7 @@ impl<A: App + 'static> Runtime<A> {
     /// Applies the body limits to a request body. Call inside the runtime (the read timeout's
     /// timer belongs to it).
     pub fn guard_body<B>(&self, body: B) -> (GuardedBody<B>, BodyGuard) {
-        let outcome = Arc::new(AtomicU8::new(BODY_OK));
+        let outcome = BodyOutcome::new();
         let body = GuardedBody {
             body,
             left: self.config().max_body_size,
@@ -270,11 +248,15 @@ impl<A: App + 'static> Runtime<A> {
     /// [`respond`](Runtime::respond), for a request whose record began earlier.
     fn respond_recorded(
         &self,
-        environ: Environ,
+        mut environ: Environ,
         guard: BodyGuard,
         record: Option<Record>,
     ) -> Responding {
         let config = self.config();
+        if let Some(outcome) = &guard.outcome {
+            // For the layers between the server and the app that answer for it (an access log).
+            environ.extensions_mut().insert(outcome.clone());
+        }
         let mut responding = Responding {
             state: Answer::Done,
             guard,
@@ -437,22 +419,15 @@ impl std::future::Future for Responding {
 
 impl Responding {
     /// The app's response, or 413, 408 or 400 in place of the driver's 500 when the app failed
-    /// because its body broke a limit or was broken.
+    /// because its body broke a limit or was broken ([`driver::failure_status`]).
     fn checked(&self, response: Response<Body>) -> Response<Body> {
         let Some(failure) = driver::failure(&response) else {
             return response;
         };
-        if let Some(answer) = self.guard.limit_response(self.max_body_size) {
-            return answer;
+        match driver::failure_status(failure, self.guard.outcome.as_ref()) {
+            Some(status) => body_failure_response(status, self.max_body_size),
+            None => response,
         }
-        // A body that ended before its length, cleanly (a FastCGI web server's early end of
-        // stdin when its client went away): no limit broke, but it is the client's doing.
-        if Input::is_cut_short(failure) {
-            tracing::info!("request body cut short: 400");
-            stats::count(Limit::BadRequest);
-            return plain_response(StatusCode::BAD_REQUEST, true);
-        }
-        response
     }
 }
 
@@ -461,25 +436,29 @@ impl BodyGuard {
     /// read timeout, 400 when the body itself was broken (cut short of its length, a malformed
     /// chunk); `None` when it did not fail.
     pub(crate) fn limit_response(&self, max_body_size: u64) -> Option<Response<Body>> {
-        match self.outcome() {
-            BODY_TOO_LARGE => {
-                tracing::info!(limit = max_body_size, "request body too large: 413");
-                stats::count(Limit::PayloadTooLarge);
-                Some(plain_response(StatusCode::PAYLOAD_TOO_LARGE, true))
-            }
-            BODY_TOO_SLOW => {
-                tracing::info!("request body too slow: 408");
-                stats::count(Limit::RequestTimeout);
-                Some(plain_response(StatusCode::REQUEST_TIMEOUT, true))
-            }
-            BODY_BROKEN => {
-                tracing::info!("request body broken: 400");
-                stats::count(Limit::BadRequest);
-                Some(plain_response(StatusCode::BAD_REQUEST, true))
-            }
-            _ => None,
+        let failed = self.outcome.as_ref().and_then(BodyOutcome::failure)?;
+        Some(body_failure_response(failed.status(), max_body_size))
+    }
+}
+
+/// The server's answer to a request whose body failed (`status`: 413, 408 or 400), logged and
+/// counted.
+fn body_failure_response(status: StatusCode, max_body_size: u64) -> Response<Body> {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::info!(limit = max_body_size, "request body too large: 413");
+            stats::count(Limit::PayloadTooLarge);
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            tracing::info!("request body too slow: 408");
+            stats::count(Limit::RequestTimeout);
+        }
+        _ => {
+            tracing::info!("request body broken or cut short: 400");
+            stats::count(Limit::BadRequest);
         }
     }
+    plain_response(status, true)
 }
 
 /// Adds the `Server` header unless the app set one.
