@@ -585,7 +585,8 @@ pub fn failure<B>(response: &Response<B>) -> Option<&Error> {
 /// assert_eq!(driver::failure_status(failure, None), None);
 /// let outcome = BodyOutcome::new();
 /// outcome.note(BodyFailure::TooSlow);
-/// assert_eq!(driver::failure_status(failure, Some(&outcome)), Some(http::StatusCode::REQUEST_TIMEOUT));
+/// let status = driver::failure_status(failure, Some(&outcome));
+/// assert_eq!(status, Some(http::StatusCode::REQUEST_TIMEOUT));
 /// ```
 pub fn failure_status(failure: &Error, outcome: Option<&crate::BodyOutcome>) -> Option<StatusCode> {
     if let Some(failed) = outcome.and_then(crate::BodyOutcome::failure) {
