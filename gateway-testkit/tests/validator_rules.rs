@@ -4,6 +4,7 @@
 use gateway_core::{App, Body, Builder, Environ, StartResponse, driver};
 use gateway_testkit::{Mode, Report, Rule, TestClient, Validator};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body::Body as _;
 
 fn typed() -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -913,133 +914,136 @@ impl App for Wrapped {
     }
 }
 
-/// A middleware's body: `each` applied to every frame of the app's body, one for one.
-struct Mapped {
+/// What a test middleware's body gives for one poll.
+type Polled =
+    std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, gateway_core::BoxError>>>;
+
+/// A test middleware's body: each of its frames made by `step` from the app's `body` and the
+/// middleware's `state`, and `close` run on the two when it is dropped.
+struct Stepped<S> {
     body: Body,
-    each: fn(bytes::Bytes) -> bytes::Bytes,
+    state: S,
+    step: fn(&mut S, &mut Body, &mut std::task::Context<'_>) -> Polled,
+    close: fn(&mut S, &mut Body),
 }
 
-impl http_body::Body for Mapped {
+impl<S: Unpin> http_body::Body for Stepped<S> {
     type Data = bytes::Bytes;
     type Error = gateway_core::BoxError;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let each = self.each;
-        std::pin::Pin::new(&mut self.body)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map(|f| f.map_data(each))))
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Polled {
+        let this = &mut *self;
+        (this.step)(&mut this.state, &mut this.body, cx)
     }
+}
+
+impl<S> Drop for Stepped<S> {
+    fn drop(&mut self) {
+        (self.close)(&mut self.state, &mut self.body);
+    }
+}
+
+/// The app's body under a test middleware's `step`, with nothing to do when dropped.
+fn stepped<S: Unpin + Send + 'static>(
+    body: Body,
+    state: S,
+    step: fn(&mut S, &mut Body, &mut std::task::Context<'_>) -> Polled,
+) -> Body {
+    Body::new(Stepped {
+        body,
+        state,
+        step,
+        close: |_, _| {},
+    })
+}
+
+/// A middleware's body that upper-cases every frame of the app's body, one for one.
+fn upper_cased(body: Body) -> Body {
+    stepped(body, (), |_, body, cx| {
+        std::pin::Pin::new(body)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map(|f| f.map_data(|d| d.to_ascii_uppercase().into()))))
+    })
 }
 
 /// A middleware's body that batches: it joins the app's chunks two by two, polling the app's
 /// body until it has two (the WSGI middleware that blocks for several app chunks).
-struct Pairs {
-    body: Body,
-    held: Vec<u8>,
-}
-
-impl http_body::Body for Pairs {
-    type Data = bytes::Bytes;
-    type Error = gateway_core::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+fn in_pairs(body: Body) -> Body {
+    stepped(body, Vec::new(), |held: &mut Vec<u8>, body, cx| {
         use std::task::Poll;
         let mut chunks = 0;
         loop {
-            match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            match std::pin::Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        self.held.extend_from_slice(&data);
+                        held.extend_from_slice(&data);
                         chunks += 1;
                     }
                     if chunks < 2 {
                         continue;
                     }
                 }
-                Poll::Ready(None) if self.held.is_empty() => return Poll::Ready(None),
+                Poll::Ready(None) if held.is_empty() => return Poll::Ready(None),
                 Poll::Ready(None) => {}
             }
-            let data = bytes::Bytes::from(std::mem::take(&mut self.held));
+            let data = bytes::Bytes::from(std::mem::take(held));
             return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
         }
-    }
+    })
 }
 
 /// A middleware's body that buffers as PEP 3333 asks: an empty chunk for each chunk of the
 /// app's body, and all of it at the end.
-struct Buffered {
-    body: Body,
-    held: Option<Vec<u8>>,
-}
-
-impl http_body::Body for Buffered {
-    type Data = bytes::Bytes;
-    type Error = gateway_core::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        use std::task::Poll;
-        if self.held.is_none() {
-            return Poll::Ready(None);
-        }
-        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Ok(data), Some(held)) = (frame.into_data(), self.held.as_mut()) {
-                    held.extend_from_slice(&data);
+fn buffered(body: Body) -> Body {
+    stepped(
+        body,
+        Some(Vec::new()),
+        |held: &mut Option<Vec<u8>>, body, cx| {
+            use std::task::Poll;
+            if held.is_none() {
+                return Poll::Ready(None);
+            }
+            match std::pin::Pin::new(body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Ok(data), Some(held)) = (frame.into_data(), held.as_mut()) {
+                        held.extend_from_slice(&data);
+                    }
+                    Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::new()))))
                 }
-                Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::new()))))
+                Poll::Ready(None) => {
+                    let all = held.take().unwrap_or_default();
+                    Poll::Ready(Some(Ok(http_body::Frame::data(all.into()))))
+                }
             }
-            Poll::Ready(None) => {
-                let all = self.held.take().unwrap_or_default();
-                Poll::Ready(Some(Ok(http_body::Frame::data(all.into()))))
-            }
-        }
-    }
+        },
+    )
 }
 
 /// A middleware's body that yields the app's first chunk and ends; dropped, it drains the
 /// rest of the app's body when `drain` is set.
-struct FirstChunk {
-    body: Body,
-    done: bool,
-    drain: bool,
-}
-
-impl http_body::Body for FirstChunk {
-    type Data = bytes::Bytes;
-    type Error = gateway_core::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        if std::mem::replace(&mut self.done, true) {
-            return std::task::Poll::Ready(None);
-        }
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-}
-
-impl Drop for FirstChunk {
-    fn drop(&mut self) {
-        if self.drain {
-            while let Some(Ok(_)) =
-                gateway_core::block_on(http_body_util::BodyExt::frame(&mut self.body))
-            {}
-        }
-    }
+fn first_chunk(body: Body, drain: bool) -> Body {
+    Body::new(Stepped {
+        body,
+        state: false,
+        step: |done, body, cx| {
+            if std::mem::replace(done, true) {
+                return std::task::Poll::Ready(None);
+            }
+            std::pin::Pin::new(body).poll_frame(cx)
+        },
+        close: match drain {
+            true => |_, body| {
+                while let Some(Ok(_)) = gateway_core::block_on(http_body_util::BodyExt::frame(body))
+                {
+                }
+            },
+            false => |_, _| {},
+        },
+    })
 }
 
 /// A test middleware that calls the app and makes its body into `make(body)`.
@@ -1065,12 +1069,7 @@ fn collecting(app: InnerApp) -> Wrapped {
 #[test]
 fn r66_a_middleware_yields_a_value_per_chunk_of_the_app() {
     // Wrong: two app chunks per chunk of its own.
-    let (text, report) = around(body_middleware(|body| {
-        Body::new(Pairs {
-            body,
-            held: Vec::new(),
-        })
-    }));
+    let (text, report) = around(body_middleware(in_pairs));
     assert_eq!(text, "abc");
     assert_caught(&report, Rule::MiddlewareBatches);
     // Wrong: the whole body collected in its body's first poll.
@@ -1083,20 +1082,10 @@ fn r66_a_middleware_yields_a_value_per_chunk_of_the_app() {
     assert_eq!(text, "abc");
     assert_caught(&report, Rule::MiddlewareBatches);
     // Right: a chunk per chunk; an empty one per chunk while it buffers, all at the end.
-    let (text, report) = around(body_middleware(|body| {
-        Body::new(Mapped {
-            body,
-            each: |data| data.to_ascii_uppercase().into(),
-        })
-    }));
+    let (text, report) = around(body_middleware(upper_cased));
     assert_eq!(text, "ABC");
     assert!(report.is_clean(), "{:?}", report.violations());
-    let (text, report) = around(body_middleware(|body| {
-        Body::new(Buffered {
-            body,
-            held: Some(Vec::new()),
-        })
-    }));
+    let (text, report) = around(body_middleware(buffered));
     assert_eq!(text, "abc");
     assert!(report.is_clean(), "{:?}", report.violations());
 }
@@ -1113,24 +1102,12 @@ fn r67_a_middleware_never_consumes_the_apps_body_itself() {
         "{report:?}"
     );
     // Wrong: the rest of the body drained by the middleware, after its own body ended.
-    let (text, report) = around(body_middleware(|body| {
-        Body::new(FirstChunk {
-            body,
-            done: false,
-            drain: true,
-        })
-    }));
+    let (text, report) = around(body_middleware(|body| first_chunk(body, true)));
     assert_eq!(text, "a");
     assert_caught(&report, Rule::MiddlewareConsumes);
     assert!(said(&report).contains("no poll"), "{report:?}");
     // Right: the same without the drain; the app's body relayed as it is polled.
-    let (text, report) = around(body_middleware(|body| {
-        Body::new(FirstChunk {
-            body,
-            done: false,
-            drain: false,
-        })
-    }));
+    let (text, report) = around(body_middleware(|body| first_chunk(body, false)));
     assert_eq!(text, "a");
     assert!(report.is_clean(), "{:?}", report.violations());
     let (text, report) = around(body_middleware(|body| body));
@@ -1154,12 +1131,7 @@ fn r66_and_r67_fail_the_response_in_strict_mode() {
     let response = TestClient::new(stack).with_context(quiet()).get("/").send();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(response.failure().unwrap().contains("R67"));
-    let batching = body_middleware(|body| {
-        Body::new(Pairs {
-            body,
-            held: Vec::new(),
-        })
-    });
+    let batching = body_middleware(in_pairs);
     let stack = Builder::new()
         .with(Validator::new(Mode::Strict))
         .with(batching)
