@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 
 use crate::decimal::decimal;
-use crate::environ::header_var_name;
+use crate::environ::{Text, header_var_name};
 use crate::{Body, BoxError, Environ, ErrorStream, Input, StartResponse, UrlScheme, is_hop_by_hop};
 
 /// What a server knows about itself and the connection, to build an environ from a request.
@@ -161,57 +161,58 @@ where
         + parts.headers.keys_len()
         + usize::from(host_header.is_none());
     let mut environ = Environ::with_capacity(vars);
-    // Every byte copied from the request goes into one buffer, and each variable is a slice
-    // of it: one allocation per request instead of one per value.
+    // Every byte copied from the request goes into one buffer, the environ's block, and each
+    // variable is a part of it: one allocation per request instead of one per value, and no
+    // reference count per value.
     let mut copies = Copies::for_request(&parts, host_header);
     // Every name below is set once (header names are distinct, lower case, and those with `_`
     // are dropped, so no two map to one variable): `push_new` skips the search for a
     // previous value.
-    let mut set = |name: &'static str, value: Bytes| {
-        environ.push_new(Bytes::from_static(name.as_bytes()), value);
+    let mut set = |name: &'static str, value: Text| {
+        environ.push_new(Text::from_static(name.as_bytes()), value);
     };
+    let own = Text::Own;
+    let empty = || Text::from_static(b"");
 
-    set("GATEWAY_INTERFACE", Bytes::from_static(b"CGI/1.1"));
-    set("REQUEST_METHOD", method_bytes(&parts.method));
-    // One copy of the target; the path and the query are slices of it when the path has no
+    set("GATEWAY_INTERFACE", Text::from_static(b"CGI/1.1"));
+    set("REQUEST_METHOD", own(method_bytes(&parts.method)));
+    // One copy of the target; the path and the query are parts of it when the path has no
     // escape to decode.
     let (path, query, target) = match parts.uri.path_and_query() {
         _ if parts.method == Method::CONNECT => {
-            (Bytes::new(), Bytes::new(), authority_bytes(&parts.uri))
+            (empty(), empty(), own(authority_bytes(&parts.uri)))
         }
-        Some(pq) if pq.as_str() == "*" => (Bytes::new(), Bytes::new(), Bytes::from_static(b"*")),
+        Some(pq) if pq.as_str() == "*" => (empty(), empty(), Text::from_static(b"*")),
         Some(pq) => {
-            let target = copies.copy(pq.as_str().as_bytes());
+            let target = pq.as_str().as_bytes();
+            let at = copies.0.len();
+            let target_text = copies.copy(target);
             // The first `?` starts the query; an empty path (`http://host?q`) is `/`.
             let split = target
                 .iter()
                 .position(|&b| b == b'?')
                 .unwrap_or(target.len());
             let path = match &target[..split] {
-                b"" => Bytes::from_static(b"/"),
-                raw if raw.contains(&b'%') => percent_decode(raw),
-                _ => target.slice(..split),
+                b"" => Text::from_static(b"/"),
+                raw if raw.contains(&b'%') => copies.decoded(raw),
+                _ => copies.part(at, at + split),
             };
             let query = if split < target.len() {
-                target.slice(split + 1..)
+                copies.part(at + split + 1, at + target.len())
             } else {
-                Bytes::new()
+                empty()
             };
-            (path, query, target)
+            (path, query, target_text)
         }
-        None => (
-            Bytes::from_static(b"/"),
-            Bytes::new(),
-            Bytes::from_static(b"/"),
-        ),
+        None => (Text::from_static(b"/"), empty(), Text::from_static(b"/")),
     };
-    set("SCRIPT_NAME", Bytes::new());
+    set("SCRIPT_NAME", empty());
     set("PATH_INFO", path);
     set("QUERY_STRING", query);
     set("REQUEST_URI", target);
     set(
         "SERVER_PROTOCOL",
-        Bytes::from_static(protocol_name(parts.version).as_bytes()),
+        Text::from_static(protocol_name(parts.version).as_bytes()),
     );
 
     let host = host_header
@@ -219,11 +220,11 @@ where
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
     let (host_name, host_port) = host.map(split_host).unwrap_or((&b""[..], None));
     let server_name = match &context.server_name {
-        Some(name) => name.clone(),
+        Some(name) => own(name.clone()),
         None if !host_name.is_empty() => copies.copy(host_name),
         None => match context.local_addr {
-            Some(addr) => ip_text(addr.ip()),
-            None => Bytes::from_static(b"localhost"),
+            Some(addr) => own(ip_text(addr.ip())),
+            None => Text::from_static(b"localhost"),
         },
     };
     let server_port = context
@@ -232,17 +233,17 @@ where
         .or(context.local_addr.map(|a| a.port()))
         .unwrap_or(context.url_scheme.default_port());
     set("SERVER_NAME", server_name);
-    set("SERVER_PORT", context.port_text(server_port));
+    set("SERVER_PORT", own(context.port_text(server_port)));
     if let Some(software) = &context.server_software {
-        set("SERVER_SOFTWARE", software.clone());
+        set("SERVER_SOFTWARE", own(software.clone()));
     }
     if let Some(peer) = context.peer_addr {
         let (addr, port) = context.peer_text(peer);
-        set("REMOTE_ADDR", addr);
-        set("REMOTE_PORT", port);
+        set("REMOTE_ADDR", own(addr));
+        set("REMOTE_PORT", own(port));
     }
     if context.url_scheme == UrlScheme::Https {
-        set("HTTPS", Bytes::from_static(b"on"));
+        set("HTTPS", Text::from_static(b"on"));
     }
 
     let mut content_length = None;
@@ -261,22 +262,23 @@ where
             content_length = request_content_length(std::iter::once(value).chain(&mut more));
             more.for_each(drop);
             if let Some(length) = content_length {
-                environ.push_new(Bytes::from_static(b"CONTENT_LENGTH"), decimal(length));
+                environ.push_new(Text::from_static(b"CONTENT_LENGTH"), own(decimal(length)));
             }
             continue;
         }
         let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
         let value = copies.join(value, more.map(|(_, v)| v), separator);
-        environ.push_new(header_var_name(name_str), value);
+        environ.push_new(own(header_var_name(name_str)), value);
     }
     if host_header.is_none() {
         if let Some(authority) = parts.uri.authority() {
             environ.push_new(
-                Bytes::from_static(b"HTTP_HOST"),
+                Text::from_static(b"HTTP_HOST"),
                 copies.copy(authority.as_str().as_bytes()),
             );
         }
     }
+    environ.set_block(copies.into_block());
 
     let input = match content_length {
         Some(0) => Input::empty(),
@@ -535,7 +537,7 @@ fn port_number(text: &[u8]) -> Option<u16> {
 }
 
 /// The bytes an environ copies from a request, in one buffer sized for all of them.
-struct Copies(BytesMut);
+struct Copies(Vec<u8>);
 
 impl Copies {
     /// Room for the target, the authority (twice: a host name and `HTTP_HOST`) and every
@@ -545,18 +547,31 @@ impl Copies {
         let authority = parts.uri.authority().map_or(0, |a| a.as_str().len());
         let host = host.map_or(0, HeaderValue::len);
         let values: usize = parts.headers.values().map(|v| v.len() + 2).sum();
-        Copies(BytesMut::with_capacity(
-            target + 2 * authority + host + values,
-        ))
+        Copies(Vec::with_capacity(target + 2 * authority + host + values))
     }
 
-    /// A copy of `data`, sharing the buffer.
-    fn copy(&mut self, data: &[u8]) -> Bytes {
-        if data.is_empty() {
-            return Bytes::new();
+    /// `self.0[start..end]`: a part of the block while offsets fit in 32 bits (a request
+    /// head of 4 GiB only gets here from a caller of [`environ_from_request`] that built one),
+    /// else a copy of its own.
+    fn part(&self, start: usize, end: usize) -> Text {
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => Text::Part(start, end),
+            _ => Text::Own(Bytes::copy_from_slice(&self.0[start..end])),
         }
+    }
+
+    /// A copy of `data`.
+    fn copy(&mut self, data: &[u8]) -> Text {
+        let start = self.0.len();
         self.0.extend_from_slice(data);
-        self.0.split().freeze()
+        self.part(start, self.0.len())
+    }
+
+    /// `input` with its `%XX` escapes decoded ([`percent_decode`]).
+    fn decoded(&mut self, input: &[u8]) -> Text {
+        let start = self.0.len();
+        percent_decode_into(input, &mut self.0);
+        self.part(start, self.0.len())
     }
 
     /// `first` and the `more` values of the same header, joined by `separator`.
@@ -565,13 +580,19 @@ impl Copies {
         first: &HeaderValue,
         more: impl Iterator<Item = &'a HeaderValue>,
         separator: &[u8],
-    ) -> Bytes {
+    ) -> Text {
+        let start = self.0.len();
         self.0.extend_from_slice(first.as_bytes());
         for value in more {
             self.0.extend_from_slice(separator);
             self.0.extend_from_slice(value.as_bytes());
         }
-        self.0.split().freeze()
+        self.part(start, self.0.len())
+    }
+
+    /// The buffer, as the block of the environ whose parts it holds.
+    fn into_block(self) -> Bytes {
+        Bytes::from(self.0)
     }
 }
 
@@ -583,10 +604,13 @@ impl Copies {
 /// assert_eq!(percent_decode(b"/a%2Cb%252c%zz"), &b"/a,b%2c%zz"[..]);
 /// ```
 pub fn percent_decode(input: &[u8]) -> Bytes {
-    if !input.contains(&b'%') {
-        return Bytes::copy_from_slice(input);
-    }
     let mut out = Vec::with_capacity(input.len());
+    percent_decode_into(input, &mut out);
+    Bytes::from(out)
+}
+
+/// [`percent_decode`], appending to `out`.
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%' {
@@ -602,7 +626,6 @@ pub fn percent_decode(input: &[u8]) -> Bytes {
         out.push(input[i]);
         i += 1;
     }
-    Bytes::from(out)
 }
 
 fn hex(b: u8) -> Option<u8> {

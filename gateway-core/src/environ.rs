@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use bytes::Bytes;
 use http::Extensions;
@@ -76,7 +77,9 @@ impl fmt::Display for UrlScheme {
 /// assert_eq!(environ.header("User-Agent"), Some(&b"curl/8"[..]));
 /// ```
 pub struct Environ {
-    vars: Vec<(Bytes, Bytes)>,
+    vars: Vec<(Text, Text)>,
+    /// The buffer that [`Text::Part`]s are parts of.
+    block: Bytes,
     url_scheme: UrlScheme,
     multithread: bool,
     multiprocess: bool,
@@ -100,6 +103,7 @@ impl Environ {
     pub fn with_capacity(vars: usize) -> Self {
         Environ {
             vars: Vec::with_capacity(vars),
+            block: Bytes::new(),
             url_scheme: UrlScheme::Http,
             multithread: false,
             multiprocess: false,
@@ -130,6 +134,7 @@ impl Environ {
     pub fn copy_with_input(&self, input: Input) -> Environ {
         Environ {
             vars: self.vars.clone(),
+            block: self.block.clone(),
             url_scheme: self.url_scheme,
             multithread: self.multithread,
             multiprocess: self.multiprocess,
@@ -148,18 +153,19 @@ impl Environ {
     /// The value of a meta-variable, as bytes.
     #[inline]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.vars
-            .iter()
-            .find(|(n, _)| n.as_ref() == name.as_bytes())
-            .map(|(_, v)| v.as_ref())
+        self.find(name.as_bytes()).map(|(_, v)| v.of(&self.block))
     }
 
-    /// The value of a meta-variable as shared [`Bytes`] (cheap to clone).
-    pub fn get_bytes(&self, name: &str) -> Option<&Bytes> {
-        self.vars
-            .iter()
-            .find(|(n, _)| n.as_ref() == name.as_bytes())
-            .map(|(_, v)| v)
+    /// The value of a meta-variable as [`Bytes`] that share the environ's storage (no copy).
+    pub fn get_bytes(&self, name: &str) -> Option<Bytes> {
+        self.find(name.as_bytes())
+            .map(|(_, v)| v.to_bytes(&self.block))
+    }
+
+    /// The variable named `name`.
+    #[inline]
+    fn find(&self, name: &[u8]) -> Option<&(Text, Text)> {
+        self.vars.iter().find(|(n, _)| n.is(&self.block, name))
     }
 
     /// The value of a meta-variable if it is UTF-8.
@@ -182,10 +188,11 @@ impl Environ {
     /// without copying.
     pub fn set(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         let name = name.into();
-        let value = value.into();
-        match self.vars.iter_mut().find(|(n, _)| *n == name) {
+        let value = Text::Own(value.into());
+        let block = &self.block;
+        match self.vars.iter_mut().find(|(n, _)| n.is(block, &name)) {
             Some(slot) => slot.1 = value,
-            None => self.vars.push((name, value)),
+            None => self.vars.push((Text::Own(name), value)),
         }
     }
 
@@ -203,14 +210,79 @@ impl Environ {
     /// assert_eq!(environ.vars().collect::<Vec<_>>(), [(&b"A"[..], &b"3"[..]), (b"B", b"2")]);
     /// ```
     pub fn set_all(&mut self, vars: impl IntoIterator<Item = (Bytes, Bytes)>) {
-        /// Variables found by hash; past this many, the rest goes through `set`.
+        self.set_texts(
+            vars.into_iter()
+                .map(|(name, value)| (Text::Own(name), Text::Own(value))),
+        );
+    }
+
+    /// Sets variables whose names and values are parts of one buffer, `block`, each given as
+    /// the range of its name and the range of its value, as [`set_all`](Environ::set_all)
+    /// would. The environ keeps `block` (one reference for all of its variables), so a server
+    /// that decoded the variables from one buffer (a FastCGI params stream, a uwsgi vars
+    /// block) stores them without a reference count per name and per value. Variables set
+    /// from an earlier block keep their values.
+    ///
+    /// # Panics
+    ///
+    /// If a range is not within `block`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use gateway_core::Environ;
+    ///
+    /// let block = Bytes::from_static(b"REQUEST_METHODGETPATH_INFO/a");
+    /// let mut environ = Environ::new();
+    /// environ.set_all_in(block, [(0..14, 14..17), (17..26, 26..28)]);
+    /// assert_eq!(environ.request_method(), "GET");
+    /// assert_eq!(environ.path_info(), b"/a");
+    /// ```
+    pub fn set_all_in(
+        &mut self,
+        block: Bytes,
+        vars: impl IntoIterator<Item = (Range<usize>, Range<usize>)>,
+    ) {
+        let Ok(limit) = u32::try_from(block.len()) else {
+            // Offsets would not fit: slices, each with its reference.
+            let slice = |range: Range<usize>| Text::Own(block.slice(range));
+            return self.set_texts(
+                vars.into_iter()
+                    .map(|(name, value)| (slice(name), slice(value))),
+            );
+        };
+        if self.vars.iter().any(|(n, v)| n.is_part() || v.is_part()) {
+            // Parts of the block before become bytes of their own.
+            for text in self.vars.iter_mut().flat_map(|(n, v)| [n, v]) {
+                if let Text::Part(..) = text {
+                    *text = Text::Own(text.to_bytes(&self.block));
+                }
+            }
+        }
+        self.block = block;
+        let part = |range: Range<usize>| {
+            assert!(
+                range.start <= range.end && range.end <= limit as usize,
+                "range {range:?} out of a block of {limit} bytes",
+            );
+            Text::Part(range.start as u32, range.end as u32)
+        };
+        self.set_texts(
+            vars.into_iter()
+                .map(|(name, value)| (part(name), part(value))),
+        );
+    }
+
+    /// [`set_all`](Environ::set_all)'s work, for names and values of either kind. Names are
+    /// found through a hash table, and compared by bits of their hash first.
+    fn set_texts(&mut self, vars: impl IntoIterator<Item = (Text, Text)>) {
+        /// Variables found by hash; past this many, the rest goes through a search.
         const TRACKED: usize = 128;
         /// Slots of the hash table: twice as many as it may hold, so that probes stay short.
         const SLOTS: usize = 2 * TRACKED;
         // Each slot: 0 when free, else eight more bits of the name's hash (compared before the
         // name) above the variable's position plus one.
         let mut table = [0u16; SLOTS];
-        let find = |table: &[u16; SLOTS], vars: &[(Bytes, Bytes)], name: &[u8]| {
+        let find = |table: &[u16; SLOTS], vars: &[(Text, Text)], block: &[u8], name: &[u8]| {
             let hash = name_hash(name);
             let tag = (hash >> 8) as u8;
             let mut slot = hash as usize % SLOTS;
@@ -219,7 +291,7 @@ impl Environ {
                     0 => return Err((slot, tag)),
                     entry => {
                         let position = usize::from(entry as u8 - 1);
-                        if (entry >> 8) as u8 == tag && vars[position].0 == name {
+                        if (entry >> 8) as u8 == tag && vars[position].0.is(block, name) {
                             return Ok(position);
                         }
                     }
@@ -227,21 +299,29 @@ impl Environ {
                 slot = (slot + 1) % SLOTS;
             }
         };
+        let block = &self.block;
         for position in 0..self.vars.len().min(TRACKED) {
-            if let Err((slot, tag)) = find(&table, &self.vars, &self.vars[position].0) {
+            let name = self.vars[position].0.of(block);
+            if let Err((slot, tag)) = find(&table, &self.vars, block, name) {
                 table[slot] = u16::from(tag) << 8 | (position as u16 + 1);
             }
         }
         for (name, value) in vars {
             let count = self.vars.len();
-            if count >= TRACKED {
-                self.set(name, value);
-                continue;
-            }
-            match find(&table, &self.vars, &name) {
+            let found = if count >= TRACKED {
+                self.vars
+                    .iter()
+                    .position(|(n, _)| n.is(block, name.of(block)))
+                    .ok_or(None)
+            } else {
+                find(&table, &self.vars, block, name.of(block)).map_err(Some)
+            };
+            match found {
                 Ok(position) => self.vars[position].1 = value,
-                Err((slot, tag)) => {
-                    table[slot] = u16::from(tag) << 8 | (count as u16 + 1);
+                Err(free) => {
+                    if let Some((slot, tag)) = free {
+                        table[slot] = u16::from(tag) << 8 | (count as u16 + 1);
+                    }
                     self.vars.push((name, value));
                 }
             }
@@ -251,21 +331,35 @@ impl Environ {
     /// Adds a meta-variable that the caller knows is not set yet: no search for an earlier
     /// value, for servers that build an environ from names that cannot repeat.
     #[inline]
-    pub(crate) fn push_new(&mut self, name: Bytes, value: Bytes) {
-        debug_assert!(
-            !self.vars.iter().any(|(n, _)| *n == name),
-            "{name:?} set twice"
-        );
+    pub(crate) fn push_new(&mut self, name: Text, value: Text) {
         self.vars.push((name, value));
+    }
+
+    /// Gives the environ the block that the [`Text::Part`]s pushed with
+    /// [`push_new`](Environ::push_new) are parts of; it must have none before.
+    pub(crate) fn set_block(&mut self, block: Bytes) {
+        debug_assert!(self.block.is_empty(), "a second block");
+        self.block = block;
+        debug_assert!(
+            {
+                let mut names = self.vars.iter().map(|(n, _)| n.of(&self.block));
+                let all: Vec<_> = names.by_ref().collect();
+                all.iter()
+                    .enumerate()
+                    .all(|(i, name)| !all[..i].contains(name))
+            },
+            "a name set twice"
+        );
     }
 
     /// Removes a meta-variable, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Bytes> {
+        let block = &self.block;
         let i = self
             .vars
             .iter()
-            .position(|(n, _)| n.as_ref() == name.as_bytes())?;
-        Some(self.vars.remove(i).1)
+            .position(|(n, _)| n.is(block, name.as_bytes()))?;
+        Some(self.vars.remove(i).1.to_bytes(&self.block))
     }
 
     /// Keeps only the meta-variables for which `keep(name, value)` is true, in their order.
@@ -280,7 +374,9 @@ impl Environ {
     /// assert!(!environ.contains("REMOTE_USER") && environ.contains("PATH_INFO"));
     /// ```
     pub fn retain_vars(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
-        self.vars.retain(|(name, value)| keep(name, value));
+        let block = &self.block;
+        self.vars
+            .retain(|(name, value)| keep(name.of(block), value.of(block)));
     }
 
     /// Whether the meta-variable `name` may be present with an empty value (PEP 3333: a variable
@@ -307,7 +403,8 @@ impl Environ {
 
     /// Every meta-variable, in the order they were set.
     pub fn vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        let block = &self.block;
+        self.vars.iter().map(|(n, v)| (n.of(block), v.of(block)))
     }
 
     /// How many meta-variables are set.
@@ -334,10 +431,9 @@ impl Environ {
         if name.eq_ignore_ascii_case("content-length") {
             return self.get("CONTENT_LENGTH");
         }
-        self.vars
-            .iter()
+        self.vars()
             .find(|(n, _)| is_header_var(n, name))
-            .map(|(_, v)| v.as_ref())
+            .map(|(_, v)| v)
     }
 
     /// The request headers, from the `HTTP_*` variables (with `CONTENT_TYPE` and
@@ -540,16 +636,16 @@ impl Default for Environ {
 
 impl fmt::Debug for Environ {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        struct Vars<'a>(&'a [(Bytes, Bytes)]);
+        struct Vars<'a>(&'a Environ);
         impl fmt::Debug for Vars<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_map()
-                    .entries(self.0.iter().map(|(n, v)| (latin1(n), latin1(v))))
+                    .entries(self.0.vars().map(|(n, v)| (latin1(n), latin1(v))))
                     .finish()
             }
         }
         f.debug_struct("Environ")
-            .field("vars", &Vars(&self.vars))
+            .field("vars", &Vars(self))
             .field("url_scheme", &self.url_scheme)
             .field("multithread", &self.multithread)
             .field("multiprocess", &self.multiprocess)
@@ -557,6 +653,60 @@ impl fmt::Debug for Environ {
             .field("input_terminated", &self.input_terminated)
             .field("input", &self.input)
             .finish_non_exhaustive()
+    }
+}
+
+/// A name or a value of an [`Environ`]: bytes of its own, or a part of the environ's block
+/// (the buffer a server decoded its variables from), which needs no reference count of its own.
+#[derive(Clone)]
+pub(crate) enum Text {
+    /// Bytes of its own (static ones cost no reference count either).
+    Own(Bytes),
+    /// `block[start..end]`.
+    Part(u32, u32),
+}
+
+// A part fits beside the bytes' pointer that is never null: a text is no larger than bytes.
+const _: () = assert!(std::mem::size_of::<Text>() == std::mem::size_of::<Bytes>());
+
+impl Text {
+    /// The text's bytes, where `block` is its environ's block.
+    #[inline]
+    fn of<'a>(&'a self, block: &'a [u8]) -> &'a [u8] {
+        match self {
+            Text::Own(bytes) => bytes,
+            Text::Part(start, end) => &block[*start as usize..*end as usize],
+        }
+    }
+
+    /// Whether the text is `bytes`, where `block` is its environ's block: lengths first, so
+    /// that a search through the variables looks at few bytes.
+    #[inline]
+    fn is(&self, block: &[u8], bytes: &[u8]) -> bool {
+        match self {
+            Text::Own(own) => own == bytes,
+            Text::Part(start, end) => {
+                end.wrapping_sub(*start) as usize == bytes.len()
+                    && block.get(*start as usize..*end as usize) == Some(bytes)
+            }
+        }
+    }
+
+    /// The text as bytes of its own, sharing `block`'s storage for a part.
+    fn to_bytes(&self, block: &Bytes) -> Bytes {
+        match self {
+            Text::Own(bytes) => bytes.clone(),
+            Text::Part(start, end) => block.slice(*start as usize..*end as usize),
+        }
+    }
+
+    /// A static name or value.
+    pub(crate) const fn from_static(text: &'static [u8]) -> Text {
+        Text::Own(Bytes::from_static(text))
+    }
+
+    fn is_part(&self) -> bool {
+        matches!(self, Text::Part(..))
     }
 }
 
@@ -724,7 +874,7 @@ mod tests {
         env.set_all(vars.map(|(n, v)| (Bytes::from(n), Bytes::from(v))));
         let seen: Vec<_> = env.vars().collect();
         assert_eq!(seen, [(&b"B"[..], &b"2"[..]), (b"A", b"3"), (b"C", b"4")]);
-        // Past the names followed by hash, `set` takes over with the same result.
+        // Past the names followed by hash, a search takes over with the same result.
         let mut many = Environ::new();
         many.set_all((0..300).map(|n| {
             (
@@ -757,6 +907,59 @@ mod tests {
             environ.set_all(vars.iter().map(|(n, v)| (Bytes::from(n.clone()), Bytes::from(v.clone()))));
             proptest::prop_assert_eq!(environ.vars().collect::<Vec<_>>(), expected.vars().collect::<Vec<_>>());
         }
+
+        /// `set_all_in` is `set` one by one too, with `set` between two blocks, and what
+        /// the environ hands out of a block (`get_bytes`, `remove`, a copy) outlives it.
+        #[test]
+        fn set_all_in_is_set_one_by_one(
+            first in proptest::collection::vec(("[AB_]{0,18}", "[0-9]{0,3}"), 0..80),
+            between in proptest::collection::vec(("[AB_]{0,3}", "[0-9]{0,3}"), 0..4),
+            second in proptest::collection::vec(("[AB_]{0,18}", "[0-9]{0,3}"), 0..80),
+        ) {
+            let block_of = |vars: &[(String, String)]| {
+                let mut block = Vec::new();
+                let mut ranges = Vec::new();
+                for (name, value) in vars {
+                    let at = block.len();
+                    block.extend_from_slice(name.as_bytes());
+                    let middle = block.len();
+                    block.extend_from_slice(value.as_bytes());
+                    ranges.push((at..middle, middle..block.len()));
+                }
+                (Bytes::from(block), ranges)
+            };
+            let mut expected = Environ::new();
+            for (name, value) in first.iter().chain(&between).chain(&second) {
+                expected.set(name.clone(), value.clone());
+            }
+            let mut environ = Environ::new();
+            let (block, ranges) = block_of(&first);
+            environ.set_all_in(block, ranges);
+            for (name, value) in &between {
+                environ.set(name.clone(), value.clone());
+            }
+            let (block, ranges) = block_of(&second);
+            environ.set_all_in(block, ranges);
+            proptest::prop_assert_eq!(environ.vars().collect::<Vec<_>>(), expected.vars().collect::<Vec<_>>());
+            let copy = environ.copy_with_input(Input::empty());
+            proptest::prop_assert_eq!(copy.vars().collect::<Vec<_>>(), expected.vars().collect::<Vec<_>>());
+            if let Some((name, _)) = first.first() {
+                let kept = environ.get_bytes(name);
+                let removed = environ.remove(name);
+                proptest::prop_assert_eq!(&kept, &removed);
+                proptest::prop_assert_eq!(removed.is_some(), expected.contains(name));
+                proptest::prop_assert!(!environ.contains(name));
+                drop(environ);
+                let last = expected.get(name).unwrap_or_default();
+                proptest::prop_assert_eq!(kept.as_deref(), Some(last));
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of a block")]
+    fn a_range_out_of_the_block_panics() {
+        Environ::new().set_all_in(Bytes::from_static(b"AB"), [(0..1, 1..3)]);
     }
 
     #[test]

@@ -331,10 +331,10 @@ impl<A: App> App for ProxyHeadersApp<A> {
             return self.inner.call(environ, start);
         };
         let original = OriginalPeer {
-            remote_addr: environ.get_bytes("REMOTE_ADDR").cloned(),
+            remote_addr: environ.get_bytes("REMOTE_ADDR"),
             url_scheme: environ.url_scheme(),
-            host: environ.get_bytes("HTTP_HOST").cloned(),
-            server_port: environ.get_bytes("SERVER_PORT").cloned(),
+            host: environ.get_bytes("HTTP_HOST"),
+            server_port: environ.get_bytes("SERVER_PORT"),
         };
         if let Some(ip) = hop.for_.as_deref().and_then(parse_node) {
             environ.set("REMOTE_ADDR", Bytes::from(ip.to_string()));

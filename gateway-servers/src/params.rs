@@ -3,9 +3,15 @@
 //! table of `docs/guide/06-reference.md` shows what each sends); this is the one place that
 //! absorbs them.
 
+use std::convert::Infallible;
+use std::ops::Range;
+
 use bytes::Bytes;
 use gateway_core::convert::split_host;
 use gateway_core::{Environ, Input, UrlScheme};
+
+/// A variable of a block: the range of its name and the range of its value.
+pub type VarRanges = (Range<usize>, Range<usize>);
 
 /// How the body of a request arrives, as its variables say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +88,55 @@ pub fn environ_from_params(vars: impl IntoIterator<Item = (Bytes, Bytes)>) -> En
 pub fn framed_environ_from_params(
     vars: impl IntoIterator<Item = (Bytes, Bytes)>,
 ) -> (Environ, BodyFraming) {
+    // Copied into one block, as a front end's variables arrive.
+    let mut block = Vec::new();
+    let mut ranges = Vec::new();
+    for (name, value) in vars {
+        let start = block.len();
+        block.extend_from_slice(&name);
+        let middle = block.len();
+        block.extend_from_slice(&value);
+        ranges.push(Ok::<_, Infallible>((start..middle, middle..block.len())));
+    }
+    match framed_environ_from_block(Bytes::from(block), ranges) {
+        Ok(framed) => framed,
+        Err(never) => match never {},
+    }
+}
+
+/// [`framed_environ_from_params`] for variables decoded from one buffer, `block` (a FastCGI
+/// params stream, a uwsgi vars block), each given as the range of its name and the range of
+/// its value in `block`, as the decoders' `next_range` give them: the environ keeps the
+/// block, and its variables are parts of it (no copy, and no reference count per name and
+/// per value). A decoder may fail part way: the first error is returned instead of an
+/// environ.
+///
+/// ```
+/// use bytes::Bytes;
+/// use gateway_servers::params::{BodyFraming, framed_environ_from_block};
+///
+/// let block = Bytes::from_static(b"CONTENT_LENGTH3PATH_INFO/a");
+/// let ranges = [Ok::<_, ()>((0..14, 14..15)), Ok((15..24, 24..26))];
+/// let (environ, framing) = framed_environ_from_block(block, ranges).unwrap();
+/// assert_eq!((environ.path_info(), framing), (&b"/a"[..], BodyFraming::Length(3)));
+/// ```
+pub fn framed_environ_from_block<E>(
+    block: Bytes,
+    vars: impl IntoIterator<Item = Result<VarRanges, E>>,
+) -> Result<(Environ, BodyFraming), E> {
     let mut seen = Seen::default();
+    let mut failed = None;
     let mut environ = Environ::with_capacity(32);
-    environ.set_all(
+    let bytes = block.clone();
+    environ.set_all_in(
+        block,
         vars.into_iter()
-            .filter(|(name, value)| seen.keep(name, value)),
+            .map_while(|var| var.map_err(|error| failed = Some(error)).ok())
+            .filter(|(name, value)| seen.keep(&bytes[name.clone()], &bytes, value)),
     );
+    if let Some(error) = failed {
+        return Err(error);
+    }
     for (state, name) in [
         (seen.content_length, "CONTENT_LENGTH"),
         (seen.content_type, "CONTENT_TYPE"),
@@ -118,7 +167,8 @@ pub fn framed_environ_from_params(
         environ.set_url_scheme(UrlScheme::Https);
     }
     if seen.required != Seen::ALL_REQUIRED {
-        fill_required(&mut environ, seen.required);
+        let host = seen.host.map(|value| bytes.slice(value));
+        fill_required(&mut environ, seen.required, host.unwrap_or_default());
     }
     environ.set_input_terminated(true);
     // A kept `CONTENT_LENGTH` is the environ's (the lookup finds it); without one, only
@@ -131,7 +181,7 @@ pub fn framed_environ_from_params(
         Emptied::Nothing | Emptied::Later if seen.chunked => BodyFraming::UntilEnd,
         Emptied::Nothing | Emptied::Later => BodyFraming::None,
     };
-    (environ, framing)
+    Ok((environ, framing))
 }
 
 /// What [`environ_from_params`] needs to know of the variables, noted as they go by, so that
@@ -159,6 +209,8 @@ struct Seen {
     /// has no bit set was never kept before, and is left out as it comes, with no pass over
     /// the environ at the end (nginx sends `SERVER_NAME` and, over uwsgi, `HTTPS` empty).
     kept: [u64; 4],
+    /// Where the value of `HTTP_HOST` is, for `fill_required`.
+    host: Option<Range<usize>>,
 }
 
 /// The bit of `name` in [`Seen::kept`]: its last four bytes and its length, mixed by a
@@ -210,7 +262,10 @@ impl Seen {
     const ALL_REQUIRED: u8 = 15;
 
     /// Notes a variable; false for one that is left out.
-    fn keep(&mut self, name: &[u8], value: &[u8]) -> bool {
+    /// The variable's value is `block[value]`.
+    fn keep(&mut self, name: &[u8], block: &[u8], value: &Range<usize>) -> bool {
+        let value_at = value;
+        let value = &block[value.clone()];
         let shape = || PathShape {
             empty: value.is_empty(),
             starts_with_slash: value.starts_with(b"/"),
@@ -244,6 +299,7 @@ impl Seen {
             b"HTTPS" => self.https = value.eq_ignore_ascii_case(b"on") || value == b"1",
             b"REQUEST_SCHEME" => self.scheme_https = value.eq_ignore_ascii_case(b"https"),
             b"HTTP_TRANSFER_ENCODING" => self.chunked = names_chunked(value),
+            b"HTTP_HOST" => self.host = Some(value_at.clone()),
             b"REQUEST_METHOD" => required(Self::REQUEST_METHOD),
             b"SERVER_PROTOCOL" => required(Self::SERVER_PROTOCOL),
             b"SERVER_NAME" => required(Self::SERVER_NAME),
@@ -276,39 +332,12 @@ impl Seen {
     }
 }
 
-/// [`environ_from_params`] for variables decoded from the wire, where a decoder may fail part
-/// way: the first error is returned instead of an environ.
-pub fn try_environ_from_params<E>(
-    vars: impl IntoIterator<Item = Result<(Bytes, Bytes), E>>,
-) -> Result<Environ, E> {
-    try_framed_environ_from_params(vars).map(|(environ, _)| environ)
-}
-
-/// [`framed_environ_from_params`] for variables decoded from the wire: the first error is
-/// returned instead of an environ.
-pub fn try_framed_environ_from_params<E>(
-    vars: impl IntoIterator<Item = Result<(Bytes, Bytes), E>>,
-) -> Result<(Environ, BodyFraming), E> {
-    let mut failed = None;
-    let framed = framed_environ_from_params(
-        vars.into_iter()
-            .map_while(|var| var.map_err(|error| failed = Some(error)).ok()),
-    );
-    match failed {
-        Some(error) => Err(error),
-        None => Ok(framed),
-    }
-}
-
 /// Makes `SCRIPT_NAME` and `PATH_INFO` present and valid: `PATH_INFO` empty or starting with
 /// `/`, `SCRIPT_NAME` not ending with `/` (its slashes go, and `PATH_INFO` starts with one),
 /// and `PATH_INFO` `/` when both would be empty. Values that need no change are not copied.
 fn normalize_path(environ: &mut Environ) {
-    let script_name = environ
-        .get_bytes("SCRIPT_NAME")
-        .cloned()
-        .unwrap_or_default();
-    let path_info = environ.get_bytes("PATH_INFO").cloned().unwrap_or_default();
+    let script_name = environ.get_bytes("SCRIPT_NAME").unwrap_or_default();
+    let path_info = environ.get_bytes("PATH_INFO").unwrap_or_default();
     let kept = script_name
         .iter()
         .rposition(|&b| b != b'/')
@@ -382,8 +411,9 @@ pub fn mount(environ: &mut Environ, prefix: &[u8]) -> bool {
 /// without `server_name`, and a CGI script run by hand gets no method or protocol at all.
 /// `SERVER_NAME` falls back to the `Host` header, then `SERVER_ADDR`, then `localhost`;
 /// `SERVER_PORT` to the `Host` header's port, then the scheme's default. `present` holds the
-/// [`Seen`] bits of those that came with a value.
-fn fill_required(environ: &mut Environ, present: u8) {
+/// [`Seen`] bits of those that came with a value, and `host` is `HTTP_HOST` (empty without
+/// one).
+fn fill_required(environ: &mut Environ, present: u8, host: Bytes) {
     let missing = |bit: u8| present & bit == 0;
     if missing(Seen::REQUEST_METHOD) {
         environ.set("REQUEST_METHOD", "GET");
@@ -394,12 +424,11 @@ fn fill_required(environ: &mut Environ, present: u8) {
     if !(missing(Seen::SERVER_NAME) || missing(Seen::SERVER_PORT)) {
         return;
     }
-    let host = environ.get_bytes("HTTP_HOST").cloned().unwrap_or_default();
     let (host_name, host_port) = split_host(&host);
     if missing(Seen::SERVER_NAME) {
         let name = Some(host.slice_ref(host_name))
             .filter(|h| !h.is_empty())
-            .or_else(|| environ.get_bytes("SERVER_ADDR").cloned())
+            .or_else(|| environ.get_bytes("SERVER_ADDR"))
             .filter(|h| !h.is_empty())
             .unwrap_or(Bytes::from_static(b"localhost"));
         environ.set("SERVER_NAME", name);
@@ -514,7 +543,8 @@ mod tests {
                 present |= bit;
             }
         }
-        fill_required(&mut environ, present);
+        let host = environ.get_bytes("HTTP_HOST").unwrap_or_default();
+        fill_required(&mut environ, present, host);
         environ
     }
 
@@ -638,10 +668,10 @@ mod tests {
         ];
         let mut seen = Seen::default();
         for name in sent {
-            assert!(seen.keep(name.as_bytes(), b"x"), "{name}");
+            assert!(seen.keep(name.as_bytes(), b"x", &(0..1)), "{name}");
         }
         for name in empty {
-            assert!(!seen.keep(name.as_bytes(), b""), "{name}");
+            assert!(!seen.keep(name.as_bytes(), b"", &(0..0)), "{name}");
         }
         assert!(!seen.empty);
     }

@@ -567,11 +567,11 @@ fn breaker(id: &str) -> Broken {
             set(e, "HTTP_X_MULTI", last);
         }),
         "hdr-content-type" => env(|e| {
-            let value = e.get_bytes("CONTENT_TYPE").cloned().unwrap_or_default();
+            let value = e.get_bytes("CONTENT_TYPE").unwrap_or_default();
             set(e, "HTTP_CONTENT_TYPE", value);
         }),
         "hdr-content-length" => env(|e| {
-            let value = e.get_bytes("CONTENT_LENGTH").cloned().unwrap_or_default();
+            let value = e.get_bytes("CONTENT_LENGTH").unwrap_or_default();
             set(e, "HTTP_CONTENT_LENGTH", value);
         }),
         "hdr-no-content-headers" => env(|e| {

@@ -22,6 +22,7 @@
 
 use std::fmt;
 
+use crate::params::VarRanges;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The only protocol version: `FCGI_VERSION_1`.
@@ -692,12 +693,16 @@ impl Pairs {
             failed: false,
         }
     }
-}
 
-impl Iterator for Pairs {
-    type Item = Result<(Bytes, Bytes), DecodeError>;
+    /// The whole stream, of which the pairs are parts.
+    pub fn stream(&self) -> &Bytes {
+        &self.stream
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next pair as the ranges of its name and of its value in [`stream`](Pairs::stream),
+    /// for a caller that keeps the stream whole rather than a slice per name and per value
+    /// (what [`next`](Iterator::next) gives).
+    pub fn next_range(&mut self) -> Option<Result<VarRanges, DecodeError>> {
         if self.failed || self.at >= self.stream.len() {
             return None;
         }
@@ -712,16 +717,22 @@ impl Iterator for Pairs {
         match parsed {
             Some((name_at, value_at, end)) => {
                 self.at = end;
-                Some(Ok((
-                    self.stream.slice(name_at..value_at),
-                    self.stream.slice(value_at..end),
-                )))
+                Some(Ok((name_at..value_at, value_at..end)))
             }
             None => {
                 self.failed = true;
                 Some(Err(DecodeError::TruncatedPair))
             }
         }
+    }
+}
+
+impl Iterator for Pairs {
+    type Item = Result<(Bytes, Bytes), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let pair = self.next_range()?;
+        Some(pair.map(|(name, value)| (self.stream.slice(name), self.stream.slice(value))))
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use super::codec::{self, Header, RecordType, Role, StreamKind};
 use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
-use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
+use crate::params::{BodyFraming, bound_input, framed_environ_from_block};
 use crate::runtime::{
     BodyGuard, Listener, Runtime, Shutdown, Stream, plain_response, poll_write_bufs,
     read_until_close, serve_connections,
@@ -587,10 +587,13 @@ impl<A: App + 'static> Session<A> {
                 Some(Event::Request {
                     request_id,
                     role,
-                    params,
+                    mut params,
                     ..
                 }) => {
-                    let Ok((mut environ, framing)) = try_framed_environ_from_params(params) else {
+                    let block = params.stream().clone();
+                    let ranges = std::iter::from_fn(|| params.next_range());
+                    let Ok((mut environ, framing)) = framed_environ_from_block(block, ranges)
+                    else {
                         tracing::warn!("bad FastCGI params: closing the connection");
                         return Err(Close);
                     };

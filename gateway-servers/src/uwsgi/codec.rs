@@ -17,6 +17,7 @@
 
 use std::fmt;
 
+use crate::params::VarRanges;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The length of a packet header.
@@ -259,12 +260,16 @@ impl Vars {
             failed: false,
         }
     }
-}
 
-impl Iterator for Vars {
-    type Item = Result<(Bytes, Bytes), DecodeError>;
+    /// The whole vars block, of which the vars are parts.
+    pub fn block(&self) -> &Bytes {
+        &self.block
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next var as the ranges of its name and of its value in [`block`](Vars::block), for
+    /// a caller that keeps the block whole rather than a slice per name and per value (what
+    /// [`next`](Iterator::next) gives).
+    pub fn next_range(&mut self) -> Option<Result<VarRanges, DecodeError>> {
         if self.failed || self.at >= self.block.len() {
             return None;
         }
@@ -290,10 +295,16 @@ impl Iterator for Vars {
             return Some(Err(DecodeError::EmptyVarName));
         }
         self.at = end;
-        Some(Ok((
-            self.block.slice(name_at..name_at + name_len),
-            self.block.slice(value_at..end),
-        )))
+        Some(Ok((name_at..name_at + name_len, value_at..end)))
+    }
+}
+
+impl Iterator for Vars {
+    type Item = Result<(Bytes, Bytes), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let var = self.next_range()?;
+        Some(var.map(|(name, value)| (self.block.slice(name), self.block.slice(value))))
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, Rea
 
 use super::codec::MODIFIER_WSGI_MANAGE_PATH_INFO;
 use super::codec::{self, ChunkedDecoder, DecodeError, MODIFIER_PING, MODIFIER_WSGI};
-use crate::params::{BodyFraming, bound_input, try_framed_environ_from_params};
+use crate::params::{BodyFraming, bound_input, framed_environ_from_block};
 use crate::runtime::{
     BodyGuard, Config, Lingering, Listener, Runtime, Shutdown, Stream, plain_response,
     read_until_close, serve_connections, write_all_bufs,
@@ -149,18 +149,21 @@ async fn handle<A: App + 'static>(
         )
         .await;
     }
-    let (mut environ, framing) = match try_framed_environ_from_params(packet.vars()) {
-        Ok(framed) => framed,
-        Err(error) => {
-            tracing::warn!(%error, "bad uwsgi vars");
-            return refuse(
-                stream,
-                plain_response(http::StatusCode::BAD_REQUEST, true),
-                &config,
-            )
-            .await;
-        }
-    };
+    let mut vars = packet.vars();
+    let block = vars.block().clone();
+    let (mut environ, framing) =
+        match framed_environ_from_block(block, std::iter::from_fn(|| vars.next_range())) {
+            Ok(framed) => framed,
+            Err(error) => {
+                tracing::warn!(%error, "bad uwsgi vars");
+                return refuse(
+                    stream,
+                    plain_response(http::StatusCode::BAD_REQUEST, true),
+                    &config,
+                )
+                .await;
+            }
+        };
     if framing == BodyFraming::Invalid {
         tracing::warn!("uwsgi request with an invalid CONTENT_LENGTH: 400");
         let refused = plain_response(http::StatusCode::BAD_REQUEST, true);
