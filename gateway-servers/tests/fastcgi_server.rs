@@ -410,6 +410,58 @@ fn abort_drops_the_response_and_ends_the_request() {
 }
 
 #[test]
+fn abort_drops_only_its_request_among_those_the_connection_polls() {
+    // Two requests without a body, polled by the connection's task (the first in a slot of its
+    // own, the second among the others), each with a body that never ends; each flag is set
+    // when the body of the request of that path is dropped.
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped: Arc<[Arc<AtomicBool>; 2]> = Arc::new(Default::default());
+    let (polled_tx, polled) = mpsc::channel();
+    let flags = dropped.clone();
+    let app = move |environ: Environ, start: StartResponse| {
+        let which = usize::from(environ.path_info() == b"/1");
+        let guard = Flag(flags[which].clone());
+        let polled = polled_tx.clone();
+        let _ = start.start(StatusCode::OK, HeaderMap::new());
+        Body::from_future(async move {
+            let _guard = guard;
+            let _ = polled.send(which);
+            std::future::pending::<()>().await;
+            Ok(Body::empty())
+        })
+    };
+    let server = Server::start(app, Roles::RESPONDER);
+    let mut peer = server.connect();
+    let mut wire = BytesMut::new();
+    for (id, path) in [(1, "/0"), (2, "/1")] {
+        let params = [("REQUEST_METHOD", "GET"), ("PATH_INFO", path)];
+        request(&mut wire, id, Role::Responder, true, &params, Some(b""));
+    }
+    peer.send(&wire);
+    let mut seen: Vec<usize> = (0..2)
+        .map(|_| polled.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1], "both bodies polled");
+    for (id, which) in [(2, 1), (1, 0)] {
+        wire.clear();
+        codec::encode_abort_request(&mut wire, id);
+        peer.send(&wire);
+        let answer = &peer.answers(&[id])[&id];
+        assert_eq!(answer.end, Some((0, ProtocolStatus::RequestComplete)));
+        assert!(dropped_soon(&dropped[which]), "request {id}'s body dropped");
+        if which == 1 {
+            assert!(!dropped[0].load(Ordering::SeqCst), "request 1 runs on");
+        }
+    }
+}
+
+#[test]
 fn the_environs_pass_the_validator() {
     let validator = Validator::new(Mode::Strict);
     let report = validator.report();

@@ -226,14 +226,22 @@ struct Running {
 enum Task {
     Spawned(tokio::task::JoinHandle<()>),
     Inline(AbortHandle),
+    /// In [`Session::one`].
+    One,
 }
 
 impl Task {
-    /// Drops the request's response, and with it the app's body (its close runs).
-    fn abort(&self) {
+    /// Drops the request `request_id`'s response, and with it the app's body (its close
+    /// runs); `one` is the session's.
+    fn abort(&self, request_id: u16, one: &mut Option<(u16, InlineFuture)>) {
         match self {
             Task::Spawned(task) => task.abort(),
             Task::Inline(handle) => handle.abort(),
+            Task::One => {
+                if one.as_ref().is_some_and(|(id, _)| *id == request_id) {
+                    *one = None;
+                }
+            }
         }
     }
 }
@@ -374,6 +382,11 @@ struct Session<A: App + 'static> {
     mount: Option<Arc<str>>,
     connection: Connection,
     running: IdMap<Running>,
+    /// A request polled by the connection's task while it is the only one: most connections
+    /// carry one request at a time (nginx, Apache and lighttpd never multiplex), and this one
+    /// costs no allocation of `inline`'s and no abort handle.
+    one: Option<(u16, InlineFuture)>,
+    /// The others polled by the connection's task.
     inline: FuturesUnordered<Abortable<InlineFuture>>,
     output: Output,
     out_tx: mpsc::Sender<Out>,
@@ -428,6 +441,7 @@ async fn handle<A: App + 'static>(
         mount,
         connection: Connection::new(settings),
         running: IdMap::default(),
+        one: None,
         inline: FuturesUnordered::new(),
         output: Output::default(),
         out_tx,
@@ -506,6 +520,9 @@ async fn handle<A: App + 'static>(
                     None => unreachable!("the timer is not polled while a request runs"),
                 }
             }
+            (request_id, outcome) = std::future::poll_fn(|cx| poll_one(&mut this.one, cx)), if this.one.is_some() => {
+                this.inline_done(request_id, outcome).await;
+            }
             Some(done) = this.inline.next(), if !this.inline.is_empty() => {
                 // An aborted request was ended when its abort came.
                 if let Ok((request_id, outcome)) = done {
@@ -531,7 +548,7 @@ async fn handle<A: App + 'static>(
                     // would read their answers. Each is dropped now, and with it the app's
                     // body (its close runs), as the HTTP server does when a client goes away.
                     for (request_id, request) in this.running.drain() {
-                        request.task.abort();
+                        request.task.abort(request_id, &mut this.one);
                         tracing::info!(request_id, "the web server closed the connection: request dropped");
                     }
                 }
@@ -539,8 +556,8 @@ async fn handle<A: App + 'static>(
         }
     }
     // What the requests queued goes out; then the connection closes.
-    for (_, request) in std::mem::take(&mut this.running) {
-        request.task.abort();
+    for (request_id, request) in std::mem::take(&mut this.running) {
+        request.task.abort(request_id, &mut this.one);
     }
     this.take_queued(true);
     std::future::poll_fn(|cx| this.output.poll_write(Pin::new(&mut *stream), cx)).await?;
@@ -612,9 +629,7 @@ impl<A: App + 'static> Session<A> {
                         let work: InlineFuture = Box::pin(async move {
                             (request_id, Outcome::Response(role, respond.await))
                         });
-                        let (work, handle) = abortable(work);
-                        self.inline.push(work);
-                        Task::Inline(handle)
+                        self.poll_here(request_id, work)
                     } else {
                         let out = self.out_tx.clone();
                         Task::Spawned(tokio::spawn(async move {
@@ -638,7 +653,7 @@ impl<A: App + 'static> Session<A> {
                 }
                 Some(Event::Abort { request_id }) => {
                     if let Some(request) = self.running.remove(&request_id) {
-                        request.task.abort();
+                        request.task.abort(request_id, &mut self.one);
                         tracing::info!(request_id, "request aborted by the web server");
                     }
                     self.take_queued(true);
@@ -841,7 +856,7 @@ impl<A: App + 'static> Session<A> {
         self.output.bufs.push(records);
         match rest {
             Rest::More(mut body) => {
-                let Some(request) = self.running.get_mut(&request_id) else {
+                let Some(request) = self.running.get(&request_id) else {
                     return;
                 };
                 let key = Key {
@@ -853,13 +868,39 @@ impl<A: App + 'static> Session<A> {
                     let app_status = send_frames(key, &mut body, &out).await;
                     (request_id, Outcome::Ended(app_status))
                 });
-                let (rest, handle) = abortable(rest);
-                request.task = Task::Inline(handle);
-                self.inline.push(rest);
+                let task = self.poll_here(request_id, rest);
+                if let Some(request) = self.running.get_mut(&request_id) {
+                    request.task = task;
+                }
             }
             rest => self.end(request_id, rest.app_status()),
         }
     }
+
+    /// Has the connection's task poll `work`, the response of `request_id` (in `one` when it
+    /// is free).
+    fn poll_here(&mut self, request_id: u16, work: InlineFuture) -> Task {
+        if self.one.is_none() {
+            self.one = Some((request_id, work));
+            return Task::One;
+        }
+        let (work, handle) = abortable(work);
+        self.inline.push(work);
+        Task::Inline(handle)
+    }
+}
+
+/// Polls the request in [`Session::one`]; done, it leaves the slot.
+fn poll_one(
+    one: &mut Option<(u16, InlineFuture)>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(u16, Outcome)> {
+    let Some((_, work)) = one else {
+        return std::task::Poll::Pending;
+    };
+    let done = std::task::ready!(work.as_mut().poll(cx));
+    *one = None;
+    std::task::Poll::Ready(done)
 }
 
 /// Whether `buf` starts with the record that ends the STDIN of `request_id` at once: the
