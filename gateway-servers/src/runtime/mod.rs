@@ -163,24 +163,6 @@ impl Default for Config {
     }
 }
 
-/// Lets the tasks that are ready now run before the caller goes on: the task wakes itself once
-/// and is queued behind them. Unlike `tokio::task::yield_now`, which defers the wake-up until
-/// the worker has polled the I/O driver (an `epoll_wait` each time), this costs no system
-/// call: it serves to gather what ready tasks produce (a FastCGI response's records, a batch of
-/// jobs for the worker pool), not to let I/O in.
-pub(crate) async fn yield_to_ready_tasks() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
-}
-
 /// Where `wsgi.errors` goes in the network servers: `tracing` events at the warn level, one
 /// per message, a line break inside a message written as `\n` (`\r` likewise), so that what
 /// an app writes (a panic message may quote a request) cannot forge lines of the log.
@@ -341,7 +323,7 @@ impl<A: App + 'static> Runtime<A> {
             });
         }
         let (sender, receiver) = handoff();
-        self.requests.pool.spawn(PooledJob {
+        let flush = self.requests.pool.spawn(PooledJob {
             app: self.app.clone(),
             environ,
             permit,
@@ -349,7 +331,11 @@ impl<A: App + 'static> Runtime<A> {
             send_timeout: self.config.send_timeout,
         });
         Some(AppRun {
-            state: AppRunState::Pooled { head: receiver },
+            state: AppRunState::Pooled {
+                head: receiver,
+                flush,
+                yielded: false,
+            },
         })
     }
 }
@@ -568,8 +554,16 @@ enum AppRunState {
         permit: Option<RequestPermit>,
     },
     /// A blocking app on the worker pool: its head comes back through `head`, with its body:
-    /// the data when it is in memory, else a [`PooledBody`] its frames come through.
-    Pooled { head: HeadReceiver },
+    /// the data when it is in memory, else a [`PooledBody`] its frames come through. The
+    /// first job of a batch holds the pool's wake-up (`flush`) until its task has yielded
+    /// once, behind the tasks that are ready now (the requests that came in together queue
+    /// their jobs meanwhile): one wake-up of a pool thread for the batch, with no task of its
+    /// own.
+    Pooled {
+        head: HeadReceiver,
+        flush: Option<pool::Flush<PooledJob>>,
+        yielded: bool,
+    },
 }
 
 impl std::fmt::Debug for AppRun {
@@ -605,7 +599,22 @@ impl std::future::Future for AppRun {
                 };
                 Poll::Ready(Response::from_parts(parts, body))
             }
-            AppRunState::Pooled { head } => {
+            AppRunState::Pooled {
+                head,
+                flush,
+                yielded,
+            } => {
+                if flush.is_some() {
+                    // The task wakes itself and is queued behind the tasks that are ready
+                    // now. Unlike `tokio::task::yield_now`, which defers the wake-up until
+                    // the worker has polled the I/O driver (an `epoll_wait` each time), this
+                    // costs no system call.
+                    if !std::mem::replace(yielded, true) {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    *flush = None;
+                }
                 let (parts, body) = match std::task::ready!(std::pin::Pin::new(head).poll(cx)) {
                     Ok(head) => head,
                     // The job ended without a head: the pool dropped it unrun (it was
@@ -832,6 +841,49 @@ mod tests {
     fn a_head(text: &'static str) -> Head {
         let (parts, ()) = Response::new(()).into_parts();
         (parts, gateway_core::Body::from(text))
+    }
+
+    #[test]
+    fn a_batch_runs_when_its_first_request_is_dropped_unpolled() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (called_tx, called) = std::sync::mpsc::channel();
+        let called_tx = Mutex::new(called_tx);
+        let app = move |environ: Environ, start: gateway_core::StartResponse| {
+            let path = environ.path_info().to_vec();
+            called_tx.lock().unwrap().send(path).unwrap();
+            let _ = start.start(http::StatusCode::OK, http::HeaderMap::new());
+            gateway_core::Body::empty()
+        };
+        let server = Runtime::new(app, Config::default());
+        let request = |path: &'static str| {
+            let mut environ = Environ::new();
+            environ.set("PATH_INFO", path);
+            server.run_app(environ).expect("room for the request")
+        };
+        runtime.block_on(async {
+            // The first holds the batch's wake-up of the pool; the second is queued behind it.
+            let first = request("/first");
+            let second = request("/second");
+            assert!(matches!(
+                &first.state,
+                AppRunState::Pooled { flush: Some(_), .. }
+            ));
+            assert!(matches!(
+                &second.state,
+                AppRunState::Pooled { flush: None, .. }
+            ));
+            drop(first);
+            let response = tokio::time::timeout(Duration::from_secs(10), second)
+                .await
+                .expect("the second request ran");
+            assert_eq!(response.status(), http::StatusCode::OK);
+        });
+        // The first was given up before a thread took it: its app was not called.
+        assert_eq!(called.try_iter().collect::<Vec<_>>(), [b"/second".to_vec()]);
     }
 
     #[test]

@@ -67,7 +67,7 @@ struct State<J> {
     sleeping: usize,
     /// Wake-ups sent and not yet taken by a sleeping thread.
     wakeups: usize,
-    /// A task on the runtime will make sure a thread looks at the queue.
+    /// A [`Flush`] is owed: its holder will make sure a thread looks at the queue.
     flush_pending: bool,
     /// The watcher runs.
     watched: bool,
@@ -121,38 +121,38 @@ impl<J: Job> Pool<J> {
         }
     }
 
-    /// Runs `job` on a thread of the pool. A job that panics ends only itself. Called inside a
-    /// tokio runtime with its timer, the runtime runs the tasks that wake the pool's threads
-    /// (see the [module documentation](self)); called outside one, a thread is woken at once
-    /// and no watcher runs.
-    pub(crate) fn spawn(&self, job: J) {
+    /// Runs `job` on a thread of the pool. A job that panics ends only itself.
+    ///
+    /// The first job of a batch returns the wake-up the batch is owed: the caller drops it
+    /// once the tasks that are ready now have been polled (and have queued their jobs), which
+    /// costs no task of its own ([`AppRun`](super::AppRun) holds it across one yield of its
+    /// task). Dropping it at once is always correct; only the batching is lost. Called outside
+    /// a tokio runtime, a thread is woken at once, no watcher runs, and nothing is returned.
+    pub(crate) fn spawn(&self, job: J) -> Option<Flush<J>> {
         let mut state = self.shared.lock();
         state.queue.push_back(job);
         if state.flush_pending {
-            return;
+            return None;
         }
         state.flush_pending = true;
         drop(state);
         let flush = Flush(self.shared.clone());
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(after_ready_tasks(flush))),
-            Err(_) => drop(flush),
+            Ok(_) => Some(flush),
+            Err(_) => {
+                drop(flush);
+                None
+            }
         }
     }
 }
 
-/// Drops `flush` once the tasks that are ready now have been polled (and have queued their
-/// jobs).
-async fn after_ready_tasks<J: Job>(flush: Flush<J>) {
-    crate::runtime::yield_to_ready_tasks().await;
-    drop(flush);
-}
-
 /// A wake-up owed to the queue. Dropping it makes sure a thread looks at the queue, and that
-/// the watcher runs while jobs wait: in the drop, so that it happens even when the runtime
-/// drops the task that held it unrun (it was shutting down), and no job is left waiting for a
-/// wake-up that never comes.
-struct Flush<J: Job>(Arc<Shared<J>>);
+/// the watcher runs while jobs wait: in the drop, so that it happens however its holder ends
+/// (a task dropped unpolled as the runtime shuts down included), and no job is left waiting
+/// for a wake-up that never comes.
+#[must_use = "dropping it wakes the pool: hold it until the tasks ready now have run"]
+pub(crate) struct Flush<J: Job>(Arc<Shared<J>>);
 
 impl<J: Job> Drop for Flush<J> {
     fn drop(&mut self) {
@@ -331,13 +331,18 @@ mod tests {
     type Boxed = Box<dyn FnOnce() + Send>;
 
     impl Pool<Boxed> {
-        /// Queues a closure.
+        /// Queues a closure; the wake-up it may owe goes after the tasks ready now.
         fn run(&self, job: impl FnOnce() + Send + 'static) {
-            self.spawn(Box::new(job));
+            if let Some(flush) = self.spawn(Box::new(job)) {
+                drop(tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    drop(flush);
+                }));
+            }
         }
     }
 
-    /// A runtime for the pool's wake-up tasks, as the server's.
+    /// A runtime for the tasks that hold the pool's wake-ups, as the server's.
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
