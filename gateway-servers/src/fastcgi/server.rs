@@ -37,7 +37,7 @@ use super::protocol::{Connection, Event, IdMap, Settings};
 use super::web_server_addrs::WebServerAddrs;
 use crate::params::{BodyFraming, bound_input, framed_environ_from_block};
 use crate::runtime::{
-    BodyGuard, Listener, Runtime, Shutdown, Stream, plain_response, poll_write_bufs,
+    BodyGuard, Listener, Responding, Runtime, Shutdown, Stream, plain_response, poll_write_bufs,
     read_until_close, serve_connections,
 };
 
@@ -233,7 +233,7 @@ enum Task {
 impl Task {
     /// Drops the request `request_id`'s response, and with it the app's body (its close
     /// runs); `one` is the session's.
-    fn abort(&self, request_id: u16, one: &mut Option<(u16, InlineFuture)>) {
+    fn abort(&self, request_id: u16, one: &mut Option<(u16, Work)>) {
         match self {
             Task::Spawned(task) => task.abort(),
             Task::Inline(handle) => handle.abort(),
@@ -254,8 +254,47 @@ enum Outcome {
     Ended(u32),
 }
 
-/// A request polled by the connection's task.
+/// A request polled by the connection's task, among others.
 type InlineFuture = Pin<Box<dyn Future<Output = (u16, Outcome)> + Send>>;
+
+/// A request's response, as [`Session::start_request`] prepares it: most (no body to read
+/// first) with the runtime's [`Responding`] as it is, which the connection's task polls in
+/// [`Session::one`] without a box.
+enum Respond {
+    Now(Responding),
+    Later(Pin<Box<dyn Future<Output = http::Response<gateway_core::Body>> + Send>>),
+}
+
+impl Future for Respond {
+    type Output = http::Response<gateway_core::Body>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Respond::Now(responding) => Pin::new(responding).poll(cx),
+            Respond::Later(later) => later.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What the connection's task polls for a request: its response, or the rest of its body.
+enum Work {
+    Respond(Role, Respond),
+    Rest(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+}
+
+impl Work {
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        match self {
+            Work::Respond(role, respond) => Pin::new(respond)
+                .poll(cx)
+                .map(|response| Outcome::Response(*role, response)),
+            Work::Rest(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
 
 /// Bytes of output waiting for the connection above which it stops reading records, and stops
 /// taking records from its requests' queue (which then holds their tasks back).
@@ -385,7 +424,7 @@ struct Session<A: App + 'static> {
     /// A request polled by the connection's task while it is the only one: most connections
     /// carry one request at a time (nginx, Apache and lighttpd never multiplex), and this one
     /// costs no allocation of `inline`'s and no abort handle.
-    one: Option<(u16, InlineFuture)>,
+    one: Option<(u16, Work)>,
     /// The others polled by the connection's task.
     inline: FuturesUnordered<Abortable<InlineFuture>>,
     output: Output,
@@ -626,10 +665,7 @@ impl<A: App + 'static> Session<A> {
                     let (stdin, data, respond) =
                         self.start_request(key, role, environ, framing, body_ended);
                     let task = if stdin.is_none() && data.is_none() {
-                        let work: InlineFuture = Box::pin(async move {
-                            (request_id, Outcome::Response(role, respond.await))
-                        });
-                        self.poll_here(request_id, work)
+                        self.poll_here(request_id, Work::Respond(role, respond))
                     } else {
                         let out = self.out_tx.clone();
                         Task::Spawned(tokio::spawn(async move {
@@ -752,7 +788,7 @@ impl<A: App + 'static> Session<A> {
     ) -> (
         Option<mpsc::Sender<Bytes>>,
         Option<mpsc::Sender<Bytes>>,
-        impl Future<Output = http::Response<gateway_core::Body>> + Send + 'static,
+        Respond,
     ) {
         let (runtime, peer, out) = (&self.runtime, self.peer, &self.out_tx);
         environ.set("FCGI_ROLE", role.name());
@@ -818,22 +854,19 @@ impl<A: App + 'static> Session<A> {
             environ.set_peer_addr(Some(peer));
         }
         let runtime = runtime.clone();
-        let invalid = framing == BodyFraming::Invalid;
-        let respond = async move {
-            match read_first {
-                // The body's STDIN still comes, and is dropped as it does.
-                None if invalid => {
-                    tracing::warn!("FastCGI request with an invalid CONTENT_LENGTH: 400");
-                    let refused = plain_response(http::StatusCode::BAD_REQUEST, false);
-                    runtime.answer(&environ, refused).await
-                }
-                Some((body, length)) => {
-                    runtime
-                        .respond_after_body(environ, body, guard, length)
-                        .await
-                }
-                None => runtime.respond(environ, guard).await,
-            }
+        let respond = match read_first {
+            // The body's STDIN still comes, and is dropped as it does.
+            None if framing == BodyFraming::Invalid => Respond::Later(Box::pin(async move {
+                tracing::warn!("FastCGI request with an invalid CONTENT_LENGTH: 400");
+                let refused = plain_response(http::StatusCode::BAD_REQUEST, false);
+                runtime.answer(&environ, refused).await
+            })),
+            Some((body, length)) => Respond::Later(Box::pin(async move {
+                runtime
+                    .respond_after_body(environ, body, guard, length)
+                    .await
+            })),
+            None => Respond::Now(runtime.respond(environ, guard)),
         };
         (stdin_tx, data_tx, respond)
     }
@@ -864,11 +897,11 @@ impl<A: App + 'static> Session<A> {
                     generation: request.generation,
                 };
                 let out = self.out_tx.clone();
-                let rest: InlineFuture = Box::pin(async move {
-                    let app_status = send_frames(key, &mut body, &out).await;
-                    (request_id, Outcome::Ended(app_status))
-                });
-                let task = self.poll_here(request_id, rest);
+                let rest =
+                    Box::pin(
+                        async move { Outcome::Ended(send_frames(key, &mut body, &out).await) },
+                    );
+                let task = self.poll_here(request_id, Work::Rest(rest));
                 if let Some(request) = self.running.get_mut(&request_id) {
                     request.task = task;
                 }
@@ -877,13 +910,16 @@ impl<A: App + 'static> Session<A> {
         }
     }
 
-    /// Has the connection's task poll `work`, the response of `request_id` (in `one` when it
-    /// is free).
-    fn poll_here(&mut self, request_id: u16, work: InlineFuture) -> Task {
+    /// Has the connection's task poll `work`, for `request_id` (in `one` when it is free).
+    fn poll_here(&mut self, request_id: u16, mut work: Work) -> Task {
         if self.one.is_none() {
             self.one = Some((request_id, work));
             return Task::One;
         }
+        let work: InlineFuture = Box::pin(async move {
+            let outcome = std::future::poll_fn(|cx| work.poll(cx)).await;
+            (request_id, outcome)
+        });
         let (work, handle) = abortable(work);
         self.inline.push(work);
         Task::Inline(handle)
@@ -892,15 +928,16 @@ impl<A: App + 'static> Session<A> {
 
 /// Polls the request in [`Session::one`]; done, it leaves the slot.
 fn poll_one(
-    one: &mut Option<(u16, InlineFuture)>,
+    one: &mut Option<(u16, Work)>,
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<(u16, Outcome)> {
-    let Some((_, work)) = one else {
+    let Some((request_id, work)) = one else {
         return std::task::Poll::Pending;
     };
-    let done = std::task::ready!(work.as_mut().poll(cx));
+    let outcome = std::task::ready!(work.poll(cx));
+    let request_id = *request_id;
     *one = None;
-    std::task::Poll::Ready(done)
+    std::task::Poll::Ready((request_id, outcome))
 }
 
 /// Whether `buf` starts with the record that ends the STDIN of `request_id` at once: the
