@@ -500,6 +500,67 @@ pub fn encode_stream(dst: &mut BytesMut, kind: StreamKind, request_id: u16, data
     }
 }
 
+/// Begins a record of a stream whose content the caller then appends to `dst` itself, so that
+/// content written in place (a response's head) needs no buffer of its own; [`OpenRecord::close`]
+/// ends it. `dst` must not be split or truncated before the record at its end.
+///
+/// ```
+/// use bytes::{BufMut, BytesMut};
+/// use gateway_servers::fastcgi::codec::{self, StreamKind};
+///
+/// let (mut in_place, mut copied) = (BytesMut::new(), BytesMut::new());
+/// let record = codec::begin_stream_record(&mut in_place, StreamKind::Stdout, 1);
+/// in_place.put_slice(b"Status: 200 OK\r\n\r\n");
+/// record.close(&mut in_place);
+/// codec::encode_stream(&mut copied, StreamKind::Stdout, 1, b"Status: 200 OK\r\n\r\n");
+/// assert_eq!(in_place, copied);
+/// ```
+pub fn begin_stream_record(dst: &mut BytesMut, kind: StreamKind, request_id: u16) -> OpenRecord {
+    let at = dst.len();
+    put_header(dst, kind.record_type(), request_id, 0, 0);
+    OpenRecord {
+        at,
+        kind,
+        request_id,
+    }
+}
+
+/// A stream record begun with [`begin_stream_record`], its content still being appended.
+#[derive(Debug)]
+#[must_use = "a record is only whole once closed"]
+pub struct OpenRecord {
+    at: usize,
+    kind: StreamKind,
+    request_id: u16,
+}
+
+impl OpenRecord {
+    /// The content appended to `dst` so far.
+    pub fn content<'a>(&self, dst: &'a mut BytesMut) -> &'a mut [u8] {
+        &mut dst[self.at + HEADER_LEN..]
+    }
+
+    /// Ends the record: its header gets the content's length, and padding follows. Nothing
+    /// is left of a record without content (an empty record would end the stream), and content
+    /// longer than a record holds becomes the records [`encode_stream`] makes of it: `dst`
+    /// ends as `encode_stream` would have left it.
+    pub fn close(self, dst: &mut BytesMut) {
+        let len = dst.len() - self.at - HEADER_LEN;
+        if len == 0 {
+            dst.truncate(self.at);
+        } else if len > MAX_CONTENT_LEN {
+            let content = dst.split_off(self.at + HEADER_LEN);
+            dst.truncate(self.at);
+            encode_stream(dst, self.kind, self.request_id, &content);
+        } else {
+            let pad = padding_for(len);
+            dst[self.at + 4..self.at + 6].copy_from_slice(&(len as u16).to_be_bytes());
+            dst[self.at + 6] = pad;
+            dst.put_bytes(0, usize::from(pad));
+        }
+    }
+}
+
 /// Appends the empty record that ends a stream.
 pub fn encode_end_of_stream(dst: &mut BytesMut, kind: StreamKind, request_id: u16) {
     put_header(dst, kind.record_type(), request_id, 0, 0);

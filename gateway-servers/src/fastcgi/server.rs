@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use futures_util::future::{AbortHandle, Abortable, abortable};
 use futures_util::stream::FuturesUnordered;
@@ -767,12 +767,18 @@ impl<A: App + 'static> Session<A> {
 
     /// Ends a request that ran to its end (one aborted was ended when its abort came).
     fn end(&mut self, request_id: u16, app_status: u32) {
+        let mut out = BytesMut::new();
+        self.end_in(request_id, app_status, &mut out);
+        if !out.is_empty() {
+            self.output.bufs.push(out.freeze());
+        }
+    }
+
+    /// [`end`](Session::end), its records appended to `out`.
+    fn end_in(&mut self, request_id: u16, app_status: u32, out: &mut BytesMut) {
         if let Some(request) = self.running.remove(&request_id) {
             self.unread_input |= request.stdin.is_some() || request.data.is_some();
-            let mut out = BytesMut::new();
-            self.connection
-                .end_request(request_id, app_status, &mut out);
-            self.output.bufs.push(out.freeze());
+            self.connection.end_request(request_id, app_status, out);
         }
     }
 
@@ -883,10 +889,14 @@ impl<A: App + 'static> Session<A> {
             }
             Outcome::Response(role, response) => (role, response),
         };
-        let (records, rest) = begin_response(request_id, role, response).await;
+        let (mut records, rest) = begin_response(request_id, role, response).await;
         // Its `wsgi.errors` lines, queued while it ran, go first.
         self.take_queued(true);
-        self.output.bufs.push(records);
+        if !matches!(rest, Rest::More(_)) {
+            // Its end goes in the same buffer, out in the same write.
+            self.end_in(request_id, rest.app_status(), &mut records);
+        }
+        self.output.bufs.push(records.freeze());
         match rest {
             Rest::More(mut body) => {
                 let Some(request) = self.running.get(&request_id) else {
@@ -906,7 +916,7 @@ impl<A: App + 'static> Session<A> {
                     request.task = task;
                 }
             }
-            rest => self.end(request_id, rest.app_status()),
+            Rest::Ended | Rest::Failed => {}
         }
     }
 
@@ -979,17 +989,19 @@ async fn begin_response(
     request_id: u16,
     role: Role,
     response: http::Response<gateway_core::Body>,
-) -> (Bytes, Rest) {
+) -> (BytesMut, Rest) {
     let (parts, mut body) = response.into_parts();
-    let mut head = Vec::with_capacity(256);
-    if crate::cgi::write_head(&mut head, parts.status, &parts.headers, None).is_err() {
-        return (Bytes::new(), Rest::Failed);
+    // The head is written in place, in the record that its first data joins.
+    let mut records = BytesMut::with_capacity(512);
+    let record = codec::begin_stream_record(&mut records, StreamKind::Stdout, request_id);
+    let mut writer = (&mut records).writer();
+    if crate::cgi::write_head(&mut writer, parts.status, &parts.headers, None).is_err() {
+        return (BytesMut::new(), Rest::Failed);
     }
     if role == Role::Authorizer {
-        variable_names(&mut head);
+        variable_names(record.content(&mut records));
     }
-    let mut records = BytesMut::new();
-    let mut head = Some(head);
+    let mut head = Some(record);
     let rest = loop {
         if records.len() >= OUTPUT_LIMIT {
             break Rest::More(body);
@@ -1009,9 +1021,9 @@ async fn begin_response(
             Poll::Pending => break Rest::More(body),
         };
         match head.take() {
-            Some(mut head) => {
-                head.extend_from_slice(&data);
-                codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
+            Some(head) => {
+                records.extend_from_slice(&data);
+                head.close(&mut records);
             }
             None if !data.is_empty() => {
                 codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &data);
@@ -1020,9 +1032,9 @@ async fn begin_response(
         }
     };
     if let Some(head) = head {
-        codec::encode_stream(&mut records, StreamKind::Stdout, request_id, &head);
+        head.close(&mut records);
     }
-    (records.freeze(), rest)
+    (records, rest)
 }
 
 /// Sends a response as STDOUT records through the connection's queue: the `Status:` head,
@@ -1035,7 +1047,14 @@ async fn send_response(
     out: &mpsc::Sender<Out>,
 ) -> u32 {
     let (records, rest) = begin_response(key.request_id, role, response).await;
-    if !records.is_empty() && out.send(Out::Records { key, records }).await.is_err() {
+    if !records.is_empty()
+        && (out.send(Out::Records {
+            key,
+            records: records.freeze(),
+        }))
+        .await
+        .is_err()
+    {
         return 1;
     }
     match rest {

@@ -295,6 +295,25 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 proptest! {
+    /// A record written in place, after what the buffer held, leaves the buffer as
+    /// `encode_stream` would: one record per 65535 bytes, padded, none for no content.
+    #[test]
+    fn a_record_written_in_place_is_what_encode_stream_makes(
+        before in proptest::collection::vec(any::<u8>(), 0..20),
+        len in prop_oneof![0usize..40, Just(MAX_CONTENT_LEN), Just(MAX_CONTENT_LEN + 1), Just(2 * MAX_CONTENT_LEN + 9)],
+        request_id in any::<u16>(),
+    ) {
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut in_place = BytesMut::from(&before[..]);
+        let record = begin_stream_record(&mut in_place, StreamKind::Stdout, request_id);
+        in_place.put_slice(&data);
+        prop_assert_eq!(&record.content(&mut in_place)[..], &data[..]);
+        record.close(&mut in_place);
+        let mut copied = BytesMut::from(&before[..]);
+        encode_stream(&mut copied, StreamKind::Stdout, request_id, &data);
+        prop_assert_eq!(in_place, copied);
+    }
+
     #[test]
     fn records_round_trip(records in proptest::collection::vec(arb_record(), 0..8)) {
         let mut wire = BytesMut::new();
