@@ -282,7 +282,14 @@ impl Environ {
         // Each slot: 0 when free, else eight more bits of the name's hash (compared before the
         // name) above the variable's position plus one.
         let mut table = [0u16; SLOTS];
-        let find = |table: &[u16; SLOTS], vars: &[(Text, Text)], block: &[u8], name: &[u8]| {
+        // Inlined: a call per variable, with its five arguments, cost more than the probe.
+        #[inline(always)]
+        fn find(
+            table: &[u16; SLOTS],
+            vars: &[(Text, Text)],
+            block: &[u8],
+            name: &[u8],
+        ) -> Result<usize, (usize, u8)> {
             let hash = name_hash(name);
             let tag = (hash >> 8) as u8;
             let mut slot = hash as usize % SLOTS;
@@ -298,7 +305,7 @@ impl Environ {
                 }
                 slot = (slot + 1) % SLOTS;
             }
-        };
+        }
         let block = &self.block;
         for position in 0..self.vars.len().min(TRACKED) {
             let name = self.vars[position].0.of(block);
