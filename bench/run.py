@@ -1137,7 +1137,9 @@ def write_report(results, started, finished, load_start, load_end):
     w("- Workloads: **hello** (`GET /`, `Hello, world!\\n`) and **echo** (`POST /echo` with a "
       "64 KiB body, answered with the same 64 KiB). Every peer serves both with the same "
       "bytes: `bench-app` (examples/src/bin/bench-app.rs) for this project, sources under "
-      "`bench/peers/` for the others.")
+      "`bench/peers/` for the others. This project and the plain hyper peer are built with "
+      "the same release profile (`lto = \"fat\"`, `codegen-units = 1`), the C peers with "
+      "`gcc -O2`, the Go peers with `go build`.")
     w("- wrk is a closed-loop generator: its p99 hides coordinated omission. The p99 figures "
       "compare servers under the same generator, not absolute tail latency.")
     w("- Python servers: %d workers × %d threads (gunicorn gthread, uWSGI `--processes "
