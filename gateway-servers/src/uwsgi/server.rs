@@ -225,6 +225,10 @@ async fn refuse(
     Ok(())
 }
 
+/// The longest first chunk of a response body that [`send`] copies into the head's buffer
+/// (one buffer to write); a longer one is written beside it.
+const COPIED_WITH_HEAD: usize = 16 * 1024;
+
 /// Writes a whole HTTP/1.1 response, streaming its body. The connection's close ends it.
 async fn send(
     writer: &mut (impl AsyncWrite + Unpin),
@@ -234,13 +238,17 @@ async fn send(
     let mut head = Vec::with_capacity(256);
     crate::cgi::write_head(&mut head, parts.status, &parts.headers, Some("HTTP/1.1"))?;
     // The head leaves with the first chunk when that is ready now (a body in memory): one
-    // write, and one read for the web server.
-    let mut bufs = Vec::with_capacity(2);
-    bufs.push(Bytes::from(head));
+    // write, and one read for the web server. A short chunk is copied after the head, in its
+    // buffer; a long one goes beside it.
     let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     let mut ended = false;
+    let mut beside = None;
     match first {
-        Poll::Ready(Some(Ok(frame))) => bufs.extend(frame.into_data().ok()),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if data.len() <= COPIED_WITH_HEAD => head.extend_from_slice(&data),
+            Ok(data) => beside = Some(data),
+            Err(_) => {}
+        },
         Poll::Ready(Some(Err(error))) => {
             tracing::warn!(%error, "response aborted");
             ended = true;
@@ -248,7 +256,10 @@ async fn send(
         Poll::Ready(None) => ended = true,
         Poll::Pending => {}
     }
-    write_all_bufs(writer, &mut bufs).await?;
+    match beside {
+        None => writer.write_all(&head).await?,
+        Some(data) => write_all_bufs(writer, &mut vec![Bytes::from(head), data]).await?,
+    }
     writer.flush().await?;
     while !ended {
         let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
