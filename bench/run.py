@@ -495,12 +495,21 @@ PY_WORKERS = max(2, 2 * SERVER_CORES)
 PY_THREADS = 4
 
 
-def ours(protocol, port, *extra):
+def ours(protocol, port, *extra, binary=None):
     return Server(
         "gateway %s%s" % (protocol, " ".join(extra)),
-        [os.path.join(BIN, "bench-app"), "--%s" % protocol, "127.0.0.1:%d" % port,
+        [binary or os.path.join(BIN, "bench-app"), "--%s" % protocol, "127.0.0.1:%d" % port,
          "--max-connections", "20000"] + list(extra),
         env={"RUST_LOG": "error"}, port=port)
+
+
+# `bench-app` built without its `mimalloc` feature: the C library's malloc.
+SYSTEM_ALLOC_BIN = os.path.join(ROOT, "target", "system-alloc", "release", "bench-app")
+SYSTEM_ALLOC = " (glibc malloc)"
+
+
+def ours_system_alloc(protocol):
+    return lambda p: ours(protocol, p, binary=SYSTEM_ALLOC_BIN)
 
 
 def hyper_peer(port):
@@ -590,6 +599,7 @@ def section_http():
         ("gateway (built-in HTTP)", lambda p: ours("http", p)),
         ("gateway (built-in HTTP)" + NON_BLOCKING, lambda p: ours("http", p, "--non-blocking"),
          ("hello",)),
+        ("gateway (built-in HTTP)" + SYSTEM_ALLOC, ours_system_alloc("http"), ("hello",)),
         ("hyper (plain)", hyper_peer),
         ("Go net/http", lambda p: go_peer("http", p)),
         ("gunicorn gthread + Python", lambda p: gunicorn(p)),
@@ -671,6 +681,7 @@ def fastcgi_peers():
          ("hello",)),
         ("gateway FastCGI" + NO_BATCH, lambda p: ours("fastcgi", p, "--no-batch-scheduling"),
          ("hello",)),
+        ("gateway FastCGI" + SYSTEM_ALLOC, ours_system_alloc("fastcgi"), ("hello",)),
         ("C libfcgi pool (%d processes)" % POOL, c_pool),
         ("Go net/http/fcgi", lambda p: go_peer("fcgi", p)),
         ("PHP-FPM (%d children)" % POOL, php_fpm),
@@ -700,6 +711,7 @@ def section_uwsgi():
          ("hello",)),
         ("gateway uwsgi" + NO_BATCH, lambda p: ours("uwsgi", p, "--no-batch-scheduling"),
          ("hello",)),
+        ("gateway uwsgi" + SYSTEM_ALLOC, ours_system_alloc("uwsgi"), ("hello",)),
         ("uWSGI + Python", lambda p: uwsgi_python("uwsgi-socket", p)),
         ("gunicorn --protocol uwsgi + Python", lambda p: gunicorn(p, "uwsgi")),
         (UWSGI_FLOOR, uwsgi_floor),
@@ -1138,8 +1150,9 @@ def write_report(results, started, finished, load_start, load_end):
       "64 KiB body, answered with the same 64 KiB). Every peer serves both with the same "
       "bytes: `bench-app` (examples/src/bin/bench-app.rs) for this project, sources under "
       "`bench/peers/` for the others. This project and the plain hyper peer are built with "
-      "the same release profile (`lto = \"fat\"`, `codegen-units = 1`), the C peers with "
-      "`gcc -O2`, the Go peers with `go build`.")
+      "the same release profile (`lto = \"fat\"`, `codegen-units = 1`) and the same allocator "
+      "(mimalloc, the examples' default; the rows marked *(glibc malloc)* are `bench-app` built "
+      "with the C library's malloc), the C peers with `gcc -O2`, the Go peers with `go build`.")
     w("- wrk is a closed-loop generator: its p99 hides coordinated omission. The p99 figures "
       "compare servers under the same generator, not absolute tail latency.")
     w("- Python servers: %d workers × %d threads (gunicorn gthread, uWSGI `--processes "

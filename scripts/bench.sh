@@ -34,6 +34,10 @@ BENCH_PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 # Cargo.lock so the same hyper and tokio), the Go peer, the C peers.
 echo "bench: building in release mode" >&2
 cargo build --release -q -p examples --bin bench-app
+# The same program with the C library's malloc instead of mimalloc, for the rows that show what
+# the allocator changes.
+cargo build --release -q -p examples --bin bench-app --no-default-features \
+  --target-dir target/system-alloc
 # The CGI build the deployment guide recommends (static, not position-independent: no dynamic
 # loading or relocation at each start), in its own target directory; `--target` keeps the flags
 # off build scripts and proc macros.

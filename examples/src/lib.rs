@@ -19,6 +19,12 @@ use gateway_core::{Body, Environ, StartResponse};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
+/// The allocator of every example program (they all link this library), unless built without
+/// the `mimalloc` feature.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use gateway_testkit::echo::{STREAM_CHUNK, echo};
 
 /// Answers `Hello, world!` in plain text.
