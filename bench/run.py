@@ -1331,7 +1331,10 @@ def write_report(results, started, finished, load_start, load_end):
         w("## CGI behind lighttpd\n")
         w("lighttpd 1.4 `mod_cgi` runs each program once per request; wrk sends one request at "
           "a time (1 connection) for %.0f s, %d times. Time per request = 1 / requests per "
-          "second. CPU: lighttpd and the CGI processes it waited for.\n" % (DURATION, REPEATS))
+          "second. CPU: lighttpd and the CGI processes it waited for. The static non-PIE build "
+          "is the one the deployment guide recommends for CGI, which also leaves out mimalloc "
+          "(`--no-default-features`); the default build is `bench-app` as the other sections "
+          "run it.\n" % (DURATION, REPEATS))
         c_row = find(rows, "C hello")
         w("| program | ms/request (median) | requests/s | spread | p50 ms | p99 ms | CPU % | "
           "time ÷ C's |\n|---|---|---|---|---|---|---|---|")
