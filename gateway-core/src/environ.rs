@@ -349,11 +349,8 @@ impl Environ {
         self.block = block;
         debug_assert!(
             {
-                let mut names = self.vars.iter().map(|(n, _)| n.of(&self.block));
-                let all: Vec<_> = names.by_ref().collect();
-                all.iter()
-                    .enumerate()
-                    .all(|(i, name)| !all[..i].contains(name))
+                let names: Vec<_> = self.vars().map(|(name, _)| name).collect();
+                (0..names.len()).all(|i| !names[..i].contains(&names[i]))
             },
             "a name set twice"
         );
