@@ -611,6 +611,10 @@ pub fn percent_decode(input: &[u8]) -> Bytes {
 
 /// [`percent_decode`], appending to `out`.
 fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) {
+    if !input.contains(&b'%') {
+        out.extend_from_slice(input);
+        return;
+    }
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%' {
