@@ -78,6 +78,10 @@ impl fmt::Display for UrlScheme {
 /// ```
 pub struct Environ {
     vars: Vec<(Text, Text)>,
+    /// A bit for each name set ([`name_bit`]): a name whose bit is clear is not set, and a
+    /// search for it (a lookup of a variable the front end did not send, the `set` of a new
+    /// one) ends without a pass over the variables. Bits stay when variables go.
+    names: u64,
     /// The buffer that [`Text::Part`]s are parts of.
     block: Bytes,
     url_scheme: UrlScheme,
@@ -103,6 +107,7 @@ impl Environ {
     pub fn with_capacity(vars: usize) -> Self {
         Environ {
             vars: Vec::with_capacity(vars),
+            names: 0,
             block: Bytes::new(),
             url_scheme: UrlScheme::Http,
             multithread: false,
@@ -134,6 +139,7 @@ impl Environ {
     pub fn copy_with_input(&self, input: Input) -> Environ {
         Environ {
             vars: self.vars.clone(),
+            names: self.names,
             block: self.block.clone(),
             url_scheme: self.url_scheme,
             multithread: self.multithread,
@@ -165,6 +171,9 @@ impl Environ {
     /// The variable named `name`.
     #[inline]
     fn find(&self, name: &[u8]) -> Option<&(Text, Text)> {
+        if self.names & name_bit(name) == 0 {
+            return None;
+        }
         self.vars.iter().find(|(n, _)| n.is(&self.block, name))
     }
 
@@ -189,10 +198,18 @@ impl Environ {
     pub fn set(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = Text::Own(value.into());
+        let bit = name_bit(&name);
         let block = &self.block;
-        match self.vars.iter_mut().find(|(n, _)| n.is(block, &name)) {
+        let found = match self.names & bit {
+            0 => None,
+            _ => self.vars.iter_mut().find(|(n, _)| n.is(block, &name)),
+        };
+        match found {
             Some(slot) => slot.1 = value,
-            None => self.vars.push((Text::Own(name), value)),
+            None => {
+                self.names |= bit;
+                self.vars.push((Text::Own(name), value));
+            }
         }
     }
 
@@ -329,6 +346,7 @@ impl Environ {
                     if let Some((slot, tag)) = free {
                         table[slot] = u16::from(tag) << 8 | (count as u16 + 1);
                     }
+                    self.names |= name_bit(name.of(block));
                     self.vars.push((name, value));
                 }
             }
@@ -339,6 +357,7 @@ impl Environ {
     /// value, for servers that build an environ from names that cannot repeat.
     #[inline]
     pub(crate) fn push_new(&mut self, name: Text, value: Text) {
+        self.names |= name_bit(name.of(&self.block));
         self.vars.push((name, value));
     }
 
@@ -776,6 +795,20 @@ fn common_header_var(header: &str) -> Option<&'static str> {
     })
 }
 
+/// The bit of `name` in [`Environ`]'s filter of the names set: its length, its middle byte and
+/// its last byte, mixed by a multiplication (the middle byte tells `SCRIPT_NAME` from
+/// `SERVER_NAME`).
+#[inline(always)]
+fn name_bit(name: &[u8]) -> u64 {
+    let mixed = match name.last() {
+        Some(&last) => {
+            u32::from(last) | u32::from(name[name.len() / 2]) << 8 | (name.len() as u32) << 16
+        }
+        None => 0,
+    };
+    1 << (mixed.wrapping_mul(0x9E37_79B1) >> 26)
+}
+
 /// A hash of a variable name, to compare names by a few bits before their bytes. Names are
 /// short: two loads of eight bytes (overlapping below 16 bytes) cover most of them, and the
 /// words between are mixed in for longer ones.
@@ -957,6 +990,84 @@ mod tests {
                 let last = expected.get(name).unwrap_or_default();
                 proptest::prop_assert_eq!(kept.as_deref(), Some(last));
             }
+        }
+    }
+
+    /// What a sequence of changes does to a list of variables, one by one.
+    #[derive(Debug, Clone)]
+    enum Change {
+        Set(String, String),
+        Remove(String),
+        /// Keeps the variables whose value is not this one.
+        RetainNot(String),
+        /// A block of variables set at once.
+        Block(Vec<(String, String)>),
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        let name = "[A-Z_]{0,6}|HTTP_[A-Z]{1,4}|(SCRIPT|SERVER|CONTENT)_[A-Z]{2,4}";
+        prop_oneof![
+            (name, "[0-9]{0,2}").prop_map(|(n, v)| Change::Set(n, v)),
+            name.prop_map(Change::Remove),
+            "[0-9]{0,2}".prop_map(Change::RetainNot),
+            proptest::collection::vec((name, "[0-9]{0,2}"), 0..12).prop_map(Change::Block),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Every lookup finds what a plain list of the variables holds, whatever was set,
+        /// removed and kept before, and for names of the same bit in the filter of names.
+        #[test]
+        fn lookups_find_what_a_plain_list_holds(
+            changes in proptest::collection::vec(change(), 0..40),
+            probes in proptest::collection::vec("[A-Z_]{0,6}|HTTP_[A-Z]{1,4}|(SCRIPT|SERVER|CONTENT)_[A-Z]{2,4}", 0..40),
+        ) {
+            let mut model: Vec<(String, String)> = Vec::new();
+            let mut environ = Environ::new();
+            let set = |model: &mut Vec<(String, String)>, name: &String, value: &String| {
+                match model.iter_mut().find(|(n, _)| n == name) {
+                    Some(var) => var.1 = value.clone(),
+                    None => model.push((name.clone(), value.clone())),
+                }
+            };
+            for change in &changes {
+                match change {
+                    Change::Set(name, value) => {
+                        set(&mut model, name, value);
+                        environ.set(name.clone(), value.clone());
+                    }
+                    Change::Remove(name) => {
+                        model.retain(|(n, _)| n != name);
+                        environ.remove(name);
+                    }
+                    Change::RetainNot(value) => {
+                        model.retain(|(_, v)| v != value);
+                        environ.retain_vars(|_, v| v != value.as_bytes());
+                    }
+                    Change::Block(vars) => {
+                        let mut block = Vec::new();
+                        let mut ranges = Vec::new();
+                        for (name, value) in vars {
+                            set(&mut model, name, value);
+                            let at = block.len();
+                            block.extend_from_slice(name.as_bytes());
+                            let middle = block.len();
+                            block.extend_from_slice(value.as_bytes());
+                            ranges.push((at..middle, middle..block.len()));
+                        }
+                        environ.set_all_in(Bytes::from(block), ranges);
+                    }
+                }
+            }
+            let copy = environ.copy_with_input(Input::empty());
+            for name in probes.iter().chain(model.iter().map(|(n, _)| n)) {
+                let expected = model.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_bytes());
+                proptest::prop_assert_eq!(environ.get(name), expected, "{}", name);
+                proptest::prop_assert_eq!(copy.get(name), expected, "{}", name);
+            }
+            let vars: Vec<_> = model.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+            proptest::prop_assert_eq!(environ.vars().collect::<Vec<_>>(), vars);
         }
     }
 
