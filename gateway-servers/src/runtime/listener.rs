@@ -143,6 +143,10 @@ enum Kind {
         /// [`LazyTcp`], registered with the event loop only once it has to wait (many never
         /// do). Else it is registered at once: its first read would most likely wait.
         deferred: bool,
+        /// Each connection carries one response and ends with it (uwsgi): deferred ones hold
+        /// their writes until a flush, the shutdown or the close, so that the response's last
+        /// bytes go with the FIN ([`LazyTcp::ending_with_response`]).
+        one_response: bool,
         /// The address the connections arrive at, when the socket is bound to one address (not
         /// to every address of the host): each connection's local address without a
         /// `getsockname` call.
@@ -361,6 +365,7 @@ impl BoundSocket {
                         AsyncFd::register_with_interest(std, tokio::io::Interest::READABLE)?
                     },
                     deferred,
+                    one_response: false,
                     local,
                     nodelay: AtomicU8::new(NODELAY_UNKNOWN),
                 },
@@ -388,6 +393,17 @@ impl Drop for BoundSocket {
 }
 
 impl Listener {
+    /// Marks the listener's connections as carrying one response each, ended by the
+    /// connection's end (uwsgi): a TCP connection accepted with deferred accept then holds
+    /// its writes until a flush, its shutdown or its close, and its last segment carries the
+    /// FIN. Its users must flush what has to leave before they wait for something else.
+    pub(crate) fn one_response_per_connection(mut self) -> Self {
+        if let Kind::Tcp { one_response, .. } = &mut self.kind {
+            *one_response = true;
+        }
+        self
+    }
+
     /// Opens a listener. Must run inside a tokio runtime. A Unix socket file gets `mode`
     /// (`0o660` when `None`), and a stale one (nobody listening) is replaced.
     pub fn bind(bind: &Bind, mode: Option<u32>) -> io::Result<Listener> {
@@ -409,6 +425,7 @@ impl Listener {
             Kind::Tcp {
                 listener,
                 deferred,
+                one_response,
                 local,
                 nodelay,
             } => {
@@ -429,7 +446,9 @@ impl Listener {
                     }
                 }
                 let local = local.or_else(|| stream.local_addr().ok());
-                let stream: Box<dyn Stream> = if *deferred {
+                let stream: Box<dyn Stream> = if *deferred && *one_response {
+                    Box::new(LazyTcp::ending_with_response(stream))
+                } else if *deferred {
                     Box::new(LazyTcp::new(stream))
                 } else {
                     Box::new(tokio::net::TcpStream::from_std(stream)?)

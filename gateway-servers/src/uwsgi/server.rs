@@ -38,7 +38,7 @@ pub async fn serve<A: App + 'static>(
 ) -> io::Result<()> {
     let handler_runtime = runtime.clone();
     serve_connections(
-        listener,
+        listener.one_response_per_connection(),
         runtime.config(),
         runtime.connection_limit(),
         shutdown,
@@ -185,7 +185,8 @@ async fn handle<A: App + 'static>(
         // No body: the connection is not split between the body's reader and the response's
         // writer, and the response's end is the connection's (dropping the stream closes it).
         let response = runtime.respond(environ, BodyGuard::none()).await;
-        return send(&mut stream, response).await;
+        send(&mut stream, response).await?;
+        return stream.shutdown().await;
     }
     let (reader, mut writer) = tokio::io::split(stream);
     let body = SocketBody::new(reader, buf, framing);
@@ -229,7 +230,9 @@ async fn refuse(
 /// (one buffer to write); a longer one is written beside it.
 const COPIED_WITH_HEAD: usize = 16 * 1024;
 
-/// Writes a whole HTTP/1.1 response, streaming its body. The connection's close ends it.
+/// Writes a whole HTTP/1.1 response, streaming its body, each chunk flushed as it comes. The
+/// caller ends it with `writer`'s shutdown (the connection's end): what was written last may
+/// wait for that (see `Listener::one_response_per_connection`).
 async fn send(
     writer: &mut (impl AsyncWrite + Unpin),
     response: http::Response<gateway_core::Body>,
@@ -259,6 +262,10 @@ async fn send(
     match beside {
         None => writer.write_all(&head).await?,
         Some(data) => write_all_bufs(writer, &mut vec![Bytes::from(head), data]).await?,
+    }
+    if ended || http_body::Body::is_end_stream(&body) {
+        // The caller's shutdown sends it, with the end of the connection.
+        return Ok(());
     }
     writer.flush().await?;
     while !ended {
