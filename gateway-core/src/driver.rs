@@ -189,7 +189,7 @@ fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
     Ok(Head {
         status,
         headers,
-        written: Written::take(&mut state.written),
+        written: Queued::take_written(&mut state.written),
     })
 }
 
@@ -234,43 +234,74 @@ type AppBody = ManuallyDrop<Option<Body>>;
 struct Head {
     status: StatusCode,
     headers: HeaderMap,
-    written: Written,
+    written: Queued,
 }
 
-/// What `write()` pushed, in order. Most apps never write: then there is no queue at all, and
-/// nothing to drop.
+/// The data of a response already in memory, in order: what `write()` pushed, then the first
+/// chunk of the app's body when it was taken while the head was decided. Most responses have
+/// one such chunk (a body in memory) or none: then there is no queue to allocate or drop, and
+/// the whole is no larger than a `VecDeque` and its tag, which keeps the response small
+/// enough to be moved cheaply.
 #[derive(Default)]
-struct Written(Option<VecDeque<Bytes>>);
+enum Queued {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(VecDeque<Bytes>),
+}
 
-impl Written {
-    /// Takes what the shared state holds.
-    fn take(written: &mut VecDeque<Bytes>) -> Self {
+impl Queued {
+    /// Takes what `write()` pushed from the shared state.
+    fn take_written(written: &mut VecDeque<Bytes>) -> Self {
         if written.is_empty() {
-            Written(None)
+            Queued::Empty
         } else {
-            Written(Some(std::mem::take(written)))
+            Queued::Many(std::mem::take(written))
+        }
+    }
+
+    /// Adds `data` (not empty) at the end.
+    fn push_back(&mut self, data: Bytes) {
+        match self {
+            Queued::Empty => *self = Queued::One(data),
+            Queued::Many(queue) => queue.push_back(data),
+            Queued::One(_) => {
+                let Queued::One(one) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                *self = Queued::Many(VecDeque::from([one, data]));
+            }
         }
     }
 
     #[inline]
     fn pop_front(&mut self) -> Option<Bytes> {
-        self.0.as_mut()?.pop_front()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.0.iter().flatten()
+        match self {
+            Queued::Empty => None,
+            Queued::One(_) => match std::mem::take(self) {
+                Queued::One(data) => Some(data),
+                _ => unreachable!("matched above"),
+            },
+            Queued::Many(queue) => queue.pop_front(),
+        }
     }
 
     /// How many bytes are queued.
     fn byte_len(&self) -> u64 {
-        match &self.0 {
-            None => 0,
-            Some(queue) => queue.iter().map(|data| data.len() as u64).sum(),
+        match self {
+            Queued::Empty => 0,
+            Queued::One(data) => data.len() as u64,
+            Queued::Many(queue) => queue.iter().map(|data| data.len() as u64).sum(),
         }
     }
 
+    /// How many chunks are queued.
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, VecDeque::len)
+        match self {
+            Queued::Empty => 0,
+            Queued::One(_) => 1,
+            Queued::Many(queue) => queue.len(),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -278,7 +309,7 @@ impl Written {
     }
 
     fn clear(&mut self) {
-        self.0 = None;
+        *self = Queued::Empty;
     }
 }
 
@@ -443,6 +474,10 @@ impl ResponseFuture {
             // The body has nothing left: close it now.
             close_body(self.body.take(), &self.errors);
         }
+        let mut queue = written;
+        if let Some(first) = first {
+            queue.push_back(first);
+        }
         let no_length = status.is_informational() || status == StatusCode::NO_CONTENT;
         // One lookup of Content-Length: read what the app declared, or add what is known.
         let remaining = match headers.entry(CONTENT_LENGTH) {
@@ -465,8 +500,7 @@ impl ResponseFuture {
                 };
                 match rest {
                     Some(rest) if !no_length && status != StatusCode::NOT_MODIFIED => {
-                        let first_len = first.as_ref().map_or(0, Bytes::len);
-                        let total = written.byte_len() + first_len as u64 + rest;
+                        let total = queue.byte_len() + rest;
                         if total == 0 && self.is_head {
                             // An app that answers HEAD with an empty body says nothing of the
                             // length a GET would get: no `Content-Length: 0` in its name.
@@ -495,17 +529,13 @@ impl ResponseFuture {
         let must_close = match (remaining, &*body) {
             // The whole body is known now: when it is longer than declared, the connection
             // is marked before the head goes out, so a server can say so in it.
-            (Some(declared), None) => {
-                let known = written.byte_len() + first.as_ref().map_or(0, Bytes::len) as u64;
-                known > declared
-            }
+            (Some(declared), None) => queue.byte_len() > declared,
             _ => false,
         };
         // Built in one expression, straight into the response (a body built apart, then
         // moved in, is copied whole).
         response.map(|()| ResponseBody {
-            queue: written,
-            first,
+            queue,
             trailers,
             body,
             remaining,
@@ -528,7 +558,7 @@ impl ResponseFuture {
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head {
-            body.first = Some(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
+            body.queue = Queued::One(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
             body.remaining = Some(INTERNAL_ERROR_BODY.len() as u64);
         }
         let mut response = Response::new(body);
@@ -632,10 +662,9 @@ pub(crate) fn declared_length<'a>(
 /// the response (closes the connection, ends the FastCGI request with an error, ...). Dropping
 /// it drops the app's body.
 pub struct ResponseBody {
-    /// What `write()` pushed, in order.
-    queue: Written,
-    /// The first chunk of the app's body, taken while the head was decided.
-    first: Option<Bytes>,
+    /// What `write()` pushed, then the first chunk of the app's body when it was taken while
+    /// the head was decided.
+    queue: Queued,
     trailers: Option<Box<HeaderMap>>,
     body: AppBody,
     /// Bytes still allowed by the Content-Length, if there is one.
@@ -649,8 +678,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn empty(errors: SharedSink) -> Self {
         ResponseBody {
-            queue: Written(None),
-            first: None,
+            queue: Queued::Empty,
             trailers: None,
             body: AppBody::new(None),
             remaining: None,
@@ -714,25 +742,17 @@ impl ResponseBody {
                 None => return Err(self),
             },
         };
-        // Written data and the first chunk are never empty.
-        let chunks = self.queue.len() + usize::from(self.first.is_some()) + usize::from(rest > 0);
-        let len = self
-            .queue
-            .iter()
-            .chain(&self.first)
-            .map(Bytes::len)
-            .sum::<usize>() as u64
-            + rest;
+        // Queued chunks are never empty.
+        let chunks = self.queue.len() + usize::from(rest > 0);
+        let len = self.queue.byte_len() + rest;
         if chunks > 1 || self.trailers.is_some() || self.remaining.is_some_and(|n| n != len) {
             return Err(self);
         }
-        Ok(
-            match (self.queue.pop_front(), self.first.take(), self.body.take()) {
-                (Some(data), _, _) | (None, Some(data), _) => data,
-                (None, None, Some(body)) => body.into_full_bytes(),
-                (None, None, None) => Bytes::new(),
-            },
-        )
+        Ok(match (self.queue.pop_front(), self.body.take()) {
+            (Some(data), _) => data,
+            (None, Some(body)) => body.into_full_bytes(),
+            (None, None) => Bytes::new(),
+        })
     }
 
     /// How many body bytes were yielded so far.
@@ -766,7 +786,6 @@ impl ResponseBody {
         );
         data.truncate(remaining as usize);
         self.queue.clear();
-        self.first = None;
         close_body(self.body.take(), &self.errors);
         self.must_close = true;
     }
@@ -802,7 +821,7 @@ impl ResponseBody {
     #[inline(never)]
     fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         loop {
-            if let Some(data) = self.queue.pop_front().or_else(|| self.first.take()) {
+            if let Some(data) = self.queue.pop_front() {
                 match self.limit(data) {
                     Some(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     None => continue,
@@ -845,7 +864,6 @@ impl ResponseBody {
         self.done = true;
         close_body(self.body.take(), &self.errors);
         self.queue.clear();
-        self.first = None;
         Some(Err(error))
     }
 }
@@ -860,10 +878,7 @@ impl Drop for ResponseBody {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field(
-                "queued",
-                &(self.queue.len() + usize::from(self.first.is_some())),
-            )
+            .field("queued", &self.queue.len())
             .field("body", &*self.body)
             .field("remaining", &self.remaining)
             .field("sent", &self.sent)
@@ -888,7 +903,7 @@ impl http_body::Body for ResponseBody {
         if this.done {
             return Poll::Ready(None);
         }
-        if let Some(data) = this.queue.pop_front().or_else(|| this.first.take()) {
+        if let Some(data) = this.queue.pop_front() {
             if let Some(data) = this.limit(data) {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
@@ -902,7 +917,7 @@ impl http_body::Body for ResponseBody {
         if self.done {
             return true;
         }
-        if !self.queue.is_empty() || self.first.is_some() || self.trailers.is_some() {
+        if !self.queue.is_empty() || self.trailers.is_some() {
             return false;
         }
         match self.remaining {
@@ -921,12 +936,7 @@ impl http_body::Body for ResponseBody {
         if let Some(remaining) = self.remaining {
             return SizeHint::with_exact(remaining);
         }
-        let queued = self
-            .queue
-            .iter()
-            .chain(&self.first)
-            .map(|d| d.len() as u64)
-            .sum::<u64>();
+        let queued = self.queue.byte_len();
         match &*self.body {
             None => SizeHint::with_exact(queued),
             Some(body) => {
@@ -1050,6 +1060,13 @@ mod tests {
                 _ => assert_eq!(polled.unwrap().to_bytes(), "ab", "{case}"),
             }
         }
+    }
+
+    #[test]
+    fn a_response_moves_in_at_most_256_bytes() {
+        // A move of up to 256 bytes is an inline copy or the short path of `memcpy`; servers
+        // move the response and its body several times.
+        assert!(size_of::<Response<ResponseBody>>() <= 256);
     }
 
     #[test]
