@@ -578,10 +578,18 @@ impl ResponseFuture {
 }
 
 /// A Content-Length header value; small ones are shared static bytes.
+// Inlined for the small ones (the value is built in place); larger ones are made apart.
+#[inline]
 fn length_value(n: u64) -> HeaderValue {
-    if let Some(text) = small_decimal_str(n) {
-        return HeaderValue::from_static(text);
+    match small_decimal_str(n) {
+        Some(text) => HeaderValue::from_static(text),
+        None => large_length_value(n),
     }
+}
+
+/// [`length_value`] of 10,000 and more.
+#[inline(never)]
+fn large_length_value(n: u64) -> HeaderValue {
     HeaderValue::from_maybe_shared(decimal(n)).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
