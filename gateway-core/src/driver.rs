@@ -92,7 +92,7 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
         }
     };
     ResponseFuture {
-        stage,
+        stage: ManuallyDrop::new(stage),
         body: AppBody::new(body),
         is_head,
         errors,
@@ -332,7 +332,9 @@ enum Stage {
 /// async app's waiting happens before the head goes out.
 #[must_use = "a response does nothing unless polled"]
 pub struct ResponseFuture {
-    stage: Stage,
+    /// `ManuallyDrop`: most futures are dropped done, with nothing in their stage; the `Drop`
+    /// drops what is left, so the drop glue is spared its call.
+    stage: ManuallyDrop<Stage>,
     body: AppBody,
     is_head: bool,
     errors: SharedSink,
@@ -343,7 +345,7 @@ impl fmt::Debug for ResponseFuture {
         f.debug_struct("ResponseFuture")
             .field("body", &*self.body)
             .field("is_head", &self.is_head)
-            .field("done", &matches!(self.stage, Stage::Done))
+            .field("done", &matches!(*self.stage, Stage::Done))
             .finish_non_exhaustive()
     }
 }
@@ -353,11 +355,11 @@ impl Drop for ResponseFuture {
     /// client went away).
     fn drop(&mut self) {
         close_body(self.body.take(), &self.errors);
-        if matches!(self.stage, Stage::Decided(_))
-            && let Stage::Decided(shared) = std::mem::replace(&mut self.stage, Stage::Done)
-        {
+        match std::mem::replace(&mut *self.stage, Stage::Done) {
+            Stage::Done => {}
             // Never polled: the state goes back to the thread's spare all the same.
-            Shared::recycle(shared);
+            Stage::Decided(shared) => Shared::recycle(shared),
+            stage => drop(stage),
         }
     }
 }
@@ -367,7 +369,7 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
         let this = &mut *self;
-        let shared = match std::mem::replace(&mut this.stage, Stage::Done) {
+        let shared = match std::mem::replace(&mut *this.stage, Stage::Done) {
             Stage::Open(shared) => shared,
             Stage::Decided(mut shared) => {
                 // What the body does first, for the error of a response never started (only
@@ -407,7 +409,7 @@ impl Future for ResponseFuture {
                     return Poll::Ready(this.fail(Error::panic(&*payload)));
                 }
                 Ok(Poll::Pending) => {
-                    this.stage = Stage::Open(shared);
+                    *this.stage = Stage::Open(shared);
                     return Poll::Pending;
                 }
                 Ok(Poll::Ready(None)) => {
@@ -535,8 +537,8 @@ impl ResponseFuture {
         // Built in one expression, straight into the response (a body built apart, then
         // moved in, is copied whole).
         response.map(|()| ResponseBody {
-            queue,
-            trailers,
+            queue: ManuallyDrop::new(queue),
+            trailers: ManuallyDrop::new(trailers),
             body,
             remaining,
             sent: 0,
@@ -558,7 +560,7 @@ impl ResponseFuture {
 
         let mut body = ResponseBody::empty(self.errors.clone());
         if !self.is_head {
-            body.queue = Queued::One(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
+            *body.queue = Queued::One(Bytes::from_static(INTERNAL_ERROR_BODY.as_bytes()));
             body.remaining = Some(INTERNAL_ERROR_BODY.len() as u64);
         }
         let mut response = Response::new(body);
@@ -671,9 +673,11 @@ pub(crate) fn declared_length<'a>(
 /// it drops the app's body.
 pub struct ResponseBody {
     /// What `write()` pushed, then the first chunk of the app's body when it was taken while
-    /// the head was decided.
-    queue: Queued,
-    trailers: Option<Box<HeaderMap>>,
+    /// the head was decided. `ManuallyDrop`: most bodies are dropped with nothing queued (it
+    /// was sent); the `Drop` drops what is left, so the drop glue is spared its call.
+    queue: ManuallyDrop<Queued>,
+    /// The trailers, when they were the body's first frame. `ManuallyDrop` as `queue`.
+    trailers: ManuallyDrop<Option<Box<HeaderMap>>>,
     body: AppBody,
     /// Bytes still allowed by the Content-Length, if there is one.
     remaining: Option<u64>,
@@ -686,8 +690,8 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn empty(errors: SharedSink) -> Self {
         ResponseBody {
-            queue: Queued::Empty,
-            trailers: None,
+            queue: ManuallyDrop::new(Queued::Empty),
+            trailers: ManuallyDrop::new(None),
             body: AppBody::new(None),
             remaining: None,
             sent: 0,
@@ -880,6 +884,12 @@ impl Drop for ResponseBody {
     /// Closes the app's body when the server drops the response before its end.
     fn drop(&mut self) {
         close_body(self.body.take(), &self.errors);
+        if !matches!(*self.queue, Queued::Empty) {
+            drop(std::mem::take(&mut *self.queue));
+        }
+        if self.trailers.is_some() {
+            drop(self.trailers.take());
+        }
     }
 }
 
