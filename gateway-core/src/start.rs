@@ -110,8 +110,17 @@ impl Drop for Hooks {
     #[inline]
     fn drop(&mut self) {
         if self.0.capacity() != 0 {
-            drop(std::mem::take(&mut *self.0));
+            self.drop_all();
         }
+    }
+}
+
+impl Hooks {
+    /// The rest of [`Drop::drop`], outlined so that the drop of hooks with no vector is small
+    /// enough to be inlined where a `StartResponse` or `Writer` is dropped.
+    #[inline(never)]
+    fn drop_all(&mut self) {
+        drop(std::mem::take(&mut *self.0));
     }
 }
 
