@@ -375,24 +375,28 @@ impl Future for ResponseFuture {
                 // What the body does first, for the error of a response never started (only
                 // an in-memory body can leave it to here).
                 let what = this.body.as_ref().map_or("ended", body_did);
-                let taken = match Arc::get_mut(&mut shared) {
-                    Some(unique) => {
-                        let state = unique.state_mut();
-                        let taken = take_head(state, what);
+                let Some(unique) = Arc::get_mut(&mut shared) else {
+                    let taken = take_head(&mut shared.lock(), what);
+                    Shared::recycle(shared);
+                    return Poll::Ready(match taken {
+                        Ok(head) => this.respond(head, None, None),
+                        Err(error) => this.fail(error),
+                    });
+                };
+                // Each arm takes its own head and returns its own response: a head or a
+                // response shared by the arms is copied again.
+                let state = unique.state_mut();
+                match take_head(state, what) {
+                    Ok(head) => {
                         state.reset();
                         Shared::recycle_unique(shared);
-                        taken
+                        return Poll::Ready(this.respond(head, None, None));
                     }
-                    None => {
-                        let taken = take_head(&mut shared.lock(), what);
-                        Shared::recycle(shared);
-                        taken
+                    Err(error) => {
+                        state.reset();
+                        Shared::recycle_unique(shared);
+                        return Poll::Ready(this.fail(error));
                     }
-                };
-                // Each arm returns its own response: one value for both would be copied.
-                match taken {
-                    Ok(head) => return Poll::Ready(this.respond(head, None, None)),
-                    Err(error) => return Poll::Ready(this.fail(error)),
                 }
             }
             Stage::Failed(error) => return Poll::Ready(this.fail(*error)),
