@@ -259,31 +259,50 @@ pub fn write_head(
     headers: &HeaderMap,
     nph: Option<&str>,
 ) -> io::Result<()> {
-    let reason = status.canonical_reason().unwrap_or("Unknown");
     match nph {
         Some(protocol) => {
-            out.write_all(protocol.as_bytes())?;
-            out.write_all(b" ")?;
+            write_status_line(out, protocol, status)?;
+            if !headers.contains_key(http::header::DATE) {
+                out.write_all(b"Date: ")?;
+                with_http_date(|date| out.write_all(date))?;
+                out.write_all(b"\r\n")?;
+            }
+            if !headers.contains_key(http::header::SERVER) {
+                out.write_all(
+                    concat!("Server: gateway/", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
+                )?;
+            }
+            out.write_all(b"Connection: close\r\n")?;
         }
-        None => out.write_all(b"Status: ")?,
+        None => {
+            out.write_all(b"Status: ")?;
+            write_status(out, status)?;
+        }
     }
+    write_fields(out, headers)
+}
+
+/// Writes a status line, `PROTOCOL NNN Reason`, CRLF-terminated.
+pub(crate) fn write_status_line(
+    out: &mut impl Write,
+    protocol: &str,
+    status: StatusCode,
+) -> io::Result<()> {
+    out.write_all(protocol.as_bytes())?;
+    out.write_all(b" ")?;
+    write_status(out, status)
+}
+
+/// `NNN Reason`, CRLF-terminated.
+fn write_status(out: &mut impl Write, status: StatusCode) -> io::Result<()> {
     out.write_all(status.as_str().as_bytes())?;
     out.write_all(b" ")?;
-    out.write_all(reason.as_bytes())?;
-    out.write_all(b"\r\n")?;
-    if nph.is_some() {
-        if !headers.contains_key(http::header::DATE) {
-            out.write_all(b"Date: ")?;
-            with_http_date(|date| out.write_all(date))?;
-            out.write_all(b"\r\n")?;
-        }
-        if !headers.contains_key(http::header::SERVER) {
-            out.write_all(
-                concat!("Server: gateway/", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
-            )?;
-        }
-        out.write_all(b"Connection: close\r\n")?;
-    }
+    out.write_all(status.canonical_reason().unwrap_or("Unknown").as_bytes())?;
+    out.write_all(b"\r\n")
+}
+
+/// Writes each header as `name: value`, CRLF-terminated, then the empty line that ends a head.
+pub(crate) fn write_fields(out: &mut impl Write, headers: &HeaderMap) -> io::Result<()> {
     for (name, value) in headers {
         out.write_all(name.as_str().as_bytes())?;
         out.write_all(b": ")?;

@@ -101,9 +101,17 @@ fn nginx_vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 fn requests_with_and_without_bodies() {
     let server = Server::start(echo, codec::MAX_VARS_SIZE);
     let reply = server.request(0, &nginx_vars(&[("HTTP_PROXY", "http://evil")]), b"");
-    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
-    assert!(reply.contains("\r\nConnection: close\r\n"), "{reply}");
-    assert!(reply.ends_with("\r\n\r\nGET |/x|proxy=false|"), "{reply}");
+    // The status line and the response's headers only, as uWSGI answers: the web server
+    // adds its Date.
+    assert_eq!(
+        reply,
+        concat!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n",
+            "server: gateway/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n\r\nGET |/x|proxy=false|"
+        )
+    );
 
     let reply = server.request(
         0,

@@ -230,16 +230,20 @@ async fn refuse(
 /// (one buffer to write); a longer one is written beside it.
 const COPIED_WITH_HEAD: usize = 16 * 1024;
 
-/// Writes a whole HTTP/1.1 response, streaming its body, each chunk flushed as it comes. The
-/// caller ends it with `writer`'s shutdown (the connection's end): what was written last may
-/// wait for that (see `Listener::one_response_per_connection`).
+/// Writes a whole HTTP/1.1 response (the status line and the response's headers), streaming its
+/// body, each chunk flushed as it comes. The caller ends it with `writer`'s shutdown (the
+/// connection's end): what was written last may wait for that (see
+/// `Listener::one_response_per_connection`).
 async fn send(
     writer: &mut (impl AsyncWrite + Unpin),
     response: http::Response<gateway_core::Body>,
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
-    crate::cgi::write_head(&mut head, parts.status, &parts.headers, Some("HTTP/1.1"))?;
+    // The status line and the response's headers, no more (as uWSGI answers, and as the
+    // FastCGI server does): the web server in front adds its own `Date`.
+    crate::cgi::write_status_line(&mut head, "HTTP/1.1", parts.status)?;
+    crate::cgi::write_fields(&mut head, &parts.headers)?;
     // The head leaves with the first chunk when that is ready now (a body in memory): one
     // write, and one read for the web server. A short chunk is copied after the head, in its
     // buffer; a long one goes beside it.
