@@ -127,9 +127,13 @@ impl LazyTcp {
         }
     }
 
-    /// Notes that a write may have left bytes held.
+    /// Notes that a write may have left bytes held: one that wrote on the plain socket (a
+    /// write that would have waited registered the stream, and went without `MSG_MORE`).
     fn note_written(&mut self, written: &Poll<io::Result<usize>>) {
-        if self.holds && matches!(written, Poll::Ready(Ok(1..))) {
+        if self.holds
+            && matches!(self.state, State::Plain(_))
+            && matches!(written, Poll::Ready(Ok(1..)))
+        {
             self.held = true;
         }
     }

@@ -183,7 +183,8 @@ async fn handle<A: App + 'static>(
     }
     if matches!(framing, BodyFraming::Length(0) | BodyFraming::None) {
         // No body: the connection is not split between the body's reader and the response's
-        // writer, and the response's end is the connection's (dropping the stream closes it).
+        // writer, and the response's end is the connection's (its shutdown ends the response,
+        // the drop closes it).
         let response = runtime.respond(environ, BodyGuard::none()).await;
         send(&mut stream, response).await?;
         return stream.shutdown().await;
