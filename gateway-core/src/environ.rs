@@ -354,7 +354,9 @@ impl Environ {
     }
 
     /// Adds a meta-variable that the caller knows is not set yet: no search for an earlier
-    /// value, for servers that build an environ from names that cannot repeat.
+    /// value, for servers that build an environ from names that cannot repeat. The name is
+    /// bytes of its own (its bit in the filter of names is taken now, before any block is set);
+    /// the value may be a part of the block given later with [`set_block`](Environ::set_block).
     #[inline]
     pub(crate) fn push_new(&mut self, name: Text, value: Text) {
         self.names |= name_bit(name.of(&self.block));
