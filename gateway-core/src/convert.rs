@@ -166,11 +166,9 @@ where
     // reference count per value.
     let mut copies = Copies::for_request(&parts, host_header);
     // Every name below is set once (header names are distinct, lower case, and those with `_`
-    // are dropped, so no two map to one variable): `push_new` skips the search for a
-    // previous value.
-    let mut set = |name: &'static str, value: Text| {
-        environ.push_new(Text::from_static(name.as_bytes()), value);
-    };
+    // are dropped, so no two map to one variable): `push_static` and `push_new` skip the search
+    // for a previous value.
+    let mut set = |name: &'static str, value: Text| environ.push_static(name, value);
     let own = Text::Own;
     let empty = || Text::from_static(b"");
 
@@ -262,7 +260,7 @@ where
             content_length = request_content_length(std::iter::once(value).chain(&mut more));
             more.for_each(drop);
             if let Some(length) = content_length {
-                environ.push_new(Text::from_static(b"CONTENT_LENGTH"), own(decimal(length)));
+                environ.push_static("CONTENT_LENGTH", own(decimal(length)));
             }
             continue;
         }
@@ -272,10 +270,7 @@ where
     }
     if host_header.is_none() {
         if let Some(authority) = parts.uri.authority() {
-            environ.push_new(
-                Text::from_static(b"HTTP_HOST"),
-                copies.copy(authority.as_str().as_bytes()),
-            );
+            environ.push_static("HTTP_HOST", copies.copy(authority.as_str().as_bytes()));
         }
     }
     environ.set_block(copies.into_block());

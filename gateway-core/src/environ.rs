@@ -363,6 +363,14 @@ impl Environ {
         self.vars.push((name, value));
     }
 
+    /// [`push_new`](Environ::push_new) of a name known at compile time: inlined, so that the
+    /// name's bit in the filter of names is computed by the compiler.
+    #[inline(always)]
+    pub(crate) fn push_static(&mut self, name: &'static str, value: Text) {
+        self.names |= name_bit(name.as_bytes());
+        self.vars.push((Text::from_static(name.as_bytes()), value));
+    }
+
     /// Gives the environ the block that the [`Text::Part`]s pushed with
     /// [`push_new`](Environ::push_new) are parts of; it must have none before.
     pub(crate) fn set_block(&mut self, block: Bytes) {
