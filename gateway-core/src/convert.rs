@@ -422,7 +422,9 @@ pub fn request_from_environ(mut environ: Environ) -> Result<Request<Input>, http
 /// A response the [driver](crate::driver) made for an app that failed before its head (the one
 /// [`driver::failure`](crate::driver::failure) finds) is passed on as that failure, not as an
 /// ordinary 500: the driver outside answers it with the same error, so that the middleware
-/// around (error pages, a body limit's 413) still sees a failure.
+/// around (error pages, a body limit's 413) still sees a failure, and with the headers
+/// middleware inside asked for on it
+/// ([`StartResponse::with_failure_header`](crate::StartResponse::with_failure_header)).
 ///
 /// ```
 /// use gateway_core::{convert::respond, Body, Environ, StartResponse};
@@ -444,7 +446,11 @@ where
     if let Some(failure) =
         failure.filter(|_| response.status() == http::StatusCode::INTERNAL_SERVER_ERROR)
     {
-        return Body::error(crate::error::Relayed(failure.clone()));
+        let headers: crate::start::FailureHeaders = crate::driver::failure_headers(&response)
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let headers = (!headers.is_empty()).then(|| Box::new(headers));
+        return Body::error(crate::error::Relayed(failure.clone(), headers));
     }
     let (mut parts, body) = response.into_parts();
     let hop_by_hop: Vec<HeaderName> = parts

@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, HeaderMap, HeaderValue};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 
@@ -64,8 +64,8 @@ use crate::decimal::{decimal, small_decimal_str};
 use crate::environ::parse_digits;
 use crate::error::{Error, ErrorKind, Relayed};
 use crate::errors::log_line;
-use crate::start::{Shared, State};
-use crate::{App, Body, Environ, SharedSink, StartResponse};
+use crate::start::{FailureHeaders, Shared, State};
+use crate::{App, Body, Environ, SharedSink, StartResponse, is_hop_by_hop};
 
 /// The body of the 500 response the driver makes when an app fails before its head.
 pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error\n";
@@ -81,13 +81,14 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
     let shared = Shared::fresh();
     let start = StartResponse::new(shared.clone());
     let outcome = catch_unwind(AssertUnwindSafe(|| app.call(environ, start)));
+    let mut failure_headers = None;
     let (body, stage) = match outcome {
         Ok(body) => {
-            let stage = decide_after_call(shared, &body);
+            let stage = decide_after_call(shared, &body, &mut failure_headers);
             (Some(body), stage)
         }
         Err(payload) => {
-            close(&shared);
+            failure_headers = close(&shared);
             (None, Stage::Failed(Box::new(Error::panic(&*payload))))
         }
     };
@@ -96,6 +97,7 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
         body: AppBody::new(body),
         is_head,
         errors,
+        failure_headers,
     }
 }
 
@@ -104,9 +106,14 @@ pub fn call<A: App + ?Sized>(app: &A, mut environ: Environ) -> ResponseFuture {
 /// or `write()` fixed the head), the stage says so. The head stays in the shared state until
 /// the future is polled (nothing can change it any more), so the future stays small. When
 /// nothing else holds the shared state (the app dropped its `StartResponse` or `Writer`, as
-/// most do), no lock is taken, and for an in-memory body the state is not even touched.
+/// most do), no lock is taken, and for an in-memory body the state is not even touched. When
+/// the app failed, the headers for the driver's 500 are taken into `failure_headers`.
 #[inline]
-fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
+fn decide_after_call(
+    mut shared: Arc<Shared>,
+    body: &Body,
+    failure_headers: &mut Option<Box<FailureHeaders>>,
+) -> Stage {
     let in_memory = body.in_memory_len().is_some();
     if in_memory && Arc::strong_count(&shared) == 1 {
         // Nothing else holds the state, and nothing can take it any more (the driver gives
@@ -122,6 +129,7 @@ fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
                 return Stage::Open(shared);
             }
             if let Err(error) = commit_head(state, body_did(body)) {
+                *failure_headers = state.take_failure_headers();
                 state.reset();
                 Shared::recycle_unique(shared);
                 return Stage::Failed(Box::new(error));
@@ -135,7 +143,11 @@ fn decide_after_call(mut shared: Arc<Shared>, body: &Body) -> Stage {
                 drop(state);
                 return Stage::Open(shared);
             }
-            commit_head(&mut state, body_did(body))
+            let committed = commit_head(&mut state, body_did(body));
+            if committed.is_err() {
+                *failure_headers = state.take_failure_headers();
+            }
+            committed
         }
     };
     match committed {
@@ -178,10 +190,16 @@ fn not_started(state: &mut State, what: &str) -> Error {
 }
 
 /// Fixes the head and takes it from the shared state: the status, headers and written data,
-/// or the error when the app never started the response. `what` names what the body did.
+/// or the error when the app never started the response. `what` names what the body did. The
+/// headers for the driver's 500 go to `failure_headers` (the response may still fail).
 // Inlined, so that the head goes to the response without a copy of the whole.
 #[inline(always)]
-fn take_head(state: &mut State, what: &str) -> Result<Head, Error> {
+fn take_head(
+    state: &mut State,
+    what: &str,
+    failure_headers: &mut Option<Box<FailureHeaders>>,
+) -> Result<Head, Error> {
+    *failure_headers = state.take_failure_headers();
     commit_head(state, what)?;
     let Some((status, headers)) = state.head.take() else {
         unreachable!("a committed head is there")
@@ -215,13 +233,14 @@ fn drop_app_body(body: Body, errors: &SharedSink) {
     }
 }
 
-/// Marks the response as decided in the shared state: a `Writer` the app kept can neither
-/// write nor restart any more.
-fn close(shared: &Shared) {
+/// Marks the response as decided in the shared state, when the app failed: a `Writer` the app
+/// kept can neither write nor restart any more. Returns the headers for the driver's 500.
+fn close(shared: &Shared) -> Option<Box<FailureHeaders>> {
     let mut state = shared.lock();
     state.writes_closed = true;
     state.committed = true;
     state.written.clear();
+    state.take_failure_headers()
 }
 
 /// The app's body while the driver holds it, `None` once closed. Its holders (the
@@ -338,6 +357,8 @@ pub struct ResponseFuture {
     body: AppBody,
     is_head: bool,
     errors: SharedSink,
+    /// The headers middleware asked for on the driver's 500, once taken from the shared state.
+    failure_headers: Option<Box<FailureHeaders>>,
 }
 
 impl fmt::Debug for ResponseFuture {
@@ -376,7 +397,7 @@ impl Future for ResponseFuture {
                 // an in-memory body can leave it to here).
                 let what = this.body.as_ref().map_or("ended", body_did);
                 let Some(unique) = Arc::get_mut(&mut shared) else {
-                    let taken = take_head(&mut shared.lock(), what);
+                    let taken = take_head(&mut shared.lock(), what, &mut this.failure_headers);
                     Shared::recycle(shared);
                     return Poll::Ready(match taken {
                         Ok(head) => this.respond(head, None, None),
@@ -386,7 +407,7 @@ impl Future for ResponseFuture {
                 // Each arm takes its own head and returns its own response: a head or a
                 // response shared by the arms is copied again.
                 let state = unique.state_mut();
-                match take_head(state, what) {
+                match take_head(state, what, &mut this.failure_headers) {
                     Ok(head) => {
                         state.reset();
                         Shared::recycle_unique(shared);
@@ -409,7 +430,7 @@ impl Future for ResponseFuture {
             let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *body).poll_frame(cx)));
             let (first, what) = match polled {
                 Err(payload) => {
-                    close(&shared);
+                    this.failure_headers = close(&shared);
                     return Poll::Ready(this.fail(Error::panic(&*payload)));
                 }
                 Ok(Poll::Pending) => {
@@ -421,9 +442,12 @@ impl Future for ResponseFuture {
                     (None, "ended")
                 }
                 Ok(Poll::Ready(Some(Err(error)))) => {
-                    close(&shared);
+                    this.failure_headers = close(&shared);
                     return Poll::Ready(match error.downcast::<Relayed>() {
-                        Ok(relayed) => this.failed(relayed.0),
+                        Ok(relayed) => {
+                            let Relayed(error, relayed_headers) = *relayed;
+                            this.failed(error, relayed_headers)
+                        }
                         Err(error) => this.fail(Error::app(error)),
                     });
                 }
@@ -434,7 +458,7 @@ impl Future for ResponseFuture {
                     (Some(frame), "yielded data")
                 }
             };
-            let taken = take_head(&mut shared.lock(), what);
+            let taken = take_head(&mut shared.lock(), what, &mut this.failure_headers);
             Shared::recycle(shared);
             return Poll::Ready(match taken {
                 Ok(head) => match first.map(Frame::into_data) {
@@ -555,11 +579,16 @@ impl ResponseFuture {
     /// Turns a failure before the head into a 500 response, and logs it.
     fn fail(&mut self, error: Error) -> Response<ResponseBody> {
         log_line(&*self.errors, &format!("gateway: {error}"));
-        self.failed(Arc::new(error))
+        self.failed(Arc::new(error), None)
     }
 
-    /// The 500 response of a failure before the head (logged where it happened).
-    fn failed(&mut self, error: Arc<Error>) -> Response<ResponseBody> {
+    /// The 500 response of a failure before the head (logged where it happened), with the
+    /// headers middleware asked for: those `relayed` from a driver inside, then this driver's.
+    fn failed(
+        &mut self,
+        error: Arc<Error>,
+        relayed: Option<Box<FailureHeaders>>,
+    ) -> Response<ResponseBody> {
         close_body(self.body.take(), &self.errors);
 
         let mut body = ResponseBody::empty(self.errors.clone());
@@ -578,8 +607,63 @@ impl ResponseFuture {
             CONTENT_LENGTH,
             length_value(INTERNAL_ERROR_BODY.len() as u64),
         );
+        for added in [relayed, self.failure_headers.take()].into_iter().flatten() {
+            for (name, value) in *added {
+                add_failure_header(headers, name, value);
+            }
+        }
         response.extensions_mut().insert(error);
         response
+    }
+}
+
+/// Adds a header middleware asked for on a failure's answer, unless the answer has it already
+/// or it is one that `start` refuses (`Status`, hop-by-hop).
+fn add_failure_header(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    if name == "status" || is_hop_by_hop(&name) {
+        return;
+    }
+    // Not `entry`: a second use of it here makes the compiler outline the one in `respond`.
+    if !headers.contains_key(&name) {
+        headers.insert(name, value);
+    }
+}
+
+/// The headers of the driver's 500 beyond its own `Content-Type` and `Content-Length`: those
+/// middleware asked for with [`StartResponse::with_failure_header`] (and any a middleware that
+/// plays server added to it). A server or middleware that answers in place of the 500 copies
+/// them with [`keep_failure_headers`].
+pub fn failure_headers<B>(
+    response: &Response<B>,
+) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    response
+        .headers()
+        .iter()
+        .filter(|(name, _)| **name != CONTENT_TYPE && **name != CONTENT_LENGTH)
+}
+
+/// Copies the [`failure_headers`] of the driver's 500 `failed` into `headers`, those of the
+/// response that replaces it, where they have no such header and `start` would take it.
+///
+/// ```
+/// use gateway_core::{driver, Body, Environ, StartResponse};
+/// use http::header::{HeaderName, HeaderValue};
+///
+/// let app = |_: Environ, start: StartResponse| {
+///     let _start = start.with_failure_header(
+///         HeaderName::from_static("x-request-id"),
+///         HeaderValue::from_static("7"),
+///     );
+///     Body::error("the request body was too large")
+/// };
+/// let failed = gateway_core::block_on(driver::call(&app, Environ::new()));
+/// let mut answer = http::HeaderMap::new();
+/// driver::keep_failure_headers(&failed, &mut answer);
+/// assert_eq!(answer["x-request-id"], "7");
+/// ```
+pub fn keep_failure_headers<B>(failed: &Response<B>, headers: &mut HeaderMap) {
+    for (name, value) in failure_headers(failed) {
+        add_failure_header(headers, name.clone(), value.clone());
     }
 }
 

@@ -119,12 +119,17 @@ impl std::error::Error for Error {
 /// An inner app's failure that a middleware passes on as its own ([`convert::respond`] of a
 /// response the driver made for a failure): the driver outside answers it with the same
 /// [`Error`], as [`driver::failure`] then tells the middleware around it, and does not log it a
-/// second time.
+/// second time. With the error go the headers middleware put on the 500 inside (see
+/// [`StartResponse::with_failure_header`](crate::StartResponse::with_failure_header)), for the
+/// 500 outside.
 ///
 /// [`convert::respond`]: crate::convert::respond
 /// [`driver::failure`]: crate::driver::failure
 #[derive(Debug)]
-pub(crate) struct Relayed(pub(crate) std::sync::Arc<Error>);
+pub(crate) struct Relayed(
+    pub(crate) std::sync::Arc<Error>,
+    pub(crate) Option<Box<crate::start::FailureHeaders>>,
+);
 
 impl fmt::Display for Relayed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

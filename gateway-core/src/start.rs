@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::BoxError;
 
@@ -34,7 +34,13 @@ pub(crate) struct State {
     pub(crate) writes_closed: bool,
     /// Why the last start was refused, for the driver's report.
     pub(crate) refused: Option<StartError>,
+    /// Headers for the driver's 500, should the app fail before its head (see
+    /// [`StartResponse::with_failure_header`]).
+    pub(crate) failure_headers: FailureHeaders,
 }
+
+/// Headers that middleware asked the driver to put on its 500, in the order given.
+pub(crate) type FailureHeaders = Vec<(HeaderName, HeaderValue)>;
 
 impl State {
     /// Back to the initial state, for the next request.
@@ -47,6 +53,18 @@ impl State {
         self.written_len = 0;
         self.writes_closed = false;
         self.refused = None;
+        if !self.failure_headers.is_empty() {
+            self.failure_headers.clear();
+        }
+    }
+
+    /// Takes the headers for the driver's 500 (`None`, and no allocation, when there are none).
+    #[inline]
+    pub(crate) fn take_failure_headers(&mut self) -> Option<Box<FailureHeaders>> {
+        if self.failure_headers.is_empty() {
+            return None;
+        }
+        Some(Box::new(std::mem::take(&mut self.failure_headers)))
     }
 }
 
@@ -302,6 +320,38 @@ impl StartResponse {
         F: FnMut(Bytes) -> io::Result<Bytes> + Send + 'static,
     {
         self.hooks.0.push(AnyHook::Write(Box::new(hook)));
+        self
+    }
+
+    /// Returns a `StartResponse` whose response carries `name: value` even when the app fails
+    /// before its head: the [driver](crate::driver)'s 500 gets the header too (the app's own
+    /// head gets only what [`map_head`](StartResponse::map_head) hooks add). Made for headers a
+    /// client or an operator needs on every answer, such as a request id or CORS headers.
+    ///
+    /// The 500 keeps its own `Content-Type` and `Content-Length`; a header it already has is
+    /// not added again, and a `Status` or hop-by-hop header is left out, as
+    /// [`start`](StartResponse::start) would refuse it. When a middleware that plays server
+    /// relays the failure outward (see [`convert::respond`](crate::convert::respond)), the 500
+    /// of the driver outside carries these headers too. A server that answers in place of the
+    /// 500 (413, 408 or 400, when the request body broke a limit) keeps them as well.
+    ///
+    /// ```
+    /// use gateway_core::{Body, Environ, StartResponse};
+    /// use http::HeaderValue;
+    ///
+    /// let app = |_: Environ, start: StartResponse| -> Body {
+    ///     let _start = start.with_failure_header(
+    ///         http::header::HeaderName::from_static("x-request-id"),
+    ///         HeaderValue::from_static("42"),
+    ///     );
+    ///     panic!("a bug before the head");
+    /// };
+    /// let response = gateway_core::block_on(gateway_core::driver::call(&app, Environ::new()));
+    /// assert_eq!(response.status(), 500);
+    /// assert_eq!(response.headers()["x-request-id"], "42");
+    /// ```
+    pub fn with_failure_header(self, name: HeaderName, value: HeaderValue) -> StartResponse {
+        self.shared.lock().failure_headers.push((name, value));
         self
     }
 }

@@ -714,3 +714,115 @@ impl<I: Iterator + Unpin> futures_core::Stream for Frames<I> {
         Poll::Ready(self.0.next())
     }
 }
+
+/// Asks for a request id on the driver's 500, along with two headers it must leave out (a
+/// hop-by-hop one, and a `Content-Type` the 500 has already).
+fn marked(start: StartResponse) -> StartResponse {
+    use http::header::{CONNECTION, HeaderName};
+    start
+        .with_failure_header(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("r-1"),
+        )
+        .with_failure_header(CONNECTION, HeaderValue::from_static("close"))
+        .with_failure_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+}
+
+fn assert_marked_500(response: Response<ResponseBody>) {
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()["x-request-id"], "r-1");
+    assert!(!response.headers().contains_key(http::header::CONNECTION));
+    assert_eq!(
+        response.headers()[CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(drain(response).0, INTERNAL_ERROR_BODY.as_bytes());
+}
+
+#[test]
+fn failure_headers_reach_the_500_on_every_way_to_fail_before_the_head() {
+    // A panic in the call.
+    let panics = |_: Environ, s: StartResponse| -> Body {
+        let _s = marked(s);
+        panic!("a bug")
+    };
+    assert_marked_500(run(&panics, "GET").0);
+    // A body that fails before its head.
+    let fails = |_: Environ, s: StartResponse| {
+        let _s = marked(s);
+        Body::error("no database")
+    };
+    assert_marked_500(run(&fails, "GET").0);
+    // Data in memory with no start.
+    let unstarted = |_: Environ, s: StartResponse| {
+        let _s = marked(s);
+        Body::from("data")
+    };
+    assert_marked_500(run(&unstarted, "GET").0);
+    // A body that panics in its first poll, which was to start the response.
+    let lazy = |_: Environ, s: StartResponse| {
+        let s = marked(s);
+        Body::from_future(async move {
+            let _s = s;
+            panic!("a bug in the body");
+        })
+    };
+    assert_marked_500(run(&lazy, "GET").0);
+    // An invalid Content-Length, found when the head is taken; the app keeps its writer, so
+    // the head is taken under the lock.
+    let bad_length = |_: Environ, s: StartResponse| {
+        let writer = marked(s)
+            .start(StatusCode::OK, headers(&[("content-length", "x")]))
+            .unwrap();
+        Body::from_future(async move {
+            drop(writer);
+            Ok(Body::from("data"))
+        })
+    };
+    assert_marked_500(run(&bad_length, "GET").0);
+    let bad_length_in_memory = |_: Environ, s: StartResponse| {
+        let _ = marked(s).start(StatusCode::OK, headers(&[("content-length", "x")]));
+        Body::from("data")
+    };
+    assert_marked_500(run(&bad_length_in_memory, "GET").0);
+}
+
+#[test]
+fn failure_headers_stay_off_other_responses_and_other_requests() {
+    let succeeds = |_: Environ, s: StartResponse| {
+        let _ = marked(s).start(StatusCode::OK, HeaderMap::new());
+        Body::from("fine")
+    };
+    let (response, _) = run(&succeeds, "GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!response.headers().contains_key("x-request-id"));
+    drop(response);
+    // The next request on this thread gets the state the last one left (it is recycled): the
+    // headers asked for there are gone.
+    let panics = |_: Environ, _: StartResponse| -> Body { panic!("a bug") };
+    let (response, _) = run(&panics, "GET");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!response.headers().contains_key("x-request-id"));
+}
+
+#[test]
+fn failure_headers_go_out_with_a_relayed_failure() {
+    // A middleware that plays server: the inner app's 500 is relayed outward as a failure.
+    let inner = |_: Environ, s: StartResponse| {
+        let _s = marked(s);
+        Body::error("no database")
+    };
+    let outer = move |environ: Environ, start: StartResponse| {
+        let response = driver::call(&inner, environ);
+        Body::from_future(async move { Ok(gateway_core::convert::respond(start, response.await)) })
+    };
+    let (response, log) = run(&outer, "GET");
+    assert_eq!(failure(&response), ErrorKind::App);
+    assert_marked_500(response);
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "logged once: {:?}",
+        log.lock().unwrap()
+    );
+}

@@ -109,11 +109,9 @@ impl<A: App> App for BodyLimitApp<A> {
             let response = response.await;
             let failed = driver::failure(&response).is_some();
             if failed && exceeded.load(Ordering::Relaxed) {
-                return Ok(plain(
-                    start,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    HeaderMap::new(),
-                ));
+                let mut headers = HeaderMap::new();
+                driver::keep_failure_headers(&response, &mut headers);
+                return Ok(plain(start, StatusCode::PAYLOAD_TOO_LARGE, headers));
             }
             Ok(respond(start, response))
         })
@@ -206,6 +204,20 @@ mod tests {
         assert_eq!(run(&app, None, "123456"), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(run(&app, None, "12345"), StatusCode::OK);
         assert_eq!(run(&app, None, ""), StatusCode::OK);
+    }
+
+    #[test]
+    fn the_413_keeps_the_headers_asked_for_on_failures() {
+        let app = Builder::new()
+            .with(BodyLimit::new(5))
+            .with(crate::RequestId::new())
+            .app(reader);
+        let mut environ = Environ::new();
+        environ.set("HTTP_X_REQUEST_ID", "big-1");
+        environ.set_input(Input::from_bytes("123456"));
+        let response = gateway_core::block_on(driver::call(&app, environ));
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()["x-request-id"], "big-1");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! there and sane (1 to 200 visible ASCII characters); otherwise one is made, unique within the
 //! process and unlikely to repeat across processes. The app finds it in the environ (as the
 //! header's variable, `HTTP_X_REQUEST_ID`, and in the [`RequestIdValue`] extension), and the
-//! response carries it back in the same header unless the app set one.
+//! response carries it back in the same header unless the app set one. So does the 500 the
+//! driver answers when the app fails before its head, and the 413, 408 or 400 a server answers
+//! in its place (see [`StartResponse::with_failure_header`]): the failures are where the id is
+//! needed most.
 //!
 //! ```
 //! use gateway_core::{driver, Body, Builder, Environ, StartResponse};
@@ -119,6 +122,7 @@ impl<A: App> App for RequestIdApp<A> {
         );
         environ.extensions_mut().insert(RequestIdValue(id.clone()));
         let header = self.header.clone();
+        let start = start.with_failure_header(header.clone(), id.clone());
         let start = start.map_head(move |_: &mut StatusCode, headers: &mut HeaderMap| {
             if !headers.contains_key(&header) {
                 headers.insert(header.clone(), id.clone());
@@ -156,6 +160,31 @@ mod tests {
             assert_ne!(made, bad);
             assert!(valid(made.as_bytes()));
         }
+    }
+
+    #[test]
+    fn failures_before_the_head_carry_the_id() {
+        let panics = Builder::new()
+            .with(RequestId::new())
+            .app(|_: Environ, _: StartResponse| -> Body { panic!("a bug") });
+        let mut environ = Environ::new();
+        environ.set("HTTP_X_REQUEST_ID", "trace-500");
+        let response = gateway_core::block_on(driver::call(&panics, environ));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-request-id"], "trace-500");
+        assert!(
+            driver::failure(&response).is_some(),
+            "still the driver's failure"
+        );
+
+        // A body that fails before its head, under a middleware that plays server (the
+        // failure is relayed outward, with the header).
+        let fails = Builder::new()
+            .with(crate::Compression::new())
+            .with(RequestId::new())
+            .app(|_: Environ, _: StartResponse| Body::error("no database"));
+        let made = run(&fails, None);
+        assert!(valid(made.as_bytes()));
     }
 
     #[test]

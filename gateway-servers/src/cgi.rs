@@ -103,7 +103,9 @@ pub fn run<A: App>(app: A) -> ExitCode {
             // away): the app failed on the client's doing, 400 (CGI has no body limits to
             // note, so that is the only answer `failure_status` can give here).
             Some(failure) if driver::failure_status(failure, None).is_some() => {
-                gateway_core::block_on(driver::call(&bad_request, Environ::new()))
+                let mut answer = gateway_core::block_on(driver::call(&bad_request, Environ::new()));
+                driver::keep_failure_headers(&response, answer.headers_mut());
+                answer
             }
             _ => response,
         }

@@ -327,6 +327,27 @@ fn body_limits_answer_413() {
     assert_eq!(reply.status, 200);
 }
 
+#[test]
+fn a_413_in_place_of_the_drivers_500_keeps_the_failure_headers() {
+    let mut config = config();
+    config.max_body_size = 10;
+    // The app fails reading its body (past the limit), before its head.
+    let marked = |environ: Environ, start: StartResponse| {
+        let start = start.with_failure_header(
+            http::header::HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("r-413"),
+        );
+        echo(environ, start)
+    };
+    let server = Server::start(marked, config);
+    let reply = request(
+        &server,
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("x-request-id"), Some("r-413"));
+}
+
 /// 8 MiB: more than loopback's socket buffers hold, so a client that writes it all before it
 /// reads (as nginx's `proxy_pass` does) meets a closed connection unless the server reads it.
 const LARGE: usize = 8 << 20;

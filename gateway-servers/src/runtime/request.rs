@@ -419,13 +419,18 @@ impl std::future::Future for Responding {
 
 impl Responding {
     /// The app's response, or 413, 408 or 400 in place of the driver's 500 when the app failed
-    /// because its body broke a limit or was broken ([`driver::failure_status`]).
+    /// because its body broke a limit or was broken ([`driver::failure_status`]), with the
+    /// headers middleware asked for on the 500 ([`driver::keep_failure_headers`]).
     fn checked(&self, response: Response<Body>) -> Response<Body> {
         let Some(failure) = driver::failure(&response) else {
             return response;
         };
         match driver::failure_status(failure, self.guard.outcome.as_ref()) {
-            Some(status) => body_failure_response(status, self.max_body_size),
+            Some(status) => {
+                let mut answer = body_failure_response(status, self.max_body_size);
+                driver::keep_failure_headers(&response, answer.headers_mut());
+                answer
+            }
             None => response,
         }
     }
