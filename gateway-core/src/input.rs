@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
@@ -117,7 +117,9 @@ enum Source {
 /// same kind and message.
 ///
 /// The blocking view waits with [`block_on`]: use it on a worker thread, not on the thread of
-/// an async runtime's event loop.
+/// an async runtime's event loop. On a thread marked as an event loop's
+/// ([`mark_event_loop_thread`](crate::mark_event_loop_thread)), a read that would wait fails
+/// with [`io::ErrorKind::WouldBlock`] instead (and may be retried: the input is not failed).
 ///
 /// ```
 /// use std::io::{BufRead, Read};
@@ -482,7 +484,17 @@ impl BufRead for Input {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         // A failed input is polled again: it gives its error again.
         if self.buf.is_empty() && (!self.done || matches!(self.source, Source::Failed(..))) {
-            match block_on(std::future::poll_fn(|cx| self.poll_chunk(cx))) {
+            let chunk = if crate::is_event_loop_thread() {
+                // Waiting here would stall the event loop that is to deliver the bytes.
+                let mut cx = Context::from_waker(Waker::noop());
+                match self.poll_chunk(&mut cx) {
+                    Poll::Ready(chunk) => chunk,
+                    Poll::Pending => return Err(would_block()),
+                }
+            } else {
+                block_on(std::future::poll_fn(|cx| self.poll_chunk(cx)))
+            };
+            match chunk {
                 Some(Ok(data)) => self.buf = data,
                 Some(Err(e)) => return Err(e),
                 None => {}
@@ -494,6 +506,17 @@ impl BufRead for Input {
     fn consume(&mut self, amount: usize) {
         self.buf.advance(amount.min(self.buf.len()));
     }
+}
+
+/// The error of a blocking read on an event loop's thread that would have to wait.
+#[cold]
+fn would_block() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "the request body was read synchronously on the event loop, and its next bytes have \
+         not come: a non-blocking app reads its body asynchronously (inside its body), or \
+         runs on the worker pool",
+    )
 }
 
 impl http_body::Body for Input {
@@ -595,6 +618,48 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body whose first poll waits (it wakes its waker at once), then yields `data`.
+    struct LateOnce(bool, &'static str);
+
+    impl http_body::Body for LateOnce {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if !std::mem::replace(&mut self.0, true) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(
+                (!self.1.is_empty())
+                    .then(|| Ok(Frame::data(Bytes::from(std::mem::take(&mut self.1))))),
+            )
+        }
+    }
+
+    #[test]
+    fn on_an_event_loop_a_read_that_would_wait_fails_and_may_be_retried() {
+        std::thread::spawn(|| {
+            let mut late = Input::from_body(LateOnce(false, "late"));
+            // Not marked: the read waits for the bytes.
+            assert_eq!(io::read_to_string(&mut late).unwrap(), "late");
+
+            crate::mark_event_loop_thread();
+            let mut late = Input::from_body(LateOnce(false, "late"));
+            let error = late.read(&mut [0; 8]).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+            assert!(error.to_string().contains("event loop"), "{error}");
+            // The input is not failed: once the bytes are there, they are read.
+            assert_eq!(io::read_to_string(&mut late).unwrap(), "late");
+            // Bytes at hand are read without a wait.
+            assert_eq!(io::read_to_string(chunked(&["a", "b"])).unwrap(), "ab");
+        })
+        .join()
+        .unwrap();
+    }
 
     /// A body that yields the given chunks, one per poll, then ends.
     fn chunked(chunks: &[&'static str]) -> Input {

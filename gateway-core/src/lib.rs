@@ -66,7 +66,7 @@ mod start;
 pub mod tower;
 
 pub use app::{App, Builder, Identity, Middleware, SharedApp, Stack};
-pub use block::block_on;
+pub use block::{block_on, is_event_loop_thread, mark_event_loop_thread};
 pub use body::{Body, FILE_CHUNK_SIZE, FileBody};
 pub use environ::{Environ, UrlScheme, VERSION, header_var_name, latin1};
 pub use error::{Error, ErrorKind};

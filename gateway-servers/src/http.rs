@@ -546,7 +546,7 @@ fn closing_if_cut(mut response: Response<Body>) -> Response<Body> {
 }
 
 /// Builds the environ of `request` and starts the app on it; the returned future is the
-/// response. A short body of a declared length, for a blocking app, is read whole first (see
+/// response. A short body of a declared length is read whole first (see
 /// [`Config::body_buffer_size`](crate::runtime::Config::body_buffer_size)).
 ///
 /// What the app leaves unread of an HTTP/1 request body is read to its end after it (see

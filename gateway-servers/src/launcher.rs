@@ -67,8 +67,8 @@ pub struct LauncherArgs {
     /// Largest request body in bytes (larger gets 413).
     #[arg(long, default_value_t = Config::default().max_body_size)]
     pub max_body_size: u64,
-    /// Request bodies up to this many bytes, of a declared length, are read whole before a
-    /// blocking app is called (0: never; longer bodies stream to the app).
+    /// Request bodies up to this many bytes, of a declared length, are read whole before the
+    /// app is called (0: never; longer bodies stream to the app).
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().body_buffer_size)]
     pub body_buffer_size: u64,
     /// Seconds a client may take to send a request head (then 408): the first of a connection
@@ -540,9 +540,15 @@ fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Resul
         .enable_all()
         .max_blocking_threads(config.threads)
         .thread_name("gateway");
-    if config.batch_scheduling {
-        builder.on_thread_start(batch_scheduling_or_log);
-    }
+    // Every thread of the runtime is the event loop's: an app's synchronous read of its body
+    // there fails rather than stall the loop (the worker pool's threads are not the runtime's).
+    let batch = config.batch_scheduling;
+    builder.on_thread_start(move || {
+        gateway_core::mark_event_loop_thread();
+        if batch {
+            batch_scheduling_or_log();
+        }
+    });
     let runtime = builder
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;

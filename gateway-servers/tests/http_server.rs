@@ -348,6 +348,30 @@ fn a_413_in_place_of_the_drivers_500_keeps_the_failure_headers() {
     assert_eq!(reply.header("x-request-id"), Some("r-413"));
 }
 
+#[test]
+fn a_non_blocking_app_that_reads_its_body_synchronously_fails_its_request_and_not_the_server() {
+    let mut config = config();
+    config.blocking = false;
+    config.body_buffer_size = 10;
+    let server = Server::start(echo, config);
+    // A body longer than the buffer streams, and it comes later than the head: the app's
+    // synchronous read would wait on the event loop.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let reply = read_reply(&mut stream, &mut buf, "POST");
+    assert_eq!(reply.status, 500);
+    // The server still answers, and a short body, read whole before the app runs, is read
+    // synchronously.
+    let reply = request(
+        &server,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!((reply.status, &reply.body[..]), (200, &b"POST / hello"[..]));
+}
+
 /// 8 MiB: more than loopback's socket buffers hold, so a client that writes it all before it
 /// reads (as nginx's `proxy_pass` does) meets a closed connection unless the server reads it.
 const LARGE: usize = 8 << 20;

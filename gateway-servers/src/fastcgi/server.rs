@@ -818,7 +818,7 @@ impl<A: App + 'static> Session<A> {
         // FastCGI ends STDIN with an empty record: a request without CONTENT_LENGTH still has a
         // well-defined end (Apache streams chunked bodies this way). An Authorizer has no body
         // (the Responder owns it, and Apache's mod_authnz_fcgi sends no STDIN at all).
-        // A short body of a declared length, for a blocking app, is read whole first (see
+        // A short body of a declared length is read whole first (see
         // `Config::body_buffer_size`).
         let mut read_first = None;
         let input = match (body, framing) {

@@ -61,7 +61,9 @@ pub struct Config {
     /// launcher raises 0 to 1).
     pub threads: usize,
     /// Whether the app blocks (runs on the worker pool; default) or is non-blocking (runs on
-    /// the event loop: it must never block). Flag: `--non-blocking` sets it to `false`.
+    /// the event loop: it must never block; a synchronous read of its request body that would
+    /// wait fails with `WouldBlock` there, which the app's 500 then reports, instead of
+    /// stalling the loop). Flag: `--non-blocking` sets it to `false`.
     pub blocking: bool,
     /// Connections open at once (default 10,000), over all the listeners of a runtime; past it,
     /// new connections wait in the listen queue. Flag: `--max-connections` (the launcher raises
@@ -84,10 +86,10 @@ pub struct Config {
     /// `--max-body-size`.
     pub max_body_size: u64,
     /// Request bodies up to this many bytes, with their length declared (and no
-    /// `Expect: 100-continue`), are read whole before a blocking app is called, so that the
-    /// app on the worker pool reads them from memory rather than waiting on the connection
-    /// chunk by chunk (default 16 KiB; 0 turns this off). Longer or unsized bodies stream.
-    /// Flag: `--body-buffer-size`.
+    /// `Expect: 100-continue`), are read whole before the app is called: a blocking app on
+    /// the worker pool reads them from memory rather than waiting on the connection chunk by
+    /// chunk, and a non-blocking app may read them synchronously (default 16 KiB; 0 turns
+    /// this off). Longer or unsized bodies stream. Flag: `--body-buffer-size`.
     pub body_buffer_size: u64,
     /// How long a client may take to send a request head (default 30 s): the first of a
     /// connection from the connection's start, a later one from its first byte (HTTP: a head
@@ -304,7 +306,9 @@ impl<A: App + 'static> Runtime<A> {
     /// Starts the app on one request: `None` when the server is at its request limit (answer
     /// 503). A blocking app runs on the worker pool, its call and every poll of its body (a
     /// body may block too), and its frames reach the connection through a bounded channel; a
-    /// non-blocking app is called here, at once. Either way the driver enforces the contract,
+    /// non-blocking app is called here, at once (this thread is then marked as an event loop's,
+    /// [`gateway_core::mark_event_loop_thread`]: a synchronous read of the request body that
+    /// would wait fails rather than hang the loop). Either way the driver enforces the contract,
     /// and dropping the response body (the client went away) drops the app's body within one
     /// frame. A body that is whole in memory when the head is decided is sent as it is, and
     /// the request leaves the request limit then.
@@ -315,6 +319,7 @@ impl<A: App + 'static> Runtime<A> {
             _permit: permit,
         };
         if !self.config.blocking {
+            gateway_core::mark_event_loop_thread();
             return Some(AppRun {
                 state: AppRunState::Direct {
                     response: driver::call(&*self.app, environ),

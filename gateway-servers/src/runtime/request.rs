@@ -291,12 +291,12 @@ impl<A: App + 'static> Runtime<A> {
 
 impl<A: App + 'static> Runtime<A> {
     /// Whether a request body of `length` bytes is read whole before the app is called: when
-    /// the app blocks and the body is not empty and at most
+    /// it is not empty and at most
     /// [`Config::body_buffer_size`](super::Config::body_buffer_size) (and the body size
     /// limit).
     pub(crate) fn buffers_body(&self, length: u64) -> bool {
         let config = self.config();
-        config.blocking && length > 0 && length <= config.body_buffer_size.min(config.max_body_size)
+        length > 0 && length <= config.body_buffer_size.min(config.max_body_size)
     }
 
     /// Reads `body` whole, then answers as [`respond`](Runtime::respond) does, with the body

@@ -195,7 +195,7 @@ async fn handle<A: App + 'static>(
     // it still, and would meet a reset instead of reading the response.
     let body = Lingering::new(body, true, config.linger_timeout);
     let (body, guard) = runtime.guard_body(body);
-    // A short body of a declared length, for a blocking app, is read whole first (see
+    // A short body of a declared length is read whole first (see
     // `Config::body_buffer_size`).
     let response = match framing {
         BodyFraming::Length(n) if runtime.buffers_body(n) => {
