@@ -387,6 +387,9 @@ impl Environ {
 
     /// Removes a meta-variable, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Bytes> {
+        if self.names & name_bit(name.as_bytes()) == 0 {
+            return None;
+        }
         let block = &self.block;
         let i = self
             .vars
@@ -1048,8 +1051,10 @@ mod tests {
                         environ.set(name.clone(), value.clone());
                     }
                     Change::Remove(name) => {
+                        let held = model.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
                         model.retain(|(n, _)| n != name);
-                        environ.remove(name);
+                        let removed = environ.remove(name);
+                        proptest::prop_assert_eq!(removed.as_deref(), held.as_deref().map(str::as_bytes));
                     }
                     Change::RetainNot(value) => {
                         model.retain(|(_, v)| v != value);
