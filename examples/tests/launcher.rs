@@ -147,6 +147,45 @@ fn serves_on_the_given_address_and_stops_on_sigterm_after_in_flight_requests() {
 }
 
 #[test]
+fn a_non_blocking_echo_fails_a_body_it_would_wait_for_and_still_stops() {
+    // `echo` reads its body synchronously: with `--non-blocking` and no body buffer, the read
+    // on the event loop would wait for bytes only that loop can deliver.
+    let port = free_port();
+    let child = Command::new(ECHO)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--non-blocking",
+            "--body-buffer-size",
+            "0",
+            "--shutdown-timeout",
+            "10",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    wait_for(port);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 500");
+    // The server goes on answering, and stops when told to.
+    let reply = get(port, "/hello");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    drop(stream);
+    signal(&running.0, "TERM");
+    let status = wait_exit(&mut running.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn a_second_signal_stops_at_once() {
     let port = free_port();
     let child = Command::new(ECHO)
