@@ -71,6 +71,10 @@ pub struct LogRecord {
     pub referer: String,
     /// The `User-Agent` header, or `-`.
     pub user_agent: String,
+    /// The request's id, when a [`RequestId`](crate::RequestId) outside this layer gave it one
+    /// ([`RequestIdValue`](crate::RequestIdValue)), or `-`: the id the response carries, failed
+    /// responses included, for a format that logs it.
+    pub request_id: String,
     /// How long the request took, until its response was over.
     pub duration: Duration,
     /// Whether the response ended before its end (an error, or the client went away). A
@@ -233,6 +237,10 @@ impl<A: App> App for AccessLogApp<A> {
             bytes_sent: 0,
             referer: text(environ.header("referer")),
             user_agent: text(environ.header("user-agent")),
+            request_id: environ
+                .extensions()
+                .get::<crate::RequestIdValue>()
+                .map_or_else(|| "-".to_owned(), |id| log_escape(id.as_str().as_bytes())),
             duration: Duration::ZERO,
             incomplete: false,
         };
@@ -404,6 +412,32 @@ mod tests {
             "{line}"
         );
         assert!(line.starts_with("10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
+    fn a_format_may_log_the_request_id() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log = AccessLog::new()
+            .format(|r: &LogRecord| format!("{} {}", r.request_id, r.status.as_u16()))
+            .sink(move |l: &str| sink.lock().unwrap().push(l.to_owned()));
+        let app = Builder::new()
+            .with(crate::RequestId::new())
+            .with(log)
+            .app(|_: Environ, _: StartResponse| -> Body { panic!("a bug") });
+        let mut request = environ("GET");
+        request.set("HTTP_X_REQUEST_ID", "trace-7");
+        let response = gateway_core::block_on(driver::call(&app, request));
+        assert_eq!(response.headers()["x-request-id"], "trace-7");
+        drop(response);
+        assert_eq!(*lines.lock().unwrap(), ["trace-7 500"]);
+        // Without a request id: `-`.
+        let (log, lines) = recorder();
+        let app = Builder::new()
+            .with(log.format(|r: &LogRecord| r.request_id.clone()))
+            .app(|_: Environ, _: StartResponse| -> Body { panic!("a bug") });
+        drop(gateway_core::block_on(driver::call(&app, environ("GET"))));
+        assert_eq!(*lines.lock().unwrap(), ["-"]);
     }
 
     #[test]
