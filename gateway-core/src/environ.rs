@@ -1054,7 +1054,8 @@ mod tests {
                         let held = model.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
                         model.retain(|(n, _)| n != name);
                         let removed = environ.remove(name);
-                        proptest::prop_assert_eq!(removed.as_deref(), held.as_deref().map(str::as_bytes));
+                        let held = held.as_deref().map(str::as_bytes);
+                        proptest::prop_assert_eq!(removed.as_deref(), held);
                     }
                     Change::RetainNot(value) => {
                         model.retain(|(_, v)| v != value);
