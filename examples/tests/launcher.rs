@@ -22,6 +22,20 @@ impl Drop for Running {
     }
 }
 
+/// `echo` serving HTTP on a free port with `flags` besides, once it answers.
+fn serve_echo(flags: &[&str]) -> (Running, u16) {
+    let port = free_port();
+    let child = Command::new(ECHO)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    wait_for(port);
+    (running, port)
+}
+
 fn get(port: u16, path: &str) -> String {
     String::from_utf8_lossy(&http_get(port, path)).into_owned()
 }
@@ -106,19 +120,7 @@ fn bad_flags_are_one_line_and_exit_2() {
 
 #[test]
 fn serves_on_the_given_address_and_stops_on_sigterm_after_in_flight_requests() {
-    let port = free_port();
-    let child = Command::new(ECHO)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--shutdown-timeout",
-            "10",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    wait_for(port);
+    let (mut running, port) = serve_echo(&["--shutdown-timeout", "10"]);
     let reply = get(port, "/hello?x=1");
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains("\"QUERY_STRING\":\"x=1\""), "{reply}");
@@ -150,22 +152,13 @@ fn serves_on_the_given_address_and_stops_on_sigterm_after_in_flight_requests() {
 fn a_non_blocking_echo_fails_a_body_it_would_wait_for_and_still_stops() {
     // `echo` reads its body synchronously: with `--non-blocking` and no body buffer, the read
     // on the event loop would wait for bytes only that loop can deliver.
-    let port = free_port();
-    let child = Command::new(ECHO)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--non-blocking",
-            "--body-buffer-size",
-            "0",
-            "--shutdown-timeout",
-            "10",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    wait_for(port);
+    let (mut running, port) = serve_echo(&[
+        "--non-blocking",
+        "--body-buffer-size",
+        "0",
+        "--shutdown-timeout",
+        "10",
+    ]);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -187,19 +180,7 @@ fn a_non_blocking_echo_fails_a_body_it_would_wait_for_and_still_stops() {
 
 #[test]
 fn a_second_signal_stops_at_once() {
-    let port = free_port();
-    let child = Command::new(ECHO)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--shutdown-timeout",
-            "60",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    wait_for(port);
+    let (mut running, port) = serve_echo(&["--shutdown-timeout", "60"]);
     // A request that would take minutes keeps the graceful shutdown waiting.
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
