@@ -22,10 +22,11 @@ impl Drop for Running {
     }
 }
 
-/// `echo` serving HTTP on a free port with `flags` besides, once it answers.
-fn serve_echo(flags: &[&str]) -> (Running, u16) {
+/// `program` (`echo` or `hello`) serving HTTP on a free port with `flags` besides, once it
+/// answers.
+fn serve(program: &str, flags: &[&str]) -> (Running, u16) {
     let port = free_port();
-    let child = Command::new(ECHO)
+    let child = Command::new(program)
         .args(["--http", &format!("127.0.0.1:{port}")])
         .args(flags)
         .stderr(Stdio::null())
@@ -120,7 +121,7 @@ fn bad_flags_are_one_line_and_exit_2() {
 
 #[test]
 fn serves_on_the_given_address_and_stops_on_sigterm_after_in_flight_requests() {
-    let (mut running, port) = serve_echo(&["--shutdown-timeout", "10"]);
+    let (mut running, port) = serve(ECHO, &["--shutdown-timeout", "10"]);
     let reply = get(port, "/hello?x=1");
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains("\"QUERY_STRING\":\"x=1\""), "{reply}");
@@ -152,13 +153,16 @@ fn serves_on_the_given_address_and_stops_on_sigterm_after_in_flight_requests() {
 fn a_non_blocking_echo_fails_a_body_it_would_wait_for_and_still_stops() {
     // `echo` reads its body synchronously: with `--non-blocking` and no body buffer, the read
     // on the event loop would wait for bytes only that loop can deliver.
-    let (mut running, port) = serve_echo(&[
-        "--non-blocking",
-        "--body-buffer-size",
-        "0",
-        "--shutdown-timeout",
-        "10",
-    ]);
+    let (mut running, port) = serve(
+        ECHO,
+        &[
+            "--non-blocking",
+            "--body-buffer-size",
+            "0",
+            "--shutdown-timeout",
+            "10",
+        ],
+    );
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -180,7 +184,7 @@ fn a_non_blocking_echo_fails_a_body_it_would_wait_for_and_still_stops() {
 
 #[test]
 fn a_second_signal_stops_at_once() {
-    let (mut running, port) = serve_echo(&["--shutdown-timeout", "60"]);
+    let (mut running, port) = serve(ECHO, &["--shutdown-timeout", "60"]);
     // A request that would take minutes keeps the graceful shutdown waiting.
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
@@ -352,15 +356,7 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
 #[test]
 fn the_event_loop_runs_under_sched_batch_unless_told_not_to() {
     for (flags, event_loop) in [(&[][..], 3), (&["--no-batch-scheduling"][..], 0)] {
-        let port = free_port();
-        let child = Command::new(HELLO)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(flags)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let running = Running(child);
-        wait_for(port);
+        let (running, port) = serve(HELLO, flags);
         // A request starts a thread of the worker pool too.
         assert!(get(port, "/").ends_with("Hello, world!\n"));
         let threads = thread_policies(running.0.id());
