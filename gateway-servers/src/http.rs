@@ -7,6 +7,10 @@
 //! (503). hyper answers heads that are too large or have too many headers with 431, and closes
 //! connections whose head is too slow.
 //!
+//! A `CONNECT` request reaches the app like any other, but the server opens no tunnels: an app
+//! that answers it with a 2xx (which would make the connection a tunnel) is answered 501 in its
+//! place, and a refusal (405, 403) goes out as the app gave it.
+//!
 //! ```no_run
 //! use gateway_core::{Body, Environ, StartResponse};
 //! use gateway_servers::http::serve;

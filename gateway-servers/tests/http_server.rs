@@ -1511,3 +1511,61 @@ fn a_crlf_after_a_request_leaves_the_connection_idle_not_owing_a_head() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"GET /b ");
 }
+
+/// Refuses `CONNECT` with 405 (and its `Allow`), answers anything else as [`echo`] does.
+fn refuses_connect(environ: Environ, start: StartResponse) -> Body {
+    if environ.request_method() != "CONNECT" {
+        return echo(environ, start);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("allow", HeaderValue::from_static("GET, POST"));
+    let _ = start.start(StatusCode::METHOD_NOT_ALLOWED, headers);
+    Body::from("no tunnels here")
+}
+
+#[test]
+fn a_2xx_answer_to_connect_is_501_and_a_refusal_goes_through() {
+    // A 2xx to CONNECT would make the connection a tunnel, which the contract cannot serve
+    // (hyper dropped the connection without a word): the client gets 501, and the connection
+    // goes on as HTTP.
+    let server = Server::start(echo, config());
+    let mut stream = server.connect();
+    let mut buf = BytesMut::new();
+    stream
+        .write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "CONNECT");
+    assert_eq!(reply.status, 501, "{reply:?}");
+    assert_eq!(reply.body, b"501 Not Implemented\n");
+    assert!(reply.header("server").unwrap().starts_with("gateway/"));
+    stream
+        .write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut stream, &mut buf, "GET");
+    assert_eq!((reply.status, &reply.body[..]), (200, &b"GET /after "[..]));
+
+    // An app that refuses the method is answered as it says.
+    let refusing = Server::start(refuses_connect, config());
+    let reply = request(
+        &refusing,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, POST"));
+    assert_eq!(reply.body, b"no tunnels here");
+
+    // HTTP/2 likewise (hyper reset the stream).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    let status = runtime.block_on(async move {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let request = http::Request::connect("example.com:443")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        sender.send_request(request).await.unwrap().status()
+    });
+    assert_eq!(status, 501);
+}

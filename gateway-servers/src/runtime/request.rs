@@ -263,6 +263,7 @@ impl<A: App + 'static> Runtime<A> {
             software: config.server_software,
             max_body_size: config.max_body_size,
             record,
+            connect: environ.get("REQUEST_METHOD") == Some(b"CONNECT"),
         };
         if environ
             .content_length()
@@ -349,6 +350,7 @@ impl<A: App + 'static> Runtime<A> {
             software: config.server_software,
             max_body_size: config.max_body_size,
             record,
+            connect: false,
         }
     }
 }
@@ -382,6 +384,8 @@ pub struct Responding {
     software: &'static str,
     max_body_size: u64,
     record: Option<Record>,
+    /// The request is a `CONNECT`: a 2xx answer would open a tunnel (see `checked`).
+    connect: bool,
 }
 
 impl std::fmt::Debug for Responding {
@@ -420,8 +424,12 @@ impl std::future::Future for Responding {
 impl Responding {
     /// The app's response, or 413, 408 or 400 in place of the driver's 500 when the app failed
     /// because its body broke a limit or was broken ([`driver::failure_status`]), with the
-    /// headers middleware asked for on the 500 ([`driver::keep_failure_headers`]).
+    /// headers middleware asked for on the 500 ([`driver::keep_failure_headers`]); 501 in
+    /// place of a 2xx to `CONNECT` ([`no_tunnel`]).
     fn checked(&self, response: Response<Body>) -> Response<Body> {
+        if self.connect && response.status().is_success() {
+            return no_tunnel(response);
+        }
         let Some(failure) = driver::failure(&response) else {
             return response;
         };
@@ -464,6 +472,20 @@ fn body_failure_response(status: StatusCode, max_body_size: u64) -> Response<Bod
         }
     }
     plain_response(status, true)
+}
+
+/// The answer in place of an app's 2xx to `CONNECT`: 501, logged. A 2xx to `CONNECT` opens
+/// a tunnel (RFC 9110 §9.3.6: the connection becomes the tunnel after the head, which carries
+/// no `Content-Length`), and the contract has no tunnel for the app to serve; hyper would drop
+/// the connection without an answer. An app that refuses the method (405, 403) is answered as
+/// it says. The app's response is dropped, its body closed.
+fn no_tunnel(refused: Response<Body>) -> Response<Body> {
+    tracing::info!(
+        status = refused.status().as_u16(),
+        "the app accepted a CONNECT, and this server opens no tunnels: 501"
+    );
+    drop(refused);
+    plain_response(StatusCode::NOT_IMPLEMENTED, false)
 }
 
 /// Adds the `Server` header unless the app set one.
