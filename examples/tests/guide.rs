@@ -809,12 +809,14 @@ fn the_reference_lists_every_launcher_flag_with_its_default() {
     let flags = help_flags();
     assert!(flags.len() > 20, "{flags:?}");
     for (flag, default) in &flags {
-        // A table row: | `--flag ARG` | default | what |
+        // A table row: | `--flag ARG` | default | what | (the flag in the first cell: another
+        // row's text may name it).
         let row = reference
             .lines()
             .find(|line| {
-                line.starts_with("| `")
-                    && (line.contains(&format!("`{flag}`")) || line.contains(&format!("`{flag} ")))
+                line.strip_prefix("| `").is_some_and(|cell| {
+                    cell.starts_with(&format!("{flag}`")) || cell.starts_with(&format!("{flag} "))
+                })
             })
             .unwrap_or_else(|| panic!("06-reference.md has no row for {flag}"));
         if let Some(default) = default {

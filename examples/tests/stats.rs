@@ -367,3 +367,48 @@ fn a_client_gone_while_its_short_body_is_read_is_counted_and_logged() {
     assert_eq!(metrics["gateway_requests_total"], 1.0);
     assert_eq!(metrics["gateway_requests_in_flight"], 0.0);
 }
+
+#[test]
+fn the_log_is_plain_text_on_a_pipe_and_json_lines_with_log_format_json() {
+    // Text: the log goes to a pipe, so it has no color codes (NO_COLOR is not set).
+    let server = Server::start(&["--access-log"]);
+    assert!(std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()));
+    exchange(
+        server.port,
+        b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let line = server.access_line();
+    assert!(line.contains("\"GET /t HTTP/1.1\" 200 "), "{line}");
+    assert!(!server.log().contains('\u{1b}'), "{:?}", server.log());
+
+    // JSON: every line is one object; the access line's message is the Combined Log Format,
+    // and an event's fields are there beside it.
+    let server = Server::start(&["--access-log", "--log-format", "json"]);
+    exchange(
+        server.port,
+        b"GET /j HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    server.access_line();
+    let events: Vec<serde_json::Value> = server
+        .log()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let access = events
+        .iter()
+        .find(|e| e["target"] == "gateway::access")
+        .unwrap();
+    assert_eq!(access["level"], "INFO");
+    let message = access["message"].as_str().unwrap();
+    assert!(message.starts_with("127.0.0.1 - - ["), "{message}");
+    assert!(message.contains("\"GET /j HTTP/1.1\" 200 "), "{message}");
+    assert!(access["timestamp"].as_str().unwrap().ends_with('Z'));
+    let serving = events
+        .iter()
+        .find(|e| e["message"] == "serving HTTP")
+        .unwrap();
+    assert_eq!(
+        serving["address"],
+        format!("127.0.0.1:{}", server.port).as_str()
+    );
+}

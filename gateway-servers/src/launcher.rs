@@ -176,6 +176,42 @@ pub struct LauncherArgs {
     /// serves it from counters the workers share with it.
     #[arg(long, value_name = "ADDR")]
     pub stats: Option<Bind>,
+    /// Format of the log on stderr: text (one line per event, in color only on a terminal
+    /// and without NO_COLOR) or json (one JSON object per line, with timestamp, level, target,
+    /// message and the event's fields, for a log collector).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The format of the log a launched program writes on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for a person (tracing's own format). In color on a terminal, when
+    /// the `NO_COLOR` environment variable is not set; never in a file, a pipe or the journal.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector: `timestamp`, `level`, `target`,
+    /// `message` and the event's other fields at the top level.
+    Json,
+}
+
+/// Sends the log to stderr in `format`, filtered by `RUST_LOG` (`info` by default). Does
+/// nothing when the program set a subscriber of its own first.
+fn init_log(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            log.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .try_init()
+        }
+        LogFormat::Json => log.json().flatten_event(true).try_init(),
+    };
 }
 
 fn parse_roles(s: &str) -> Result<Roles, String> {
@@ -380,13 +416,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         Some(Ok(addrs)) => addrs,
         None => None,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    init_log(args.log_format);
     let binds = if args.http.is_empty() && (args.uwsgi.is_some() || fastcgi.is_some()) {
         Vec::new()
     } else if args.http.is_empty() {

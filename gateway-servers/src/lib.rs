@@ -31,4 +31,4 @@ pub mod params;
 pub mod runtime;
 pub mod uwsgi;
 
-pub use launcher::{LauncherArgs, flag_error, is_cgi, run, run_with};
+pub use launcher::{LauncherArgs, LogFormat, flag_error, is_cgi, run, run_with};

@@ -776,12 +776,13 @@ impl Group {
     }
 
     /// Starts `command` (with `RUST_LOG=info`, no `GATEWAY_INTERFACE`), in a new process group.
+    /// `NO_COLOR` is left as it is: the launcher colors its log only on a terminal, and the
+    /// log here goes to a pipe.
     pub fn command(command: &mut Command) -> Group {
         use std::io::Read;
         use std::os::unix::process::CommandExt;
         let mut child = command
             .env_remove("GATEWAY_INTERFACE")
-            .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
