@@ -15,6 +15,7 @@ PACKAGES=(
   libfcgi-bin # cgi-fcgi: one CGI-style request into a FastCGI server
   uwsgi-plugin-python3 # uWSGI serving a Python WSGI app: a reference server of the conformance suite
   python3-pip # pip, for the PyPI packages below
+  haproxy     # HAProxy relaying TCP with the PROXY protocol (examples/tests/guide.rs)
   systemd     # systemd-analyze verify and systemd-socket-activate: the guide's unit files (examples/tests/guide.rs)
 )
 

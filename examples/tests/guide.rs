@@ -1,9 +1,10 @@
 //! The user guide (`docs/guide/`) cannot rot: every web-server configuration of it is read from
 //! `docs/guide/configs/`, its placeholders (`@PORT@`, `@BACKEND_PORT@`, `@SOCKET@`, `@DIR@`,
-//! `@ECHO@`, ...) are filled in, the real server (nginx, Apache, lighttpd, systemd's socket
-//! activation) is started with it in front of the `echo` program, and requests go through it.
-//! The pages' excerpts of those files must match the files; the commands of the pages that start
-//! programs are run; the reference page lists every flag `--help` prints, with its default.
+//! `@ECHO@`, ...) are filled in, the real server (nginx, Apache, lighttpd, HAProxy, systemd's
+//! socket activation) is started with it in front of the `echo` program, and requests go
+//! through it. The pages' excerpts of those files must match the files; the commands of the
+//! pages that start programs are run; the reference page lists every flag `--help` prints,
+//! with its default.
 
 mod common;
 
@@ -35,6 +36,7 @@ const CONFIGS: &[&str] = &[
     "apache-proxy-uwsgi.conf",
     "gateway.service",
     "gateway.socket",
+    "haproxy-tcp.cfg",
     "lighttpd-authorizer.conf",
     "lighttpd-cgi.conf",
     "lighttpd-fastcgi.conf",
@@ -620,6 +622,77 @@ fn nginx_upstreams_fail_over_when_a_backend_dies_under_load() {
     );
     assert!(served > 50, "the load ran: {served}");
     eprintln!("nginx upstreams: {served} GETs, none failed, slowest {slowest:?}");
+}
+
+/// `GET /who` through `port` from curl's local port `from`, with `extra` curl flags: the
+/// environ echo saw.
+fn environ_from(port: u16, from: u16, extra: &[&str]) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{port}/who");
+    let from = from.to_string();
+    let mut args = vec!["--local-port", &from];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let fetched = curl(&args, None);
+    assert_eq!(
+        fetched.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&fetched.body)
+    );
+    fetched.json()["environ"].clone()
+}
+
+#[test]
+fn haproxy_relays_tcp_with_the_proxy_protocol() {
+    let dir = TempDir::new("guide-haproxy-tcp");
+    let (port, v1, backend) = (free_port(), free_port(), free_port());
+    let address = format!("127.0.0.1:{backend}");
+    let _echo = tcp_program(
+        ECHO,
+        &["--http", &address, "--proxy-protocol"],
+        backend,
+        &dir,
+    );
+    let conf = config(
+        "haproxy-tcp.cfg",
+        &[
+            ("PORT", port.to_string()),
+            ("V1_PORT", v1.to_string()),
+            ("BACKEND_PORT", backend.to_string()),
+        ],
+    );
+    let path = dir.0.join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let _haproxy = WebServer::start(
+        "/usr/sbin/haproxy",
+        &["-db", "-f", path.to_str().unwrap()],
+        port,
+        dir.0.join("haproxy.log"),
+    );
+    common::wait_for(v1);
+    for (front, extra, protocol) in [
+        (port, &[][..], "HTTP/1.1"),
+        (v1, &[][..], "HTTP/1.1"),
+        (port, &["--http2-prior-knowledge"][..], "HTTP/2"),
+        (v1, &["--http2-prior-knowledge"][..], "HTTP/2"),
+    ] {
+        // curl's own port, which HAProxy's connection to echo does not have.
+        let from = free_port();
+        let e = environ_from(front, from, extra);
+        assert_eq!(e["REMOTE_ADDR"], "127.0.0.1", "{e}");
+        assert_eq!(e["REMOTE_PORT"], from.to_string(), "{e}");
+        assert_eq!(e["SERVER_PORT"], front.to_string(), "{e}");
+        assert_eq!(e["SERVER_PROTOCOL"], protocol, "{e}");
+    }
+    // Straight to echo, with no header: closed without an answer (curl: empty reply).
+    let direct = Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("http://{address}/")])
+        .output()
+        .unwrap();
+    assert_eq!(direct.status.code(), Some(52), "{direct:?}");
+    // The server goes on.
+    let from = free_port();
+    assert_eq!(environ_from(v1, from, &[])["REMOTE_PORT"], from.to_string());
 }
 
 /// The commands of each `sh` block of a page that start one of the workspace's programs

@@ -7,6 +7,10 @@
 //! (503). hyper answers heads that are too large or have too many headers with 431, and closes
 //! connections whose head is too slow.
 //!
+//! With [`Config::proxy_protocol`](crate::runtime::Config::proxy_protocol), each connection
+//! begins with a PROXY protocol header from a load balancer that relays TCP, and the client's
+//! address in it is the environ's `REMOTE_ADDR` (see [`proxy_protocol`]).
+//!
 //! A `CONNECT` request reaches the app like any other, but the server opens no tunnels: an app
 //! that answers it with a 2xx (which would make the connection a tunnel) is answered 501 in its
 //! place, and a refusal (405, 403) goes out as the app gave it.
@@ -38,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
@@ -47,9 +51,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::proxy_protocol;
 use crate::runtime::{
-    BodyGuard, BodyWith, Lingering, Listener, MustClose, Responding, Runtime, Shutdown, Stream,
-    plain_response, serve_connections,
+    BodyGuard, BodyWith, Connection, Lingering, Listener, MustClose, Responding, Runtime, Shutdown,
+    Stream, plain_response, serve_connections,
 };
 
 /// Serves `runtime`'s app over HTTP on `listener` until `shutdown` asks to stop; then stops
@@ -90,42 +95,56 @@ pub async fn serve<A: App + 'static>(
         send: config.send_timeout,
     };
     let limit = runtime.connection_limit().clone();
+    let (proxy, software, blocking) = (
+        config.proxy_protocol,
+        config.server_software,
+        config.blocking,
+    );
     serve_connections(listener, &config, &limit, shutdown, move |connection| {
         let accepted = Instant::now();
-        let mut context = ServerContext::default();
-        context.peer_addr = connection.peer;
-        context.local_addr = connection.local;
-        context.server_software = Some(Bytes::from_static(config.server_software.as_bytes()));
-        context.multithread = config.blocking;
-        context.errors = Some(runtime.errors().clone());
-        let connection_state = Arc::new((runtime.clone(), context));
-        let activity = Arc::new(Activity::new());
-        let service_activity = activity.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let open = service_activity.open();
-            let response = handle(&connection_state, request, &service_activity);
-            async move {
-                let response = closing_if_cut(response.await);
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
-            }
-        });
+        let runtime = runtime.clone();
         let builders = builders.clone();
         let stop = stop.clone();
         async move {
-            let mut stream = connection.stream;
-            let Some(first) = first_bytes(&mut stream, accepted + timeouts.header, &stop).await
-            else {
+            let until = accepted + timeouts.header;
+            let Connection {
+                mut stream,
+                mut peer,
+                mut local,
+            } = connection;
+            let mut first = Bytes::new();
+            if proxy {
+                let Some((addresses, rest)) = proxy_header(&mut stream, until, &stop).await else {
+                    return;
+                };
+                if let Some((client, reached)) = addresses {
+                    (peer, local) = (Some(client), Some(reached));
+                }
+                first = rest;
+            }
+            let Some(first) = first_bytes(&mut stream, first, until, &stop).await else {
                 tracing::debug!("connection closed before its first request");
                 return;
             };
+            let mut context = ServerContext::default();
+            context.peer_addr = peer;
+            context.local_addr = local;
+            context.server_software = Some(Bytes::from_static(software.as_bytes()));
+            context.multithread = blocking;
+            context.errors = Some(runtime.errors().clone());
+            let connection_state = Arc::new((runtime, context));
+            let activity = Arc::new(Activity::new());
+            let service_activity = activity.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let open = service_activity.open();
+                let response = handle(&connection_state, request, &service_activity);
+                async move {
+                    let response = closing_if_cut(response.await);
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
+                }
+            });
             let http2 = first.starts_with(HTTP2_PREFACE);
-            let io = HyperIo::new(
-                stream,
-                first,
-                accepted + timeouts.header,
-                &timeouts,
-                &activity,
-            );
+            let io = HyperIo::new(stream, first, until, &timeouts, &activity);
             if http2 {
                 serve_http2(&builders.1, io, service, &activity, timeouts, &stop).await;
             } else {
@@ -134,6 +153,38 @@ pub async fn serve<A: App + 'static>(
         }
     })
     .await
+}
+
+/// Reads the PROXY protocol header a connection begins with ([`Config::proxy_protocol`]):
+/// the addresses it gives (`None` for the proxy's own connection) and the bytes that came
+/// after it. `None`, logged, when the connection sends no valid header by `until`, ends, or
+/// the server stops.
+///
+/// [`Config::proxy_protocol`]: crate::runtime::Config::proxy_protocol
+async fn proxy_header(
+    stream: &mut Box<dyn Stream>,
+    until: Instant,
+    stop: &Shutdown,
+) -> Option<(Option<proxy_protocol::Addresses>, Bytes)> {
+    let mut sent = BytesMut::new();
+    loop {
+        match proxy_protocol::parse(&sent) {
+            proxy_protocol::Parsed::Header { addresses, len } => {
+                let _ = sent.split_to(len);
+                return Some((addresses, sent.freeze()));
+            }
+            proxy_protocol::Parsed::Invalid(reason) => {
+                tracing::info!(%reason, "connection closed: no PROXY protocol header");
+                return None;
+            }
+            proxy_protocol::Parsed::Incomplete => {}
+        }
+        let Some(more) = next_bytes(stream, until, stop).await else {
+            tracing::info!("connection closed before its PROXY protocol header was whole");
+            return None;
+        };
+        sent.extend_from_slice(&more);
+    }
 }
 
 /// The timeouts of an HTTP connection, from the config.
@@ -179,13 +230,18 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// The first bytes of a connection, read before hyper has it (so a connection that sends
 /// nothing holds no buffer): enough to tell HTTP/2's preface from an HTTP/1 head. `None` when
-/// nothing came before `until`, or the connection ended, or the server stops.
+/// nothing came before `until`, or the connection ended, or the server stops. `sent`: bytes
+/// of the connection read already (after a PROXY protocol header), if any.
 async fn first_bytes(
     stream: &mut Box<dyn Stream>,
+    sent: Bytes,
     until: Instant,
     stop: &Shutdown,
 ) -> Option<Bytes> {
-    let mut bytes = next_bytes(stream, until, stop).await?;
+    let mut bytes = match sent.is_empty() {
+        true => next_bytes(stream, until, stop).await?,
+        false => sent,
+    };
     while bytes.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&bytes) {
         let more = next_bytes(stream, until, stop).await?;
         bytes = [bytes, more].concat().into();

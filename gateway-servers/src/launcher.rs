@@ -161,6 +161,13 @@ pub struct LauncherArgs {
     /// every second); off by default. Starts a master (one worker unless --workers).
     #[arg(long, value_name = "MB")]
     pub max_rss: Option<u64>,
+    /// Each connection to the --http sockets begins with a PROXY protocol header (versions 1
+    /// and 2: HAProxy's send-proxy and send-proxy-v2, nginx's proxy_protocol), as a load
+    /// balancer that relays TCP sends it: the client's address in it becomes REMOTE_ADDR and
+    /// REMOTE_PORT. A connection without a valid one is closed. Only for sockets that nothing
+    /// but the load balancer can reach: whoever connects may claim any address
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Log one line per request (tracing target gateway::access, level info, on stderr): the
     /// Combined Log Format (host, user, time, request line, status, body bytes, referer, user
     /// agent) followed by the duration in seconds and the pid of the process that served it.
@@ -284,6 +291,7 @@ impl LauncherArgs {
             shutdown_timeout: seconds(self.shutdown_timeout, "shutdown-timeout")?,
             blocking: !self.non_blocking,
             batch_scheduling: !self.no_batch_scheduling,
+            proxy_protocol: self.proxy_protocol,
             ..Config::default()
         })
     }

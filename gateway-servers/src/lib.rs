@@ -28,6 +28,7 @@ pub mod fastcgi;
 pub mod http;
 mod launcher;
 pub mod params;
+pub mod proxy_protocol;
 pub mod runtime;
 pub mod uwsgi;
 

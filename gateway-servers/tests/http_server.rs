@@ -1569,3 +1569,64 @@ fn a_2xx_answer_to_connect_is_501_and_a_refusal_goes_through() {
     });
     assert_eq!(status, 501);
 }
+
+/// What a connection gets after writing `parts` one after another, a little apart: the
+/// whole answer, until the server closes the connection.
+fn after_writes(server: &Server, parts: &[&[u8]]) -> Vec<u8> {
+    let mut stream = server.connect();
+    for part in parts {
+        stream.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn with_the_proxy_protocol_the_header_gives_the_client_and_anything_else_is_closed() {
+    let mut config = config();
+    config.proxy_protocol = true;
+    config.header_read_timeout = Duration::from_millis(500);
+    let server = Server::start(echo, config);
+    let get = &b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..];
+    let seen = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("x-seen-remote-addr: "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Version 1, cut in the middle of an address and sent with the request.
+    let answer = after_writes(
+        &server,
+        &[
+            b"PROXY TCP4 192.0.2.7 198.51.",
+            b"100.1 40001 80\r\nGET /p HTTP/1.1\r\n",
+            b"Host: x\r\nConnection: close\r\n\r\n",
+        ],
+    );
+    assert_eq!(seen(&answer), "192.0.2.7");
+    // Version 2, IPv6, alone in its write.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\0\x24".to_vec();
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&[0; 16]);
+    v2.extend_from_slice(&[0x9c, 0x41, 0, 80]);
+    assert_eq!(seen(&after_writes(&server, &[&v2, get])), "2001:db8::7");
+    // The proxy's own connection (LOCAL): the socket's address stands.
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\0\0";
+    assert_eq!(seen(&after_writes(&server, &[local, get])), "127.0.0.1");
+    // No header: closed without a byte.
+    assert!(after_writes(&server, &[get]).is_empty());
+    // A header that never ends: closed at the header timeout.
+    let started = Instant::now();
+    assert!(after_writes(&server, &[b"PROXY TCP4 192.0.2.7"]).is_empty());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450), "{waited:?}");
+}

@@ -140,6 +140,18 @@ pub struct Config {
     /// the launcher applies it: a server run in a runtime of your own keeps that runtime's
     /// policy. Flag: `--no-batch-scheduling` sets it to `false`.
     pub batch_scheduling: bool,
+    /// Whether each connection to the HTTP server begins with a PROXY protocol header
+    /// (versions 1 and 2, see [`proxy_protocol`](crate::proxy_protocol)), as a load balancer
+    /// that relays TCP sends it (default `false`). The client's address in it becomes
+    /// `REMOTE_ADDR` and `REMOTE_PORT`, and the address the client reached stands in for the
+    /// socket's own (`SERVER_NAME` and `SERVER_PORT` when the request names no host); a
+    /// header of the proxy's own connection (`LOCAL`, `UNKNOWN`, a health check) leaves the
+    /// connection's addresses. A connection that sends no valid header within
+    /// [`header_read_timeout`](Config::header_read_timeout) is closed, with a log line. Only
+    /// for a socket that nothing but the load balancer can reach: whoever connects may claim
+    /// any address in the header. FastCGI and uwsgi get the client's address from the web
+    /// server's variables, and ignore it. Flag: `--proxy-protocol`.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -161,6 +173,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
             batch_scheduling: true,
+            proxy_protocol: false,
         }
     }
 }
