@@ -336,19 +336,41 @@ fn routing_mounts_echo_twice_and_static_files() {
 }
 
 /// The name and scheduling policy (`/proc`'s number: 0 the default, 3 `SCHED_BATCH`) of each
-/// thread of process `pid`.
+/// thread of process `pid`, once every thread but the main one has its own name: a thread
+/// bears its creator's name until it sets its own, and on a busy machine one of the runtime's
+/// threads may not have run yet (seen as a second `hello`).
 fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let main_name = |threads: &[(u32, String, u32)]| -> String {
+        let main = threads.iter().find(|(tid, ..)| *tid == pid);
+        main.map(|(_, name, _)| name.clone()).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let threads = threads_of(pid);
+        let name = main_name(&threads);
+        let unnamed = threads.iter().any(|(tid, n, _)| *tid != pid && *n == name);
+        if !unnamed || Instant::now() > deadline {
+            return threads.into_iter().map(|(_, n, p)| (n, p)).collect();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The id, name and scheduling policy of each thread of process `pid`.
+fn threads_of(pid: u32) -> Vec<(u32, String, u32)> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap();
+        let tid = task.file_name().to_str().unwrap().parse().unwrap();
         // A thread that ended since the listing has no stat left.
-        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
         let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
         let name = stat[open + 1..close].to_owned();
         // Fields from the third (the state) on; the policy is the 41st.
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        threads.push((name, fields[41 - 3].parse().unwrap()));
+        threads.push((tid, name, fields[41 - 3].parse().unwrap()));
     }
     threads
 }
