@@ -397,3 +397,53 @@ fn the_event_loop_runs_under_sched_batch_unless_told_not_to() {
         assert_eq!(of("hello"), [0], "{threads:?}");
     }
 }
+
+#[test]
+fn serves_https_with_tls_cert_and_tls_key_and_refuses_a_bad_key_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("gateway-launcher-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    let (_running, port) = serve(ECHO, &["--tls-cert", cert, "--tls-key", key]);
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "--cacert",
+            cert,
+            "-w",
+            "\n%{http_version}",
+        ])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/tls"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (json, version) = text.rsplit_once('\n').unwrap();
+    // ALPN chose HTTP/2.
+    assert_eq!(version, "2", "{text}");
+    let answer: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(answer["environ"]["HTTPS"], "on", "{answer}");
+    assert_eq!(answer["environ"]["wsgi.url_scheme"], "https", "{answer}");
+    assert_eq!(answer["environ"]["PATH_INFO"], "/tls", "{answer}");
+
+    // The key of another certificate: one line, exit 2.
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).unwrap();
+    let other_key = dir.join("other.pem");
+    std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
+    let output = Command::new(ECHO)
+        .args(["--http", "127.0.0.1:1", "--tls-cert", cert, "--tls-key"])
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not fit"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,7 +44,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::convert::{ServerContext, environ_from_request};
-use gateway_core::{App, Body};
+use gateway_core::{App, Body, UrlScheme};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -100,11 +100,15 @@ pub async fn serve<A: App + 'static>(
         config.server_software,
         config.blocking,
     );
+    #[cfg(feature = "tls")]
+    let tls = config.tls.clone();
     serve_connections(listener, &config, &limit, shutdown, move |connection| {
         let accepted = Instant::now();
         let runtime = runtime.clone();
         let builders = builders.clone();
         let stop = stop.clone();
+        #[cfg(feature = "tls")]
+        let tls = tls.clone();
         async move {
             let until = accepted + timeouts.header;
             let Connection {
@@ -122,6 +126,40 @@ pub async fn serve<A: App + 'static>(
                 }
                 first = rest;
             }
+            #[cfg(feature = "tls")]
+            let https = tls.is_some();
+            #[cfg(not(feature = "tls"))]
+            let https = false;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = tls {
+                if first.is_empty() {
+                    let Some(read) = next_bytes(&mut stream, until, &stop).await else {
+                        return;
+                    };
+                    first = read;
+                }
+                if first[0] != TLS_HANDSHAKE {
+                    plain_http_on_https(stream).await;
+                    return;
+                }
+                let read = std::mem::take(&mut first);
+                let handshake = tokio::select! {
+                    biased;
+                    done = tls.accept(stream, read) => done,
+                    () = tokio::time::sleep_until(until.into()) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "not done within the header timeout",
+                    )),
+                    () = stop.wait_graceful() => return,
+                };
+                stream = match handshake {
+                    Ok(decrypted) => decrypted,
+                    Err(error) => {
+                        tracing::info!(%error, "connection closed: TLS handshake failed");
+                        return;
+                    }
+                };
+            }
             let Some(first) = first_bytes(&mut stream, first, until, &stop).await else {
                 tracing::debug!("connection closed before its first request");
                 return;
@@ -132,6 +170,9 @@ pub async fn serve<A: App + 'static>(
             context.server_software = Some(Bytes::from_static(software.as_bytes()));
             context.multithread = blocking;
             context.errors = Some(runtime.errors().clone());
+            if https {
+                context.url_scheme = UrlScheme::Https;
+            }
             let connection_state = Arc::new((runtime, context));
             let activity = Arc::new(Activity::new());
             let service_activity = activity.clone();
@@ -153,6 +194,22 @@ pub async fn serve<A: App + 'static>(
         }
     })
     .await
+}
+
+/// The first byte of a TLS connection: the content type of a handshake record.
+#[cfg(feature = "tls")]
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Answers a client that speaks plain HTTP to an HTTPS socket, as nginx does: a 400 that says
+/// so (the client can read it: it is not encrypted), then the connection closes.
+#[cfg(feature = "tls")]
+async fn plain_http_on_https(mut stream: Box<dyn Stream>) {
+    use tokio::io::AsyncWriteExt;
+    const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        Content-Length: 45\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use an https:// URL.\n";
+    tracing::info!("plain HTTP on an HTTPS socket: 400");
+    let _ = stream.write_all(ANSWER).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Reads the PROXY protocol header a connection begins with ([`Config::proxy_protocol`]):

@@ -168,6 +168,16 @@ pub struct LauncherArgs {
     /// but the load balancer can reach: whoever connects may claim any address
     #[arg(long)]
     pub proxy_protocol: bool,
+    /// Serve HTTPS on the --http sockets with the certificate chain in this PEM file (the
+    /// server's certificate first, then its intermediates); needs --tls-key. HTTP/2 and
+    /// HTTP/1.1 by ALPN
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert, in a PEM file (PKCS#8, PKCS#1 or SEC1)
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Log one line per request (tracing target gateway::access, level info, on stderr): the
     /// Combined Log Format (host, user, time, request line, status, body bytes, referer, user
     /// agent) followed by the duration in seconds and the pid of the process that served it.
@@ -275,7 +285,17 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
 impl LauncherArgs {
     /// The runtime config the flags describe.
     pub fn config(&self) -> Result<Config, String> {
+        #[cfg(feature = "tls")]
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::TlsConfig::from_pem_files(cert, key)
+                    .map_err(|error| format!("--tls-cert, --tls-key: {error}"))?,
+            ),
+            _ => None,
+        };
         Ok(Config {
+            #[cfg(feature = "tls")]
+            tls,
             threads: self.threads.max(1),
             max_connections: self.max_connections.max(1),
             max_requests: self.max_concurrent_requests.max(1),
@@ -401,6 +421,17 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Whether the HTTP sockets speak TLS.
+fn is_https(config: &Config) -> bool {
+    #[cfg(feature = "tls")]
+    return config.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = config;
+        false
+    }
+}
+
 /// Serves `app` as the parsed `args` say (see [`run`]); for programs that add flags of their
 /// own to [`LauncherArgs`].
 pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
@@ -425,11 +456,15 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         None => None,
     };
     init_log(args.log_format);
+    let (http, scheme) = match is_https(&config) {
+        true => ("HTTPS", "https"),
+        false => ("HTTP", "http"),
+    };
     let binds = if args.http.is_empty() && (args.uwsgi.is_some() || fastcgi.is_some()) {
         Vec::new()
     } else if args.http.is_empty() {
         let bind = Bind::Tcp(([127, 0, 0, 1], 8000).into());
-        eprintln!("gateway: no address given: serving HTTP on http://127.0.0.1:8000/");
+        eprintln!("gateway: no address given: serving {http} on {scheme}://127.0.0.1:8000/");
         vec![bind]
     } else {
         args.http.clone()
@@ -581,6 +616,7 @@ fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Resul
     // Every thread of the runtime is the event loop's: an app's synchronous read of its body
     // there fails rather than stall the loop (the worker pool's threads are not the runtime's).
     let batch = config.batch_scheduling;
+    let https = is_https(&config);
     builder.on_thread_start(move || {
         gateway_core::mark_event_loop_thread();
         if batch {
@@ -604,7 +640,10 @@ fn serve_process<A: App + 'static>(app: A, config: Config, plan: &Plan) -> Resul
             })?;
             let task = match protocol {
                 Protocol::Http => {
-                    tracing::info!(address = %bind, "serving HTTP");
+                    match https {
+                        true => tracing::info!(address = %bind, "serving HTTPS"),
+                        false => tracing::info!(address = %bind, "serving HTTP"),
+                    }
                     tokio::spawn(crate::http::serve(
                         listener,
                         server.clone(),

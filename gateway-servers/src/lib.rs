@@ -30,6 +30,8 @@ mod launcher;
 pub mod params;
 pub mod proxy_protocol;
 pub mod runtime;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod uwsgi;
 
 pub use launcher::{LauncherArgs, LogFormat, flag_error, is_cgi, run, run_with};

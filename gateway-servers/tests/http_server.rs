@@ -1630,3 +1630,101 @@ fn with_the_proxy_protocol_the_header_gives_the_client_and_anything_else_is_clos
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(450), "{waited:?}");
 }
+
+/// Answers with the environ's scheme and `HTTPS` in headers, and `SERVER_PROTOCOL` as its body.
+#[cfg(feature = "tls")]
+fn tells_the_scheme(environ: Environ, start: StartResponse) -> Body {
+    let mut headers = HeaderMap::new();
+    let scheme = HeaderValue::from_str(environ.url_scheme().as_str()).unwrap();
+    headers.insert("x-scheme", scheme);
+    let https = environ.get("HTTPS").unwrap_or(b"-");
+    headers.insert("x-https", HeaderValue::from_bytes(https).unwrap());
+    let _ = start.start(StatusCode::OK, headers);
+    Body::from(environ.get("SERVER_PROTOCOL").unwrap_or_default().to_vec())
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn https_serves_http1_and_http2_by_alpn_and_tells_plain_http_clients() {
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("gateway-https-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut config = config();
+    config.tls = Some(gateway_servers::tls::TlsConfig::from_pem_files(&cert, &key).unwrap());
+    config.header_read_timeout = Duration::from_millis(500);
+    let server = Server::start(tells_the_scheme, config);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.0.addr;
+    for (alpn, protocol) in [("http/1.1", "HTTP/1.1"), ("h2", "HTTP/2")] {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        client.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let (status, scheme, https, body) = runtime.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let request = http::Request::get("https://localhost/x")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let response = if alpn == "h2" {
+                let (mut sender, connection) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                sender.send_request(request).await.unwrap()
+            } else {
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(connection);
+                sender.send_request(request).await.unwrap()
+            };
+            let status = response.status();
+            let scheme = response.headers()["x-scheme"].to_str().unwrap().to_owned();
+            let https = response.headers()["x-https"].to_str().unwrap().to_owned();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, scheme, https, body)
+        });
+        assert_eq!(status, 200);
+        assert_eq!((scheme.as_str(), https.as_str()), ("https", "on"));
+        assert_eq!(body, protocol.as_bytes());
+    }
+
+    // Plain HTTP: a 400 that says why, in the clear, then the close.
+    let answer = after_writes(&server, &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("This port speaks HTTPS: use an https:// URL.\n"),
+        "{answer}"
+    );
+    // A handshake that never ends is closed at the header timeout, without a byte.
+    let started = Instant::now();
+    assert!(after_writes(&server, &[&[0x16, 0x03, 0x01]]).is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(450));
+}

@@ -152,6 +152,13 @@ pub struct Config {
     /// any address in the header. FastCGI and uwsgi get the client's address from the web
     /// server's variables, and ignore it. Flag: `--proxy-protocol`.
     pub proxy_protocol: bool,
+    /// HTTPS (feature `tls`): with a [`TlsConfig`](crate::tls::TlsConfig), each connection to
+    /// the HTTP server begins with a TLS handshake (after the PROXY header, if any), which
+    /// must end within [`header_read_timeout`](Config::header_read_timeout); the environ then
+    /// has `HTTPS=on` and `wsgi.url_scheme` `https` (default `None`: plain HTTP). FastCGI and
+    /// uwsgi ignore it. Flags: `--tls-cert` and `--tls-key`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -174,6 +181,8 @@ impl Default for Config {
             server_software: concat!("gateway/", env!("CARGO_PKG_VERSION")),
             batch_scheduling: true,
             proxy_protocol: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
