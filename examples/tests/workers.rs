@@ -652,3 +652,70 @@ fn workers_serve_an_inherited_socket_and_keep_a_unix_socket_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes a new self-signed certificate for `localhost` and its key over `cert` and `key`:
+/// the certificate, in PEM.
+fn new_certificate(cert: &std::path::Path, key: &std::path::Path) -> String {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(key, certified.signing_key.serialize_pem()).unwrap();
+    std::fs::write(cert, certified.cert.pem()).unwrap();
+    certified.cert.pem()
+}
+
+/// Whether an HTTPS GET to `port` succeeds when only the certificate in `trusted` is trusted.
+fn https_trusting(port: u16, trusted: &std::path::Path) -> bool {
+    Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "5", "--cacert"])
+        .arg(trusted)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/"))
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn hup_brings_in_a_renewed_certificate_and_a_broken_one_falls_back_to_the_first() {
+    let dir = std::env::temp_dir().join(format!("gateway-workers-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (first, second) = (dir.join("first.pem"), dir.join("second.pem"));
+    std::fs::write(&first, new_certificate(&cert, &key)).unwrap();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let server = Server::spawn(
+        Command::new(ECHO)
+            .args(["--http", &address, "--workers", "1", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key),
+        port,
+    );
+    wait_until(
+        "HTTPS with the first certificate",
+        Duration::from_secs(10),
+        || https_trusting(port, &first),
+    );
+
+    // Renewed: after a HUP the new worker serves the new certificate, and only it.
+    std::fs::write(&second, new_certificate(&cert, &key)).unwrap();
+    server.signal("HUP");
+    wait_until(
+        "HTTPS with the second certificate only",
+        Duration::from_secs(15),
+        || https_trusting(port, &second) && !https_trusting(port, &first),
+    );
+
+    // Broken: the new worker says so and serves the certificate the program read at start
+    // (the master's), rather than fail.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    server.signal("HUP");
+    wait_until(
+        "HTTPS with the first certificate only",
+        Duration::from_secs(15),
+        || https_trusting(port, &first) && !https_trusting(port, &second),
+    );
+    let log = server.log();
+    assert_eq!(count(&log, "cannot read the certificate again"), 1, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -170,7 +170,7 @@ pub struct LauncherArgs {
     pub proxy_protocol: bool,
     /// Serve HTTPS on the --http sockets with the certificate chain in this PEM file (the
     /// server's certificate first, then its intermediates); needs --tls-key. HTTP/2 and
-    /// HTTP/1.1 by ALPN
+    /// HTTP/1.1 by ALPN. Read at start, and by each new worker (a HUP brings in a renewed one)
     #[cfg(feature = "tls")]
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -558,11 +558,26 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     };
     // Each worker is a forked copy of this process that takes the app out of its own copy.
     let mut app = Some(app);
+    #[cfg(feature = "tls")]
+    let tls_files = args.tls_cert.clone().zip(args.tls_key.clone());
     let worker = move || {
         let Some(app) = app.take() else {
             return 70;
         };
-        match serve_process(app, config.clone(), &plan) {
+        #[allow(unused_mut)]
+        let mut config = config.clone();
+        // Each worker reads the certificate again, so that a HUP brings in a renewed one.
+        #[cfg(feature = "tls")]
+        if let Some((cert, key)) = &tls_files {
+            match crate::tls::TlsConfig::from_pem_files(cert, key) {
+                Ok(tls) => config.tls = Some(tls),
+                Err(error) => tracing::error!(
+                    %error,
+                    "worker: cannot read the certificate again: serving the one read at start"
+                ),
+            }
+        }
+        match serve_process(app, config, &plan) {
             Ok(()) => 0,
             Err(error) => {
                 eprintln!("error: {error}");
