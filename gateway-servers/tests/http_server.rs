@@ -1631,7 +1631,8 @@ fn with_the_proxy_protocol_the_header_gives_the_client_and_anything_else_is_clos
     assert!(waited >= Duration::from_millis(450), "{waited:?}");
 }
 
-/// Answers with the environ's scheme and `HTTPS` in headers, and `SERVER_PROTOCOL` as its body.
+/// Answers with the environ's scheme, `HTTPS` and `REMOTE_ADDR` in headers, and
+/// `SERVER_PROTOCOL` as its body.
 #[cfg(feature = "tls")]
 fn tells_the_scheme(environ: Environ, start: StartResponse) -> Body {
     let mut headers = HeaderMap::new();
@@ -1639,13 +1640,15 @@ fn tells_the_scheme(environ: Environ, start: StartResponse) -> Body {
     headers.insert("x-scheme", scheme);
     let https = environ.get("HTTPS").unwrap_or(b"-");
     headers.insert("x-https", HeaderValue::from_bytes(https).unwrap());
+    let remote = environ.get("REMOTE_ADDR").unwrap_or(b"-");
+    headers.insert("x-remote-addr", HeaderValue::from_bytes(remote).unwrap());
     let _ = start.start(StatusCode::OK, headers);
     Body::from(environ.get("SERVER_PROTOCOL").unwrap_or_default().to_vec())
 }
 
 #[cfg(feature = "tls")]
 #[test]
-fn https_serves_http1_and_http2_by_alpn_and_tells_plain_http_clients() {
+fn https_serves_http1_and_http2_by_alpn_after_a_proxy_header_too_and_tells_plain_http_clients() {
     use tokio_rustls::rustls;
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = std::env::temp_dir().join(format!("gateway-https-{}", std::process::id()));
@@ -1656,7 +1659,10 @@ fn https_serves_http1_and_http2_by_alpn_and_tells_plain_http_clients() {
     let mut config = config();
     config.tls = Some(gateway_servers::tls::TlsConfig::from_pem_files(&cert, &key).unwrap());
     config.header_read_timeout = Duration::from_millis(500);
-    let server = Server::start(tells_the_scheme, config);
+    let server = Server::start(tells_the_scheme, config.clone());
+    // Behind a load balancer that relays TCP: its PROXY header, then the handshake.
+    config.proxy_protocol = true;
+    let proxied = Server::start(tells_the_scheme, config);
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut roots = rustls::RootCertStore::empty();
@@ -1665,8 +1671,13 @@ fn https_serves_http1_and_http2_by_alpn_and_tells_plain_http_clients() {
         .enable_all()
         .build()
         .unwrap();
-    let addr = server.0.addr;
-    for (alpn, protocol) in [("http/1.1", "HTTP/1.1"), ("h2", "HTTP/2")] {
+    for (alpn, protocol, proxy) in [
+        ("http/1.1", "HTTP/1.1", false),
+        ("h2", "HTTP/2", false),
+        ("http/1.1", "HTTP/1.1", true),
+        ("h2", "HTTP/2", true),
+    ] {
+        let addr = if proxy { proxied.0.addr } else { server.0.addr };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -1674,8 +1685,14 @@ fn https_serves_http1_and_http2_by_alpn_and_tells_plain_http_clients() {
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
         client.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        let (status, scheme, https, body) = runtime.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (status, scheme, https, remote, body) = runtime.block_on(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if proxy {
+                let header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40001 443\r\n";
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, header)
+                    .await
+                    .unwrap();
+            }
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
             let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
                 .connect(name, tcp)
@@ -1701,15 +1718,21 @@ fn https_serves_http1_and_http2_by_alpn_and_tells_plain_http_clients() {
             let status = response.status();
             let scheme = response.headers()["x-scheme"].to_str().unwrap().to_owned();
             let https = response.headers()["x-https"].to_str().unwrap().to_owned();
+            let remote = response.headers()["x-remote-addr"]
+                .to_str()
+                .unwrap()
+                .to_owned();
             let body = http_body_util::BodyExt::collect(response.into_body())
                 .await
                 .unwrap()
                 .to_bytes();
-            (status, scheme, https, body)
+            (status, scheme, https, remote, body)
         });
         assert_eq!(status, 200);
         assert_eq!((scheme.as_str(), https.as_str()), ("https", "on"));
         assert_eq!(body, protocol.as_bytes());
+        let client = if proxy { "192.0.2.7" } else { "127.0.0.1" };
+        assert_eq!(remote, client);
     }
 
     // Plain HTTP: a 400 that says why, in the clear, then the close.
