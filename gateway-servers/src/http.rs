@@ -132,33 +132,11 @@ pub async fn serve<A: App + 'static>(
             let https = false;
             #[cfg(feature = "tls")]
             if let Some(tls) = tls {
-                if first.is_empty() {
-                    let Some(read) = next_bytes(&mut stream, until, &stop).await else {
-                        return;
-                    };
-                    first = read;
-                }
-                if first[0] != TLS_HANDSHAKE {
-                    plain_http_on_https(stream).await;
-                    return;
-                }
                 let read = std::mem::take(&mut first);
-                let handshake = tokio::select! {
-                    biased;
-                    done = tls.accept(stream, read) => done,
-                    () = tokio::time::sleep_until(until.into()) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "not done within the header timeout",
-                    )),
-                    () = stop.wait_graceful() => return,
+                let Some(decrypted) = tls_handshake(&tls, stream, read, until, &stop).await else {
+                    return;
                 };
-                stream = match handshake {
-                    Ok(decrypted) => decrypted,
-                    Err(error) => {
-                        tracing::info!(%error, "connection closed: TLS handshake failed");
-                        return;
-                    }
-                };
+                stream = decrypted;
             }
             let Some(first) = first_bytes(&mut stream, first, until, &stop).await else {
                 tracing::debug!("connection closed before its first request");
@@ -199,6 +177,42 @@ pub async fn serve<A: App + 'static>(
 /// The first byte of a TLS connection: the content type of a handshake record.
 #[cfg(feature = "tls")]
 const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS handshake of a connection to an HTTPS socket, `read` its bytes read already: the
+/// decrypted stream. `None`, logged, when the client speaks plain HTTP (answered with
+/// [`plain_http_on_https`]), the handshake fails or is not done by `until`, or the server stops.
+#[cfg(feature = "tls")]
+async fn tls_handshake(
+    tls: &crate::tls::TlsConfig,
+    mut stream: Box<dyn Stream>,
+    mut read: Bytes,
+    until: Instant,
+    stop: &Shutdown,
+) -> Option<Box<dyn Stream>> {
+    if read.is_empty() {
+        read = next_bytes(&mut stream, until, stop).await?;
+    }
+    if read[0] != TLS_HANDSHAKE {
+        plain_http_on_https(stream).await;
+        return None;
+    }
+    let handshake = tokio::select! {
+        biased;
+        done = tls.accept(stream, read) => done,
+        () = tokio::time::sleep_until(until.into()) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "not done within the header timeout",
+        )),
+        () = stop.wait_graceful() => return None,
+    };
+    match handshake {
+        Ok(decrypted) => Some(decrypted),
+        Err(error) => {
+            tracing::info!(%error, "connection closed: TLS handshake failed");
+            None
+        }
+    }
+}
 
 /// Answers a client that speaks plain HTTP to an HTTPS socket, as nginx does: a 400 that says
 /// so (the client can read it: it is not encrypted), then the connection closes.
