@@ -45,7 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::{Bytes, BytesMut};
 use gateway_core::convert::{ServerContext, environ_from_request};
 use gateway_core::{App, Body, UrlScheme};
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -133,7 +133,10 @@ pub async fn serve<A: App + 'static>(
             #[cfg(feature = "tls")]
             if let Some(tls) = tls {
                 let read = std::mem::take(&mut first);
-                let Some(decrypted) = tls_handshake(&tls, stream, read, until, &stop).await else {
+                // Boxed: rustls's handshake state is large, and inline it would make every
+                // connection's future (plain HTTP ones too, idle ones too) that large.
+                let handshake = Box::pin(tls_handshake(&tls, stream, read, until, &stop));
+                let Some(decrypted) = handshake.await else {
                     return;
                 };
                 stream = decrypted;
@@ -705,15 +708,21 @@ fn handle<A: App + 'static>(
         let environ = environ_from_request(request, context);
         return Handling::Now(runtime.answer(&environ, refused));
     }
+    let connect = request.method() == Method::CONNECT;
+    let tunnel_refused = |responding: Responding| match connect {
+        true => responding.for_connect(),
+        false => responding,
+    };
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs): no limit to apply.
         let environ = environ_from_request(request, context);
-        return Handling::Now(runtime.respond(environ, BodyGuard::none()));
+        return Handling::Now(tunnel_refused(runtime.respond(environ, BodyGuard::none())));
     }
     let expects = request.headers().contains_key(header::EXPECT);
+    // (A CONNECT with a body streams it: its answer is checked as it leaves `respond`.)
     let buffered = http_body::Body::size_hint(request.body())
         .exact()
-        .filter(|&n| runtime.buffers_body(n) && !expects);
+        .filter(|&n| runtime.buffers_body(n) && !expects && !connect);
     let (parts, body) = request.into_parts();
     let linger = parts.version < Version::HTTP_2 && !expects;
     let body = RequestBody::new(body, activity.open_elsewhere());
@@ -721,7 +730,7 @@ fn handle<A: App + 'static>(
     let (body, guard) = runtime.guard_body(body);
     let Some(length) = buffered else {
         let environ = environ_from_request(Request::from_parts(parts, body), context);
-        return Handling::Now(runtime.respond(environ, guard));
+        return Handling::Now(tunnel_refused(runtime.respond(environ, guard)));
     };
     // The input is set once the body is read.
     let environ = environ_from_request(Request::from_parts(parts, Empty::<Bytes>::new()), context);

@@ -1543,6 +1543,12 @@ fn a_2xx_answer_to_connect_is_501_and_a_refusal_goes_through() {
         .unwrap();
     let reply = read_reply(&mut stream, &mut buf, "GET");
     assert_eq!((reply.status, &reply.body[..]), (200, &b"GET /after "[..]));
+    // With a body (short enough to be read whole for another method) too.
+    let reply = request(
+        &server,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert_eq!(reply.status, 501, "{reply:?}");
 
     // An app that refuses the method is answered as it says.
     let refusing = Server::start(refuses_connect, config());

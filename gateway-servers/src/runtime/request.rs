@@ -263,7 +263,7 @@ impl<A: App + 'static> Runtime<A> {
             software: config.server_software,
             max_body_size: config.max_body_size,
             record,
-            connect: environ.get("REQUEST_METHOD") == Some(b"CONNECT"),
+            connect: false,
         };
         if environ
             .content_length()
@@ -384,7 +384,8 @@ pub struct Responding {
     software: &'static str,
     max_body_size: u64,
     record: Option<Record>,
-    /// The request is a `CONNECT`: a 2xx answer would open a tunnel (see `checked`).
+    /// The request is a `CONNECT`: a 2xx answer would open a tunnel (see `checked`). Set by
+    /// the HTTP server ([`Responding::for_connect`]): front ends do not pass `CONNECT` on.
     connect: bool,
 }
 
@@ -422,6 +423,13 @@ impl std::future::Future for Responding {
 }
 
 impl Responding {
+    /// For a `CONNECT` request: an app's 2xx answer, which would make the connection a tunnel
+    /// the contract cannot serve, is answered 501 instead ([`no_tunnel`]).
+    pub(crate) fn for_connect(mut self) -> Responding {
+        self.connect = true;
+        self
+    }
+
     /// The app's response, or 413, 408 or 400 in place of the driver's 500 when the app failed
     /// because its body broke a limit or was broken ([`driver::failure_status`]), with the
     /// headers middleware asked for on the 500 ([`driver::keep_failure_headers`]); 501 in
