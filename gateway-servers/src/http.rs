@@ -44,7 +44,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::convert::{ServerContext, environ_from_request};
-use gateway_core::{App, Body, UrlScheme};
+use gateway_core::{App, Body};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -87,94 +87,194 @@ pub async fn serve<A: App + 'static>(
         .max_concurrent_streams(
             u32::try_from(config.max_requests.min(MAX_HTTP2_STREAMS)).unwrap_or(u32::MAX),
         );
-    let builders = Arc::new((http1, http2));
-    let stop = shutdown.clone();
-    let timeouts = Timeouts {
-        header: config.header_read_timeout,
-        keep_alive: config.keep_alive_timeout,
-        send: config.send_timeout,
-    };
     let limit = runtime.connection_limit().clone();
-    let (proxy, software, blocking) = (
-        config.proxy_protocol,
-        config.server_software,
-        config.blocking,
-    );
-    #[cfg(feature = "tls")]
-    let tls = config.tls.clone();
-    serve_connections(listener, &config, &limit, shutdown, move |connection| {
-        let accepted = Instant::now();
-        let runtime = runtime.clone();
-        let builders = builders.clone();
-        let stop = stop.clone();
+    let shared = Arc::new(Shared {
+        http1,
+        http2,
+        timeouts: Timeouts {
+            header: config.header_read_timeout,
+            keep_alive: config.keep_alive_timeout,
+            send: config.send_timeout,
+        },
+        stop: shutdown.clone(),
         #[cfg(feature = "tls")]
-        let tls = tls.clone();
-        async move {
-            let until = accepted + timeouts.header;
-            let Connection {
-                mut stream,
-                mut peer,
-                mut local,
-            } = connection;
-            let mut first = Bytes::new();
-            if proxy {
-                let Some((addresses, rest)) = proxy_header(&mut stream, until, &stop).await else {
-                    return;
-                };
-                if let Some((client, reached)) = addresses {
-                    (peer, local) = (Some(client), Some(reached));
-                }
-                first = rest;
-            }
-            #[cfg(feature = "tls")]
-            let https = tls.is_some();
-            #[cfg(not(feature = "tls"))]
-            let https = false;
-            #[cfg(feature = "tls")]
-            if let Some(tls) = tls {
-                let read = std::mem::take(&mut first);
-                // Boxed: rustls's handshake state is large, and inline it would make every
-                // connection's future (plain HTTP ones too, idle ones too) that large.
-                let handshake = Box::pin(tls_handshake(&tls, stream, read, until, &stop));
-                let Some(decrypted) = handshake.await else {
-                    return;
-                };
-                stream = decrypted;
-            }
-            let Some(first) = first_bytes(&mut stream, first, until, &stop).await else {
-                tracing::debug!("connection closed before its first request");
-                return;
-            };
-            let mut context = ServerContext::default();
-            context.peer_addr = peer;
-            context.local_addr = local;
-            context.server_software = Some(Bytes::from_static(software.as_bytes()));
-            context.multithread = blocking;
-            context.errors = Some(runtime.errors().clone());
-            if https {
-                context.url_scheme = UrlScheme::Https;
-            }
-            let connection_state = Arc::new((runtime, context));
-            let activity = Arc::new(Activity::new());
-            let service_activity = activity.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let open = service_activity.open();
-                let response = handle(&connection_state, request, &service_activity);
-                async move {
-                    let response = closing_if_cut(response.await);
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
-                }
-            });
-            let http2 = first.starts_with(HTTP2_PREFACE);
-            let io = HyperIo::new(stream, first, until, &timeouts, &activity);
-            if http2 {
-                serve_http2(&builders.1, io, service, &activity, timeouts, &stop).await;
-            } else {
-                serve_http1(&builders.0, io, service, &activity, timeouts, &stop).await;
-            }
-        }
+        tls: config.tls.clone(),
+        runtime,
+    });
+    serve_connections(listener, &config, &limit, shutdown, move |connection| {
+        serve_connection(shared.clone(), connection, Instant::now())
     })
     .await
+}
+
+/// What the connections of one HTTP server share.
+struct Shared<A> {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    stop: Shutdown,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
+    runtime: Runtime<A>,
+}
+
+/// A connection's life, from `accepted`: the PROXY protocol header and the TLS handshake if
+/// configured, its first bytes, then hyper (HTTP/1, parked when idle, or HTTP/2).
+///
+/// The future lives as long as the connection, idle ones included, so it holds little across
+/// its waits: each step's values are built in a plain function and handed on whole. (A local
+/// of an `async` body that is borrowed, or moved out of in part, keeps its room in the future
+/// for as long as the future lives; an `async fn`'s arguments take their room twice, hence a
+/// function that returns an `async` block.)
+#[allow(clippy::manual_async_fn)]
+fn serve_connection<A: App + 'static>(
+    shared: Arc<Shared<A>>,
+    mut connection: Connection,
+    accepted: Instant,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let until = accepted + shared.timeouts.header;
+        let Some(first) = open(&shared, &mut connection, until).await else {
+            return;
+        };
+        match start_hyper(&shared, connection, first, until) {
+            Hyper::Http1(connection, activity) => {
+                serve_http1(&shared, connection, &activity).await;
+            }
+            Hyper::Http2(connection, activity) => {
+                serve_http2(&shared, connection, &activity).await;
+            }
+        }
+    }
+}
+
+/// The steps of a connection before hyper has it: the PROXY protocol header
+/// ([`Config::proxy_protocol`](crate::runtime::Config::proxy_protocol)), whose addresses
+/// replace the connection's, the TLS handshake, whose decrypted stream replaces the
+/// connection's, and the first bytes, returned. `None` (logged) when the connection is closed
+/// before its first request.
+async fn open<A: App + 'static>(
+    shared: &Shared<A>,
+    connection: &mut Connection,
+    until: Instant,
+) -> Option<Bytes> {
+    let stop = &shared.stop;
+    let mut sent = Bytes::new();
+    if shared.runtime.config().proxy_protocol {
+        let (addresses, rest) = proxy_header(&mut connection.stream, until, stop).await?;
+        if let Some((client, reached)) = addresses {
+            (connection.peer, connection.local) = (Some(client), Some(reached));
+        }
+        sent = rest;
+    }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        // Boxed: rustls's handshake state is large, and inline it would make every
+        // connection's future (plain HTTP ones too, idle ones too) that large.
+        let read = std::mem::take(&mut sent);
+        // (An empty stream stands in meanwhile: a box of nothing, not an allocation.)
+        let stream = std::mem::replace(&mut connection.stream, Box::new(tokio::io::empty()));
+        connection.stream = Box::pin(tls_handshake(tls, stream, read, until, stop)).await?;
+    }
+    let first = first_bytes(&mut connection.stream, sent, until, stop).await;
+    if first.is_none() {
+        tracing::debug!("connection closed before its first request");
+    }
+    first
+}
+
+/// A connection handed to hyper, with the [`Activity`] of its requests.
+enum Hyper<A: App + 'static> {
+    Http1(Box<Http1Connection<A>>, Arc<Activity>),
+    Http2(Pin<Box<Http2Connection<A>>>, Arc<Activity>),
+}
+
+/// hyper's HTTP/1 connection as the server runs it.
+type Http1Connection<A> = http1::Connection<TokioIo<HyperIo>, ConnectionService<A>>;
+
+/// hyper's HTTP/2 connection as the server runs it.
+type Http2Connection<A> = http2::Connection<TokioIo<HyperIo>, ConnectionService<A>, TokioExecutor>;
+
+/// Hands an opened connection to hyper, `first` its first bytes: HTTP/2 when they are
+/// HTTP/2's preface, else HTTP/1. The context of its environs is made here, once per
+/// connection.
+fn start_hyper<A: App + 'static>(
+    shared: &Shared<A>,
+    connection: Connection,
+    first: Bytes,
+    until: Instant,
+) -> Hyper<A> {
+    let runtime = &shared.runtime;
+    let config = runtime.config();
+    let mut context = ServerContext::default();
+    context.peer_addr = connection.peer;
+    context.local_addr = connection.local;
+    context.server_software = Some(Bytes::from_static(config.server_software.as_bytes()));
+    context.multithread = config.blocking;
+    context.errors = Some(runtime.errors().clone());
+    #[cfg(feature = "tls")]
+    if shared.tls.is_some() {
+        context.url_scheme = gateway_core::UrlScheme::Https;
+    }
+    let activity = Arc::new(Activity::new());
+    let service = ConnectionService {
+        connection: Arc::new((runtime.clone(), context)),
+        activity: activity.clone(),
+    };
+    let http2 = first.starts_with(HTTP2_PREFACE);
+    let io = HyperIo::new(connection.stream, first, until, &shared.timeouts, &activity);
+    match http2 {
+        true => Hyper::Http2(
+            Box::pin(shared.http2.serve_connection(TokioIo::new(io), service)),
+            activity,
+        ),
+        false => Hyper::Http1(
+            Box::new(shared.http1.serve_connection(TokioIo::new(io), service)),
+            activity,
+        ),
+    }
+}
+
+/// The service of one connection: each request handled by [`handle`], its response body
+/// followed by the connection's [`Activity`] until it ends.
+struct ConnectionService<A> {
+    connection: Arc<(Runtime<A>, ServerContext)>,
+    activity: Arc<Activity>,
+}
+
+impl<A: App + 'static> hyper::service::Service<Request<Incoming>> for ConnectionService<A> {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: Request<Incoming>) -> Answer {
+        let open = self.activity.open();
+        Answer {
+            handling: handle(&self.connection, request, &self.activity),
+            open: Some(open),
+        }
+    }
+}
+
+/// The response to one request of a connection, as hyper gets it.
+struct Answer {
+    handling: Handling,
+    open: Option<OpenRequest>,
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = std::task::ready!(Pin::new(&mut self.handling).poll(cx));
+        let open = self
+            .open
+            .take()
+            .expect("an answer is not polled after its end");
+        Poll::Ready(Ok(
+            closing_if_cut(response).map(|body| Tracked::new(body, open))
+        ))
+    }
 }
 
 /// The first byte of a TLS connection: the content type of a handshake record.
@@ -312,13 +412,14 @@ async fn first_bytes(
     until: Instant,
     stop: &Shutdown,
 ) -> Option<Bytes> {
-    let mut bytes = match sent.is_empty() {
-        true => next_bytes(stream, until, stop).await?,
-        false => sent,
-    };
+    // (Nothing yet is the preface's start too.)
+    let mut bytes = sent;
     while bytes.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&bytes) {
         let more = next_bytes(stream, until, stop).await?;
-        bytes = [bytes, more].concat().into();
+        bytes = match bytes.is_empty() {
+            true => more,
+            false => [bytes, more].concat().into(),
+        };
     }
     Some(bytes)
 }
@@ -356,25 +457,17 @@ impl Future for ReadSome<'_> {
 /// Serves an HTTP/1 connection, parking it whenever it stays idle for [`PARK_AFTER`]: hyper's
 /// connection is taken apart (its unread bytes kept), and a new one serves the next request
 /// when it comes, with the same service. A parked connection closes at the keep-alive timeout.
-async fn serve_http1<S>(
-    builder: &http1::Builder,
-    io: HyperIo,
-    service: S,
+async fn serve_http1<A: App + 'static>(
+    shared: &Shared<A>,
+    connection: Box<Http1Connection<A>>,
     activity: &Arc<Activity>,
-    timeouts: Timeouts,
-    stop: &Shutdown,
-) where
-    S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut io = io;
-    let mut service = service;
+) {
+    let (stop, timeouts) = (&shared.stop, &shared.timeouts);
+    let mut connection = connection;
     let mut idle = IdleWatch::new(activity, PARK_AFTER);
     loop {
-        let mut connection = Box::new(builder.serve_connection(TokioIo::new(io), service));
         // Biased: the idle watch is polled after the connection, whose polls change it.
-        let parts = loop {
+        loop {
             tokio::select! {
                 biased;
                 result = Pin::new(&mut *connection) => {
@@ -394,23 +487,14 @@ async fn serve_http1<S>(
                 () = &mut idle => {
                     // A response hyper could not write whole yet is in its buffer: not idle.
                     if !activity.write_blocked.load(Ordering::Relaxed) {
-                        break connection.into_parts();
+                        break;
                     }
                     idle.retry();
                 }
             }
-        };
-        service = parts.service;
-        let (mut stream, unread) = parts.io.into_inner().into_parts();
-        // (The match drops hyper's read buffer when it is empty: an empty `Bytes` of it still
-        // holds its memory.)
-        let unread = match (parts.read_buf, unread) {
-            (read, unread) if read.is_empty() && unread.is_empty() => None,
-            (read, unread) if unread.is_empty() => Some(read),
-            (read, unread) if read.is_empty() => Some(unread),
-            (read, unread) => Some([read, unread].concat().into()),
-        };
-        let pending = match unread.and_then(past_blank_lines) {
+        }
+        let (service, mut stream, unread) = take_apart(connection);
+        let pending = match unread {
             // The start of a head that is still coming: served at once by a new hyper
             // connection (the watch waits for the next request's end before it fires again).
             Some(unread) => unread,
@@ -430,38 +514,46 @@ async fn serve_http1<S>(
                 }
             }
         };
-        io = HyperIo::new(
-            stream,
-            pending,
-            Instant::now() + timeouts.header,
-            &timeouts,
-            activity,
-        );
+        let deadline = Instant::now() + timeouts.header;
+        let io = HyperIo::new(stream, pending, deadline, timeouts, activity);
+        connection = Box::new(shared.http1.serve_connection(TokioIo::new(io), service));
     }
+}
+
+/// Takes an idle HTTP/1 connection from hyper: its service, its stream, and the bytes read from
+/// the stream that no request has taken yet, past the empty lines they may begin with (`None`
+/// if nothing else is left).
+fn take_apart<A: App + 'static>(
+    connection: Box<Http1Connection<A>>,
+) -> (ConnectionService<A>, Box<dyn Stream>, Option<Bytes>) {
+    let parts = connection.into_parts();
+    let (stream, unread) = parts.io.into_inner().into_parts();
+    // (The match drops hyper's read buffer when it is empty: an empty `Bytes` of it still
+    // holds its memory.)
+    let unread = match (parts.read_buf, unread) {
+        (read, unread) if read.is_empty() && unread.is_empty() => None,
+        (read, unread) if unread.is_empty() => Some(read),
+        (read, unread) if read.is_empty() => Some(unread),
+        (read, unread) => Some([read, unread].concat().into()),
+    };
+    (parts.service, stream, unread.and_then(past_blank_lines))
 }
 
 /// Serves an HTTP/2 connection; once no request has been open for the keep-alive timeout, it
 /// sends `GOAWAY` and closes (hyper keeps an idle HTTP/2 connection for as long as the client
 /// does).
-async fn serve_http2<S>(
-    builder: &http2::Builder<TokioExecutor>,
-    io: HyperIo,
-    service: S,
+async fn serve_http2<A: App + 'static>(
+    shared: &Shared<A>,
+    connection: Pin<Box<Http2Connection<A>>>,
     activity: &Activity,
-    timeouts: Timeouts,
-    stop: &Shutdown,
-) where
-    S: hyper::service::HttpService<Incoming, ResBody = Tracked>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-    let idle = IdleWatch::new(activity, timeouts.keep_alive);
+) {
+    let mut connection = connection;
+    let idle = IdleWatch::new(activity, shared.timeouts.keep_alive);
     // Biased: the idle watch is polled after the connection, whose polls change it.
     let result = tokio::select! {
         biased;
         result = connection.as_mut() => result,
-        () = stop.wait_graceful() => {
+        () = shared.stop.wait_graceful() => {
             // Finish the requests in progress, then close.
             connection.as_mut().graceful_shutdown();
             connection.await
