@@ -182,6 +182,13 @@ impl Clone for ErrorStream {
     }
 }
 
+/// Passes a whole line on to `sink`, in pieces of [`MAX_ERROR_LINE`] bytes if longer.
+fn pass_on(sink: &SharedSink, line: &[u8]) {
+    for piece in line.chunks(MAX_ERROR_LINE) {
+        sink.write_message(piece);
+    }
+}
+
 impl fmt::Debug for ErrorStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorStream")
@@ -196,10 +203,10 @@ impl Write for ErrorStream {
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             let (line, tail) = rest.split_at(end + 1);
             if self.line.is_empty() {
-                self.sink.write_message(line);
+                pass_on(&self.sink, line);
             } else {
                 self.line.extend_from_slice(line);
-                self.sink.write_message(&self.line);
+                pass_on(&self.sink, &self.line);
                 self.line.clear();
             }
             rest = tail;
@@ -325,6 +332,17 @@ mod tests {
         assert_eq!(lines.lock().unwrap()[0].len(), MAX_ERROR_LINE);
         stream.flush().unwrap();
         assert_eq!(lines.lock().unwrap()[1], b"xxx");
+
+        // A long line that ends within one write, alone or after a held-back start.
+        let (mut stream, lines) = recording();
+        let mut long = vec![b'y'; 2 * MAX_ERROR_LINE + 5];
+        long.push(b'\n');
+        stream.write_all(&long).unwrap();
+        stream.write_all(b"zz").unwrap();
+        stream.write_all(&long).unwrap();
+        let lengths: Vec<usize> = lines.lock().unwrap().iter().map(Vec::len).collect();
+        let max = MAX_ERROR_LINE;
+        assert_eq!(lengths, [max, max, 6, max, max, 8]);
     }
 
     #[test]

@@ -94,8 +94,9 @@ enum Source {
     Full(Bytes),
     Body(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>),
     Reader(Box<dyn Read + Send>),
-    /// Reading failed: every later read fails the same way.
-    Failed(io::ErrorKind, Box<str>),
+    /// Reading failed: every later read fails the same way (kind, message, and whether the
+    /// body was cut short, for [`Input::is_cut_short`]).
+    Failed(io::ErrorKind, Box<str>, bool),
 }
 
 /// The request body: `wsgi.input`.
@@ -111,10 +112,11 @@ enum Source {
 /// short of its CONTENT_LENGTH (the client went away), whether its source ends or fails as a
 /// peer gone does (reset, aborted, or an error of no specific kind), is an error of kind
 /// [`io::ErrorKind::UnexpectedEof`] that says how many bytes came, never a silent short read;
-/// other failures (a server's timeout, `TimedOut`) keep their kind. Without a limit, a source's error keeps the [`io::ErrorKind`] found in its chain
-/// of sources (hyper's error for a chunked body cut short is caused by an `UnexpectedEof`), or is
-/// [`io::ErrorKind::Other`]. A read that failed fails again each time it is retried, with the
-/// same kind and message.
+/// other failures (a server's timeout, `TimedOut`) keep their kind. Without a limit, a source's
+/// error keeps the [`io::ErrorKind`] found in its chain of sources (hyper's error for a chunked
+/// body cut short is caused by an `UnexpectedEof`), or is [`io::ErrorKind::Other`]. A read that
+/// failed fails again each time it is retried, with the same kind and message, and is cut short
+/// ([`Input::is_cut_short`]) if the first was.
 ///
 /// The blocking view waits with [`block_on`]: use it on a worker thread, not on the thread of
 /// an async runtime's event loop. On a thread marked as an event loop's
@@ -189,8 +191,9 @@ impl Input {
         }
     }
 
-    /// Ends the input after `limit` bytes (the request's CONTENT_LENGTH). If the source ends or
-    /// fails sooner, reading fails with [`io::ErrorKind::UnexpectedEof`].
+    /// Ends the input after `limit` bytes (the request's CONTENT_LENGTH). If the source ends
+    /// sooner, or fails as a peer gone does (see [`Input`]), reading fails with
+    /// [`io::ErrorKind::UnexpectedEof`]; other failures (a timeout) keep their kind.
     #[must_use]
     pub fn with_limit(mut self, limit: u64) -> Self {
         self.remaining = Some(limit.saturating_sub(self.buf.len() as u64));
@@ -223,7 +226,8 @@ impl Input {
     fn fail(&mut self, error: &io::Error) {
         self.done = true;
         self.remaining = self.remaining.map(|_| 0);
-        self.source = Source::Failed(error.kind(), error.to_string().into());
+        let cut_short = Input::is_cut_short(error);
+        self.source = Source::Failed(error.kind(), error.to_string().into(), cut_short);
     }
 
     /// Polls for the next chunk of the body: `None` at its end.
@@ -233,7 +237,12 @@ impl Input {
         }
         if self.done {
             return Poll::Ready(match &self.source {
-                Source::Failed(kind, message) => Some(Err(io::Error::new(*kind, &**message))),
+                Source::Failed(kind, message, false) => {
+                    Some(Err(io::Error::new(*kind, &**message)))
+                }
+                Source::Failed(kind, message, true) => {
+                    Some(Err(io::Error::new(*kind, CutShort(message.to_string()))))
+                }
                 _ => None,
             });
         }
@@ -699,10 +708,13 @@ mod tests {
     fn a_failed_read_fails_again_when_retried_and_is_never_a_clean_end() {
         let mut input = chunked(&["abc"]).with_limit(10);
         let first = input.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(Input::is_cut_short(&first));
         for _ in 0..2 {
             let again = input.read(&mut [0; 4]).unwrap_err();
             assert_eq!(again.kind(), first.kind());
             assert_eq!(again.to_string(), first.to_string());
+            // Still the client's doing (a 400), not the app's.
+            assert!(Input::is_cut_short(&again), "retried: {again}");
         }
         assert!(
             !http_body::Body::is_end_stream(&input),
@@ -789,6 +801,10 @@ mod tests {
             assert!(err.to_string().contains(&message), "{case}: {err}");
             let again = input.read(&mut [0; 4]).unwrap_err();
             assert_eq!(again.kind(), kind, "{case}: retried");
+            assert!(
+                !Input::is_cut_short(&again),
+                "{case}: no limit, not cut short"
+            );
         }
     }
 
