@@ -18,7 +18,8 @@ use crate::{Body, Environ, StartResponse};
 ///   body before the body's first non-empty chunk.
 /// - Return at once: `call` builds a [`Body`] and returns it. Waiting belongs inside the body
 ///   (a [`Body::from_future`] for async work); blocking inside `call` is allowed, since servers
-///   call apps on a worker pool, but it holds a worker.
+///   call apps on a worker pool by default, but it holds a worker; an app served as
+///   non-blocking (on the event loop) must not block.
 /// - Send no hop-by-hop headers and apply no transfer coding: those are the server's.
 /// - Leave `Content-Length` out, or make it agree with the body.
 ///

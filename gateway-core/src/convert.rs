@@ -108,8 +108,9 @@ impl fmt::Debug for ServerContext {
 /// Builds the environ of an HTTP request.
 ///
 /// - `REQUEST_METHOD`; `SCRIPT_NAME` empty and `PATH_INFO` the path, percent-decoded once (an
-///   asterisk-form target leaves `PATH_INFO` empty); `QUERY_STRING` as sent (empty when there is
-///   none); `REQUEST_URI` the target as sent; `SERVER_PROTOCOL`, `SERVER_NAME`, `SERVER_PORT`,
+///   asterisk-form target leaves `PATH_INFO` empty, and so does a `CONNECT`, whose
+///   `REQUEST_URI` is its authority); `QUERY_STRING` as sent (empty when there is none, and for
+///   a `CONNECT`); `REQUEST_URI` the target as sent; `SERVER_PROTOCOL`, `SERVER_NAME`, `SERVER_PORT`,
 ///   `GATEWAY_INTERFACE`, and from the context `REMOTE_ADDR`, `REMOTE_PORT`,
 ///   `SERVER_SOFTWARE` and `HTTPS`.
 /// - Headers become `HTTP_*` variables; `Content-Type` becomes `CONTENT_TYPE`. Repeated
@@ -499,7 +500,8 @@ fn authority_bytes(uri: &Uri) -> Bytes {
 }
 
 /// Splits a `Host` value, `host[:port]` or `[v6][:port]`, into the host and the port (`None`
-/// when there is none or it is not a port number).
+/// when there is none or it is not a port number; a leading `+` is taken, as Rust's `u16`
+/// parsing takes it).
 ///
 /// ```
 /// use gateway_core::convert::split_host;

@@ -17,7 +17,8 @@ pub enum ErrorKind {
     NotStarted,
     /// [`StartResponse::start`](crate::StartResponse::start) refused the head.
     StartRefused,
-    /// The app's `Content-Length` header is not a number.
+    /// The app's `Content-Length` header is not a number, or is repeated with different
+    /// values.
     InvalidContentLength,
     /// The body ended before the `Content-Length` the app declared.
     ShortBody,

@@ -185,8 +185,8 @@ impl Hooks {
 /// the end of the body.
 ///
 /// `start` checks what types cannot: there is no `Status` header and no hop-by-hop header
-/// (`Connection`, `Keep-Alive`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailers`,
-/// `Transfer-Encoding`, `Upgrade`), which belong to the server. Header names and values are
+/// (`Connection`, `Keep-Alive`, `Proxy-Authenticate`, `Proxy-Authorization`,
+/// `Proxy-Connection`, `TE`, `Trailers`, `Transfer-Encoding`, `Upgrade`), which belong to the server. Header names and values are
 /// already valid tokens and field values by the types of [`http`].
 ///
 /// The only second call WSGI allows, with `exc_info`, is [`Writer::restart_on_error`].
