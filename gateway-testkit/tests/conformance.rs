@@ -160,6 +160,33 @@ fn a_server_that_fails_cases_makes_the_program_fail() {
         stdout.lines().last().unwrap().ends_with("11 failed"),
         "{stdout}"
     );
+
+    // A command to start a server, where one accepts connections already: refused (the suite
+    // would test the server already there), and the command is not run.
+    let marker = std::env::temp_dir().join(format!("conformance-not-run-{}", std::process::id()));
+    let taken = std::process::Command::new(PROGRAM)
+        .args(["--http", &address, "--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(taken.stderr).unwrap();
+    assert_eq!(taken.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("accepts connections at"), "{stderr}");
+    assert!(!marker.exists(), "the command ran");
+
+    // A command that exits before anything accepts connections: an error that says so (not,
+    // after the whole of `--wait`, that nothing accepts connections).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_address = free.local_addr().unwrap().to_string();
+    drop(free);
+    let exited = std::process::Command::new(PROGRAM)
+        .args(["--http", &free_address, "--wait", "60", "--", "false"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(exited.stderr).unwrap();
+    assert_eq!(exited.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("exited"), "{stderr}");
+
     let report = conformance::run(
         &conformance::Target::Http(address),
         &conformance::Options {

@@ -5,11 +5,14 @@
 //!     [--format table|markdown|json] [--only ID]... [--max-body BYTES] [--all-roles]
 //!     [--wait SECONDS]
 //!     [-- COMMAND ARGS...]
+//! gateway-conformance --list
 //! ```
 //!
 //! The server serves the echo app (`gateway_testkit::echo`, or an equivalent one). With a
 //! command after `--`, the program starts it, waits for the address to accept connections,
-//! runs the suite and stops it. `--builtin http`, `fastcgi` or `uwsgi` serves the suite's own
+//! runs the suite, stops it and then prints the report. It refuses to start the command when
+//! something accepts connections at the address already (the suite would test that instead),
+//! and fails (exit 2) when the command exits before the address accepts connections. `--builtin http`, `fastcgi` or `uwsgi` serves the suite's own
 //! app on this project's server in this process, behind a strict validator: every case runs,
 //! and a case also fails when the validator saw the server break a rule. `--builtin cgi` runs
 //! this program as the CGI script (run as CGI, with `GATEWAY_INTERFACE` set, it serves the
@@ -104,15 +107,30 @@ impl Drop for Started {
     }
 }
 
-fn wait_for(address: &str, wait: Duration) -> Result<(), String> {
+/// Waits until `address` accepts connections, for `wait` at most, or until `started` (the
+/// server the program started, if any) exits.
+fn wait_for(address: &str, wait: Duration, started: Option<&mut Started>) -> Result<(), String> {
     let deadline = Instant::now() + wait;
-    while gateway_testkit::clients::Stream::connect(address).is_err() {
+    let mut started = started;
+    while !accepts(address) {
+        if let Some(Started(child)) = started.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            return Err(format!(
+                "the server's command exited ({status}) before {address} accepted connections"
+            ));
+        }
         if Instant::now() >= deadline {
             return Err(format!("nothing accepts connections at {address}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Whether something accepts connections at `address` now.
+fn accepts(address: &str) -> bool {
+    gateway_testkit::clients::Stream::connect(address).is_ok()
 }
 
 fn main() -> ExitCode {
@@ -124,6 +142,8 @@ fn main() -> ExitCode {
         Err(error) => return gateway_servers::flag_error(&error),
     };
     if cli.list {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
         for case in conformance::cases() {
             let protocols = if case.protocols.is_empty() {
                 "all".to_owned()
@@ -134,7 +154,11 @@ fn main() -> ExitCode {
                     .collect::<Vec<_>>()
                     .join(",")
             };
-            println!("{}\t{}\t{}\t{}", case.id, protocols, case.rule, case.title);
+            let line = format!("{}\t{}\t{}\t{}", case.id, protocols, case.rule, case.title);
+            // A reader that stops early (`| head`) ends the list; it is not an error.
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -187,7 +211,16 @@ fn main() -> ExitCode {
             max_body: Some(max_body),
         };
     }
-    let _started = match cli.command.split_first() {
+    let listens = !matches!(target, Target::Cgi(_));
+    if !cli.command.is_empty() && listens && accepts(target.address()) {
+        eprintln!(
+            "error: something accepts connections at {} already: stop it first, or leave out \
+             the command to test it",
+            target.address()
+        );
+        return ExitCode::from(2);
+    }
+    let mut started = match cli.command.split_first() {
         Some((program, args)) => match Command::new(program).args(args).spawn() {
             Ok(child) => Some(Started(child)),
             Err(error) => {
@@ -197,14 +230,16 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    if !matches!(target, Target::Cgi(_)) {
+    if listens {
         let wait = Duration::try_from_secs_f64(cli.wait).unwrap_or(Duration::from_secs(15));
-        if let Err(message) = wait_for(target.address(), wait) {
+        if let Err(message) = wait_for(target.address(), wait, started.as_mut()) {
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
     }
     let report = conformance::run(&target, &options);
+    // Stopped before the report, so that what it logs as it stops comes before it.
+    drop(started);
     match cli.format {
         Format::Table => print!("{}", report.table()),
         Format::Markdown => print!("{}", report.markdown()),

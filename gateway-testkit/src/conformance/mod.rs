@@ -667,7 +667,7 @@ pub struct Builtin {
 pub const BUILTIN_MAX_BODY: u64 = 4 * 1024 * 1024;
 
 impl Builtin {
-    /// Starts this project's server for `protocol` with the suite's app. For CGI, `program` is
+    /// Starts this project's server for `protocol` with the suite's app. For CGI, `cgi_program` is
     /// a program that serves [`SuiteApp`] as CGI (the `gateway-conformance` binary does).
     pub fn start(protocol: Protocol, cgi_program: Option<Vec<String>>) -> Builtin {
         let (app, hooks) = SuiteApp::new();
@@ -678,7 +678,7 @@ impl Builtin {
         config.max_body_size = BUILTIN_MAX_BODY;
         let (server, target) = match protocol {
             Protocol::Http => {
-                let server = TestServer::start(32, move |listener, stop| {
+                let server = TestServer::start(move |listener, stop| {
                     let runtime = gateway_servers::runtime::Runtime::new(app, config);
                     gateway_servers::http::serve(listener, runtime, stop)
                 });
@@ -686,7 +686,7 @@ impl Builtin {
                 (Some(server), target)
             }
             Protocol::FastCgi => {
-                let server = TestServer::start(32, move |listener, stop| {
+                let server = TestServer::start(move |listener, stop| {
                     let runtime = gateway_servers::runtime::Runtime::new(app, config);
                     let mut settings = gateway_servers::fastcgi::protocol::Settings::default();
                     settings.roles = gateway_servers::fastcgi::protocol::Roles::ALL;
@@ -696,7 +696,7 @@ impl Builtin {
                 (Some(server), target)
             }
             Protocol::Uwsgi => {
-                let server = TestServer::start(32, move |listener, stop| {
+                let server = TestServer::start(move |listener, stop| {
                     let runtime = gateway_servers::runtime::Runtime::new(app, config);
                     let max_vars = gateway_servers::uwsgi::codec::MAX_VARS_SIZE;
                     gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)
