@@ -276,7 +276,7 @@ fn unix_socket_backends() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("fcgi.sock");
     let bind = gateway_servers::runtime::Bind::Unix(path.clone());
-    let _server = TestServer::start(8, move |_, stop| {
+    let _server = TestServer::start(move |_, stop| {
         let listener = gateway_servers::runtime::Listener::bind(&bind, None).unwrap();
         let runtime = gateway_servers::runtime::Runtime::new(
             mirror,
@@ -950,7 +950,7 @@ fn a_client_that_stalls_its_upload_longer_than_the_response_timeout_is_not_the_b
 
 /// This project's HTTP server with `config`, running `app`.
 fn http_server(app: impl App + 'static, config: Config) -> TestServer {
-    TestServer::start(8, move |listener, stop| {
+    TestServer::start(move |listener, stop| {
         gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
     })
 }

@@ -26,7 +26,7 @@ struct Server(TestServer);
 
 impl Server {
     fn start(app: impl App + 'static, roles: Roles) -> Server {
-        Server(TestServer::start(32, move |listener, stop| {
+        Server(TestServer::start(move |listener, stop| {
             let mut settings = Settings::default();
             settings.roles = roles;
             settings.max_conns = 77;
@@ -37,7 +37,7 @@ impl Server {
 
     /// The FastCGI server with `app`, `settings` and `config`, on a free port.
     fn start_config(app: impl App + 'static, settings: Settings, config: Config) -> Server {
-        Server(TestServer::start(32, move |listener, stop| {
+        Server(TestServer::start(move |listener, stop| {
             let runtime = Runtime::new(app, config);
             gateway_servers::fastcgi::server::serve(listener, runtime, stop, settings)
         }))
@@ -45,7 +45,7 @@ impl Server {
 
     /// The FastCGI server with `app` and `options`, on a free port.
     fn start_with(app: impl App + 'static, options: Options) -> Server {
-        Server(TestServer::start(32, move |listener, stop| {
+        Server(TestServer::start(move |listener, stop| {
             let runtime = Runtime::new(app, Config::default());
             gateway_servers::fastcgi::server::serve_with(listener, runtime, stop, options)
         }))

@@ -21,7 +21,7 @@ struct Server(TestServer);
 
 impl Server {
     fn start(app: impl App + 'static, config: Config) -> Server {
-        Server(TestServer::start(config.threads, move |listener, stop| {
+        Server(TestServer::start(move |listener, stop| {
             gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
         }))
     }

@@ -23,7 +23,7 @@ impl Server {
     }
 
     fn start_config(app: impl App + 'static, max_vars: usize, config: Config) -> Server {
-        Server(TestServer::start(32, move |listener, stop| {
+        Server(TestServer::start(move |listener, stop| {
             let runtime = Runtime::new(app, config);
             gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)
         }))

@@ -35,9 +35,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Runs `serve` (a protocol's `serve` with its app and settings) on a new runtime with 2
-    /// worker threads and up to `threads` blocking ones.
-    pub fn start<F, Fut>(threads: usize, serve: F) -> TestServer
+    /// Runs `serve` (a protocol's `serve` with its app and settings) on a new tokio runtime
+    /// with 2 worker threads, on a thread of its own. A blocking app runs on the worker pool
+    /// of the `Runtime` that `serve` is given (`Config::threads`).
+    pub fn start<F, Fut>(serve: F) -> TestServer
     where
         F: FnOnce(Listener, Shutdown) -> Fut + Send + 'static,
         Fut: Future<Output = std::io::Result<()>>,
@@ -48,7 +49,6 @@ impl TestServer {
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .max_blocking_threads(threads)
                 .enable_all()
                 .build()
                 .expect("a test server's runtime");
@@ -71,14 +71,14 @@ impl TestServer {
 
     /// `app` on the built-in HTTP server, default settings.
     pub fn http(app: impl App + 'static) -> TestServer {
-        TestServer::start(32, move |listener, stop| {
+        TestServer::start(move |listener, stop| {
             gateway_servers::http::serve(listener, Runtime::new(app, Config::default()), stop)
         })
     }
 
     /// `app` on the FastCGI server, default settings.
     pub fn fastcgi(app: impl App + 'static) -> TestServer {
-        TestServer::start(32, move |listener, stop| {
+        TestServer::start(move |listener, stop| {
             let runtime = Runtime::new(app, Config::default());
             gateway_servers::fastcgi::server::serve(listener, runtime, stop, Settings::default())
         })
@@ -86,7 +86,7 @@ impl TestServer {
 
     /// `app` on the uwsgi server, default settings.
     pub fn uwsgi(app: impl App + 'static) -> TestServer {
-        TestServer::start(32, move |listener, stop| {
+        TestServer::start(move |listener, stop| {
             let runtime = Runtime::new(app, Config::default());
             let max_vars = gateway_servers::uwsgi::codec::MAX_VARS_SIZE;
             gateway_servers::uwsgi::server::serve(listener, runtime, stop, max_vars)

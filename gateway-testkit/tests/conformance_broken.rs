@@ -52,7 +52,7 @@ fn assert_fails(id: &str, broken: &Broken) {
 fn layered(wrap: impl Fn(SuiteApp) -> Arc<dyn App> + Send + 'static, config: Config) -> Broken {
     let (app, hooks) = SuiteApp::new();
     let app = wrap(app);
-    let server = TestServer::start(32, move |listener, stop| {
+    let server = TestServer::start(move |listener, stop| {
         gateway_servers::http::serve(listener, Runtime::new(app, config), stop)
     });
     Broken {
