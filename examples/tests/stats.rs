@@ -26,6 +26,10 @@ impl Server {
     }
 
     fn start_program(program: &str, args: &[&str]) -> Server {
+        Server::start_with_env(program, args, &[])
+    }
+
+    fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let stats_port = free_port();
         let http = format!("127.0.0.1:{port}");
@@ -33,7 +37,8 @@ impl Server {
         let group = Group::command(
             Command::new(program)
                 .args(["--http", &http, "--stats", &stats])
-                .args(args),
+                .args(args)
+                .envs(env.iter().copied()),
         );
         let server = Server {
             group,
@@ -411,4 +416,53 @@ fn the_log_is_plain_text_on_a_pipe_and_json_lines_with_log_format_json() {
         serving["address"],
         format!("127.0.0.1:{}", server.port).as_str()
     );
+
+    // An app's panic: a 500 for that request, and one JSON event with where it happened, not
+    // Rust's report in plain text; with a backtrace in a field when one is asked for.
+    for backtrace in ["0", "1"] {
+        let server = Server::start_with_env(
+            SLEEPY,
+            &["--log-format", "json", "--threads", "1"],
+            &[
+                ("RUST_BACKTRACE", backtrace),
+                ("RUST_LIB_BACKTRACE", backtrace),
+            ],
+        );
+        let reply = exchange(
+            server.port,
+            b"GET /panic HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+        // The one worker thread carries on.
+        let reply = exchange(
+            server.port,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(String::from_utf8_lossy(&reply).ends_with("awake\n"));
+        wait_until("the panic logged", Duration::from_secs(10), || {
+            server.log().contains("gateway::panic")
+        });
+        let events: Vec<serde_json::Value> = server
+            .log()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+            .collect();
+        let panic = events
+            .iter()
+            .find(|e| e["target"] == "gateway::panic")
+            .unwrap();
+        assert_eq!(panic["level"], "ERROR");
+        assert_eq!(panic["message"], "panicked: sleepy was asked to panic");
+        assert_eq!(panic["thread"], "gateway-app");
+        assert!(
+            panic["location"].as_str().unwrap().contains("sleepy.rs:"),
+            "{panic}"
+        );
+        assert_eq!(
+            panic.get("backtrace").is_some(),
+            backtrace == "1",
+            "{panic}"
+        );
+    }
 }

@@ -221,7 +221,7 @@ fn init_log(format: LogFormat) {
     let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => {
             let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
             log.with_ansi(std::io::stderr().is_terminal() && !no_color)
@@ -229,6 +229,36 @@ fn init_log(format: LogFormat) {
         }
         LogFormat::Json => log.json().flatten_event(true).try_init(),
     };
+    // With the log ours (not a subscriber the program set up), panics go to it too: one event
+    // each, a JSON line under `--log-format json`, where Rust's own report would break the
+    // format with lines of plain text.
+    if installed.is_ok() {
+        std::panic::set_hook(Box::new(log_panic));
+    }
+}
+
+/// Logs a panic as one `tracing` event (error level, target `gateway::panic`): the message,
+/// where it happened and the thread, and a backtrace when `RUST_BACKTRACE` (or
+/// `RUST_LIB_BACKTRACE`) asks for one. The server carries on: an app's panic fails its request
+/// alone (a 500).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload_as_str()
+        .unwrap_or("(a payload that is not text)");
+    let location = info.location().map(ToString::to_string);
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("(unnamed)");
+    let backtrace = std::backtrace::Backtrace::capture();
+    match backtrace.status() {
+        std::backtrace::BacktraceStatus::Captured => tracing::error!(
+            target: "gateway::panic",
+            thread,
+            location,
+            %backtrace,
+            "panicked: {message}"
+        ),
+        _ => tracing::error!(target: "gateway::panic", thread, location, "panicked: {message}"),
+    }
 }
 
 fn parse_roles(s: &str) -> Result<Roles, String> {
@@ -375,6 +405,11 @@ pub fn is_cgi() -> bool {
 /// - with no address, HTTP on 127.0.0.1:8000, said on stderr.
 ///
 /// Bad flags give a one-line error and exit code 2; `--help` lists the flags.
+///
+/// Unless the program has set up a `tracing` subscriber of its own, the log goes to stderr
+/// (`--log-format`, filtered by `RUST_LOG`), and so do panics: each one event at the error
+/// level with the target `gateway::panic` (its message, `location`, `thread`, and a `backtrace`
+/// when `RUST_BACKTRACE=1`). An app's panic fails its own request (500) and nothing else.
 pub fn run<A: App + 'static>(app: A) -> ExitCode {
     if is_cgi() {
         return crate::cgi::run(app);

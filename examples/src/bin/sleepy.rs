@@ -1,8 +1,10 @@
 //! `sleepy`: an app that takes its time, to try the server's limits on: `/sleep/SECONDS`
 //! blocks its thread that long in the app's own code (as a slow query would), then answers
-//! `slept SECONDS s`; any other path answers `awake` at once. It shows `--harakiri` killing a
-//! worker whose request runs too long, `--threads` running other requests meanwhile, and
-//! `--shutdown-timeout` waiting for a request in progress. Same flags as `hello`.
+//! `slept SECONDS s`; `/panic` panics in the app's code (a bug: the server answers that request
+//! 500, logs the panic, and carries on); any other path answers `awake` at once. It shows
+//! `--harakiri` killing a worker whose request runs too long, `--threads` running other
+//! requests meanwhile, and `--shutdown-timeout` waiting for a request in progress. Same flags
+//! as `hello`.
 
 use std::time::Duration;
 
@@ -10,6 +12,9 @@ use gateway_core::{Body, Environ, StartResponse};
 use http::{HeaderMap, StatusCode};
 
 fn sleepy(environ: Environ, start: StartResponse) -> Body {
+    if environ.path_info() == b"/panic" {
+        panic!("sleepy was asked to panic");
+    }
     let seconds = environ
         .path_info()
         .strip_prefix(b"/sleep/")
