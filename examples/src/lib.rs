@@ -40,9 +40,11 @@ pub fn hello(_environ: Environ, start: StartResponse) -> Body {
     }
 }
 
-/// The user guide's pages, included here so that `cargo test -p examples --doc` compiles and
-/// runs every Rust block of them.
+/// The user guide's pages and the repository's README, included here so that
+/// `cargo test -p examples --doc` compiles and runs every Rust block of them.
 pub mod guide {
+    #[doc = include_str!("../../README.md")]
+    pub mod readme {}
     #[doc = include_str!("../../docs/guide/README.md")]
     pub mod index {}
     #[doc = include_str!("../../docs/guide/01-writing-an-app.md")]

@@ -820,8 +820,26 @@ fn the_launcher_commands_of_the_deploying_page_work() {
     let mut ports = BTreeMap::new();
     let found = commands(&text, "echo");
     assert!(!found.is_empty());
+    // An HTTPS command names its PEM files: it gets a certificate made here in their place.
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
     for args in &found {
-        let (program, moved) = relocate(args, &mut ports, &binaries);
+        let (program, mut moved) = relocate(args, &mut ports, &binaries);
+        let mut tls = false;
+        for at in 1..moved.len() {
+            let file = match moved[at - 1].as_str() {
+                "--tls-cert" => &cert,
+                "--tls-key" => &key,
+                _ => continue,
+            };
+            moved[at] = file.to_str().unwrap().to_owned();
+            tls = true;
+        }
+        if tls && !cert.exists() {
+            let certified =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            std::fs::write(&cert, certified.cert.pem()).unwrap();
+            std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        }
         let moved: Vec<&str> = moved.iter().map(String::as_str).collect();
         // Each serves on its first address; a unix: one is left out (it names a system path).
         let Some(port) = moved
@@ -832,7 +850,23 @@ fn the_launcher_commands_of_the_deploying_page_work() {
             continue;
         };
         let running = tcp_program(&program, &moved, port, &dir);
-        if moved.contains(&"--http") {
+        if moved.contains(&"--http") && tls {
+            let fetched = curl(
+                &[
+                    "--cacert",
+                    cert.to_str().unwrap(),
+                    "--resolve",
+                    &format!("localhost:{port}:127.0.0.1"),
+                    &format!("https://localhost:{port}/x"),
+                ],
+                None,
+            );
+            assert_eq!(fetched.status, 200, "{}", running.log_text());
+            let e = &fetched.json()["environ"];
+            assert_eq!(e["PATH_INFO"], "/x");
+            assert_eq!(e["HTTPS"], "on");
+            assert_eq!(e["wsgi.url_scheme"], "https");
+        } else if moved.contains(&"--http") {
             let e = environ(&running, "/x");
             assert_eq!(e["PATH_INFO"], "/x");
         }

@@ -242,8 +242,11 @@ fn init_log(format: LogFormat) {
 /// `RUST_LIB_BACKTRACE`) asks for one. The server carries on: an app's panic fails its request
 /// alone (a 500).
 fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let message = info
-        .payload_as_str()
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a payload that is not text)");
     let location = info.location().map(ToString::to_string);
     let thread = std::thread::current();

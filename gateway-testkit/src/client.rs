@@ -46,7 +46,9 @@ pub struct TestClient<A> {
 }
 
 impl<A: App> TestClient<A> {
-    /// A client for `app`, with a default server context (peer 127.0.0.1).
+    /// A client for `app`. Its server context is `ServerContext::default()` (scheme `http`)
+    /// with the peer 127.0.0.1 port 40000 (`REMOTE_ADDR`, `REMOTE_PORT`), `SERVER_NAME`
+    /// `localhost` and `SERVER_PORT` 80, whatever the request's `Host`.
     pub fn new(app: A) -> Self {
         let mut context = ServerContext::default();
         context.peer_addr = Some(([127, 0, 0, 1], 40000).into());
@@ -55,7 +57,10 @@ impl<A: App> TestClient<A> {
         TestClient { app, context }
     }
 
-    /// Uses another server context (scheme, peer address, flags, error stream).
+    /// Uses another server context (scheme, peer address, flags, error stream). It replaces the
+    /// whole context, the peer, `SERVER_NAME` and `SERVER_PORT` set by [`new`](Self::new)
+    /// included: with `ServerContext::default()` the request has no peer address, and
+    /// `SERVER_NAME` and `SERVER_PORT` come from its `Host` (see `ServerContext`).
     pub fn with_context(mut self, context: ServerContext) -> Self {
         self.context = context;
         self

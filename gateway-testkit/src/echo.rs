@@ -5,14 +5,24 @@
 //! - any request: 200, `Content-Type: application/json`, a `Content-Length`, and
 //!   `{"environ": {NAME: VALUE, ...}, "body_len": N, "body_sha256": "HEX"}`, where `environ`
 //!   holds every meta-variable as a string (bytes that are not UTF-8 mapped as latin-1, one
-//!   byte one code point) plus `"wsgi.url_scheme"`, and the body is read as `CONTENT_LENGTH`
-//!   bytes when that is a number, to the end of the input otherwise;
+//!   byte one code point) plus `"wsgi.url_scheme"`, and `body_len` and `body_sha256` are those
+//!   of the request body;
+//! - the request body is always read from the input to its end, whatever `CONTENT_LENGTH`
+//!   says, before the answer starts (this project's servers end the input after
+//!   `CONTENT_LENGTH` bytes, or at the end of a chunked body; an implementation on a server
+//!   whose input does not end there reads `CONTENT_LENGTH` bytes when that is a number). A
+//!   read that fails makes the answer that error (a 500). Only `/stream/N` and the 400 answers
+//!   below do not read it;
 //! - `PATH_INFO` `/status/NNN`: status NNN and the same JSON, except that 1xx, 204 and 304
 //!   answers have no body and no `Content-Length` (and still the JSON content type);
 //! - `/stream/N`: `text/plain`, N chunks of 1000 `x`, no `Content-Length`, each sent as it is
 //!   produced;
+//! - `/status/` followed by anything but a number from 100 to 999, or `/stream/` followed by
+//!   anything but a number: 400, `Content-Type: text/plain`, body `400 Bad Request\n`;
 //! - `/headers?name=value&...`: the JSON answer, plus each percent-decoded pair as a response
-//!   header, in order (repeated names give repeated headers).
+//!   header, in order (repeated names give repeated headers). Left out: hop-by-hop names
+//!   ([`is_hop_by_hop`]), `Status`, `Content-Length`, `Content-Type` (names in any case), and
+//!   names or values that are not valid in a header.
 //!
 //! ```
 //! use gateway_core::{driver, Environ};

@@ -12,8 +12,8 @@
 //!   server by address and protocol (the `gateway-conformance` program runs it);
 //! - [`MockApp`]: a scripted inner app whose calls can be inspected, for testing a
 //!   middleware alone;
-//! - [`scripted`] (feature `servers`): a connection of scripted bytes, for testing an adapter
-//!   without sockets;
+//! - [`scripted`] (feature `servers`): a connection of scripted bytes, for testing the FastCGI
+//!   or uwsgi server without sockets;
 //! - [`echo`]: the reference echo app every conformance run serves;
 //! - [`strategies`] (feature `proptest`, on by default): proptest strategies for environs,
 //!   requests, header maps and chunked bodies.

@@ -13,7 +13,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use crate::EnvironSnapshot;
 use crate::close::CloseProbe;
 
-/// One scripted answer of a [`MockApp`].
+/// One scripted answer of a [`MockApp`]. Its body is always a stream of its chunks, with no
+/// declared length (zero chunks: an empty body): the mock adds no `Content-Length` header, and
+/// the answer has one only when [`header`](Self::header) adds it.
 #[derive(Debug, Clone)]
 pub struct MockResponse {
     status: StatusCode,
@@ -30,12 +32,14 @@ enum Failure {
 }
 
 impl MockResponse {
-    /// 200 with `body` in one chunk, `Content-Type: text/plain`.
+    /// 200, `Content-Type: text/plain`, and `body` as the one chunk of the body (no
+    /// `Content-Length`).
     pub fn ok(body: impl Into<Bytes>) -> MockResponse {
         MockResponse::status(StatusCode::OK).body(body)
     }
 
-    /// `status` with no body.
+    /// `status`, `Content-Type: text/plain`, and an empty body (no chunk) until
+    /// [`body`](Self::body) or [`chunks`](Self::chunks) gives one.
     pub fn status(status: StatusCode) -> MockResponse {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -62,12 +66,12 @@ impl MockResponse {
         self
     }
 
-    /// The body, in one chunk.
+    /// The body, as one chunk (no `Content-Length`, as for any answer).
     pub fn body(self, body: impl Into<Bytes>) -> MockResponse {
         self.chunks([body.into()])
     }
 
-    /// The body, in these chunks (a streamed body: no length).
+    /// The body, in these chunks (no `Content-Length`, as for any answer).
     pub fn chunks<I: IntoIterator<Item = Bytes>>(mut self, chunks: I) -> MockResponse {
         self.chunks = chunks.into_iter().collect();
         self
@@ -152,7 +156,8 @@ impl Default for MockApp {
 }
 
 impl MockApp {
-    /// An app that answers 200 with an empty body until scripted otherwise.
+    /// An app that answers 200, `Content-Type: text/plain` and an empty body until scripted
+    /// otherwise.
     pub fn new() -> MockApp {
         MockApp {
             state: Arc::new(Mutex::new(State {

@@ -1,18 +1,41 @@
-//! [`ScriptedStream`]: a connection made of scripted bytes, for testing an adapter without
-//! sockets. Reads follow the script (bytes, pauses, an error, a hang, then the end); writes
-//! are kept for the test to read back, and can be made to fail, as for a client that left.
+//! [`ScriptedStream`]: a connection made of scripted bytes, for testing the FastCGI or uwsgi
+//! server without sockets. Reads follow the script (bytes, pauses, an error, a hang, then the
+//! end); writes are kept for the test to read back, and can be made to fail, as for a client
+//! that left. The stream goes to `serve_connection` of `gateway_servers::fastcgi::server` or
+//! `gateway_servers::uwsgi::server`, which serve any byte stream; the HTTP server has no such
+//! function (`gateway_servers::http::serve` takes a listener).
+//!
+//! A uwsgi request, sent in two parts with a pause between them, and the answer the server
+//! wrote:
 //!
 //! ```
 //! use std::time::Duration;
+//! use bytes::BytesMut;
+//! use gateway_servers::runtime::{Config, Runtime};
+//! use gateway_servers::uwsgi::{codec, server::serve_connection};
 //! use gateway_testkit::scripted::ScriptedStream;
 //!
+//! let mut wire = BytesMut::new();
+//! let vars = [
+//!     (&b"REQUEST_METHOD"[..], &b"GET"[..]),
+//!     (b"PATH_INFO", b"/status/201"),
+//!     (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+//! ];
+//! codec::encode_request(&mut wire, codec::MODIFIER_WSGI, vars).unwrap();
+//! let wire = wire.freeze();
 //! let stream = ScriptedStream::new()
-//!     .read(&b"GET / HTTP/1.1\r\n"[..])
+//!     .read(wire.slice(..10))
 //!     .pause(Duration::from_millis(10))
-//!     .read(&b"Host: x\r\n\r\n"[..]);
+//!     .read(wire.slice(10..));
 //! let written = stream.written();
-//! // Give `stream` to an adapter's `serve_connection`, then look at `written.bytes()`.
-//! assert!(written.bytes().is_empty());
+//! let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+//! tokio
+//!     .block_on(async {
+//!         let runtime = Runtime::new(gateway_testkit::echo::echo, Config::default());
+//!         serve_connection(runtime, stream, None, codec::MAX_VARS_SIZE).await
+//!     })
+//!     .unwrap();
+//! assert!(written.bytes().starts_with(b"HTTP/1.1 201"));
 //! ```
 
 use std::collections::VecDeque;

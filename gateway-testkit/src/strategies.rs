@@ -50,7 +50,7 @@ pub fn method() -> impl Strategy<Value = Method> {
     ]
 }
 
-/// A header map of 0 to 8 headers with dashed names (no `_`, which servers drop) and visible
+/// A header map of 0 to 7 headers with dashed names (no `_`, which servers drop) and visible
 /// ASCII values, repeated names included.
 pub fn header_map() -> impl Strategy<Value = HeaderMap> {
     let name =
@@ -68,7 +68,7 @@ pub fn header_map() -> impl Strategy<Value = HeaderMap> {
     })
 }
 
-/// A body: up to 4 KiB of any bytes.
+/// A body: 0 to 4095 bytes (under 4 KiB), any bytes.
 pub fn body() -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..4096).prop_map(Bytes::from)
 }

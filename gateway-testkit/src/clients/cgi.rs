@@ -1,5 +1,7 @@
-//! A CGI client: runs a program with a request's CGI variables in its environment (and
-//! nothing else of this process's) and its body on stdin, and reads the answer from stdout.
+//! A CGI client: runs a program with a request's CGI variables in its environment and its body
+//! on stdin, and reads the answer from stdout. Of this process's environment only `PATH`,
+//! `LD_LIBRARY_PATH`, `PYTHONPATH` and `HOME` are passed on (those that are set), so that the
+//! program finds its libraries and interpreter.
 
 use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};

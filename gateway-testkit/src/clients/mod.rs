@@ -70,7 +70,7 @@ impl WireBody {
 }
 
 impl WireRequest {
-    /// A request with no header and no body.
+    /// An HTTP/1.1 request with one header, `Host: localhost`, and no body.
     pub fn new(method: &str, target: impl Into<Vec<u8>>) -> WireRequest {
         WireRequest {
             method: method.to_owned(),
@@ -312,9 +312,11 @@ impl Default for FrontEnd {
 
 /// The CGI variables a front end sends for `request` (as nginx's `fastcgi_params` does):
 /// `REQUEST_URI` raw, `PATH_INFO` percent-decoded (minus the `SCRIPT_NAME` prefix),
-/// `QUERY_STRING` raw, `CONTENT_TYPE` and `CONTENT_LENGTH` from their headers (the length of a
-/// [`WireBody::Full`] body), every other header as `HTTP_*` (repeated ones joined by `", "`;
-/// names with `_` dropped, as nginx does by default).
+/// `QUERY_STRING` raw, `SERVER_NAME` from the `Host` header (else `front.server_name`),
+/// `CONTENT_TYPE` from its header, `CONTENT_LENGTH` the length of a [`WireBody::Full`] body
+/// (none for the other bodies: a `Content-Length` header of the request is ignored), every
+/// other header as `HTTP_*` (repeated ones joined by `", "`, `Cookie` by `"; "`; names with
+/// `_` dropped, as nginx does by default).
 pub fn cgi_vars(request: &WireRequest, front: &FrontEnd) -> Vec<(Bytes, Bytes)> {
     let mut vars: Vec<(Bytes, Bytes)> = Vec::new();
     let mut set = |name: &str, value: &[u8]| {
