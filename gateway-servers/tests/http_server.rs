@@ -1360,7 +1360,12 @@ fn a_client_that_stops_reading_gives_up_its_request_slot_at_the_send_timeout() {
     stalled
         .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    // Reads nothing: the socket's buffers fill, and the server's writes wait. The stalled
+    // Its status line, so that it holds the slot before the others ask (else one of them may
+    // take it first, and the big request gets the 503).
+    let mut status = [0u8; 12];
+    stalled.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    // Then reads nothing: the socket's buffers fill, and the server's writes wait. The stalled
     // response holds the slot (others get 503, for the two seconds of the send timeout, long
     // enough to see on a loaded machine); once its writes have waited that long, the
     // connection is closed and the slot is free again.
