@@ -447,10 +447,10 @@ fn unit_value<'u>(unit: &'u str, section: &str, key: &str) -> Vec<&'u str> {
     for line in unit.lines().map(str::trim) {
         if line.starts_with('[') {
             current = line;
-        } else if current == format!("[{section}]") {
-            if let Some(value) = line.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
-                values.push(value);
-            }
+        } else if current == format!("[{section}]")
+            && let Some(value) = line.strip_prefix(key).and_then(|r| r.strip_prefix('='))
+        {
+            values.push(value);
         }
     }
     values

@@ -269,10 +269,10 @@ where
         let value = copies.join(value, more.map(|(_, v)| v), separator);
         environ.push_new(own(header_var_name(name_str)), value);
     }
-    if host_header.is_none() {
-        if let Some(authority) = parts.uri.authority() {
-            environ.push_static("HTTP_HOST", copies.copy(authority.as_str().as_bytes()));
-        }
+    if host_header.is_none()
+        && let Some(authority) = parts.uri.authority()
+    {
+        environ.push_static("HTTP_HOST", copies.copy(authority.as_str().as_bytes()));
     }
     environ.set_block(copies.into_block());
 
@@ -620,15 +620,15 @@ fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) {
     }
     let mut i = 0;
     while i < input.len() {
-        if input[i] == b'%' {
-            if let (Some(hi), Some(lo)) = (
+        if input[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
                 input.get(i + 1).and_then(|&b| hex(b)),
                 input.get(i + 2).and_then(|&b| hex(b)),
-            ) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
+            )
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
         }
         out.push(input[i]);
         i += 1;

@@ -425,20 +425,20 @@ impl Writer {
         for hook in self.hooks.write() {
             data = hook(data)?;
         }
-        if !data.is_empty() {
-            if let Some(declared) = write_limit(&state) {
-                let total = state.written_len + data.len() as u64;
-                if total > declared {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "write() of {} bytes refused: the response's Content-Length is \
+        if !data.is_empty()
+            && let Some(declared) = write_limit(&state)
+        {
+            let total = state.written_len + data.len() as u64;
+            if total > declared {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "write() of {} bytes refused: the response's Content-Length is \
                              {declared}, and {} bytes were written before",
-                            data.len(),
-                            state.written_len
-                        ),
-                    ));
-                }
+                        data.len(),
+                        state.written_len
+                    ),
+                ));
             }
         }
         state.committed = true;

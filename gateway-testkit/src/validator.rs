@@ -397,14 +397,16 @@ impl Recorder {
                         "a body without Content-Type".into(),
                     );
                 }
-                if let Some(declared) = declared {
-                    if sent > declared && !has_no_body(status) && !self.is_head {
-                        self.record(
-                            Rule::ContentLengthMismatch,
-                            "app",
-                            format!("{sent} bytes, Content-Length {declared}"),
-                        );
-                    }
+                if let Some(declared) = declared
+                    && sent > declared
+                    && !has_no_body(status)
+                    && !self.is_head
+                {
+                    self.record(
+                        Rule::ContentLengthMismatch,
+                        "app",
+                        format!("{sent} bytes, Content-Length {declared}"),
+                    );
                 }
             }
         }
@@ -450,22 +452,23 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
         other => record(Rule::RequestMethod, format!("REQUEST_METHOD is {other:?}")),
     }
     let script_name = environ.get("SCRIPT_NAME");
-    if let Some(script) = script_name {
-        if script == b"/" || (!script.is_empty() && !script.starts_with(b"/")) {
-            record(
-                Rule::ScriptName,
-                format!("SCRIPT_NAME is {:?}", String::from_utf8_lossy(script)),
-            );
-        }
+    if let Some(script) = script_name
+        && (script == b"/" || (!script.is_empty() && !script.starts_with(b"/")))
+    {
+        record(
+            Rule::ScriptName,
+            format!("SCRIPT_NAME is {:?}", String::from_utf8_lossy(script)),
+        );
     }
     let path_info = environ.get("PATH_INFO");
-    if let Some(path) = path_info {
-        if !path.is_empty() && !path.starts_with(b"/") {
-            record(
-                Rule::PathInfo,
-                format!("PATH_INFO is {:?}", String::from_utf8_lossy(path)),
-            );
-        }
+    if let Some(path) = path_info
+        && !path.is_empty()
+        && !path.starts_with(b"/")
+    {
+        record(
+            Rule::PathInfo,
+            format!("PATH_INFO is {:?}", String::from_utf8_lossy(path)),
+        );
     }
     // wsgiref.validate's rule: with no SCRIPT_NAME, or an empty one, the path is all in
     // PATH_INFO, which must then be there (even empty, as it is for CONNECT's authority-form).
@@ -485,13 +488,13 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
     // PEP 3333 lets CONTENT_TYPE and CONTENT_LENGTH be empty or absent, and rule 22 wants them
     // present whenever the request carried the header, so a server that passes an empty header
     // on as an empty variable is right: only a length that is not a number is wrong.
-    if let Some(length) = environ.get("CONTENT_LENGTH") {
-        if !length.iter().all(u8::is_ascii_digit) {
-            record(
-                Rule::ContentVariables,
-                format!("CONTENT_LENGTH is {:?}", String::from_utf8_lossy(length)),
-            );
-        }
+    if let Some(length) = environ.get("CONTENT_LENGTH")
+        && !length.iter().all(u8::is_ascii_digit)
+    {
+        record(
+            Rule::ContentVariables,
+            format!("CONTENT_LENGTH is {:?}", String::from_utf8_lossy(length)),
+        );
     }
     let name_ok = environ.get("SERVER_NAME").is_some_and(|n| !n.is_empty());
     let port_ok = environ
@@ -536,13 +539,13 @@ fn check_environ(environ: &Environ, record: &impl Fn(Rule, String)) {
                 format!("{} is empty", String::from_utf8_lossy(name)),
             );
         }
-        if let Some(rest) = name.strip_prefix(b"HTTP_") {
-            if !is_token(rest) || rest.iter().any(|&b| b.is_ascii_lowercase() || b == b'-') {
-                record(
-                    Rule::HeaderVariableNames,
-                    format!("{:?}", String::from_utf8_lossy(name)),
-                );
-            }
+        if let Some(rest) = name.strip_prefix(b"HTTP_")
+            && (!is_token(rest) || rest.iter().any(|&b| b.is_ascii_lowercase() || b == b'-'))
+        {
+            record(
+                Rule::HeaderVariableNames,
+                format!("{:?}", String::from_utf8_lossy(name)),
+            );
         }
     }
 }

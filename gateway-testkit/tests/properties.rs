@@ -153,11 +153,11 @@ impl http_body::Body for Scripted {
         if self.behaviour.start_before == Some(i) {
             self.start_now();
         }
-        if let Some((at, panics)) = self.behaviour.fail_at {
-            if at == i {
-                assert!(!panics, "scripted panic");
-                return Poll::Ready(Some(Err("scripted failure".into())));
-            }
+        if let Some((at, panics)) = self.behaviour.fail_at
+            && at == i
+        {
+            assert!(!panics, "scripted panic");
+            return Poll::Ready(Some(Err("scripted failure".into())));
         }
         let Some(chunk) = self.behaviour.chunks.get(i).cloned() else {
             return Poll::Ready(None);
