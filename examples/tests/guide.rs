@@ -820,25 +820,44 @@ fn the_launcher_commands_of_the_deploying_page_work() {
     let mut ports = BTreeMap::new();
     let found = commands(&text, "echo");
     assert!(!found.is_empty());
-    // An HTTPS command names its PEM files: it gets a certificate made here in their place.
+    // An HTTPS command names its PEM files: it gets a certificate made here in their place,
+    // and one with --tls-client-ca an authority, whose client certificate curl shows.
     let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    let (ca, client, client_key) = (
+        dir.0.join("ca.pem"),
+        dir.0.join("client.pem"),
+        dir.0.join("client-key.pem"),
+    );
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let authority =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let client_pair = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .signed_by(&client_pair, &authority)
+        .unwrap();
+    std::fs::write(&ca, authority.pem()).unwrap();
+    std::fs::write(&client, client_cert.pem()).unwrap();
+    std::fs::write(&client_key, client_pair.serialize_pem()).unwrap();
     for args in &found {
         let (program, mut moved) = relocate(args, &mut ports, &binaries);
-        let mut tls = false;
+        let (mut tls, mut client_auth) = (false, false);
         for at in 1..moved.len() {
             let file = match moved[at - 1].as_str() {
                 "--tls-cert" => &cert,
                 "--tls-key" => &key,
+                "--tls-client-ca" => {
+                    client_auth = true;
+                    &ca
+                }
                 _ => continue,
             };
             moved[at] = file.to_str().unwrap().to_owned();
             tls = true;
-        }
-        if tls && !cert.exists() {
-            let certified =
-                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-            std::fs::write(&cert, certified.cert.pem()).unwrap();
-            std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
         }
         let moved: Vec<&str> = moved.iter().map(String::as_str).collect();
         // Each serves on its first address; a unix: one is left out (it names a system path).
@@ -851,21 +870,22 @@ fn the_launcher_commands_of_the_deploying_page_work() {
         };
         let running = tcp_program(&program, &moved, port, &dir);
         if moved.contains(&"--http") && tls {
-            let fetched = curl(
-                &[
-                    "--cacert",
-                    cert.to_str().unwrap(),
-                    "--resolve",
-                    &format!("localhost:{port}:127.0.0.1"),
-                    &format!("https://localhost:{port}/x"),
-                ],
-                None,
-            );
+            let resolve = format!("localhost:{port}:127.0.0.1");
+            let url = format!("https://localhost:{port}/x");
+            let mut args = vec!["--cacert", cert.to_str().unwrap(), "--resolve", &resolve];
+            if client_auth {
+                args.extend(["--cert", client.to_str().unwrap()]);
+                args.extend(["--key", client_key.to_str().unwrap()]);
+            }
+            args.push(&url);
+            let fetched = curl(&args, None);
             assert_eq!(fetched.status, 200, "{}", running.log_text());
             let e = &fetched.json()["environ"];
             assert_eq!(e["PATH_INFO"], "/x");
             assert_eq!(e["HTTPS"], "on");
             assert_eq!(e["wsgi.url_scheme"], "https");
+            let verified = if client_auth { "SUCCESS" } else { "-" };
+            assert_eq!(e["SSL_CLIENT_VERIFY"].as_str().unwrap_or("-"), verified);
         } else if moved.contains(&"--http") {
             let e = environ(&running, "/x");
             assert_eq!(e["PATH_INFO"], "/x");

@@ -399,7 +399,8 @@ fn the_event_loop_runs_under_sched_batch_unless_told_not_to() {
 }
 
 #[test]
-fn serves_https_with_tls_cert_and_tls_key_and_refuses_a_bad_key_in_one_line() {
+fn serves_https_with_tls_cert_and_tls_key_with_client_certificates_too_and_refuses_a_bad_key_in_one_line()
+ {
     let dir = std::env::temp_dir().join(format!("gateway-launcher-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -431,6 +432,64 @@ fn serves_https_with_tls_cert_and_tls_key_and_refuses_a_bad_key_in_one_line() {
     assert_eq!(answer["environ"]["HTTPS"], "on", "{answer}");
     assert_eq!(answer["environ"]["wsgi.url_scheme"], "https", "{answer}");
     assert_eq!(answer["environ"]["PATH_INFO"], "/tls", "{answer}");
+
+    // Client certificates from an authority in --tls-client-ca: required, or optional.
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let authority =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &authority)
+        .unwrap();
+    let (ca, client, client_key_file) = (
+        dir.join("ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client-key.pem"),
+    );
+    std::fs::write(&ca, authority.pem()).unwrap();
+    std::fs::write(&client, client_cert.pem()).unwrap();
+    std::fs::write(&client_key_file, client_key.serialize_pem()).unwrap();
+    let ca = ca.to_str().unwrap();
+    // The environ's SSL_CLIENT_VERIFY, with the client's certificate or without: `None` when
+    // the request fails.
+    let verify = |port: u16, with_certificate: bool| {
+        let mut curl = Command::new("curl");
+        curl.args(["-sf", "--max-time", "10", "--cacert", cert])
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+        if with_certificate {
+            curl.arg("--cert")
+                .arg(&client)
+                .arg("--key")
+                .arg(&client_key_file);
+        }
+        let output = curl
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let environ = &answer["environ"];
+        if with_certificate {
+            let pem = environ["SSL_CLIENT_CERT"].as_str().unwrap();
+            assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+        }
+        Some(environ["SSL_CLIENT_VERIFY"].as_str().unwrap().to_owned())
+    };
+    let tls = ["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca];
+    let (_running, port) = serve(ECHO, &tls);
+    assert_eq!(verify(port, true).as_deref(), Some("SUCCESS"));
+    assert_eq!(verify(port, false), None);
+    let optional = [&tls[..], &["--tls-client-optional"]].concat();
+    let (_running, port) = serve(ECHO, &optional);
+    assert_eq!(verify(port, true).as_deref(), Some("SUCCESS"));
+    assert_eq!(verify(port, false).as_deref(), Some("NONE"));
+    // --tls-client-optional alone is a usage error.
+    let output = Command::new(ECHO)
+        .args(["--http", "127.0.0.1:1", "--tls-client-optional"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
 
     // The key of another certificate: one line, exit 2.
     let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).unwrap();

@@ -52,6 +52,9 @@ pub struct ServerContext {
     pub run_once: bool,
     /// Where `wsgi.errors` goes; stderr when `None`.
     pub errors: Option<ErrorStream>,
+    /// More variables of the connection, set in each of its environs after those above (the
+    /// built-in HTTPS server's `SSL_CLIENT_VERIFY` and `SSL_CLIENT_CERT`, for one).
+    pub variables: Vec<(Bytes, Bytes)>,
     /// `REMOTE_ADDR` and `REMOTE_PORT` as text, made once for the connection's requests.
     peer_text: OnceLock<(SocketAddr, Bytes, Bytes)>,
     /// `SERVER_PORT` as text, made once for the connection's requests (a port of five digits
@@ -112,7 +115,7 @@ impl fmt::Debug for ServerContext {
 ///   `REQUEST_URI` is its authority); `QUERY_STRING` as sent (empty when there is none, and for
 ///   a `CONNECT`); `REQUEST_URI` the target as sent; `SERVER_PROTOCOL`, `SERVER_NAME`, `SERVER_PORT`,
 ///   `GATEWAY_INTERFACE`, and from the context `REMOTE_ADDR`, `REMOTE_PORT`,
-///   `SERVER_SOFTWARE` and `HTTPS`.
+///   `SERVER_SOFTWARE`, `HTTPS` and its other variables.
 /// - Headers become `HTTP_*` variables; `Content-Type` becomes `CONTENT_TYPE`. Repeated
 ///   headers are joined with `, ` (`Cookie` with `; `). Headers whose names contain `_` are
 ///   dropped (they would pose as the dashed name), and so is `Proxy` (httpoxy: it would become
@@ -159,6 +162,7 @@ where
         + usize::from(context.server_software.is_some())
         + 2 * usize::from(context.peer_addr.is_some())
         + usize::from(context.url_scheme == UrlScheme::Https)
+        + context.variables.len()
         + parts.headers.keys_len()
         + usize::from(host_header.is_none());
     let mut environ = Environ::with_capacity(vars);
@@ -243,6 +247,9 @@ where
     }
     if context.url_scheme == UrlScheme::Https {
         set("HTTPS", Text::from_static(b"on"));
+    }
+    for (name, value) in &context.variables {
+        environ.set(name.clone(), value.clone());
     }
 
     let mut content_length = None;
@@ -819,10 +826,15 @@ mod tests {
             url_scheme: UrlScheme::Https,
             server_software: Some(Bytes::from_static(b"gateway")),
             multithread: true,
+            variables: vec![(
+                Bytes::from_static(b"SSL_CLIENT_VERIFY"),
+                Bytes::from_static(b"SUCCESS"),
+            )],
             ..ServerContext::default()
         };
         let request = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
         let env = environ_from_request(request, &context);
+        assert_eq!(env.get("SSL_CLIENT_VERIFY"), Some(&b"SUCCESS"[..]));
         assert_eq!(env.remote_addr(), Some("10.0.0.1"));
         assert_eq!(env.get("REMOTE_PORT"), Some(&b"4000"[..]));
         assert_eq!(env.server_port(), Some(9000));

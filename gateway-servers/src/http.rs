@@ -134,10 +134,10 @@ fn serve_connection<A: App + 'static>(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let until = accepted + shared.timeouts.header;
-        let Some(first) = open(&shared, &mut connection, until).await else {
+        let Some((first, variables)) = open(&shared, &mut connection, until).await else {
             return;
         };
-        match start_hyper(&shared, connection, first, until) {
+        match start_hyper(&shared, connection, first, variables, until) {
             Hyper::Http1(connection, activity) => {
                 serve_http1(&shared, connection, &activity).await;
             }
@@ -151,13 +151,14 @@ fn serve_connection<A: App + 'static>(
 /// The steps of a connection before hyper has it: the PROXY protocol header
 /// ([`Config::proxy_protocol`](crate::runtime::Config::proxy_protocol)), whose addresses
 /// replace the connection's, the TLS handshake, whose decrypted stream replaces the
-/// connection's, and the first bytes, returned. `None` (logged) when the connection is closed
-/// before its first request.
+/// connection's, and the first bytes. Returns those bytes and the variables the handshake
+/// gives the connection's environs (a client certificate's). `None` (logged) when the
+/// connection is closed before its first request.
 async fn open<A: App + 'static>(
     shared: &Shared<A>,
     connection: &mut Connection,
     until: Instant,
-) -> Option<Bytes> {
+) -> Option<(Bytes, Vec<(Bytes, Bytes)>)> {
     let stop = &shared.stop;
     let mut sent = Bytes::new();
     if shared.runtime.config().proxy_protocol {
@@ -167,6 +168,8 @@ async fn open<A: App + 'static>(
         }
         sent = rest;
     }
+    #[allow(unused_mut)]
+    let mut variables = Vec::new();
     #[cfg(feature = "tls")]
     if let Some(tls) = &shared.tls {
         // Boxed: rustls's handshake state is large, and inline it would make every
@@ -174,13 +177,14 @@ async fn open<A: App + 'static>(
         let read = std::mem::take(&mut sent);
         // (An empty stream stands in meanwhile: a box of nothing, not an allocation.)
         let stream = std::mem::replace(&mut connection.stream, Box::new(tokio::io::empty()));
-        connection.stream = Box::pin(tls_handshake(tls, stream, read, until, stop)).await?;
+        (connection.stream, variables) =
+            Box::pin(tls_handshake(tls, stream, read, until, stop)).await?;
     }
-    let first = first_bytes(&mut connection.stream, sent, until, stop).await;
-    if first.is_none() {
+    let Some(first) = first_bytes(&mut connection.stream, sent, until, stop).await else {
         tracing::debug!("connection closed before its first request");
-    }
-    first
+        return None;
+    };
+    Some((first, variables))
 }
 
 /// A connection handed to hyper, with the [`Activity`] of its requests.
@@ -197,11 +201,12 @@ type Http2Connection<A> = http2::Connection<TokioIo<HyperIo>, ConnectionService<
 
 /// Hands an opened connection to hyper, `first` its first bytes: HTTP/2 when they are
 /// HTTP/2's preface, else HTTP/1. The context of its environs is made here, once per
-/// connection.
+/// connection, with the `variables` of its TLS handshake.
 fn start_hyper<A: App + 'static>(
     shared: &Shared<A>,
     connection: Connection,
     first: Bytes,
+    variables: Vec<(Bytes, Bytes)>,
     until: Instant,
 ) -> Hyper<A> {
     let runtime = &shared.runtime;
@@ -212,6 +217,7 @@ fn start_hyper<A: App + 'static>(
     context.server_software = Some(Bytes::from_static(config.server_software.as_bytes()));
     context.multithread = config.blocking;
     context.errors = Some(runtime.errors().clone());
+    context.variables = variables;
     #[cfg(feature = "tls")]
     if shared.tls.is_some() {
         context.url_scheme = gateway_core::UrlScheme::Https;
@@ -282,7 +288,7 @@ impl Future for Answer {
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// The TLS handshake of a connection to an HTTPS socket, `read` its bytes read already: the
-/// decrypted stream. `None`, logged, when the client speaks plain HTTP (answered with
+/// decrypted stream, and the variables it gives the connection's environs. `None`, logged, when the client speaks plain HTTP (answered with
 /// [`plain_http_on_https`]), the handshake fails or is not done by `until`, or the server stops.
 #[cfg(feature = "tls")]
 async fn tls_handshake(
@@ -291,7 +297,7 @@ async fn tls_handshake(
     mut read: Bytes,
     until: Instant,
     stop: &Shutdown,
-) -> Option<Box<dyn Stream>> {
+) -> Option<(Box<dyn Stream>, Vec<(Bytes, Bytes)>)> {
     if read.is_empty() {
         read = next_bytes(&mut stream, until, stop).await?;
     }

@@ -178,6 +178,18 @@ pub struct LauncherArgs {
     #[cfg(feature = "tls")]
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Ask HTTPS clients for a certificate signed by one of the authorities in this PEM file,
+    /// and refuse those that show none (see --tls-client-optional) or one that does not
+    /// verify. The app sees SSL_CLIENT_VERIFY (SUCCESS, or NONE) and SSL_CLIENT_CERT (the
+    /// client's certificate in PEM), as Apache's mod_ssl names them
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// With --tls-client-ca, serve clients that show no certificate too (SSL_CLIENT_VERIFY is
+    /// NONE for them)
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls_client_ca")]
+    pub tls_client_optional: bool,
     /// Log one line per request (tracing target gateway::access, level info, on stderr): the
     /// Combined Log Format (host, user, time, request line, status, body bytes, referer, user
     /// agent) followed by the duration in seconds and the pid of the process that served it.
@@ -316,15 +328,28 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
 }
 
 impl LauncherArgs {
+    /// The HTTPS configuration the `--tls-*` flags describe, read from their files: `None`
+    /// without `--tls-cert`.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(&self) -> Option<std::io::Result<crate::tls::TlsConfig>> {
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        Some(match &self.tls_client_ca {
+            Some(ca) => crate::tls::TlsConfig::from_pem_files_with_client_ca(
+                cert,
+                key,
+                ca,
+                !self.tls_client_optional,
+            ),
+            None => crate::tls::TlsConfig::from_pem_files(cert, key),
+        })
+    }
+
     /// The runtime config the flags describe.
     pub fn config(&self) -> Result<Config, String> {
         #[cfg(feature = "tls")]
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                crate::tls::TlsConfig::from_pem_files(cert, key)
-                    .map_err(|error| format!("--tls-cert, --tls-key: {error}"))?,
-            ),
-            _ => None,
+        let tls = match self.tls_config() {
+            Some(tls) => Some(tls.map_err(|error| format!("--tls-*: {error}"))?),
+            None => None,
         };
         Ok(Config {
             #[cfg(feature = "tls")]
@@ -597,7 +622,7 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
     // Each worker is a forked copy of this process that takes the app out of its own copy.
     let mut app = Some(app);
     #[cfg(feature = "tls")]
-    let tls_files = args.tls_cert.clone().zip(args.tls_key.clone());
+    let tls_args = args.clone();
     let worker = move || {
         let Some(app) = app.take() else {
             return 70;
@@ -606,8 +631,8 @@ pub fn run_with<A: App + 'static>(app: A, args: LauncherArgs) -> ExitCode {
         let mut config = config.clone();
         // Each worker reads the certificate again, so that a HUP brings in a renewed one.
         #[cfg(feature = "tls")]
-        if let Some((cert, key)) = &tls_files {
-            match crate::tls::TlsConfig::from_pem_files(cert, key) {
+        if let Some(tls) = tls_args.tls_config() {
+            match tls {
                 Ok(tls) => config.tls = Some(tls),
                 Err(error) => tracing::error!(
                     %error,

@@ -6,6 +6,12 @@
 //! Most deployments end TLS at the front end (nginx, a load balancer) and speak plain HTTP,
 //! FastCGI or uwsgi behind it; this is for an app served straight to its clients.
 //!
+//! With client certificates ([`TlsConfig::from_pem_files_with_client_ca`], or a rustls
+//! configuration that asks for them), each environ also has the variables Apache's mod_ssl
+//! gives: `SSL_CLIENT_VERIFY`, `SUCCESS` for a client that showed a certificate (the
+//! handshake refuses one that does not verify) and `NONE` for one that showed none, and
+//! `SSL_CLIENT_CERT`, the client's certificate in PEM, for the app to read what it needs.
+//!
 //! ```no_run
 //! use gateway_servers::runtime::Config;
 //! use gateway_servers::tls::TlsConfig;
@@ -29,11 +35,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::runtime::Stream;
 
-/// The TLS side of an HTTPS server: its certificate chain, its key and the protocols it
-/// offers.
+/// The TLS side of an HTTPS server: its certificate chain, its key, the protocols it
+/// offers, and whether it asks clients for certificates.
 #[derive(Clone)]
 pub struct TlsConfig {
     acceptor: tokio_rustls::TlsAcceptor,
+    /// Whether clients are asked for a certificate: the environs of one that shows none then
+    /// say `SSL_CLIENT_VERIFY=NONE`.
+    client_auth: bool,
 }
 
 impl TlsConfig {
@@ -42,49 +51,137 @@ impl TlsConfig {
     /// HTTP/2 and HTTP/1.1 by ALPN. Fails, saying which file and why, when a file cannot be
     /// read, holds no certificate or key, or the key does not fit the certificate.
     pub fn from_pem_files(cert: &Path, key: &Path) -> io::Result<TlsConfig> {
-        let invalid = |file: &Path, what: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {what}", file.display()),
-            )
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| invalid(cert, e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(cert, e.to_string()))?;
-        if chain.is_empty() {
-            return Err(invalid(cert, "no certificate in it".to_owned()));
-        }
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, e.to_string()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(cert, e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|e| invalid(key, format!("does not fit {}: {e}", cert.display())))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsConfig::new(Arc::new(config)))
+        build(cert, key, None)
     }
 
-    /// A rustls configuration of your own (client certificates, other protocols, a resolver
-    /// of certificates by name). Offer `h2` by ALPN for HTTP/2 clients that need it.
+    /// As [`from_pem_files`](Self::from_pem_files), and asks each client for a certificate
+    /// signed by one of the authorities in `client_ca` (PEM, one certificate or more). With
+    /// `required`, a client that shows none is refused in the handshake; without, it is served
+    /// (`SSL_CLIENT_VERIFY=NONE`). A certificate that does not verify is refused either way.
+    /// Fails, saying which file and why, as `from_pem_files` does, and when `client_ca` holds
+    /// no certificate that can be an authority.
+    pub fn from_pem_files_with_client_ca(
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+        required: bool,
+    ) -> io::Result<TlsConfig> {
+        build(cert, key, Some((client_ca, required)))
+    }
+
+    /// A rustls configuration of your own (other protocols, a resolver of certificates by
+    /// name, client certificates verified your way). Offer `h2` by ALPN for HTTP/2 clients
+    /// that need it. When it asks clients for certificates, the environs of a client that
+    /// showed one have `SSL_CLIENT_VERIFY=SUCCESS` and `SSL_CLIENT_CERT`; those of a client
+    /// that showed none have neither (rustls does not tell whether the configuration asked).
     pub fn new(config: Arc<rustls::ServerConfig>) -> TlsConfig {
         TlsConfig {
             acceptor: tokio_rustls::TlsAcceptor::from(config),
+            client_auth: false,
         }
     }
 
     /// The TLS handshake on `stream`, whose first bytes `read` were read from it already:
-    /// the decrypted stream once it is done.
+    /// the decrypted stream once it is done, and the variables it gives the connection's
+    /// environs (none unless clients are asked for certificates).
     pub(crate) async fn accept(
         &self,
         stream: Box<dyn Stream>,
         read: Bytes,
-    ) -> io::Result<Box<dyn Stream>> {
-        let stream = Prefixed { read, stream };
-        Ok(Box::new(self.acceptor.accept(stream).await?))
+    ) -> io::Result<(Box<dyn Stream>, Vec<(Bytes, Bytes)>)> {
+        let stream = self.acceptor.accept(Prefixed { read, stream }).await?;
+        let verify = Bytes::from_static(b"SSL_CLIENT_VERIFY");
+        let variables = match stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first)
+        {
+            // rustls verified it, or the handshake would have failed.
+            Some(certificate) => vec![
+                (verify, Bytes::from_static(b"SUCCESS")),
+                (
+                    Bytes::from_static(b"SSL_CLIENT_CERT"),
+                    Bytes::from(certificate_pem(certificate)),
+                ),
+            ],
+            None if self.client_auth => vec![(verify, Bytes::from_static(b"NONE"))],
+            None => Vec::new(),
+        };
+        Ok((Box::new(stream), variables))
     }
+}
+
+/// The configuration of [`TlsConfig::from_pem_files`], with client certificates from the
+/// authorities in a file (and whether one is required) if given.
+fn build(cert: &Path, key: &Path, clients: Option<(&Path, bool)>) -> io::Result<TlsConfig> {
+    let invalid = |file: &Path, what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {what}", file.display()),
+        )
+    };
+    let certificates = |file: &Path| {
+        let found = CertificateDer::pem_file_iter(file)
+            .map_err(|e| invalid(file, e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(file, e.to_string()))?;
+        match found.is_empty() {
+            true => Err(invalid(file, "no certificate in it".to_owned())),
+            false => Ok(found),
+        }
+    };
+    let chain = certificates(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(cert, e.to_string()))?;
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some((client_ca, required)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for authority in certificates(client_ca)? {
+                roots
+                    .add(authority)
+                    .map_err(|e| invalid(client_ca, e.to_string()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            let verifier = match required {
+                true => verifier,
+                false => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| invalid(client_ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key_der)
+        .map_err(|e| invalid(key, format!("does not fit {}: {e}", cert.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsConfig {
+        client_auth: clients.is_some(),
+        ..TlsConfig::new(Arc::new(config))
+    })
+}
+
+/// A certificate in PEM, as `SSL_CLIENT_CERT` has it: base64 in lines of 64 characters
+/// between the `CERTIFICATE` lines.
+fn certificate_pem(certificate: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
+    let mut pem = String::with_capacity(text.len() + text.len() / 64 + 64);
+    pem.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        // Base64 is ASCII: every chunk is text.
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// Two are equal when they share one rustls configuration (clones of one another).
@@ -106,6 +203,7 @@ impl fmt::Debug for TlsConfig {
             .collect();
         f.debug_struct("TlsConfig")
             .field("alpn", &alpn)
+            .field("client_auth", &self.client_auth)
             .finish_non_exhaustive()
     }
 }

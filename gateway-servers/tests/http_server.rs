@@ -1762,3 +1762,164 @@ fn https_serves_http1_and_http2_by_alpn_after_a_proxy_header_too_and_tells_plain
     assert!(after_writes(&server, &[&[0x16, 0x03, 0x01]]).is_empty());
     assert!(started.elapsed() >= Duration::from_millis(450));
 }
+
+/// Answers with the environ's `SSL_CLIENT_VERIFY`, a line feed, and its `SSL_CLIENT_CERT`
+/// (`-` for each that is not set).
+#[cfg(feature = "tls")]
+fn tells_the_client_certificate(environ: Environ, start: StartResponse) -> Body {
+    let mut body = environ.get("SSL_CLIENT_VERIFY").unwrap_or(b"-").to_vec();
+    body.push(b'\n');
+    body.extend_from_slice(environ.get("SSL_CLIENT_CERT").unwrap_or(b"-"));
+    let _ = start.start(StatusCode::OK, HeaderMap::new());
+    Body::from(body)
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn client_certificates_are_asked_for_verified_and_shown_to_the_app() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let authority = |name: &str| {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (trusted, stranger) = (authority("trusted CA"), authority("stranger CA"));
+    // A client's certificate and key, signed by `issuer`.
+    let client = |issuer: &CertifiedIssuer<'_, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        (cert.der().clone(), key.serialize_der())
+    };
+    let (good, good_key) = client(&trusted);
+    let (bad, bad_key) = client(&stranger);
+
+    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("gateway-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    std::fs::write(&cert, server_cert.cert.pem()).unwrap();
+    std::fs::write(&key, server_cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&ca, trusted.pem()).unwrap();
+    let server = |required: bool| {
+        let mut config = config();
+        config.tls = Some(
+            gateway_servers::tls::TlsConfig::from_pem_files_with_client_ca(
+                &cert, &key, &ca, required,
+            )
+            .unwrap(),
+        );
+        Server::start(tells_the_client_certificate, config)
+    };
+    let (required, optional) = (server(true), server(false));
+    // A file with no authority in it: an error that names it.
+    let error =
+        gateway_servers::tls::TlsConfig::from_pem_files_with_client_ca(&cert, &key, &key, true)
+            .unwrap_err();
+    assert!(error.to_string().contains("key.pem: "), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_cert.cert.der().clone()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One GET over HTTP/1.1 with the client's certificate, if any: the body, or why not.
+    let get = |addr: std::net::SocketAddr, identity: Option<(&CertificateDer<'static>, &[u8])>| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone());
+        let client = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![cert.clone()],
+                    PrivateKeyDer::from(PrivatePkcs8KeyDer::from(key.to_vec())),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        runtime.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let request = http::Request::get("https://localhost/")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            // Under TLS 1.3 the server refuses a client's certificate after the client's side
+            // of the handshake is done: the request fails then.
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>(String::from_utf8(body.to_vec()).unwrap())
+        })
+    };
+    for server in [&required, &optional] {
+        // A certificate from the trusted authority: the app sees it, as PEM.
+        let seen = get(server.0.addr, Some((&good, &good_key))).unwrap();
+        let (verify, pem) = seen.split_once('\n').unwrap();
+        assert_eq!(verify, "SUCCESS");
+        let shown = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(shown, good);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+        assert!(pem.lines().all(|line| line.len() <= 64), "{pem}");
+        // One from another authority: refused.
+        let refused = get(server.0.addr, Some((&bad, &bad_key)));
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    // None: refused when one is required, served as NONE when it is optional.
+    let refused = get(required.0.addr, None);
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(get(optional.0.addr, None).unwrap(), "NONE\n-");
+
+    // A rustls configuration that asks for no certificate: neither variable is set.
+    let plain = {
+        let rustls_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.cert.der().clone()],
+            PrivateKeyDer::from(PrivatePkcs8KeyDer::from(
+                server_cert.signing_key.serialize_der(),
+            )),
+        )
+        .unwrap();
+        let mut config = config();
+        config.tls = Some(gateway_servers::tls::TlsConfig::new(Arc::new(
+            rustls_config,
+        )));
+        Server::start(tells_the_client_certificate, config)
+    };
+    assert_eq!(get(plain.0.addr, None).unwrap(), "-\n-");
+}
