@@ -288,8 +288,9 @@ impl Future for Answer {
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// The TLS handshake of a connection to an HTTPS socket, `read` its bytes read already: the
-/// decrypted stream, and the variables it gives the connection's environs. `None`, logged, when the client speaks plain HTTP (answered with
-/// [`plain_http_on_https`]), the handshake fails or is not done by `until`, or the server stops.
+/// decrypted stream, and the variables it gives the connection's environs. `None`, logged,
+/// when the client speaks plain HTTP (answered with [`plain_http_on_https`]), the handshake
+/// fails or is not done by `until`, or the server stops.
 #[cfg(feature = "tls")]
 async fn tls_handshake(
     tls: &crate::tls::TlsConfig,
