@@ -823,26 +823,10 @@ fn the_launcher_commands_of_the_deploying_page_work() {
     // An HTTPS command names its PEM files: it gets a certificate made here in their place,
     // and one with --tls-client-ca an authority, whose client certificate curl shows.
     let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-    let (ca, client, client_key) = (
-        dir.0.join("ca.pem"),
-        dir.0.join("client.pem"),
-        dir.0.join("client-key.pem"),
-    );
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let authority =
-        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let client_pair = rcgen::KeyPair::generate().unwrap();
-    let client_cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
-        .unwrap()
-        .signed_by(&client_pair, &authority)
-        .unwrap();
-    std::fs::write(&ca, authority.pem()).unwrap();
-    std::fs::write(&client, client_cert.pem()).unwrap();
-    std::fs::write(&client_key, client_pair.serialize_pem()).unwrap();
+    let (ca, client, client_key) = common::client_certificate_files(&dir.0);
     for args in &found {
         let (program, mut moved) = relocate(args, &mut ports, &binaries);
         let (mut tls, mut client_auth) = (false, false);

@@ -434,23 +434,7 @@ fn serves_https_with_tls_cert_and_tls_key_with_client_certificates_too_and_refus
     assert_eq!(answer["environ"]["PATH_INFO"], "/tls", "{answer}");
 
     // Client certificates from an authority in --tls-client-ca: required, or optional.
-    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let authority =
-        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let client_key = rcgen::KeyPair::generate().unwrap();
-    let client_cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
-        .unwrap()
-        .signed_by(&client_key, &authority)
-        .unwrap();
-    let (ca, client, client_key_file) = (
-        dir.join("ca.pem"),
-        dir.join("client.pem"),
-        dir.join("client-key.pem"),
-    );
-    std::fs::write(&ca, authority.pem()).unwrap();
-    std::fs::write(&client, client_cert.pem()).unwrap();
-    std::fs::write(&client_key_file, client_key.serialize_pem()).unwrap();
+    let (ca, client, client_key_file) = common::client_certificate_files(&dir);
     let ca = ca.to_str().unwrap();
     // The environ's SSL_CLIENT_VERIFY, with the client's certificate or without: `None` when
     // the request fails.

@@ -903,3 +903,28 @@ pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Writes an authority (`ca.pem`) and a client certificate it signed with its key
+/// (`client.pem`, `client-key.pem`) into `dir`, for `--tls-client-ca`: their paths, in that
+/// order.
+#[allow(dead_code)]
+pub fn client_certificate_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let authority =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .signed_by(&key, &authority)
+        .unwrap();
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client-key.pem"),
+    );
+    std::fs::write(&files.0, authority.pem()).unwrap();
+    std::fs::write(&files.1, cert.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
